@@ -1,0 +1,296 @@
+//! The 64-bit I/O APIC redirection-table entry (82093AA datasheet, 3.2.4).
+
+use core::fmt;
+
+use crate::types::{
+    DeliveryMode, Destination, DestinationMode, InterruptMessage, InvalidValue, Polarity,
+    TriggerMode,
+};
+use crate::vector::Vector;
+
+/// One redirection-table entry.
+///
+/// | bits | field |
+/// |---|---|
+/// | 7:0 | vector |
+/// | 10:8 | delivery mode |
+/// | 11 | destination mode (1 = logical) |
+/// | 12 | delivery status (read-only) |
+/// | 13 | polarity (1 = active low) |
+/// | 14 | remote IRR (read-only) |
+/// | 15 | trigger mode (1 = level) |
+/// | 16 | mask |
+/// | 55:49 | extended destination ID (destination bits 14:8, Linux/KVM convention) |
+/// | 63:56 | destination |
+///
+/// The reset value has only the mask bit set (datasheet: "all entries masked").
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+#[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
+pub struct RedirectionEntry(pub u64);
+
+impl Default for RedirectionEntry {
+    fn default() -> Self {
+        RedirectionEntry::RESET
+    }
+}
+
+impl RedirectionEntry {
+    /// Bit 12: delivery status (read-only to the guest).
+    pub const DELIVERY_STATUS: u64 = 1 << 12;
+    /// Bit 13: polarity, 1 = active low.
+    pub const POLARITY_LOW: u64 = 1 << 13;
+    /// Bit 14: remote IRR (read-only to the guest).
+    pub const REMOTE_IRR: u64 = 1 << 14;
+    /// Bit 15: trigger mode, 1 = level.
+    pub const LEVEL: u64 = 1 << 15;
+    /// Bit 16: interrupt mask.
+    pub const MASK: u64 = 1 << 16;
+    /// Bit 11: destination mode, 1 = logical.
+    pub const LOGICAL: u64 = 1 << 11;
+    /// Bits the guest cannot write: delivery status and remote IRR.
+    pub const READ_ONLY: u64 = Self::DELIVERY_STATUS | Self::REMOTE_IRR;
+    /// Value at reset: masked, everything else zero.
+    pub const RESET: RedirectionEntry = RedirectionEntry(Self::MASK);
+
+    /// Builds an entry from its fields (extended destination ID from bits
+    /// 14:8 of `destination`; bits above 14 are dropped).
+    #[allow(clippy::too_many_arguments)]
+    pub const fn new(
+        vector: Vector,
+        delivery_mode: DeliveryMode,
+        destination_mode: DestinationMode,
+        polarity: Polarity,
+        trigger: TriggerMode,
+        masked: bool,
+        destination: u32,
+    ) -> Self {
+        let mut bits = vector.get() as u64
+            | (delivery_mode as u64) << 8
+            | (destination_mode as u64) << 11
+            | (polarity as u64) << 13
+            | (trigger as u64) << 15
+            | (masked as u64) << 16;
+        bits |= ((destination & 0xff) as u64) << 56;
+        bits |= (((destination >> 8) & 0x7f) as u64) << 49;
+        RedirectionEntry(bits)
+    }
+
+    /// A fixed, physical, active-high, unmasked entry: the common case.
+    pub const fn fixed(vector: Vector, trigger: TriggerMode, apic_id: u32) -> Self {
+        Self::new(
+            vector,
+            DeliveryMode::Fixed,
+            DestinationMode::Physical,
+            Polarity::ActiveHigh,
+            trigger,
+            false,
+            apic_id,
+        )
+    }
+
+    /// The raw 64 bits.
+    #[inline]
+    pub const fn bits(self) -> u64 {
+        self.0
+    }
+    /// Bits 7:0.
+    #[inline]
+    pub const fn vector(self) -> Vector {
+        Vector::new(self.0 as u8)
+    }
+    /// Bits 10:8 as a raw number (0..=7).
+    #[inline]
+    pub const fn delivery_mode_bits(self) -> u8 {
+        ((self.0 >> 8) & 7) as u8
+    }
+    /// Bits 10:8; `Err` for the reserved encodings 3 and 6.
+    #[inline]
+    pub fn delivery_mode(self) -> Result<DeliveryMode, InvalidValue> {
+        DeliveryMode::try_from(self.delivery_mode_bits())
+    }
+    /// Bit 11.
+    #[inline]
+    pub const fn destination_mode(self) -> DestinationMode {
+        DestinationMode::from_bit(self.0 & Self::LOGICAL != 0)
+    }
+    /// Bit 12: delivery status (the 82093AA sets it while a message is pending).
+    #[inline]
+    pub const fn delivery_status(self) -> bool {
+        self.0 & Self::DELIVERY_STATUS != 0
+    }
+    /// Bit 13.
+    #[inline]
+    pub const fn polarity(self) -> Polarity {
+        if self.0 & Self::POLARITY_LOW != 0 {
+            Polarity::ActiveLow
+        } else {
+            Polarity::ActiveHigh
+        }
+    }
+    /// Bit 14: remote IRR.
+    #[inline]
+    pub const fn remote_irr(self) -> bool {
+        self.0 & Self::REMOTE_IRR != 0
+    }
+    /// Bit 15.
+    #[inline]
+    pub const fn trigger_mode(self) -> TriggerMode {
+        TriggerMode::from_bit(self.0 & Self::LEVEL != 0)
+    }
+    /// Whether bit 15 says level.
+    #[inline]
+    pub const fn is_level(self) -> bool {
+        self.0 & Self::LEVEL != 0
+    }
+    /// Bit 16.
+    #[inline]
+    pub const fn masked(self) -> bool {
+        self.0 & Self::MASK != 0
+    }
+    /// Bits 63:56: the 8-bit destination.
+    #[inline]
+    pub const fn destination_id(self) -> u8 {
+        (self.0 >> 56) as u8
+    }
+    /// Bits 55:49: the extended destination ID (destination bits 14:8).
+    #[inline]
+    pub const fn extended_destination_id(self) -> u8 {
+        ((self.0 >> 49) & 0x7f) as u8
+    }
+    /// The full destination: bits 63:56 plus the extended ID as bits 14:8.
+    #[inline]
+    pub const fn destination_id_full(self) -> u32 {
+        self.destination_id() as u32 | (self.extended_destination_id() as u32) << 8
+    }
+    /// Destination plus mode.
+    #[inline]
+    pub const fn destination(self) -> Destination {
+        Destination {
+            id: self.destination_id_full(),
+            mode: self.destination_mode(),
+        }
+    }
+
+    /// Returns the entry with remote IRR set or cleared.
+    #[inline]
+    #[must_use]
+    pub const fn with_remote_irr(self, on: bool) -> Self {
+        if on {
+            RedirectionEntry(self.0 | Self::REMOTE_IRR)
+        } else {
+            RedirectionEntry(self.0 & !Self::REMOTE_IRR)
+        }
+    }
+    /// Returns the entry with the mask bit set or cleared.
+    #[inline]
+    #[must_use]
+    pub const fn with_mask(self, on: bool) -> Self {
+        if on {
+            RedirectionEntry(self.0 | Self::MASK)
+        } else {
+            RedirectionEntry(self.0 & !Self::MASK)
+        }
+    }
+    /// Returns the entry with delivery status set or cleared.
+    #[inline]
+    #[must_use]
+    pub const fn with_delivery_status(self, on: bool) -> Self {
+        if on {
+            RedirectionEntry(self.0 | Self::DELIVERY_STATUS)
+        } else {
+            RedirectionEntry(self.0 & !Self::DELIVERY_STATUS)
+        }
+    }
+
+    /// The interrupt message this entry sends, or `None` for a reserved
+    /// delivery mode (KVM drops those).
+    #[inline]
+    pub fn message(self) -> Option<InterruptMessage> {
+        Some(InterruptMessage {
+            destination: self.destination(),
+            delivery_mode: self.delivery_mode().ok()?,
+            vector: self.vector(),
+            trigger: self.trigger_mode(),
+        })
+    }
+}
+
+impl fmt::Debug for RedirectionEntry {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RedirectionEntry")
+            .field("vector", &self.vector())
+            .field("delivery_mode", &self.delivery_mode_bits())
+            .field("dest_mode", &self.destination_mode())
+            .field("delivery_status", &self.delivery_status())
+            .field("polarity", &self.polarity())
+            .field("remote_irr", &self.remote_irr())
+            .field("trigger", &self.trigger_mode())
+            .field("masked", &self.masked())
+            .field("dest", &self.destination_id_full())
+            .finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reset_entry_is_masked_and_otherwise_zero() {
+        let e = RedirectionEntry::default();
+        assert!(e.masked());
+        assert_eq!(e.bits(), 1 << 16);
+    }
+
+    #[test]
+    fn field_accessors_decode_the_82093aa_layout() {
+        let e = RedirectionEntry(
+            0x41 | 1 << 8
+                | 1 << 11
+                | 1 << 12
+                | 1 << 13
+                | 1 << 14
+                | 1 << 15
+                | 1 << 16
+                | 0x7f << 49
+                | 0xab << 56,
+        );
+        assert_eq!(e.vector(), Vector::new(0x41));
+        assert_eq!(e.delivery_mode(), Ok(DeliveryMode::LowestPriority));
+        assert_eq!(e.destination_mode(), DestinationMode::Logical);
+        assert!(e.delivery_status());
+        assert_eq!(e.polarity(), Polarity::ActiveLow);
+        assert!(e.remote_irr());
+        assert_eq!(e.trigger_mode(), TriggerMode::Level);
+        assert!(e.masked());
+        assert_eq!(e.destination_id(), 0xab);
+        assert_eq!(e.extended_destination_id(), 0x7f);
+        assert_eq!(e.destination_id_full(), 0x7fab);
+    }
+
+    #[test]
+    fn reserved_delivery_modes_decode_as_errors_and_send_no_message() {
+        for raw in [3u64, 6] {
+            let e = RedirectionEntry(0x30 | raw << 8);
+            assert!(e.delivery_mode().is_err());
+            assert!(e.message().is_none());
+        }
+    }
+
+    #[test]
+    fn new_round_trips_through_the_accessors() {
+        let e = RedirectionEntry::new(
+            Vector::new(0x99),
+            DeliveryMode::Fixed,
+            DestinationMode::Physical,
+            Polarity::ActiveHigh,
+            TriggerMode::Level,
+            false,
+            0x1234,
+        );
+        assert_eq!(e.vector().get(), 0x99);
+        assert_eq!(e.destination_id_full(), 0x1234);
+        assert!(e.is_level() && !e.masked());
+    }
+}

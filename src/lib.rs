@@ -1,0 +1,36 @@
+//! # eoi-exit
+//!
+//! A `no_std`, sans-IO model of the x86 interrupt path that decides **which guest
+//! EOIs must cause a VM exit**: the I/O APIC redirection table ([`Ioapic`]), the
+//! local APIC's IRR/ISR/TMR ([`LocalApic`]), and each vCPU's 256-bit EOI-exit
+//! bitmap ([`EoiExitMap`]), composed by [`Irqchip`].
+//!
+//! Every type is a state machine: the VMM feeds it inputs (guest MMIO, pin
+//! levels, EOIs) and acts on the `#[must_use]` values it returns. Nothing here
+//! allocates, locks (except [`Irqchip`]'s shared I/O APIC), calls back or does I/O.
+//!
+//! Behaviour follows the Intel SDM (Vol. 3, "Advanced Programmable Interrupt
+//! Controller" and "APIC Virtualization and Virtual Interrupts"), the 82093AA
+//! I/O APIC datasheet and Linux KVM 6.16+.
+#![no_std]
+#![forbid(unsafe_code)]
+#![deny(missing_docs)]
+#![cfg_attr(docsrs, feature(doc_auto_cfg))]
+
+#[cfg(any(test, feature = "std"))]
+extern crate std;
+
+pub mod ioapic;
+pub mod lapic;
+pub mod routes;
+pub mod types;
+pub mod vector;
+
+pub use ioapic::{Ioapic, RedirectionEntry};
+pub use lapic::LocalApic;
+pub use routes::Msi;
+pub use types::{
+    ApicId, DeliveryMode, Destination, DestinationMode, Gsi, InterruptMessage, InvalidValue, Pin,
+    Polarity, RTC_GSI, TriggerMode, VcpuId,
+};
+pub use vector::{Vector, VectorSet};
