@@ -20,13 +20,17 @@
 #[cfg(any(test, feature = "std"))]
 extern crate std;
 
+pub mod eoi_exit;
 pub mod ioapic;
+pub mod irqchip;
 pub mod lapic;
 pub mod routes;
 pub mod types;
 pub mod vector;
 
+pub use eoi_exit::{EoiExit, EoiExitMap, Policy, VmcsUpdate};
 pub use ioapic::{Ioapic, RedirectionEntry};
+pub use irqchip::{Irqchip, IrqchipConfig};
 pub use lapic::LocalApic;
 pub use routes::Msi;
 pub use types::{

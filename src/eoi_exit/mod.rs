@@ -1,0 +1,618 @@
+//! Per-vCPU EOI-exit bitmaps and the interception policies.
+//!
+//! With APIC virtualization a guest EOI completes in hardware unless the
+//! vector's bit is set in the VMCS `EOI_EXIT_BITMAP0..3`. An [`EoiExitMap`]
+//! decides that bitmap for one vCPU under one [`Policy`].
+//!
+//! # Call order (one vCPU)
+//!
+//! 1. On a rescan request: [`EoiExitMap::begin_scan`], then
+//!    [`EoiExitMap::scan_entry`] for every I/O APIC redirection entry (or every
+//!    split-irqchip GSI route below the reserved pin count), then
+//!    [`EoiExitMap::end_scan`].
+//! 2. On every interrupt this vCPU's LAPIC accepts: [`EoiExitMap::on_accept`].
+//! 3. On every EOI the hardware intercepts (the vector is in
+//!    [`EoiExitMap::bitmap`]): [`EoiExitMap::send_eoi`], *after* the LAPIC
+//!    has retired the vector. The VMM MUST act on the returned [`EoiExit`] in
+//!    KVM's order: forward the EOI to the I/O APIC, then rescan this vCPU if
+//!    asked, then load the VMCS words.
+//! 4. Before every VM entry: [`EoiExitMap::take_vmcs_update`], and write the
+//!    returned words to the VMCS.
+
+use crate::lapic::LocalApic;
+use crate::routes::Msi;
+use crate::types::{Destination, TriggerMode};
+use crate::vector::{Vector, VectorSet};
+use crate::RedirectionEntry;
+
+/// How a vCPU's EOI-exit bitmap is computed.
+///
+/// All policies share the scan and EOI entry points; the enum is matched in
+/// each method, a branch the optimizer hoists or predicts perfectly.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug, Default, PartialOrd, Ord)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+#[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
+#[repr(u8)]
+pub enum Policy {
+    /// Linux up to 6.15: a vector is intercepted when a counted entry targets
+    /// this vCPU, or when it is pending (IRR or ISR) here at scan time. Stale
+    /// bits stay until some later rescan.
+    KvmLegacy = 0,
+    /// Linux 6.16+: as `KvmLegacy`, and the highest vector set only because it
+    /// was pending is remembered; its EOI requests a rescan.
+    KvmHighestStale = 1,
+    /// Xen / ACRN: set on acceptance of a level interrupt, cleared on
+    /// acceptance of an edge one. Scans change nothing.
+    TmrDriven = 2,
+    /// This crate: per-vector reasons (routed here, a necessary instance in
+    /// flight, RTC EOI owed). A stale reason drops with the EOI that retires
+    /// it, without a rescan.
+    #[default]
+    Exact = 3,
+    /// TDX-style: nothing is intercepted. [`EoiExit::missed_level`] reports
+    /// the level EOIs this loses.
+    NoIntercept = 4,
+}
+
+impl Policy {
+    /// Every policy, in declaration order.
+    pub const ALL: [Policy; 5] = [
+        Policy::KvmLegacy,
+        Policy::KvmHighestStale,
+        Policy::TmrDriven,
+        Policy::Exact,
+        Policy::NoIntercept,
+    ];
+
+    /// The policy's type-like name (`"KvmHighestStale"`, ...).
+    pub const fn name(self) -> &'static str {
+        match self {
+            Policy::KvmLegacy => "KvmLegacy",
+            Policy::KvmHighestStale => "KvmHighestStale",
+            Policy::TmrDriven => "TmrDriven",
+            Policy::Exact => "Exact",
+            Policy::NoIntercept => "NoIntercept",
+        }
+    }
+}
+
+impl TryFrom<u8> for Policy {
+    type Error = crate::InvalidValue;
+    fn try_from(v: u8) -> Result<Self, Self::Error> {
+        Policy::ALL.get(v as usize).copied().ok_or(crate::InvalidValue(v as u64))
+    }
+}
+
+bitflags::bitflags! {
+    /// Why a scanned entry counts for EOI interception (KVM's
+    /// `kvm_ioapic_scan_entry` counts level entries, pins with an ack
+    /// notifier, and the RTC pin).
+    #[derive(Clone, Copy, PartialEq, Eq, Hash, Debug, Default)]
+    #[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+    pub struct ScanFlags: u8 {
+        /// The entry is level triggered (redirection entry bit 15, MSI data bit 15).
+        const LEVEL = 1 << 0;
+        /// The pin has an in-kernel ack notifier (assigned device, PIT reinject):
+        /// its EOIs matter even when edge.
+        const ACK_NOTIFIER = 1 << 1;
+        /// The pin is the RTC (GSI 8), whose EOIs KVM tracks even when edge.
+        const RTC = 1 << 2;
+        /// The entry is masked.
+        const MASKED = 1 << 3;
+        /// The entry's remote IRR is set (a level interrupt awaits its EOI).
+        const REMOTE_IRR = 1 << 4;
+    }
+}
+
+/// One redirection entry or GSI route, as the scan sees it.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
+pub struct ScanEntry {
+    /// Where the entry sends its interrupts.
+    pub destination: Destination,
+    /// Its vector.
+    pub vector: Vector,
+    /// Why it may count.
+    pub flags: ScanFlags,
+}
+
+impl ScanEntry {
+    /// From an I/O APIC redirection entry (in-kernel style scan).
+    #[inline]
+    pub const fn from_redirection(entry: RedirectionEntry, ack_notifier: bool, rtc: bool) -> Self {
+        let mut f = 0;
+        if entry.is_level() {
+            f |= ScanFlags::LEVEL.bits();
+        }
+        if ack_notifier {
+            f |= ScanFlags::ACK_NOTIFIER.bits();
+        }
+        if rtc {
+            f |= ScanFlags::RTC.bits();
+        }
+        if entry.masked() {
+            f |= ScanFlags::MASKED.bits();
+        }
+        if entry.remote_irr() {
+            f |= ScanFlags::REMOTE_IRR.bits();
+        }
+        ScanEntry {
+            destination: entry.destination(),
+            vector: entry.vector(),
+            flags: ScanFlags::from_bits_retain(f),
+        }
+    }
+
+    /// From a split-irqchip MSI route (KVM's `kvm_scan_ioapic_routes`: only the
+    /// level bit of the data counts; the caller MUST pass only GSIs below the
+    /// reserved I/O APIC pin count).
+    #[inline]
+    pub const fn from_msi_route(msi: &Msi) -> Self {
+        ScanEntry {
+            destination: msi.destination(),
+            vector: msi.vector(),
+            flags: if msi.is_level() { ScanFlags::LEVEL } else { ScanFlags::empty() },
+        }
+    }
+
+    /// Whether KVM's scan counts the entry: level, ack notifier or RTC.
+    #[inline]
+    pub const fn counts_for_kvm(&self) -> bool {
+        self.flags.intersects(ScanFlags::LEVEL.union(ScanFlags::ACK_NOTIFIER).union(ScanFlags::RTC))
+    }
+
+    /// Whether `Exact` counts it: as KVM, except a masked level entry whose
+    /// remote IRR is clear cannot deliver until a redirection write unmasks it,
+    /// and that write rescans its destination before delivering
+    /// ([`crate::Irqchip`] guarantees the order; the race model check proves it).
+    #[inline]
+    pub const fn counts_for_exact(&self) -> bool {
+        if self.flags.intersects(ScanFlags::ACK_NOTIFIER.union(ScanFlags::RTC)) {
+            return true;
+        }
+        self.flags.contains(ScanFlags::LEVEL)
+            && (!self.flags.contains(ScanFlags::MASKED) || self.flags.contains(ScanFlags::REMOTE_IRR))
+    }
+}
+
+/// Where an accepted interrupt came from, as far as EOI interception cares.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug, Default)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+#[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
+pub enum Source {
+    /// Its EOI matters to nobody but the LAPIC (edge MSI, IPI, edge pin).
+    #[default]
+    Plain,
+    /// Its EOI must reach the I/O APIC: a level entry (remote IRR), a pin with
+    /// an ack notifier.
+    NeedsEoi,
+    /// The RTC pin under KVM's RTC EOI tracking: this vCPU owes an EOI.
+    Rtc,
+}
+
+/// One acceptance by this vCPU's LAPIC, reported to [`EoiExitMap::on_accept`].
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
+pub struct Accepted {
+    /// The vector set in IRR.
+    pub vector: Vector,
+    /// Edge or level (what TMR now says).
+    pub trigger: TriggerMode,
+    /// The IRR bit was already set: the new instance merged into it.
+    pub coalesced: bool,
+    /// Whose EOI it is.
+    pub source: Source,
+}
+
+/// What the VMM must do after an intercepted EOI.
+///
+/// The caller MUST, in this order: forward the EOI to the I/O APIC when
+/// `forward` is set (`Ioapic::eoi`, or for KVM's split irqchip the
+/// `KVM_EXIT_IOAPIC_EOI` path), then rescan this vCPU when `rescan` is set,
+/// then load [`EoiExitMap::take_vmcs_update`] before the next VM entry.
+#[must_use = "an intercepted EOI must be forwarded to the I/O APIC, or its line stays wedged"]
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug, Default)]
+pub struct EoiExit {
+    /// The EOI exits and must be forwarded to the I/O APIC.
+    pub forward: bool,
+    /// This vCPU must be rescanned (after forwarding).
+    pub rescan: bool,
+    /// `NoIntercept` only: the retired vector was level triggered (TMR), so an
+    /// I/O APIC entry may now wait forever for this EOI.
+    pub missed_level: bool,
+}
+
+/// The VMCS `EOI_EXIT_BITMAPn` words that changed since the last load.
+#[must_use = "the VMCS must be updated before the next VM entry"]
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+pub struct VmcsUpdate {
+    /// Bit `n` set: word `n` changed and MUST be written.
+    pub mask: u8,
+    /// All four words (only those in `mask` need writing).
+    pub words: [u64; 4],
+}
+
+impl VmcsUpdate {
+    /// The `(index, value)` pairs to write, in index order.
+    pub fn changed(&self) -> impl Iterator<Item = (usize, u64)> + '_ {
+        (0..4).filter(move |i| self.mask & (1 << i) != 0).map(move |i| (i, self.words[i]))
+    }
+}
+
+/// One vCPU's EOI-exit bitmap under one [`Policy`].
+///
+/// Fixed size (a few hundred bytes), no allocation. See the module docs for
+/// the call order.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+pub struct EoiExitMap {
+    pub(crate) policy: Policy,
+    /// The bitmap the hardware should use.
+    pub(crate) bitmap: VectorSet,
+    /// The bitmap last handed out by `take_vmcs_update`.
+    pub(crate) loaded: VectorSet,
+    /// Scan result: counted entries that target this vCPU (`Exact`: the
+    /// "routed here" reason; KVM: part of the scanned bitmap).
+    pub(crate) routed: VectorSet,
+    /// KVM policies: vectors set at scan only because they were pending.
+    pub(crate) stale: VectorSet,
+    /// `KvmHighestStale`: the highest of `stale` (KVM's
+    /// `highest_stale_pending_ioapic_eoi`).
+    pub(crate) highest_stale: Option<Vector>,
+    /// RTC EOI owed by this vCPU (KVM's `rtc_status.dest_map`), and its vector.
+    pub(crate) rtc_owed: Option<Vector>,
+    /// `Exact` instance tracking: vectors with at least one outstanding
+    /// instance (IRR or ISR) known to this map, ...
+    pub(crate) inst_one: VectorSet,
+    /// ... with two (one in ISR, a newer one in IRR), ...
+    pub(crate) inst_two: VectorSet,
+    /// ... whether the oldest one needs its EOI, ...
+    pub(crate) need_old: VectorSet,
+    /// ... and whether the newer one does (meaningful only in `inst_two`).
+    pub(crate) need_new: VectorSet,
+    /// Inside begin_scan/end_scan.
+    pub(crate) scanning: bool,
+    /// `TmrDriven`: level vectors pending at the last scan.
+    pub(crate) adopted_level: VectorSet,
+}
+
+impl Default for EoiExitMap {
+    fn default() -> Self {
+        Self::new(Policy::default())
+    }
+}
+
+impl EoiExitMap {
+    /// An empty map under `policy`.
+    pub const fn new(policy: Policy) -> Self {
+        EoiExitMap {
+            policy,
+            bitmap: VectorSet::EMPTY,
+            loaded: VectorSet::EMPTY,
+            routed: VectorSet::EMPTY,
+            stale: VectorSet::EMPTY,
+            highest_stale: None,
+            rtc_owed: None,
+            inst_one: VectorSet::EMPTY,
+            inst_two: VectorSet::EMPTY,
+            need_old: VectorSet::EMPTY,
+            need_new: VectorSet::EMPTY,
+            scanning: false,
+            adopted_level: VectorSet::EMPTY,
+        }
+    }
+
+    /// The policy.
+    #[inline]
+    pub const fn policy(&self) -> Policy {
+        self.policy
+    }
+
+    /// The bitmap the hardware must use: a vector's EOI exits iff it is here.
+    #[inline]
+    pub const fn bitmap(&self) -> &VectorSet {
+        &self.bitmap
+    }
+
+    /// Whether an EOI of `vector` is intercepted now.
+    #[inline]
+    pub const fn intercepts(&self, vector: Vector) -> bool {
+        self.bitmap.contains(vector)
+    }
+
+    /// The four VMCS `EOI_EXIT_BITMAP0..3` words.
+    #[inline]
+    pub const fn vmcs_words(&self) -> [u64; 4] {
+        self.bitmap.as_u64_words()
+    }
+
+    /// `KvmHighestStale`: the vector whose EOI triggers a rescan.
+    #[inline]
+    pub const fn highest_stale(&self) -> Option<Vector> {
+        self.highest_stale
+    }
+
+    /// The RTC vector whose EOI this vCPU still owes, if any.
+    #[inline]
+    pub const fn rtc_owed(&self) -> Option<Vector> {
+        self.rtc_owed
+    }
+
+    /// `Exact`: vectors with an outstanding instance whose EOI is needed.
+    #[inline]
+    pub fn needed_in_flight(&self) -> VectorSet {
+        self.need_old.intersection(&self.inst_one).union(&self.need_new.intersection(&self.inst_two))
+    }
+
+    /// The words that changed since the last call, or `None` when the VMCS is
+    /// current. Call before every VM entry.
+    #[inline]
+    pub fn take_vmcs_update(&mut self) -> Option<VmcsUpdate> {
+        let new = self.bitmap.as_u64_words();
+        let old = self.loaded.as_u64_words();
+        let mut mask = 0u8;
+        for i in 0..4 {
+            if new[i] != old[i] {
+                mask |= 1 << i;
+            }
+        }
+        if mask == 0 {
+            return None;
+        }
+        self.loaded = self.bitmap;
+        Some(VmcsUpdate { mask, words: new })
+    }
+
+    /// The bitmap as last handed to the VMCS.
+    #[inline]
+    pub const fn loaded(&self) -> &VectorSet {
+        &self.loaded
+    }
+
+    // ---- scanning -------------------------------------------------------
+
+    /// Starts a rescan (KVM's `vcpu_scan_ioapic`: the bitmap and the highest
+    /// stale vector are reset).
+    pub fn begin_scan(&mut self) {
+        self.scanning = true;
+        self.routed.clear();
+        self.stale.clear();
+        self.highest_stale = None;
+    }
+
+    /// Scans one redirection entry or route against this vCPU's LAPIC.
+    ///
+    /// KVM policies follow `kvm_scan_ioapic_irq`: a counted entry whose
+    /// destination matches sets the bit; one that does not match but whose
+    /// vector is pending (IRR or ISR) sets it too and becomes a stale
+    /// candidate.
+    #[inline]
+    pub fn scan_entry(&mut self, apic: &LocalApic, entry: &ScanEntry) {
+        match self.policy {
+            Policy::KvmLegacy | Policy::KvmHighestStale => {
+                if !entry.counts_for_kvm() {
+                    return;
+                }
+                if apic.matches(entry.destination) {
+                    self.routed.insert(entry.vector);
+                } else if apic.pending_eoi(entry.vector) {
+                    self.stale.insert(entry.vector);
+                    if self.highest_stale.is_none_or(|h| entry.vector > h) {
+                        self.highest_stale = Some(entry.vector);
+                    }
+                }
+            }
+            Policy::Exact => {
+                if entry.counts_for_exact() && apic.matches(entry.destination) {
+                    self.routed.insert(entry.vector);
+                }
+            }
+            Policy::TmrDriven | Policy::NoIntercept => {}
+        }
+    }
+
+    /// Ends a rescan and recomputes the bitmap.
+    pub fn end_scan(&mut self, apic: &LocalApic) {
+        self.scanning = false;
+        if self.policy == Policy::TmrDriven {
+            self.adopted_level = apic.tmr().intersection(&apic.irr().union(apic.isr()));
+        }
+        if self.policy == Policy::Exact {
+            // Instances the map never saw accepted (state planted by the host,
+            // or restored) are adopted conservatively.
+            for v in apic.irr().union(apic.isr()).iter() {
+                self.sync_instances(apic, v, 0);
+            }
+        }
+        self.recompute();
+    }
+
+    /// Convenience: a full scan of a redirection table.
+    ///
+    /// `ack_notifier(pin)` says whether a pin has an ack notifier; `rtc_pin`
+    /// is the pin whose EOIs KVM's RTC tracking follows (8), if enabled.
+    pub fn scan_table<F: Fn(usize) -> bool>(
+        &mut self,
+        apic: &LocalApic,
+        entries: &[RedirectionEntry],
+        ack_notifier: F,
+        rtc_pin: Option<usize>,
+    ) {
+        self.begin_scan();
+        for (pin, e) in entries.iter().enumerate() {
+            let se = ScanEntry::from_redirection(*e, ack_notifier(pin), rtc_pin == Some(pin));
+            self.scan_entry(apic, &se);
+        }
+        self.end_scan(apic);
+    }
+
+    fn recompute(&mut self) {
+        let mut b = match self.policy {
+            Policy::KvmLegacy | Policy::KvmHighestStale => self.routed.union(&self.stale),
+            Policy::Exact => self.routed.union(&self.needed_in_flight()),
+            // A scan never clears a TmrDriven bit; it adopts level instances
+            // the map did not see accepted (state planted or restored).
+            Policy::TmrDriven => self.bitmap.union(&self.adopted_level),
+            Policy::NoIntercept => VectorSet::EMPTY,
+        };
+        if let (Some(v), Policy::KvmLegacy | Policy::KvmHighestStale | Policy::Exact) =
+            (self.rtc_owed, self.policy)
+        {
+            b.insert(v);
+        }
+        self.bitmap = b;
+    }
+
+    // ---- acceptance -------------------------------------------------------
+
+    /// Reports an interrupt this vCPU's LAPIC accepted (call after
+    /// `LocalApic::accept`, with the LAPIC in its new state).
+    #[inline]
+    pub fn on_accept(&mut self, apic: &LocalApic, a: Accepted) {
+        match self.policy {
+            Policy::TmrDriven => {
+                self.bitmap.set(a.vector, a.trigger.is_level());
+            }
+            Policy::Exact => {
+                // Instances before this one: IRR+ISR count, minus this one
+                // unless it merged into an existing IRR bit.
+                self.sync_instances(apic, a.vector, if a.coalesced { 0 } else { 1 });
+                let need = a.source != Source::Plain;
+                let v = a.vector;
+                if a.coalesced {
+                    // Merge into the newest instance.
+                    if self.inst_two.contains(v) {
+                        if need {
+                            self.need_new.insert(v);
+                        }
+                    } else if self.inst_one.contains(v) {
+                        if need {
+                            self.need_old.insert(v);
+                        }
+                    } else {
+                        self.push_instance(v, need);
+                    }
+                } else {
+                    self.push_instance(v, need);
+                }
+                if need {
+                    self.bitmap.insert(v);
+                }
+            }
+            _ => {}
+        }
+        if a.source == Source::Rtc && self.policy != Policy::NoIntercept {
+            // KVM records the owed EOI in the RTC dest_map; its scans read it.
+            // `Exact` sets the bit at once so the owed EOI is never missed.
+            self.rtc_owed = Some(a.vector);
+            if self.policy == Policy::Exact {
+                self.bitmap.insert(a.vector);
+            }
+        }
+    }
+
+    fn push_instance(&mut self, v: Vector, need: bool) {
+        if !self.inst_one.contains(v) {
+            self.inst_one.insert(v);
+            self.need_old.set(v, need);
+            self.need_new.remove(v);
+        } else {
+            // A third instance cannot exist (IRR and ISR hold one each); if
+            // the LAPIC says otherwise the sync step already shrank the queue.
+            self.inst_two.insert(v);
+            let keep = self.need_new.contains(v) && self.inst_two.contains(v);
+            self.need_new.set(v, need || keep);
+        }
+    }
+
+    /// Brings the instance queue of `v` in line with the LAPIC, where `extra`
+    /// instances in the LAPIC are ones the caller is about to report.
+    ///
+    /// EOIs the map did not see (not intercepted) retire only instances that
+    /// did not need their EOI, oldest first; instances the LAPIC holds that
+    /// the map never saw are adopted, as needing their EOI when TMR says level.
+    fn sync_instances(&mut self, apic: &LocalApic, v: Vector, extra: u8) {
+        let lapic = apic.irr().contains(v) as u8 + apic.isr().contains(v) as u8;
+        let lapic = lapic.saturating_sub(extra);
+        let mut known = self.inst_one.contains(v) as u8 + self.inst_two.contains(v) as u8;
+        while known > lapic {
+            self.pop_instance(v);
+            known -= 1;
+        }
+        let level = apic.tmr().contains(v);
+        while known < lapic {
+            // Unknown older instances: conservative.
+            self.push_front_unknown(v, level || known + 1 < lapic);
+            known += 1;
+        }
+    }
+
+    fn push_front_unknown(&mut self, v: Vector, need: bool) {
+        if !self.inst_one.contains(v) {
+            self.inst_one.insert(v);
+            self.need_old.set(v, need);
+        } else {
+            // The known one becomes the newer instance.
+            self.inst_two.insert(v);
+            let old = self.need_old.contains(v);
+            self.need_new.set(v, old);
+            self.need_old.set(v, need);
+        }
+    }
+
+    /// Retires the oldest instance; returns whether it needed its EOI.
+    fn pop_instance(&mut self, v: Vector) -> bool {
+        if !self.inst_one.contains(v) {
+            return false;
+        }
+        let needed = self.need_old.contains(v);
+        if self.inst_two.remove(v) {
+            let n = self.need_new.remove(v);
+            self.need_old.set(v, n);
+        } else {
+            self.inst_one.remove(v);
+            self.need_old.remove(v);
+        }
+        needed
+    }
+
+    // ---- EOI ----------------------------------------------------------------
+
+    /// Handles an EOI of `vector` that the LAPIC has just retired (`apic` is
+    /// the LAPIC after the EOI; `level` is the TMR bit the EOI reported).
+    ///
+    /// Call it for every EOI the hardware intercepts; calling it for a vector
+    /// not in the bitmap is harmless and returns `forward: false`.
+    #[inline]
+    pub fn send_eoi(&mut self, apic: &LocalApic, vector: Vector, level: bool) -> EoiExit {
+        if !self.bitmap.contains(vector) {
+            return EoiExit {
+                forward: false,
+                rescan: false,
+                missed_level: level && self.policy == Policy::NoIntercept,
+            };
+        }
+        let mut exit = EoiExit { forward: true, rescan: false, missed_level: false };
+        if self.rtc_owed == Some(vector) {
+            self.rtc_owed = None;
+        }
+        match self.policy {
+            Policy::KvmHighestStale => {
+                exit.rescan = self.highest_stale == Some(vector);
+            }
+            Policy::Exact => {
+                // The EOI retired the oldest instance (the LAPIC already
+                // popped it: one more existed before).
+                self.sync_instances(apic, vector, 0);
+                let keep = self.routed.contains(vector)
+                    || self.needed_in_flight().contains(vector)
+                    || self.rtc_owed == Some(vector);
+                self.bitmap.set(vector, keep);
+            }
+            Policy::KvmLegacy => {
+                // An RTC EOI owed only shows in the next scan's result, as in KVM.
+            }
+            Policy::TmrDriven | Policy::NoIntercept => {}
+        }
+        exit
+    }
+}

@@ -1,0 +1,493 @@
+//! One I/O APIC plus `VCPUS` local APICs and EOI-exit maps, wired together.
+//!
+//! [`Irqchip`] is what a VMM embeds when it wants the whole path: guest MMIO
+//! to the I/O APIC, pin lines, MSIs, interrupt acknowledge and EOI on each
+//! vCPU. It keeps KVM's request order on an intercepted EOI (forward the EOI
+//! to the I/O APIC, then rescan, then load the bitmap) and rescans only the
+//! vCPUs a redirection-entry write names.
+//!
+//! # Threads
+//!
+//! Every method takes `&self`. The I/O APIC sits behind a `spin::Mutex`, and
+//! each vCPU's state behind its own; the lock order is I/O APIC first, then
+//! vCPUs in index order, so vCPU threads may call in parallel.
+//!
+//! # Caller duties
+//!
+//! * Before a vCPU enters the guest, call [`Irqchip::vmcs_update`] and write
+//!   the returned words to its VMCS.
+//! * A redirection write rescans its old and new destinations *before* it
+//!   delivers anything. A multi-threaded VMM MUST kick the vCPUs listed in
+//!   [`Effects::reload`] out of guest mode and let them load their VMCS update
+//!   before it injects (posts) the interrupts this crate accepted for them.
+
+use spin::Mutex;
+
+use crate::eoi_exit::{Accepted, EoiExitMap, Policy, ScanEntry, Source, VmcsUpdate};
+use crate::ioapic::{IoapicActions, IoapicConfig, PinSet, Rescan};
+use crate::lapic::{self, Acceptance, ApicMode, LocalApic};
+use crate::types::{ApicId, DeliveryMode, Destination, InterruptMessage, Pin, VcpuId, RTC_GSI};
+use crate::vector::Vector;
+use crate::Ioapic;
+
+/// The order in which an intercepted EOI's work is done.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug, Default)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+#[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
+pub enum EoiOrder {
+    /// KVM's `vcpu_enter_guest`: `KVM_REQ_IOAPIC_EOI_EXIT` (forward the EOI to
+    /// the I/O APIC) before `KVM_REQ_SCAN_IOAPIC` (rescan), then load.
+    #[default]
+    ForwardThenRescan,
+    /// The wrong order, kept so the race model checker can show what it breaks.
+    RescanThenForward,
+}
+
+/// Configuration of an [`Irqchip`].
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+pub struct IrqchipConfig {
+    /// The interception policy of every vCPU.
+    pub policy: Policy,
+    /// The I/O APIC's configuration.
+    pub ioapic: IoapicConfig,
+    /// Pins with an ack notifier: their EOIs count even when edge.
+    pub ack_notifier_pins: PinSet,
+    /// KVM's in-kernel RTC EOI tracking on GSI 8.
+    pub rtc_tracking: bool,
+    /// Order of an intercepted EOI's work.
+    pub eoi_order: EoiOrder,
+}
+
+impl Default for IrqchipConfig {
+    fn default() -> Self {
+        IrqchipConfig {
+            policy: Policy::default(),
+            ioapic: IoapicConfig::default(),
+            ack_notifier_pins: PinSet::default(),
+            rtc_tracking: false,
+            eoi_order: EoiOrder::default(),
+        }
+    }
+}
+
+/// Counters a VMM or the simulator can read per vCPU.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug, Default)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+pub struct VcpuStats {
+    /// Rescans of this vCPU.
+    pub rescans: u64,
+    /// Entries scanned in those rescans.
+    pub entries_scanned: u64,
+    /// VMCS `EOI_EXIT_BITMAPn` words written.
+    pub vmcs_words: u64,
+    /// Intercepted EOIs (VM exits).
+    pub eoi_exits: u64,
+}
+
+/// One vCPU's interrupt state.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+pub struct VcpuState {
+    /// Its local APIC.
+    pub apic: LocalApic,
+    /// Its EOI-exit map.
+    pub map: EoiExitMap,
+    /// Counters.
+    pub stats: VcpuStats,
+}
+
+/// A set of vCPU indices (up to 256 vCPUs).
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Default)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+pub struct VcpuSet([u64; 4]);
+
+impl VcpuSet {
+    /// Adds a vCPU (indices above 255 are ignored).
+    #[inline]
+    pub fn insert(&mut self, i: usize) {
+        if i < 256 {
+            self.0[i >> 6] |= 1 << (i & 63);
+        }
+    }
+    /// Whether it holds `i`.
+    #[inline]
+    pub const fn contains(&self, i: usize) -> bool {
+        i < 256 && self.0[i >> 6] & (1 << (i & 63)) != 0
+    }
+    /// Whether it is empty.
+    #[inline]
+    pub const fn is_empty(&self) -> bool {
+        (self.0[0] | self.0[1] | self.0[2] | self.0[3]) == 0
+    }
+    /// Number of vCPUs.
+    #[inline]
+    pub const fn len(&self) -> u32 {
+        self.0[0].count_ones() + self.0[1].count_ones() + self.0[2].count_ones() + self.0[3].count_ones()
+    }
+    /// Ascending iteration.
+    pub fn iter(&self) -> impl Iterator<Item = usize> + '_ {
+        (0..256).filter(move |&i| self.contains(i))
+    }
+    fn union_with(&mut self, o: &VcpuSet) {
+        for i in 0..4 {
+            self.0[i] |= o.0[i];
+        }
+    }
+}
+
+impl core::fmt::Debug for VcpuSet {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_set().entries(self.iter()).finish()
+    }
+}
+
+/// One interrupt accepted by one vCPU.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
+pub struct Delivery {
+    /// The accepting vCPU.
+    pub vcpu: VcpuId,
+    /// What it accepted.
+    pub accepted: Accepted,
+    /// The I/O APIC pin it came from, `None` for an MSI.
+    pub pin: Option<Pin>,
+}
+
+/// Deliveries from one call: at most one per vCPU per pin in practice, bounded
+/// here so nothing allocates; `overflow` counts any that did not fit (they
+/// were still accepted).
+pub const MAX_DELIVERIES: usize = 64;
+
+/// What one [`Irqchip`] call did.
+#[must_use = "accepted interrupts must be injected and rescanned vCPUs reloaded"]
+#[derive(Clone, Debug, Default)]
+pub struct Effects {
+    /// Interrupts accepted into LAPIC IRRs; the VMM MUST make each vCPU
+    /// notice (inject, post or kick).
+    pub deliveries: heapless::Vec<Delivery, MAX_DELIVERIES>,
+    /// Deliveries that did not fit in `deliveries` (still accepted).
+    pub overflow: u32,
+    /// vCPUs rescanned by this call: they MUST load their VMCS update before
+    /// they next run guest code.
+    pub reload: VcpuSet,
+    /// Pins the I/O APIC throttled (EOI storm): call
+    /// [`Irqchip::deliver_later_elapsed`] for each after a delay (KVM: 10 ms).
+    pub deliver_later: PinSet,
+    /// A redirection entry changed: a split-irqchip VMM re-installs its route.
+    pub route_changed: Option<Pin>,
+}
+
+/// The outcome of a guest EOI on one vCPU.
+#[must_use = "check `exit` to know whether this EOI caused a VM exit"]
+#[derive(Clone, Debug, Default)]
+pub struct GuestEoi {
+    /// The vector retired, `None` for a spurious EOI (ISR empty).
+    pub vector: Option<Vector>,
+    /// The TMR bit of the retired vector.
+    pub level: bool,
+    /// The EOI exited (the vector was in the bitmap) and was forwarded.
+    pub exit: bool,
+    /// The vCPU was rescanned because of it.
+    pub rescanned: bool,
+    /// `NoIntercept`: a level EOI the I/O APIC never saw.
+    pub missed_level: bool,
+    /// What forwarding the EOI to the I/O APIC caused.
+    pub effects: Effects,
+}
+
+/// One I/O APIC and `VCPUS` vCPUs. See the module docs.
+pub struct Irqchip<const VCPUS: usize, const PINS: usize = 24> {
+    config: IrqchipConfig,
+    ioapic: Mutex<Ioapic<PINS>>,
+    vcpus: [Mutex<VcpuState>; VCPUS],
+}
+
+impl<const VCPUS: usize, const PINS: usize> core::fmt::Debug for Irqchip<VCPUS, PINS> {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("Irqchip").field("config", &self.config).field("vcpus", &VCPUS).finish()
+    }
+}
+
+impl<const VCPUS: usize, const PINS: usize> Irqchip<VCPUS, PINS> {
+    const CHECK: () = assert!(VCPUS >= 1 && VCPUS <= 256, "1..=256 vCPUs");
+
+    /// vCPU `i` gets APIC ID `i`, software-enabled, in `mode`.
+    pub fn new(config: IrqchipConfig, mode: ApicMode) -> Self {
+        Self::with_apics(config, core::array::from_fn(|i| LocalApic::new_enabled(ApicId::new(i as u32), mode)))
+    }
+
+    /// With explicit local APICs (IDs, modes, LDRs set by the caller).
+    pub fn with_apics(config: IrqchipConfig, apics: [LocalApic; VCPUS]) -> Self {
+        #[allow(clippy::let_unit_value)]
+        let () = Self::CHECK;
+        let chip = Irqchip {
+            config,
+            ioapic: Mutex::new(Ioapic::new(config.ioapic)),
+            vcpus: apics.map(|apic| {
+                Mutex::new(VcpuState { apic, map: EoiExitMap::new(config.policy), stats: VcpuStats::default() })
+            }),
+        };
+        {
+            let io = chip.ioapic.lock();
+            for i in 0..VCPUS {
+                chip.rescan_locked(&io, &mut chip.vcpus[i].lock());
+            }
+        }
+        chip
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &IrqchipConfig {
+        &self.config
+    }
+
+    /// Locks and returns the I/O APIC (for reads and host-side inspection).
+    pub fn ioapic(&self) -> spin::MutexGuard<'_, Ioapic<PINS>> {
+        self.ioapic.lock()
+    }
+
+    /// Locks and returns one vCPU's state. Do not hold it across other calls.
+    pub fn vcpu(&self, vcpu: VcpuId) -> Option<spin::MutexGuard<'_, VcpuState>> {
+        self.vcpus.get(vcpu.index()).map(|m| m.lock())
+    }
+
+    /// Number of vCPUs.
+    pub const fn vcpus(&self) -> usize {
+        VCPUS
+    }
+
+    // ---- guest MMIO and host inputs ------------------------------------
+
+    /// A guest read of the I/O APIC window.
+    pub fn mmio_read(&self, offset: u64, size: u32) -> u64 {
+        self.ioapic.lock().mmio_read(offset, size)
+    }
+
+    /// A guest write to the I/O APIC window.
+    pub fn mmio_write(&self, offset: u64, size: u32, value: u64) -> Effects {
+        let mut io = self.ioapic.lock();
+        let a = io.mmio_write(offset, size, value);
+        self.apply(&mut io, a)
+    }
+
+    /// A host-side write of a whole redirection entry.
+    pub fn write_entry(&self, pin: Pin, value: u64) -> Effects {
+        let mut io = self.ioapic.lock();
+        let a = io.write_entry(pin, value);
+        self.apply(&mut io, a)
+    }
+
+    /// Sets a pin's electrical level.
+    pub fn set_line(&self, pin: Pin, level: bool) -> Effects {
+        let mut io = self.ioapic.lock();
+        let a = io.set_line(pin, level);
+        self.apply(&mut io, a)
+    }
+
+    /// The delay after an EOI-storm throttle has elapsed for `pin`.
+    pub fn deliver_later_elapsed(&self, pin: Pin) -> Effects {
+        let mut io = self.ioapic.lock();
+        let a = io.deliver_later_elapsed(pin);
+        self.apply(&mut io, a)
+    }
+
+    /// Delivers an MSI (edge MSIs are the common case; their EOIs matter to
+    /// nobody, so they are tagged [`Source::Plain`]).
+    pub fn send_msi(&self, msg: &InterruptMessage) -> Effects {
+        let mut fx = Effects::default();
+        let source = if msg.trigger.is_level() { Source::NeedsEoi } else { Source::Plain };
+        self.deliver(msg, None, source, &mut fx);
+        fx
+    }
+
+    /// Applies a change to a vCPU's LAPIC addressing (ID, LDR, DFR, mode,
+    /// SVR). Like KVM's APIC map recalculation, every vCPU is rescanned.
+    pub fn update_lapic<R>(&self, vcpu: VcpuId, f: impl FnOnce(&mut LocalApic) -> R) -> Option<(R, Effects)> {
+        let io = self.ioapic.lock();
+        let r = {
+            let mut v = self.vcpus.get(vcpu.index())?.lock();
+            f(&mut v.apic)
+        };
+        let mut fx = Effects::default();
+        for i in 0..VCPUS {
+            self.rescan_locked(&io, &mut self.vcpus[i].lock());
+            fx.reload.insert(i);
+        }
+        Some((r, fx))
+    }
+
+    // ---- the guest on one vCPU ----------------------------------------
+
+    /// The guest takes an interrupt (INTA): highest deliverable IRR vector to
+    /// ISR. `None` when nothing is deliverable.
+    pub fn ack(&self, vcpu: VcpuId) -> Option<Vector> {
+        self.vcpus.get(vcpu.index())?.lock().apic.ack()
+    }
+
+    /// The guest writes EOI on `vcpu`.
+    ///
+    /// The LAPIC retires its highest in-service vector; if the vCPU's bitmap
+    /// has it, the EOI exits, is forwarded to the I/O APIC, and the vCPU is
+    /// rescanned when its policy asks, in the configured [`EoiOrder`].
+    pub fn guest_eoi(&self, vcpu: VcpuId) -> GuestEoi {
+        let Some(slot) = self.vcpus.get(vcpu.index()) else {
+            return GuestEoi::default();
+        };
+        let (eoi, exit) = {
+            let mut v = slot.lock();
+            let Some(eoi) = v.apic.eoi() else {
+                return GuestEoi::default();
+            };
+            let VcpuState { apic, map, stats } = &mut *v;
+            let exit = map.send_eoi(apic, eoi.vector, eoi.level);
+            if exit.forward {
+                stats.eoi_exits += 1;
+            }
+            (eoi, exit)
+        };
+        let mut out = GuestEoi {
+            vector: Some(eoi.vector),
+            level: eoi.level,
+            exit: exit.forward,
+            rescanned: exit.rescan,
+            missed_level: exit.missed_level,
+            effects: Effects::default(),
+        };
+        if !exit.forward {
+            return out;
+        }
+        let mut io = self.ioapic.lock();
+        if exit.rescan && self.config.eoi_order == EoiOrder::RescanThenForward {
+            self.rescan_locked(&io, &mut slot.lock());
+        }
+        let a = io.eoi(eoi.vector);
+        out.effects = self.apply(&mut io, a);
+        if exit.rescan && self.config.eoi_order == EoiOrder::ForwardThenRescan {
+            self.rescan_locked(&io, &mut slot.lock());
+        }
+        out.effects.reload.insert(vcpu.index());
+        out
+    }
+
+    /// What the VMM must write to `vcpu`'s VMCS before the next entry.
+    pub fn vmcs_update(&self, vcpu: VcpuId) -> Option<VmcsUpdate> {
+        let mut v = self.vcpus.get(vcpu.index())?.lock();
+        let u = v.map.take_vmcs_update();
+        if let Some(u) = &u {
+            v.stats.vmcs_words += u.mask.count_ones() as u64;
+        }
+        u
+    }
+
+    /// Rescans one vCPU now (KVM's `KVM_REQ_SCAN_IOAPIC`).
+    pub fn rescan(&self, vcpu: VcpuId) {
+        if let Some(slot) = self.vcpus.get(vcpu.index()) {
+            let io = self.ioapic.lock();
+            self.rescan_locked(&io, &mut slot.lock());
+        }
+    }
+
+    // ---- internals ------------------------------------------------------
+
+    fn rescan_locked(&self, io: &Ioapic<PINS>, v: &mut VcpuState) {
+        let VcpuState { apic, map, stats } = v;
+        stats.rescans += 1;
+        stats.entries_scanned += PINS as u64;
+        map.begin_scan();
+        for (pin, e) in io.entries().iter().enumerate() {
+            let se = ScanEntry::from_redirection(
+                *e,
+                self.config.ack_notifier_pins.contains(pin),
+                self.config.rtc_tracking && pin == RTC_GSI.get() as usize,
+            );
+            map.scan_entry(apic, &se);
+        }
+        map.end_scan(apic);
+    }
+
+    fn vcpus_matching(&self, dest: Destination, out: &mut crate::irqchip::VcpuSet) {
+        for (i, slot) in self.vcpus.iter().enumerate() {
+            if slot.lock().apic.matches(dest) {
+                out.insert(i);
+            }
+        }
+    }
+
+    /// Applies I/O APIC actions: rescans first (so a newly routed or
+    /// unmasked entry is in the bitmap before it can deliver), then deliveries.
+    fn apply(&self, io: &mut Ioapic<PINS>, a: IoapicActions) -> Effects {
+        let mut fx = Effects { deliver_later: a.deliver_later, route_changed: a.route_changed, ..Effects::default() };
+        let mut targets = VcpuSet::default();
+        match a.rescan {
+            Rescan::None => {}
+            Rescan::Targets { old, new } => {
+                for d in [old, new].into_iter().flatten() {
+                    self.vcpus_matching(d, &mut targets);
+                }
+            }
+            Rescan::All => {
+                for i in 0..VCPUS {
+                    targets.insert(i);
+                }
+            }
+        }
+        for i in targets.iter() {
+            if i < VCPUS {
+                self.rescan_locked(io, &mut self.vcpus[i].lock());
+            }
+        }
+        fx.reload.union_with(&targets);
+        for pin in a.deliver.iter() {
+            let p = Pin::new(pin as u8);
+            let Some(msg) = io.message(p) else { continue };
+            let source = if msg.trigger.is_level() || self.config.ack_notifier_pins.contains(pin) {
+                Source::NeedsEoi
+            } else if self.config.rtc_tracking && pin == RTC_GSI.get() as usize {
+                Source::Rtc
+            } else {
+                Source::Plain
+            };
+            self.deliver(&msg, Some(p), source, &mut fx);
+        }
+        fx
+    }
+
+    fn deliver(&self, msg: &InterruptMessage, pin: Option<Pin>, source: Source, fx: &mut Effects) {
+        if !msg.delivery_mode.uses_vector() {
+            return;
+        }
+        if msg.delivery_mode == DeliveryMode::LowestPriority {
+            let target = {
+                // All vCPU locks, in index order (the documented lock order).
+                let guards: [_; VCPUS] = core::array::from_fn(|i| self.vcpus[i].lock());
+                lapic::lowest_priority(guards.iter().map(|v| &v.apic).enumerate(), msg)
+            };
+            if let Some(i) = target {
+                self.accept_on(i, msg, pin, source, fx);
+            }
+            return;
+        }
+        for i in 0..VCPUS {
+            let hit = self.vcpus[i].lock().apic.matches(msg.destination);
+            if hit {
+                self.accept_on(i, msg, pin, source, fx);
+            }
+        }
+    }
+
+    fn accept_on(&self, i: usize, msg: &InterruptMessage, pin: Option<Pin>, source: Source, fx: &mut Effects) {
+        let mut v = self.vcpus[i].lock();
+        let VcpuState { apic, map, .. } = &mut *v;
+        let (vector, trigger, coalesced) = match apic.accept(msg) {
+            Acceptance::Accepted { vector, trigger } => (vector, trigger, false),
+            Acceptance::Coalesced { vector, trigger } => (vector, trigger, true),
+            Acceptance::Ignored(_) => return,
+        };
+        let accepted = Accepted { vector, trigger, coalesced, source };
+        map.on_accept(apic, accepted);
+        let d = Delivery { vcpu: VcpuId::new(i as u16), accepted, pin };
+        if fx.deliveries.push(d).is_err() {
+            fx.overflow += 1;
+        }
+    }
+}
