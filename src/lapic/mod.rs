@@ -1,5 +1,596 @@
 //! The local APIC's interrupt state (SDM Vol. 3, "Advanced Programmable
-//! Interrupt Controller").
+//! Interrupt Controller"; Linux KVM `arch/x86/kvm/lapic.c`).
+//!
+//! [`LocalApic`] models what decides where an I/O APIC or MSI interrupt goes and
+//! when its EOI must reach the I/O APIC: the APIC ID and logical addressing
+//! (LDR/DFR, x2APIC), the spurious-vector register (software enable, suppress
+//! EOI broadcast), TPR/PPR, and the IRR/ISR/TMR bitmaps. Timers, LVTs, ICR and
+//! IPIs are not modelled.
+//!
+//! # Call order
+//!
+//! 1. The VMM routes a message: [`LocalApic::matches`] (or [`lowest_priority`] /
+//!    [`lowest_priority_kvm`]) picks the targets, then [`LocalApic::accept`]
+//!    sets IRR and TMR on each.
+//! 2. When the vCPU takes an interrupt (INTA, or hardware virtual-interrupt
+//!    delivery), [`LocalApic::ack`] moves the highest deliverable IRR vector to
+//!    ISR.
+//! 3. When the guest writes the EOI register, [`LocalApic::eoi`] pops the
+//!    highest ISR vector and says whether the I/O APIC must see the EOI.
+//!
+//! # Where the SDM and KVM differ
+//!
+//! The default is KVM's behaviour unless stated otherwise; each method's docs
+//! say which applies. In short: illegal vectors 0..=15 follow the SDM (not
+//! accepted; KVM accepts them); broadcast and physical matching follow KVM
+//! (x2APIC broadcast quirk, hotplug hack); lowest-priority arbitration offers
+//! both (SDM APR in [`lowest_priority`], KVM vector hashing in
+//! [`lowest_priority_kvm`]); suppress-EOI-broadcast follows the SDM (KVM's split
+//! irqchip ignores SVR bit 12 by default, see [`Eoi`]).
 
-/// Placeholder, replaced by the full model.
-pub struct LocalApic;
+mod dest;
+
+pub use dest::{
+    DFR_CLUSTER, DFR_FLAT, X2APIC_BROADCAST, XAPIC_BROADCAST, lowest_priority, lowest_priority_kvm,
+    x2apic_ldr,
+};
+
+use crate::types::{ApicId, DeliveryMode, InterruptMessage, TriggerMode};
+use crate::vector::{Vector, VectorSet};
+
+/// The local APIC's mode (IA32_APIC_BASE bits 11:10).
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug, Default)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+#[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
+pub enum ApicMode {
+    /// xAPIC: 8-bit ID in bits 31:24 of the ID register, writable LDR/DFR.
+    #[default]
+    XApic,
+    /// x2APIC: 32-bit read-only ID, LDR derived from the ID.
+    X2Apic,
+    /// Hardware-disabled (IA32_APIC_BASE\[11\] clear): accepts nothing, matches
+    /// nothing, delivers nothing and takes no EOI.
+    Disabled,
+}
+
+bitflags::bitflags! {
+    /// Flag bits of the spurious-interrupt vector register (SVR, offset 0xF0).
+    /// The spurious vector in bits 7:0 is not a flag: read it with
+    /// [`LocalApic::spurious_vector`] (mask [`Svr::VECTOR_MASK`]).
+    #[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
+    pub struct Svr: u32 {
+        /// Bit 8: APIC software enable; clear = software-disabled.
+        const APIC_SOFTWARE_ENABLE = 1 << 8;
+        /// Bit 9: focus processor checking disabled (lowest-priority delivery).
+        const FOCUS_CHECK_DISABLE = 1 << 9;
+        /// Bit 12: suppress EOI broadcast (directed EOI); honoured only when
+        /// the version register advertises it (bit 24).
+        const SUPPRESS_EOI_BROADCAST = 1 << 12;
+    }
+}
+
+impl Svr {
+    /// Bits 7:0 of the SVR: the spurious-interrupt vector.
+    pub const VECTOR_MASK: u32 = 0xFF;
+    /// SVR value at power-on and reset: vector 0xFF, software-disabled.
+    pub const RESET: u32 = 0xFF;
+}
+
+/// Version register bit 24: "suppress EOI broadcast" supported.
+pub const VERSION_DIRECTED_EOI: u32 = 1 << 24;
+/// Version register bits 7:0: an integrated APIC (KVM's `APIC_VERSION`).
+pub const APIC_VERSION: u32 = 0x14;
+/// Max LVT entry (version register bits 23:16): 5, i.e. six LVT entries, what
+/// KVM reports without CMCI in the guest's MCG_CAP.
+pub const MAX_LVT: u32 = 5;
+
+/// Writable SVR bits: vector, software enable, focus check (KVM masks SPIV
+/// writes with `0x3ff`, plus bit 12 when directed EOI is advertised).
+const SVR_WRITABLE: u32 = 0x3FF;
+
+/// The outcome of [`LocalApic::accept`].
+#[must_use = "an ignored interrupt is lost; a coalesced one merged with a pending one"]
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
+pub enum Acceptance {
+    /// IRR was clear and is now set; TMR now records `trigger`.
+    Accepted {
+        /// The vector now pending.
+        vector: Vector,
+        /// The trigger mode written to TMR.
+        trigger: TriggerMode,
+    },
+    /// IRR was already set (the interrupt merged with the pending one); TMR is
+    /// still updated to `trigger`, as KVM's `__apic_accept_irq` does. KVM no
+    /// longer reports coalescing to its caller (it returns 1 either way).
+    Coalesced {
+        /// The vector that was already pending.
+        vector: Vector,
+        /// The trigger mode written to TMR.
+        trigger: TriggerMode,
+    },
+    /// Nothing changed.
+    Ignored(IgnoreReason),
+}
+
+impl Acceptance {
+    /// Whether IRR holds the vector afterwards (accepted or coalesced).
+    #[inline]
+    pub const fn is_pending(&self) -> bool {
+        !matches!(self, Acceptance::Ignored(_))
+    }
+}
+
+/// Why [`LocalApic::accept`] ignored a message.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
+pub enum IgnoreReason {
+    /// The APIC is hardware-disabled, or software-disabled (SVR bit 8 clear;
+    /// KVM's `apic_enabled` check in `__apic_accept_irq`).
+    Disabled,
+    /// Vector 0..=15 (SDM: "receive illegal vector" error, IRR not set).
+    /// KVM does not check and sets IRR; this model follows the SDM.
+    IllegalVector,
+    /// NMI, SMI, INIT or ExtINT: delivered outside IRR/ISR, not modelled here.
+    NotVectored,
+}
+
+/// The result of a non-spurious EOI ([`LocalApic::eoi`]).
+///
+/// The caller MUST forward the EOI of `vector` to the I/O APIC when
+/// `broadcast` is set (in-kernel-I/O-APIC rule). A split-irqchip VMM that
+/// mirrors KVM MUST instead decide by its EOI-exit bitmap / handled vectors:
+/// KVM exits to userspace for every EOI of a vector in `ioapic_handled_vectors`
+/// whatever TMR says, and (up to 6.18, and by default later) even when SVR
+/// bit 12 is set, which is why `vector` is always reported.
+#[must_use = "a level-triggered EOI that is not forwarded leaves Remote IRR set forever"]
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
+pub struct Eoi {
+    /// The vector that left ISR.
+    pub vector: Vector,
+    /// Its TMR bit: the interrupt was accepted as level-triggered.
+    pub level: bool,
+    /// The EOI must be broadcast to the I/O APIC(s): `level`, and not (directed
+    /// EOI advertised in the version register and SVR bit 12 set).
+    pub broadcast: bool,
+}
+
+/// One local APIC's interrupt state. Small and `Copy`; no allocation.
+///
+/// The fields are crate-visible for the snapshot code; after writing them
+/// directly, call `recompute_caches`.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub struct LocalApic {
+    /// Initial APIC ID: the x2APIC ID, and what the xAPIC ID resets to.
+    pub(crate) initial_id: u32,
+    /// xAPIC ID register bits 31:24.
+    pub(crate) xapic_id: u8,
+    pub(crate) mode: ApicMode,
+    /// Logical destination register (full 32 bits as the guest reads it).
+    pub(crate) ldr: u32,
+    /// Destination format register (bits 27:0 always read as 1).
+    pub(crate) dfr: u32,
+    /// Spurious-interrupt vector register.
+    pub(crate) svr: u32,
+    pub(crate) tpr: u8,
+    /// Version register bit 24 advertised.
+    pub(crate) directed_eoi_supported: bool,
+    pub(crate) irr: VectorSet,
+    pub(crate) isr: VectorSet,
+    pub(crate) tmr: VectorSet,
+    /// Always equal to `isr.highest()` (KVM's `highest_isr_cache`, kept eager).
+    pub(crate) highest_isr_cache: Option<Vector>,
+}
+
+impl LocalApic {
+    /// Power-on reset state: xAPIC mode, ID `id` (the xAPIC ID is its low 8
+    /// bits), SVR = 0xFF (software-disabled), TPR 0, LDR 0, DFR flat,
+    /// IRR/ISR/TMR empty, directed EOI not advertised.
+    pub const fn new(id: ApicId) -> Self {
+        LocalApic {
+            initial_id: id.get(),
+            xapic_id: id.get() as u8,
+            mode: ApicMode::XApic,
+            ldr: 0,
+            dfr: DFR_FLAT,
+            svr: Svr::RESET,
+            tpr: 0,
+            directed_eoi_supported: false,
+            irr: VectorSet::EMPTY,
+            isr: VectorSet::EMPTY,
+            tmr: VectorSet::EMPTY,
+            highest_isr_cache: None,
+        }
+    }
+
+    /// Reset state, switched to `mode` and software-enabled (SVR = 0x1FF). In
+    /// x2APIC mode the LDR is derived from `id`.
+    pub fn new_enabled(id: ApicId, mode: ApicMode) -> Self {
+        let mut apic = Self::new(id);
+        apic.set_mode(mode);
+        apic.svr = Svr::RESET | Svr::APIC_SOFTWARE_ENABLE.bits();
+        apic
+    }
+
+    // ----- identity and addressing -------------------------------------------
+
+    /// The APIC ID of the current mode: the 8-bit xAPIC ID in xAPIC mode, the
+    /// 32-bit x2APIC ID in x2APIC mode, the initial ID when disabled.
+    #[inline]
+    pub fn id(&self) -> ApicId {
+        match self.mode {
+            ApicMode::XApic => ApicId::new(u32::from(self.xapic_id)),
+            ApicMode::X2Apic | ApicMode::Disabled => ApicId::new(self.initial_id),
+        }
+    }
+
+    /// The initial APIC ID (CPUID), which is also the x2APIC ID.
+    #[inline]
+    pub fn initial_id(&self) -> ApicId {
+        ApicId::new(self.initial_id)
+    }
+
+    /// Host-side: gives this APIC a new identity. Sets the initial (x2APIC) ID
+    /// to `id` and the xAPIC ID to its low 8 bits (the ID register holds only
+    /// bits 31:24); in x2APIC mode the LDR is re-derived.
+    pub fn set_id(&mut self, id: ApicId) {
+        self.initial_id = id.get();
+        self.xapic_id = id.get() as u8;
+        if self.mode == ApicMode::X2Apic {
+            self.ldr = x2apic_ldr(self.initial_id);
+        }
+    }
+
+    /// Guest write of the xAPIC ID register: bits 31:24 become the xAPIC ID;
+    /// the initial ID is unchanged. Ignored in x2APIC mode (read-only, KVM
+    /// injects #GP) and when disabled.
+    pub fn write_id_register(&mut self, v: u32) {
+        if self.mode == ApicMode::XApic {
+            self.xapic_id = (v >> 24) as u8;
+        }
+    }
+
+    /// The ID register as the guest reads it: `id << 24` in xAPIC mode, the
+    /// 32-bit ID in x2APIC mode (0 when disabled).
+    pub fn id_register(&self) -> u32 {
+        match self.mode {
+            ApicMode::XApic => u32::from(self.xapic_id) << 24,
+            ApicMode::X2Apic => self.initial_id,
+            ApicMode::Disabled => 0,
+        }
+    }
+
+    /// The current mode.
+    #[inline]
+    pub fn mode(&self) -> ApicMode {
+        self.mode
+    }
+
+    /// Switches mode (IA32_APIC_BASE write), as KVM's `__kvm_apic_set_base`
+    /// does for host-initiated writes: every transition is allowed (the guest
+    /// may not go x2APIC to xAPIC or disabled to x2APIC directly; enforcing that
+    /// is the caller's job).
+    ///
+    /// * Entering x2APIC: the ID becomes the initial ID, the LDR is derived from
+    ///   it (read-only from then on).
+    /// * Entering xAPIC from another mode: the xAPIC ID is reset to the low 8
+    ///   bits of the initial ID. The LDR keeps its value (KVM clears it only at
+    ///   reset).
+    /// * Entering disabled: IRR/ISR/TMR are kept (KVM keeps them).
+    pub fn set_mode(&mut self, mode: ApicMode) {
+        if mode == self.mode {
+            return;
+        }
+        match mode {
+            ApicMode::X2Apic => self.ldr = x2apic_ldr(self.initial_id),
+            ApicMode::XApic => self.xapic_id = self.initial_id as u8,
+            ApicMode::Disabled => {}
+        }
+        self.mode = mode;
+    }
+
+    /// Guest write of the LDR: bits 31:24 are kept, the rest read as 0.
+    /// Ignored in x2APIC mode (read-only, derived from the ID) and when
+    /// disabled.
+    pub fn write_ldr(&mut self, v: u32) {
+        if self.mode == ApicMode::XApic {
+            self.ldr = v & 0xFF00_0000;
+        }
+    }
+
+    /// The LDR: logical ID in bits 31:24 (xAPIC), or cluster in 31:16 and
+    /// member bit in 15:0 (x2APIC).
+    #[inline]
+    pub fn ldr(&self) -> u32 {
+        self.ldr
+    }
+
+    /// Guest write of the DFR: only the model bits 31:28 are writable, bits
+    /// 27:0 read as 1 (KVM stores `v | 0x0FFF_FFFF`). [`DFR_FLAT`] selects the
+    /// flat model, [`DFR_CLUSTER`] the cluster model; any other value matches
+    /// no logical destination. Ignored in x2APIC mode (no DFR) and when
+    /// disabled.
+    pub fn write_dfr(&mut self, v: u32) {
+        if self.mode == ApicMode::XApic {
+            self.dfr = v | 0x0FFF_FFFF;
+        }
+    }
+
+    /// The DFR (its last xAPIC value in x2APIC mode, where it does not exist).
+    #[inline]
+    pub fn dfr(&self) -> u32 {
+        self.dfr
+    }
+
+    // ----- SVR and version ---------------------------------------------------
+
+    /// Guest write of the SVR. Bits 9:0 are kept; bit 12 only when the version
+    /// register advertises directed EOI (KVM's SPIV write mask); the rest read
+    /// as 0. Clearing bit 8 software-disables the APIC: pending IRR/ISR bits
+    /// are kept (SDM) but nothing new is accepted.
+    pub fn write_svr(&mut self, v: u32) {
+        let mut mask = SVR_WRITABLE;
+        if self.directed_eoi_supported {
+            mask |= Svr::SUPPRESS_EOI_BROADCAST.bits();
+        }
+        self.svr = v & mask;
+    }
+
+    /// The raw SVR.
+    #[inline]
+    pub fn svr(&self) -> u32 {
+        self.svr
+    }
+
+    /// The SVR flag bits.
+    #[inline]
+    pub fn svr_flags(&self) -> Svr {
+        Svr::from_bits_truncate(self.svr)
+    }
+
+    /// SVR bits 7:0.
+    #[inline]
+    pub fn spurious_vector(&self) -> Vector {
+        Vector::new((self.svr & Svr::VECTOR_MASK) as u8)
+    }
+
+    /// SVR bit 8.
+    #[inline]
+    pub fn software_enabled(&self) -> bool {
+        self.svr & Svr::APIC_SOFTWARE_ENABLE.bits() != 0
+    }
+
+    /// Whether the version register advertises "suppress EOI broadcast"
+    /// (bit 24). KVM advertises it only to guests with x2APIC in CPUID and a
+    /// userspace (split) I/O APIC. Turning it off leaves an already-set SVR
+    /// bit 12 in place but no longer honoured.
+    pub fn set_directed_eoi_supported(&mut self, on: bool) {
+        self.directed_eoi_supported = on;
+    }
+
+    /// Whether directed EOI is advertised.
+    #[inline]
+    pub fn directed_eoi_supported(&self) -> bool {
+        self.directed_eoi_supported
+    }
+
+    /// The version register: [`APIC_VERSION`] | [`MAX_LVT`] `<< 16` |
+    /// [`VERSION_DIRECTED_EOI`] when advertised.
+    pub fn version(&self) -> u32 {
+        let mut v = APIC_VERSION | (MAX_LVT << 16);
+        if self.directed_eoi_supported {
+            v |= VERSION_DIRECTED_EOI;
+        }
+        v
+    }
+
+    /// Whether EOIs are currently not broadcast: directed EOI advertised and
+    /// SVR bit 12 set.
+    #[inline]
+    pub fn suppresses_eoi_broadcast(&self) -> bool {
+        self.directed_eoi_supported && self.svr & Svr::SUPPRESS_EOI_BROADCAST.bits() != 0
+    }
+
+    // ----- priorities --------------------------------------------------------
+
+    /// Guest write of the TPR (all 8 bits are kept, as KVM does; CR8 writes
+    /// are `cr8 << 4`).
+    #[inline]
+    pub fn write_tpr(&mut self, v: u8) {
+        self.tpr = v;
+    }
+
+    /// The TPR.
+    #[inline]
+    pub fn tpr(&self) -> u8 {
+        self.tpr
+    }
+
+    /// The processor priority (SDM "Processor Priority Register"): TPR when
+    /// `TPR[7:4] >= ISRV[7:4]`, else `ISRV & 0xF0`, where ISRV is the highest
+    /// ISR vector (0 if none).
+    #[inline]
+    pub fn ppr(&self) -> u8 {
+        let isrv = match self.highest_isr_cache {
+            Some(v) => v.get(),
+            None => 0,
+        };
+        if self.tpr >> 4 >= isrv >> 4 {
+            self.tpr
+        } else {
+            isrv & 0xF0
+        }
+    }
+
+    /// The arbitration priority (SDM "Arbitration Priority Register", used for
+    /// lowest-priority arbitration): TPR when `TPR[7:4] >= IRRV[7:4]` and
+    /// `TPR[7:4] > ISRV[7:4]`, else `max(TPR[7:4], ISRV[7:4], IRRV[7:4]) << 4`,
+    /// with IRRV/ISRV the highest IRR/ISR vectors (0 if none).
+    pub fn apr(&self) -> u8 {
+        let tpr = self.tpr >> 4;
+        let isrv = self.highest_isr_cache.map_or(0, |v| v.priority_class());
+        let irrv = self.irr.highest().map_or(0, |v| v.priority_class());
+        if tpr >= irrv && tpr > isrv {
+            self.tpr
+        } else {
+            tpr.max(isrv).max(irrv) << 4
+        }
+    }
+
+    // ----- IRR / ISR / TMR ---------------------------------------------------
+
+    /// Interrupt request register.
+    #[inline]
+    pub fn irr(&self) -> &VectorSet {
+        &self.irr
+    }
+
+    /// In-service register.
+    #[inline]
+    pub fn isr(&self) -> &VectorSet {
+        &self.isr
+    }
+
+    /// Trigger mode register.
+    #[inline]
+    pub fn tmr(&self) -> &VectorSet {
+        &self.tmr
+    }
+
+    /// Accepts a message that already matched this APIC.
+    ///
+    /// Fixed and lowest-priority messages with a legal vector set IRR and set
+    /// (level) or clear (edge) the vector's TMR bit; TMR changes nowhere else
+    /// (except the host-side [`set_pending`](Self::set_pending) and
+    /// [`set_in_service`](Self::set_in_service)). Checks, in order:
+    /// hardware-disabled ([`IgnoreReason::Disabled`]), not vectored
+    /// ([`IgnoreReason::NotVectored`]), software-disabled
+    /// ([`IgnoreReason::Disabled`], KVM `__apic_accept_irq`), vector 0..=15
+    /// ([`IgnoreReason::IllegalVector`], SDM; KVM would accept it).
+    pub fn accept(&mut self, msg: &InterruptMessage) -> Acceptance {
+        if self.mode == ApicMode::Disabled {
+            return Acceptance::Ignored(IgnoreReason::Disabled);
+        }
+        if !matches!(
+            msg.delivery_mode,
+            DeliveryMode::Fixed | DeliveryMode::LowestPriority
+        ) {
+            return Acceptance::Ignored(IgnoreReason::NotVectored);
+        }
+        if !self.software_enabled() {
+            return Acceptance::Ignored(IgnoreReason::Disabled);
+        }
+        let vector = msg.vector;
+        if vector.is_reserved() {
+            return Acceptance::Ignored(IgnoreReason::IllegalVector);
+        }
+        let trigger = msg.trigger;
+        self.tmr.set(vector, trigger.is_level());
+        if self.irr.insert(vector) {
+            Acceptance::Accepted { vector, trigger }
+        } else {
+            Acceptance::Coalesced { vector, trigger }
+        }
+    }
+
+    /// The vector [`ack`](Self::ack) would return: the highest IRR vector
+    /// whose priority class is above the PPR's (`vector[7:4] > PPR[7:4]`).
+    /// `None` when nothing is deliverable or the APIC is hardware-disabled.
+    /// Software disable does not block delivery of what is already pending
+    /// (SDM; KVM's `kvm_apic_has_interrupt`).
+    pub fn highest_deliverable(&self) -> Option<Vector> {
+        if self.mode == ApicMode::Disabled {
+            return None;
+        }
+        let v = self.irr.highest()?;
+        if v.priority_class() > self.ppr() >> 4 {
+            Some(v)
+        } else {
+            None
+        }
+    }
+
+    /// Interrupt acknowledge: moves [`highest_deliverable`](Self::highest_deliverable)
+    /// from IRR to ISR and returns it (the PPR rises accordingly).
+    pub fn ack(&mut self) -> Option<Vector> {
+        let v = self.highest_deliverable()?;
+        self.irr.remove(v);
+        self.isr_insert(v);
+        Some(v)
+    }
+
+    /// Guest write of the EOI register: clears the highest ISR bit.
+    ///
+    /// Returns `None`, changing nothing, for a spurious EOI (ISR empty) and
+    /// when the APIC is hardware-disabled (the register is unreachable).
+    /// Otherwise the [`Eoi`] says which vector retired, whether it was level
+    /// (TMR) and whether it must be broadcast to the I/O APIC.
+    #[must_use = "the EOI may have to be forwarded to the I/O APIC"]
+    pub fn eoi(&mut self) -> Option<Eoi> {
+        if self.mode == ApicMode::Disabled {
+            return None;
+        }
+        let vector = self.highest_isr_cache?;
+        self.isr_remove(vector);
+        let level = self.tmr.contains(vector);
+        Some(Eoi {
+            vector,
+            level,
+            broadcast: level && !self.suppresses_eoi_broadcast(),
+        })
+    }
+
+    /// Whether `vector` is pending or in service (IRR or ISR): its EOI is
+    /// still to come (KVM `kvm_apic_pending_eoi`).
+    #[inline]
+    pub fn pending_eoi(&self, vector: Vector) -> bool {
+        self.irr.contains(vector) || self.isr.contains(vector)
+    }
+
+    /// Host-side state injection: puts `vector` in service (ISR) with TMR =
+    /// `level`, like `KVM_SET_LAPIC` restoring a snapshot. No checks: any
+    /// vector, any mode. Used by tests that mirror real-KVM scenarios.
+    pub fn set_in_service(&mut self, vector: Vector, level: bool) {
+        self.isr_insert(vector);
+        self.tmr.set(vector, level);
+    }
+
+    /// Host-side state injection: makes `vector` pending (IRR) with TMR =
+    /// `level`, like `KVM_SET_LAPIC`. No checks: any vector, any mode.
+    pub fn set_pending(&mut self, vector: Vector, level: bool) {
+        self.irr.insert(vector);
+        self.tmr.set(vector, level);
+    }
+
+    /// Whether the internal caches agree with the registers (the highest-ISR
+    /// cache equals `isr().highest()`). Always true through the public API;
+    /// for fuzzers and restored snapshots.
+    #[inline]
+    pub fn is_consistent(&self) -> bool {
+        self.highest_isr_cache == self.isr.highest()
+    }
+
+    /// Recomputes the caches after the crate wrote fields directly (snapshot
+    /// restore).
+    #[allow(dead_code)]
+    pub(crate) fn recompute_caches(&mut self) {
+        self.highest_isr_cache = self.isr.highest();
+    }
+
+    #[inline]
+    fn isr_insert(&mut self, v: Vector) {
+        self.isr.insert(v);
+        match self.highest_isr_cache {
+            Some(h) if h >= v => {}
+            _ => self.highest_isr_cache = Some(v),
+        }
+    }
+
+    #[inline]
+    fn isr_remove(&mut self, v: Vector) {
+        if self.isr.remove(v) && self.highest_isr_cache == Some(v) {
+            self.highest_isr_cache = self.isr.highest();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;
