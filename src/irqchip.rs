@@ -43,6 +43,19 @@ pub enum EoiOrder {
     RescanThenForward,
 }
 
+/// How a lowest-priority message picks its vCPU.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug, Default)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+#[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
+pub enum Arbitration {
+    /// KVM's default (`vector_hashing=1`): the `(vector % n)`-th of the `n`
+    /// matching, enabled vCPUs.
+    #[default]
+    KvmVectorHashing,
+    /// The SDM's arbitration priority; ties go to the lowest vCPU index.
+    SdmPriority,
+}
+
 /// Configuration of an [`Irqchip`].
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 #[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
@@ -57,6 +70,8 @@ pub struct IrqchipConfig {
     pub rtc_tracking: bool,
     /// Order of an intercepted EOI's work.
     pub eoi_order: EoiOrder,
+    /// Lowest-priority arbitration.
+    pub arbitration: Arbitration,
 }
 
 impl Default for IrqchipConfig {
@@ -67,6 +82,7 @@ impl Default for IrqchipConfig {
             ack_notifier_pins: PinSet::default(),
             rtc_tracking: false,
             eoi_order: EoiOrder::default(),
+            arbitration: Arbitration::default(),
         }
     }
 }
@@ -460,7 +476,11 @@ impl<const VCPUS: usize, const PINS: usize> Irqchip<VCPUS, PINS> {
             let target = {
                 // All vCPU locks, in index order (the documented lock order).
                 let guards: [_; VCPUS] = core::array::from_fn(|i| self.vcpus[i].lock());
-                lapic::lowest_priority(guards.iter().map(|v| &v.apic).enumerate(), msg)
+                let apics = guards.iter().map(|v| &v.apic).enumerate();
+                match self.config.arbitration {
+                    Arbitration::KvmVectorHashing => lapic::lowest_priority_kvm(apics, msg),
+                    Arbitration::SdmPriority => lapic::lowest_priority(apics, msg),
+                }
             };
             if let Some(i) = target {
                 self.accept_on(i, msg, pin, source, fx);

@@ -286,7 +286,7 @@ impl FromIterator<Vector> for VectorSet {
     }
 }
 
-impl<'a> IntoIterator for &'a VectorSet {
+impl IntoIterator for &VectorSet {
     type Item = Vector;
     type IntoIter = VectorSetIter;
     fn into_iter(self) -> VectorSetIter {
