@@ -26,7 +26,10 @@ pub mod routes;
 pub mod types;
 pub mod vector;
 
-pub use ioapic::{Ioapic, RedirectionEntry};
+pub use ioapic::{
+    Ioapic, IoapicActions, IoapicConfig, IoapicState, IoapicVersion, MaskedEdge, PinSet,
+    RedirectionEntry, Rescan,
+};
 pub use lapic::LocalApic;
 pub use routes::Msi;
 pub use types::{
