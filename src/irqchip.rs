@@ -413,7 +413,7 @@ impl<const VCPUS: usize, const PINS: usize> Irqchip<VCPUS, PINS> {
         for (pin, e) in io.entries().iter().enumerate() {
             let se = ScanEntry::from_redirection(
                 *e,
-                self.config.ack_notifier_pins.contains(pin),
+                self.config.ack_notifier_pins.contains(Pin::new(pin as u8)),
                 self.config.rtc_tracking && pin == RTC_GSI.get() as usize,
             );
             map.scan_entry(apic, &se);
@@ -453,12 +453,11 @@ impl<const VCPUS: usize, const PINS: usize> Irqchip<VCPUS, PINS> {
             }
         }
         fx.reload.union_with(&targets);
-        for pin in a.deliver.iter() {
-            let p = Pin::new(pin as u8);
+        for p in a.deliver.iter() {
             let Some(msg) = io.message(p) else { continue };
-            let source = if msg.trigger.is_level() || self.config.ack_notifier_pins.contains(pin) {
+            let source = if msg.trigger.is_level() || self.config.ack_notifier_pins.contains(p) {
                 Source::NeedsEoi
-            } else if self.config.rtc_tracking && pin == RTC_GSI.get() as usize {
+            } else if self.config.rtc_tracking && p.get() as u32 == RTC_GSI.get() {
                 Source::Rtc
             } else {
                 Source::Plain

@@ -29,9 +29,12 @@ pub mod types;
 pub mod vector;
 
 pub use eoi_exit::{EoiExit, EoiExitMap, Policy, VmcsUpdate};
-pub use ioapic::{Ioapic, RedirectionEntry};
+pub use ioapic::{
+    Ioapic, IoapicActions, IoapicConfig, IoapicState, IoapicVersion, MaskedEdge, PinSet,
+    RedirectionEntry, Rescan,
+};
 pub use irqchip::{Irqchip, IrqchipConfig};
-pub use lapic::LocalApic;
+pub use lapic::{Acceptance, ApicMode, Eoi, LocalApic};
 pub use routes::Msi;
 pub use types::{
     ApicId, DeliveryMode, Destination, DestinationMode, Gsi, InterruptMessage, InvalidValue, Pin,
