@@ -576,6 +576,9 @@ pub struct Vcpu {
     pub run_returns: Arc<AtomicU64>,
     pub limits: RunLimits,
     current_handler: Option<u8>,
+    /// The last stop was [`Stop::Idle`]: the guest sits in `hlt` and only asks for its next
+    /// command after an interrupt, or after [`Vcpu::wake`].
+    idle: bool,
     trace: Trace,
 }
 
@@ -674,10 +677,8 @@ impl Vcpu {
         Ok(mp.mp_state == KVM_MP_STATE_HALTED)
     }
 
-    /// Run until the guest does an I/O the caller cares about, or (with
-    /// `limits.idle_after`) until it has been halted that long. EOI exits, the idle loop's
-    /// question and the handler's ISR report are handled on the way.
-    pub fn next_stop_with(&mut self, limits: RunLimits) -> Result<Stop> {
+    /// The loop behind [`Vcpu::next_stop_with`].
+    fn next_stop_untracked(&mut self, limits: RunLimits) -> Result<Stop> {
         let start = Instant::now();
         loop {
             let left = limits.deadline.saturating_sub(start.elapsed());
@@ -698,6 +699,38 @@ impl Vcpu {
                 }
             }
         }
+    }
+
+    /// Run until the guest does an I/O the caller cares about, or (with
+    /// `limits.idle_after`) until it has been halted that long. EOI exits, the idle loop's
+    /// question and the handler's ISR report are handled on the way.
+    pub fn next_stop_with(&mut self, limits: RunLimits) -> Result<Stop> {
+        let s = self.next_stop_untracked(limits)?;
+        self.idle = s == Stop::Idle;
+        Ok(s)
+    }
+
+    /// Get an idle (halted) guest back to its command loop without an interrupt:
+    /// `KVM_SET_MP_STATE(RUNNABLE)` resumes it after its `hlt` (then `cli`, `in 0x16`).
+    /// No-op unless the last stop was [`Stop::Idle`]; pending interrupts still win, as
+    /// they would on a real wake-up (IF is 1 until the `cli`).
+    pub fn wake(&mut self) -> Result<()> {
+        if self.idle && self.is_halted()? {
+            self.fd
+                .set_mp_state(kvm_mp_state {
+                    mp_state: KVM_MP_STATE_RUNNABLE,
+                })
+                .map_err(ioctl_err("KVM_SET_MP_STATE"))?;
+        }
+        self.idle = false;
+        Ok(())
+    }
+
+    /// Queue the idle loop's next command, waking an idle guest so it asks.
+    pub fn command(&mut self, cmd: Cmd) -> Result<()> {
+        self.wake()?;
+        self.cmd = Some(cmd);
+        Ok(())
     }
 
     /// [`Vcpu::next_stop_with`] with this vCPU's default limits.
@@ -723,7 +756,7 @@ impl Vcpu {
     /// One round trip through `KVM_RUN` from the idle loop with IF=0, so KVM services
     /// requests still pending (quirk 2).
     pub fn ping(&mut self) -> Result<()> {
-        self.cmd = Some(Cmd::Ping);
+        self.command(Cmd::Ping)?;
         self.expect(Stop::Ping)
     }
 
@@ -735,7 +768,7 @@ impl Vcpu {
 
     /// Have the idle loop write one EOI, without the ping.
     pub fn guest_eoi_no_ping(&mut self) -> Result<()> {
-        self.cmd = Some(Cmd::Eoi);
+        self.command(Cmd::Eoi)?;
         self.expect(Stop::IdleEoi)
     }
 
@@ -1135,6 +1168,7 @@ impl TestVm {
                 run_returns: Arc::new(AtomicU64::new(0)),
                 limits: RunLimits::default(),
                 current_handler: None,
+                idle: false,
                 trace: trace.clone(),
             });
         }
