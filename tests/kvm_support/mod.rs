@@ -1172,7 +1172,7 @@ impl TestVm {
                 trace: trace.clone(),
             });
         }
-        let mut vm = Vm {
+        let vm = Vm {
             fd,
             mode,
             routes,
@@ -1181,7 +1181,6 @@ impl TestVm {
         if mode == IrqChipMode::InKernel {
             vm.push_routes_quiet()?;
         }
-        let _ = &mut vm;
         Ok(TestVm {
             vcpus,
             vm,
