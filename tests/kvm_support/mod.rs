@@ -872,9 +872,10 @@ pub fn msi_address(dest: u8) -> u64 {
     0xFEE0_0000 | (u64::from(dest) << 12)
 }
 
-/// MSI data: fixed delivery, `vector`, edge (level=false) or level-asserted (true).
+/// MSI data: fixed delivery, `vector`, trigger mode bit 15 = `level` (as kvm-oracle and
+/// a userspace I/O APIC encode it; bit 14 stays 0, KVM forces the level to 1 anyway).
 pub fn msi_data(vector: u8, level: bool) -> u32 {
-    u32::from(vector) | if level { (1 << 15) | (1 << 14) } else { 0 }
+    u32::from(vector) | if level { 1 << 15 } else { 0 }
 }
 
 /// The in-kernel I/O APIC as read by `KVM_GET_IRQCHIP`.
