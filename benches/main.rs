@@ -39,8 +39,12 @@ fn vector_set(c: &mut Criterion) {
     let sparse_w: VectorSet = [Vector::new(0x21)].into_iter().collect();
     let mut sparse_b = BitvecSet::default();
     sparse_b.insert(0x21);
-    g.bench_function("highest_low_only/words", |b| b.iter(|| black_box(&sparse_w).highest()));
-    g.bench_function("highest_low_only/bitvec", |b| b.iter(|| black_box(&sparse_b).highest()));
+    g.bench_function("highest_low_only/words", |b| {
+        b.iter(|| black_box(&sparse_w).highest())
+    });
+    g.bench_function("highest_low_only/bitvec", |b| {
+        b.iter(|| black_box(&sparse_b).highest())
+    });
     g.bench_function("insert_remove/words", |b| {
         let mut s = VectorSet::new();
         b.iter(|| {

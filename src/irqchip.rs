@@ -23,12 +23,12 @@
 
 use spin::Mutex;
 
+use crate::Ioapic;
 use crate::eoi_exit::{Accepted, EoiExitMap, Policy, ScanEntry, Source, VmcsUpdate};
 use crate::ioapic::{IoapicActions, IoapicConfig, PinSet, Rescan};
 use crate::lapic::{self, Acceptance, ApicMode, LocalApic};
-use crate::types::{ApicId, DeliveryMode, Destination, InterruptMessage, Pin, VcpuId, RTC_GSI};
+use crate::types::{ApicId, DeliveryMode, Destination, InterruptMessage, Pin, RTC_GSI, VcpuId};
 use crate::vector::Vector;
-use crate::Ioapic;
 
 /// The order in which an intercepted EOI's work is done.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, Debug, Default)]
@@ -57,7 +57,7 @@ pub enum Arbitration {
 }
 
 /// Configuration of an [`Irqchip`].
-#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+#[derive(Clone, Copy, PartialEq, Eq, Debug, Default)]
 #[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct IrqchipConfig {
     /// The interception policy of every vCPU.
@@ -72,19 +72,6 @@ pub struct IrqchipConfig {
     pub eoi_order: EoiOrder,
     /// Lowest-priority arbitration.
     pub arbitration: Arbitration,
-}
-
-impl Default for IrqchipConfig {
-    fn default() -> Self {
-        IrqchipConfig {
-            policy: Policy::default(),
-            ioapic: IoapicConfig::default(),
-            ack_notifier_pins: PinSet::default(),
-            rtc_tracking: false,
-            eoi_order: EoiOrder::default(),
-            arbitration: Arbitration::default(),
-        }
-    }
 }
 
 /// Counters a VMM or the simulator can read per vCPU.
@@ -103,7 +90,6 @@ pub struct VcpuStats {
 
 /// One vCPU's interrupt state.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
-#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct VcpuState {
     /// Its local APIC.
     pub apic: LocalApic,
@@ -139,7 +125,10 @@ impl VcpuSet {
     /// Number of vCPUs.
     #[inline]
     pub const fn len(&self) -> u32 {
-        self.0[0].count_ones() + self.0[1].count_ones() + self.0[2].count_ones() + self.0[3].count_ones()
+        self.0[0].count_ones()
+            + self.0[1].count_ones()
+            + self.0[2].count_ones()
+            + self.0[3].count_ones()
     }
     /// Ascending iteration.
     pub fn iter(&self) -> impl Iterator<Item = usize> + '_ {
@@ -220,7 +209,10 @@ pub struct Irqchip<const VCPUS: usize, const PINS: usize = 24> {
 
 impl<const VCPUS: usize, const PINS: usize> core::fmt::Debug for Irqchip<VCPUS, PINS> {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
-        f.debug_struct("Irqchip").field("config", &self.config).field("vcpus", &VCPUS).finish()
+        f.debug_struct("Irqchip")
+            .field("config", &self.config)
+            .field("vcpus", &VCPUS)
+            .finish()
     }
 }
 
@@ -229,7 +221,10 @@ impl<const VCPUS: usize, const PINS: usize> Irqchip<VCPUS, PINS> {
 
     /// vCPU `i` gets APIC ID `i`, software-enabled, in `mode`.
     pub fn new(config: IrqchipConfig, mode: ApicMode) -> Self {
-        Self::with_apics(config, core::array::from_fn(|i| LocalApic::new_enabled(ApicId::new(i as u32), mode)))
+        Self::with_apics(
+            config,
+            core::array::from_fn(|i| LocalApic::new_enabled(ApicId::new(i as u32), mode)),
+        )
     }
 
     /// With explicit local APICs (IDs, modes, LDRs set by the caller).
@@ -240,7 +235,11 @@ impl<const VCPUS: usize, const PINS: usize> Irqchip<VCPUS, PINS> {
             config,
             ioapic: Mutex::new(Ioapic::new(config.ioapic)),
             vcpus: apics.map(|apic| {
-                Mutex::new(VcpuState { apic, map: EoiExitMap::new(config.policy), stats: VcpuStats::default() })
+                Mutex::new(VcpuState {
+                    apic,
+                    map: EoiExitMap::new(config.policy),
+                    stats: VcpuStats::default(),
+                })
             }),
         };
         {
@@ -311,14 +310,22 @@ impl<const VCPUS: usize, const PINS: usize> Irqchip<VCPUS, PINS> {
     /// nobody, so they are tagged [`Source::Plain`]).
     pub fn send_msi(&self, msg: &InterruptMessage) -> Effects {
         let mut fx = Effects::default();
-        let source = if msg.trigger.is_level() { Source::NeedsEoi } else { Source::Plain };
+        let source = if msg.trigger.is_level() {
+            Source::NeedsEoi
+        } else {
+            Source::Plain
+        };
         self.deliver(msg, None, source, &mut fx);
         fx
     }
 
     /// Applies a change to a vCPU's LAPIC addressing (ID, LDR, DFR, mode,
     /// SVR). Like KVM's APIC map recalculation, every vCPU is rescanned.
-    pub fn update_lapic<R>(&self, vcpu: VcpuId, f: impl FnOnce(&mut LocalApic) -> R) -> Option<(R, Effects)> {
+    pub fn update_lapic<R>(
+        &self,
+        vcpu: VcpuId,
+        f: impl FnOnce(&mut LocalApic) -> R,
+    ) -> Option<(R, Effects)> {
         let io = self.ioapic.lock();
         let r = {
             let mut v = self.vcpus.get(vcpu.index())?.lock();
@@ -432,7 +439,11 @@ impl<const VCPUS: usize, const PINS: usize> Irqchip<VCPUS, PINS> {
     /// Applies I/O APIC actions: rescans first (so a newly routed or
     /// unmasked entry is in the bitmap before it can deliver), then deliveries.
     fn apply(&self, io: &mut Ioapic<PINS>, a: IoapicActions) -> Effects {
-        let mut fx = Effects { deliver_later: a.deliver_later, route_changed: a.route_changed, ..Effects::default() };
+        let mut fx = Effects {
+            deliver_later: a.deliver_later,
+            route_changed: a.route_changed,
+            ..Effects::default()
+        };
         let mut targets = VcpuSet::default();
         match a.rescan {
             Rescan::None => {}
@@ -494,7 +505,14 @@ impl<const VCPUS: usize, const PINS: usize> Irqchip<VCPUS, PINS> {
         }
     }
 
-    fn accept_on(&self, i: usize, msg: &InterruptMessage, pin: Option<Pin>, source: Source, fx: &mut Effects) {
+    fn accept_on(
+        &self,
+        i: usize,
+        msg: &InterruptMessage,
+        pin: Option<Pin>,
+        source: Source,
+        fx: &mut Effects,
+    ) {
         let mut v = self.vcpus[i].lock();
         let VcpuState { apic, map, .. } = &mut *v;
         let (vector, trigger, coalesced) = match apic.accept(msg) {
@@ -502,9 +520,18 @@ impl<const VCPUS: usize, const PINS: usize> Irqchip<VCPUS, PINS> {
             Acceptance::Coalesced { vector, trigger } => (vector, trigger, true),
             Acceptance::Ignored(_) => return,
         };
-        let accepted = Accepted { vector, trigger, coalesced, source };
+        let accepted = Accepted {
+            vector,
+            trigger,
+            coalesced,
+            source,
+        };
         map.on_accept(apic, accepted);
-        let d = Delivery { vcpu: VcpuId::new(i as u16), accepted, pin };
+        let d = Delivery {
+            vcpu: VcpuId::new(i as u16),
+            accepted,
+            pin,
+        };
         if fx.deliveries.push(d).is_err() {
             fx.overflow += 1;
         }

@@ -66,7 +66,11 @@ fn level_route_intercepts_every_eoi_of_its_vector_even_from_edge_msis() {
             (NoIntercept, &[0, 0, 0]),
         ],
     );
-    assert_eq!(control_level(NoIntercept).1, 100, "NoIntercept reports the 100 lost level EOIs");
+    assert_eq!(
+        control_level(NoIntercept).1,
+        100,
+        "NoIntercept reports the 100 lost level EOIs"
+    );
 }
 
 /// Control: GSI5 -> 0x40 edge route. Measures: 1 x GSI5; 100 x edge MSI 0x40.
@@ -103,7 +107,10 @@ fn pin_range(p: Policy) -> (Counts, u32) {
         vm.irq_line(24);
         vm.run_handlers(0);
     }
-    (vec![vm.exits(0, 0x41), vm.exits(0, 0x40)], vm.vcpus[0].missed)
+    (
+        vec![vm.exits(0, 0x41), vm.exits(0, 0x40)],
+        vm.vcpus[0].missed,
+    )
 }
 
 #[test]
@@ -248,7 +255,10 @@ fn seed_planted_two(p: Policy) -> (Counts, u32) {
         vm.run_handlers(1);
     }
     let d = vm.exits(1, 0x40) - c;
-    (vec![a, b, c, d, vm.exits(0, 0x40)], vm.vcpus[0].missed + vm.vcpus[1].missed)
+    (
+        vec![a, b, c, d, vm.exits(0, 0x40)],
+        vm.vcpus[0].missed + vm.vcpus[1].missed,
+    )
 }
 
 #[test]
@@ -321,7 +331,10 @@ fn two_stale_in_isr(p: Policy) -> (Counts, u32) {
         vm.edge_msi(0, 0x50);
         vm.run_handlers(0);
     }
-    (vec![a, b, c, vm.exits(0, 0x40) - c, vm.exits(0, 0x50) - a], vm.vcpus[0].missed)
+    (
+        vec![a, b, c, vm.exits(0, 0x40) - c, vm.exits(0, 0x50) - a],
+        vm.vcpus[0].missed,
+    )
 }
 
 #[test]
@@ -386,7 +399,10 @@ fn stale_isr_and_irr(p: Policy) -> (Counts, u32) {
         vm.edge_msi(0, 0x50);
         vm.run_handlers(0);
     }
-    (vec![a, b, c, vm.exits(0, 0x40) - x40, vm.exits(0, 0x50) - x50], vm.vcpus[0].missed)
+    (
+        vec![a, b, c, vm.exits(0, 0x40) - x40, vm.exits(0, 0x50) - x50],
+        vm.vcpus[0].missed,
+    )
 }
 
 #[test]
@@ -519,6 +535,11 @@ fn seed_counts_per_policy_for_the_readme() {
     // edge MSIs) on the planted seed, per policy.
     for p in Policy::ALL {
         let (c, missed) = seed_planted(p);
-        std::println!("seed(planted) {:<16} stale-EOI exits {} + reuse exits {} (missed level EOIs {missed})", p.name(), c[0], c[1]);
+        std::println!(
+            "seed(planted) {:<16} stale-EOI exits {} + reuse exits {} (missed level EOIs {missed})",
+            p.name(),
+            c[0],
+            c[1]
+        );
     }
 }

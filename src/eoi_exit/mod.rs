@@ -19,11 +19,11 @@
 //! 4. Before every VM entry: [`EoiExitMap::take_vmcs_update`], and write the
 //!    returned words to the VMCS.
 
+use crate::RedirectionEntry;
 use crate::lapic::LocalApic;
 use crate::routes::Msi;
 use crate::types::{Destination, TriggerMode};
 use crate::vector::{Vector, VectorSet};
-use crate::RedirectionEntry;
 
 /// How a vCPU's EOI-exit bitmap is computed.
 ///
@@ -79,7 +79,10 @@ impl Policy {
 impl TryFrom<u8> for Policy {
     type Error = crate::InvalidValue;
     fn try_from(v: u8) -> Result<Self, Self::Error> {
-        Policy::ALL.get(v as usize).copied().ok_or(crate::InvalidValue(v as u64))
+        Policy::ALL
+            .get(v as usize)
+            .copied()
+            .ok_or(crate::InvalidValue(v as u64))
     }
 }
 
@@ -150,14 +153,22 @@ impl ScanEntry {
         ScanEntry {
             destination: msi.destination(),
             vector: msi.vector(),
-            flags: if msi.is_level() { ScanFlags::LEVEL } else { ScanFlags::empty() },
+            flags: if msi.is_level() {
+                ScanFlags::LEVEL
+            } else {
+                ScanFlags::empty()
+            },
         }
     }
 
     /// Whether KVM's scan counts the entry: level, ack notifier or RTC.
     #[inline]
     pub const fn counts_for_kvm(&self) -> bool {
-        self.flags.intersects(ScanFlags::LEVEL.union(ScanFlags::ACK_NOTIFIER).union(ScanFlags::RTC))
+        self.flags.intersects(
+            ScanFlags::LEVEL
+                .union(ScanFlags::ACK_NOTIFIER)
+                .union(ScanFlags::RTC),
+        )
     }
 
     /// Whether `Exact` counts it: as KVM, except a masked level entry whose
@@ -166,11 +177,15 @@ impl ScanEntry {
     /// ([`crate::Irqchip`] guarantees the order; the race model check proves it).
     #[inline]
     pub const fn counts_for_exact(&self) -> bool {
-        if self.flags.intersects(ScanFlags::ACK_NOTIFIER.union(ScanFlags::RTC)) {
+        if self
+            .flags
+            .intersects(ScanFlags::ACK_NOTIFIER.union(ScanFlags::RTC))
+        {
             return true;
         }
         self.flags.contains(ScanFlags::LEVEL)
-            && (!self.flags.contains(ScanFlags::MASKED) || self.flags.contains(ScanFlags::REMOTE_IRR))
+            && (!self.flags.contains(ScanFlags::MASKED)
+                || self.flags.contains(ScanFlags::REMOTE_IRR))
     }
 }
 
@@ -234,7 +249,9 @@ pub struct VmcsUpdate {
 impl VmcsUpdate {
     /// The `(index, value)` pairs to write, in index order.
     pub fn changed(&self) -> impl Iterator<Item = (usize, u64)> + '_ {
-        (0..4).filter(move |i| self.mask & (1 << i) != 0).map(move |i| (i, self.words[i]))
+        (0..4)
+            .filter(move |i| self.mask & (1 << i) != 0)
+            .map(move |i| (i, self.words[i]))
     }
 }
 
@@ -340,7 +357,9 @@ impl EoiExitMap {
     /// `Exact`: vectors with an outstanding instance whose EOI is needed.
     #[inline]
     pub fn needed_in_flight(&self) -> VectorSet {
-        self.need_old.intersection(&self.inst_one).union(&self.need_new.intersection(&self.inst_two))
+        self.need_old
+            .intersection(&self.inst_one)
+            .union(&self.need_new.intersection(&self.inst_two))
     }
 
     /// The words that changed since the last call, or `None` when the VMCS is
@@ -591,7 +610,11 @@ impl EoiExitMap {
                 missed_level: level && self.policy == Policy::NoIntercept,
             };
         }
-        let mut exit = EoiExit { forward: true, rescan: false, missed_level: false };
+        let mut exit = EoiExit {
+            forward: true,
+            rescan: false,
+            missed_level: false,
+        };
         if self.rtc_owed == Some(vector) {
             self.rtc_owed = None;
         }

@@ -38,7 +38,10 @@ pub struct SplitVm {
 
 pub fn msi(dest: u32, vector: u8, level: bool) -> Msi {
     Msi::from_message(&InterruptMessage {
-        destination: Destination { id: dest, mode: DestinationMode::Physical },
+        destination: Destination {
+            id: dest,
+            mode: DestinationMode::Physical,
+        },
         delivery_mode: DeliveryMode::Fixed,
         vector: Vector::new(vector),
         trigger: TriggerMode::from_bit(level),
@@ -57,7 +60,11 @@ impl SplitVm {
                 missed: 0,
             })
             .collect();
-        let mut vm = SplitVm { policy, routes: BTreeMap::new(), vcpus };
+        let mut vm = SplitVm {
+            policy,
+            routes: BTreeMap::new(),
+            vcpus,
+        };
         for i in 0..n {
             vm.rescan(i);
         }
@@ -105,14 +112,26 @@ impl SplitVm {
                 Acceptance::Coalesced { vector, trigger } => (vector, trigger, true),
                 Acceptance::Ignored(_) => continue,
             };
-            v.map.on_accept(&v.apic, Accepted { vector, trigger, coalesced, source });
+            v.map.on_accept(
+                &v.apic,
+                Accepted {
+                    vector,
+                    trigger,
+                    coalesced,
+                    source,
+                },
+            );
         }
     }
 
     /// KVM_IRQ_LINE on a GSI: its route's MSI (a level route's instance needs its EOI).
     pub fn irq_line(&mut self, gsi: u32) {
         if let Some(m) = self.routes.get(&gsi).copied() {
-            let src = if m.is_level() && gsi < RESERVED_PINS { Source::NeedsEoi } else { Source::Plain };
+            let src = if m.is_level() && gsi < RESERVED_PINS {
+                Source::NeedsEoi
+            } else {
+                Source::Plain
+            };
             self.deliver(&m, src);
         }
     }

@@ -1,0 +1,1 @@
+//! Fuzz-target harnesses shared by cargo-fuzz and `cargo test` (placeholder).

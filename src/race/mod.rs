@@ -1,0 +1,1 @@
+//! The race operation language and invariant checker (placeholder).

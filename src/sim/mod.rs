@@ -1,0 +1,1 @@
+//! Deterministic simulator, workloads and the necessary-exit oracle (placeholder).

@@ -1,0 +1,1 @@
+//! Plain, versioned state structs and KVM state conversions (placeholder).
