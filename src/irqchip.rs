@@ -27,7 +27,9 @@ use crate::Ioapic;
 use crate::eoi_exit::{Accepted, EoiExitMap, Policy, ScanEntry, Source, VmcsUpdate};
 use crate::ioapic::{IoapicActions, IoapicConfig, PinSet, Rescan};
 use crate::lapic::{self, Acceptance, ApicMode, LocalApic};
-use crate::types::{ApicId, DeliveryMode, Destination, InterruptMessage, Pin, RTC_GSI, VcpuId};
+use crate::types::{
+    ApicId, DeliveryMode, Destination, DestinationMode, InterruptMessage, Pin, RTC_GSI, VcpuId,
+};
 use crate::vector::Vector;
 
 /// The order in which an intercepted EOI's work is done.
@@ -132,7 +134,24 @@ impl VcpuSet {
     }
     /// Ascending iteration.
     pub fn iter(&self) -> impl Iterator<Item = usize> + '_ {
-        (0..256).filter(move |&i| self.contains(i))
+        self.iter_upto(256)
+    }
+    /// Ascending iteration over members below `limit`, word by word.
+    fn iter_upto(&self, limit: usize) -> impl Iterator<Item = usize> + '_ {
+        let words = *self;
+        (0..4usize)
+            .flat_map(move |w| {
+                let mut bits = words.0[w];
+                core::iter::from_fn(move || {
+                    if bits == 0 {
+                        return None;
+                    }
+                    let b = bits.trailing_zeros() as usize;
+                    bits &= bits - 1;
+                    Some(w * 64 + b)
+                })
+            })
+            .take_while(move |&i| i < limit)
     }
     fn union_with(&mut self, o: &VcpuSet) {
         for i in 0..4 {
@@ -204,6 +223,10 @@ pub struct GuestEoi {
 pub struct Irqchip<const VCPUS: usize, const PINS: usize = 24> {
     config: IrqchipConfig,
     ioapic: Mutex<Ioapic<PINS>>,
+    /// Physical destinations 0..=255 -> matching vCPUs (KVM's optimized APIC
+    /// map): rebuilt whenever LAPIC addressing changes, so a redirection write
+    /// or a delivery touches only the vCPUs it names.
+    phys_map: Mutex<[VcpuSet; 256]>,
     vcpus: [Mutex<VcpuState>; VCPUS],
 }
 
@@ -234,6 +257,7 @@ impl<const VCPUS: usize, const PINS: usize> Irqchip<VCPUS, PINS> {
         let chip = Irqchip {
             config,
             ioapic: Mutex::new(Ioapic::new(config.ioapic)),
+            phys_map: Mutex::new([VcpuSet::default(); 256]),
             vcpus: apics.map(|apic| {
                 Mutex::new(VcpuState {
                     apic,
@@ -244,6 +268,7 @@ impl<const VCPUS: usize, const PINS: usize> Irqchip<VCPUS, PINS> {
         };
         {
             let io = chip.ioapic.lock();
+            chip.rebuild_phys_map();
             for i in 0..VCPUS {
                 chip.rescan_locked(&io, &mut chip.vcpus[i].lock());
             }
@@ -331,6 +356,7 @@ impl<const VCPUS: usize, const PINS: usize> Irqchip<VCPUS, PINS> {
             let mut v = self.vcpus.get(vcpu.index())?.lock();
             f(&mut v.apic)
         };
+        self.rebuild_phys_map();
         let mut fx = Effects::default();
         for i in 0..VCPUS {
             self.rescan_locked(&io, &mut self.vcpus[i].lock());
@@ -428,7 +454,29 @@ impl<const VCPUS: usize, const PINS: usize> Irqchip<VCPUS, PINS> {
         map.end_scan(apic);
     }
 
-    fn vcpus_matching(&self, dest: Destination, out: &mut crate::irqchip::VcpuSet) {
+    fn rebuild_phys_map(&self) {
+        let mut map = self.phys_map.lock();
+        for (id, set) in map.iter_mut().enumerate() {
+            *set = VcpuSet::default();
+            let d = Destination {
+                id: id as u32,
+                mode: DestinationMode::Physical,
+            };
+            for (i, slot) in self.vcpus.iter().enumerate() {
+                if slot.lock().apic.matches(d) {
+                    set.insert(i);
+                }
+            }
+        }
+    }
+
+    /// The vCPUs whose LAPIC matches `dest`: a table lookup for physical
+    /// destinations 0..=255, a walk over every vCPU otherwise.
+    fn vcpus_matching(&self, dest: Destination, out: &mut VcpuSet) {
+        if dest.mode == DestinationMode::Physical && dest.id < 256 {
+            out.union_with(&self.phys_map.lock()[dest.id as usize]);
+            return;
+        }
         for (i, slot) in self.vcpus.iter().enumerate() {
             if slot.lock().apic.matches(dest) {
                 out.insert(i);
@@ -458,10 +506,8 @@ impl<const VCPUS: usize, const PINS: usize> Irqchip<VCPUS, PINS> {
                 }
             }
         }
-        for i in targets.iter() {
-            if i < VCPUS {
-                self.rescan_locked(io, &mut self.vcpus[i].lock());
-            }
+        for i in targets.iter_upto(VCPUS) {
+            self.rescan_locked(io, &mut self.vcpus[i].lock());
         }
         fx.reload.union_with(&targets);
         for p in a.deliver.iter() {
@@ -497,11 +543,10 @@ impl<const VCPUS: usize, const PINS: usize> Irqchip<VCPUS, PINS> {
             }
             return;
         }
-        for i in 0..VCPUS {
-            let hit = self.vcpus[i].lock().apic.matches(msg.destination);
-            if hit {
-                self.accept_on(i, msg, pin, source, fx);
-            }
+        let mut targets = VcpuSet::default();
+        self.vcpus_matching(msg.destination, &mut targets);
+        for i in targets.iter_upto(VCPUS) {
+            self.accept_on(i, msg, pin, source, fx);
         }
     }
 
@@ -535,5 +580,84 @@ impl<const VCPUS: usize, const PINS: usize> Irqchip<VCPUS, PINS> {
         if fx.deliveries.push(d).is_err() {
             fx.overflow += 1;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::RedirectionEntry;
+    use crate::types::TriggerMode;
+
+    fn msg(dest: u32) -> InterruptMessage {
+        InterruptMessage {
+            destination: Destination {
+                id: dest,
+                mode: DestinationMode::Physical,
+            },
+            delivery_mode: DeliveryMode::Fixed,
+            vector: Vector::new(0x40),
+            trigger: TriggerMode::Edge,
+        }
+    }
+
+    #[test]
+    fn physical_delivery_follows_an_apic_id_change() {
+        let c: Irqchip<4> = Irqchip::new(IrqchipConfig::default(), ApicMode::XApic);
+        let _ = c.update_lapic(VcpuId::new(3), |a| a.set_id(ApicId::new(9)));
+        let fx = c.send_msi(&msg(9));
+        assert_eq!(fx.deliveries.len(), 1);
+        assert_eq!(fx.deliveries[0].vcpu, VcpuId::new(3));
+        assert!(
+            c.send_msi(&msg(3)).deliveries.is_empty(),
+            "nobody has ID 3 any more"
+        );
+    }
+
+    #[test]
+    fn xapic_physical_broadcast_reaches_every_vcpu() {
+        let c: Irqchip<4> = Irqchip::new(IrqchipConfig::default(), ApicMode::XApic);
+        assert_eq!(c.send_msi(&msg(0xff)).deliveries.len(), 4);
+    }
+
+    #[test]
+    fn duplicate_apic_ids_both_accept_a_physical_message() {
+        let c: Irqchip<4> = Irqchip::new(IrqchipConfig::default(), ApicMode::XApic);
+        let _ = c.update_lapic(VcpuId::new(2), |a| a.set_id(ApicId::new(1)));
+        let fx = c.send_msi(&msg(1));
+        let got: heapless::Vec<u16, 4> = fx.deliveries.iter().map(|d| d.vcpu.get()).collect();
+        assert_eq!(&got[..], &[1, 2]);
+    }
+
+    #[test]
+    fn update_lapic_rescans_every_vcpu_like_a_kvm_apic_map_change() {
+        let c: Irqchip<3> = Irqchip::new(IrqchipConfig::default(), ApicMode::XApic);
+        let before: [u64; 3] = core::array::from_fn(|i| c.vcpus[i].lock().stats.rescans);
+        let (_, fx) = c
+            .update_lapic(VcpuId::new(0), |a| a.write_tpr(0x20))
+            .unwrap();
+        assert_eq!(fx.reload.len(), 3);
+        for (i, b) in before.iter().enumerate() {
+            assert_eq!(c.vcpus[i].lock().stats.rescans, b + 1);
+        }
+    }
+
+    #[test]
+    fn spurious_guest_eoi_does_nothing() {
+        let c: Irqchip<1> = Irqchip::new(IrqchipConfig::default(), ApicMode::XApic);
+        let e = c.guest_eoi(VcpuId::new(0));
+        assert!(e.vector.is_none() && !e.exit);
+        assert!(
+            c.guest_eoi(VcpuId::new(7)).vector.is_none(),
+            "out-of-range vCPU ignored"
+        );
+    }
+
+    #[test]
+    fn reserved_delivery_mode_entry_delivers_nothing() {
+        let c: Irqchip<1> = Irqchip::new(IrqchipConfig::default(), ApicMode::XApic);
+        let e = RedirectionEntry::fixed(Vector::new(0x40), TriggerMode::Edge, 0).bits() | 3 << 8;
+        let _ = c.write_entry(Pin::new(1), e);
+        assert!(c.set_line(Pin::new(1), true).deliveries.is_empty());
     }
 }
