@@ -537,3 +537,40 @@ impl<const VCPUS: usize, const PINS: usize> Irqchip<VCPUS, PINS> {
         }
     }
 }
+
+// ---- snapshot hooks (used by src/snapshot; keep additive) ------------------
+
+impl<const VCPUS: usize, const PINS: usize> Irqchip<VCPUS, PINS> {
+    /// Locks the I/O APIC, then every vCPU in index order (the documented lock
+    /// order), for a consistent snapshot.
+    pub(crate) fn lock_all(
+        &self,
+    ) -> (
+        spin::MutexGuard<'_, Ioapic<PINS>>,
+        [spin::MutexGuard<'_, VcpuState>; VCPUS],
+    ) {
+        let io = self.ioapic.lock();
+        let vcpus = core::array::from_fn(|i| self.vcpus[i].lock());
+        (io, vcpus)
+    }
+
+    /// Exclusive access to every part, for a snapshot restore.
+    pub(crate) fn parts_mut(
+        &mut self,
+    ) -> (
+        &mut IrqchipConfig,
+        &mut Ioapic<PINS>,
+        &mut [Mutex<VcpuState>; VCPUS],
+    ) {
+        (&mut self.config, self.ioapic.get_mut(), &mut self.vcpus)
+    }
+
+    /// Host-side I/O APIC restore as `KVM_SET_IRQCHIP` does it
+    /// ([`Ioapic::restore`]: every vCPU rescans, pending pins are re-injected).
+    #[cfg_attr(not(feature = "kvm"), allow(dead_code))]
+    pub(crate) fn restore_ioapic_reinject(&self, state: &crate::IoapicState<PINS>) -> Effects {
+        let mut io = self.ioapic.lock();
+        let a = io.restore(state);
+        self.apply(&mut io, a)
+    }
+}
