@@ -162,7 +162,7 @@ fn config(policy: Policy, seed: u64) -> IrqchipConfig {
         ack_notifier_pins: [Pin::new(3)].into_iter().collect::<PinSet>(),
         rtc_tracking: true,
         eoi_order: EoiOrder::ForwardThenRescan,
-        arbitration: if seed % 2 == 0 {
+        arbitration: if seed.is_multiple_of(2) {
             Arbitration::KvmVectorHashing
         } else {
             Arbitration::SdmPriority

@@ -2,10 +2,9 @@
 //! contradictory or out-of-range snapshot gives a clear `SnapshotError`, and
 //! the live object is untouched.
 
-use eoi_exit::snapshot::{
-    ApicRegister, EoiExitMapState, IoapicSnapshot, IrqchipSnapshot, LocalApicState,
-    SNAPSHOT_VERSION, SnapshotError,
-};
+use eoi_exit::snapshot::{ApicRegister, IrqchipSnapshot, SNAPSHOT_VERSION, SnapshotError};
+#[cfg(feature = "serde")]
+use eoi_exit::snapshot::{EoiExitMapState, IoapicSnapshot, LocalApicState};
 use eoi_exit::{
     ApicId, ApicMode, EoiExitMap, Ioapic, IoapicConfig, Irqchip, IrqchipConfig, LocalApic,
     MaskedEdge, Pin, PinSet, Policy, RedirectionEntry, VcpuId, Vector, VectorSet,
