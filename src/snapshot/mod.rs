@@ -515,13 +515,6 @@ pub(crate) fn validate_ioapic_state<const PINS: usize>(
             value: st.id as u64,
         });
     }
-    if config.id > 0xf {
-        return Err(SnapshotError::InvalidRegister {
-            vcpu: None,
-            register: "I/O APIC configured ID",
-            value: config.id as u64,
-        });
-    }
     for (i, e) in st.entries.iter().enumerate() {
         if !e.is_level() && e.remote_irr() {
             return Err(SnapshotError::RemoteIrrOnEdge { pin: i as u8 });
