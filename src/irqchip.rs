@@ -454,7 +454,7 @@ impl<const VCPUS: usize, const PINS: usize> Irqchip<VCPUS, PINS> {
         map.end_scan(apic);
     }
 
-    fn rebuild_phys_map(&self) {
+    pub(crate) fn rebuild_phys_map(&self) {
         let mut map = self.phys_map.lock();
         for (id, set) in map.iter_mut().enumerate() {
             *set = VcpuSet::default();
@@ -580,6 +580,43 @@ impl<const VCPUS: usize, const PINS: usize> Irqchip<VCPUS, PINS> {
         if fx.deliveries.push(d).is_err() {
             fx.overflow += 1;
         }
+    }
+}
+
+// ---- snapshot hooks (used by src/snapshot; keep additive) ------------------
+
+impl<const VCPUS: usize, const PINS: usize> Irqchip<VCPUS, PINS> {
+    /// Locks the I/O APIC, then every vCPU in index order (the documented lock
+    /// order), for a consistent snapshot.
+    pub(crate) fn lock_all(
+        &self,
+    ) -> (
+        spin::MutexGuard<'_, Ioapic<PINS>>,
+        [spin::MutexGuard<'_, VcpuState>; VCPUS],
+    ) {
+        let io = self.ioapic.lock();
+        let vcpus = core::array::from_fn(|i| self.vcpus[i].lock());
+        (io, vcpus)
+    }
+
+    /// Exclusive access to every part, for a snapshot restore.
+    pub(crate) fn parts_mut(
+        &mut self,
+    ) -> (
+        &mut IrqchipConfig,
+        &mut Ioapic<PINS>,
+        &mut [Mutex<VcpuState>; VCPUS],
+    ) {
+        (&mut self.config, self.ioapic.get_mut(), &mut self.vcpus)
+    }
+
+    /// Host-side I/O APIC restore as `KVM_SET_IRQCHIP` does it
+    /// ([`Ioapic::restore`]: every vCPU rescans, pending pins are re-injected).
+    #[cfg_attr(not(feature = "kvm"), allow(dead_code))]
+    pub(crate) fn restore_ioapic_reinject(&self, state: &crate::IoapicState<PINS>) -> Effects {
+        let mut io = self.ioapic.lock();
+        let a = io.restore(state);
+        self.apply(&mut io, a)
     }
 }
 

@@ -603,6 +603,23 @@ impl<const PINS: usize> Ioapic<PINS> {
     }
 }
 
+// ---- snapshot hook (used by src/snapshot; keep additive) -------------------
+
+impl<const PINS: usize> Ioapic<PINS> {
+    /// Snapshot restore: replaces the configuration and the state verbatim,
+    /// without re-injecting anything (unlike [`Ioapic::restore`], which mirrors
+    /// `KVM_SET_IRQCHIP`). The caller has validated `state`.
+    pub(crate) fn restore_exact(&mut self, config: IoapicConfig, state: &IoapicState<PINS>) {
+        self.config = config;
+        self.entries = state.entries;
+        self.line = state.line;
+        self.pending_edge = state.pending_edge;
+        self.eoi_count = state.eoi_count;
+        self.ioregsel = state.ioregsel;
+        self.id = state.id;
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

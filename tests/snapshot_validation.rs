@@ -1,0 +1,482 @@
+//! Snapshot round trips per component, and restore validation: every
+//! contradictory or out-of-range snapshot gives a clear `SnapshotError`, and
+//! the live object is untouched.
+
+use eoi_exit::snapshot::{ApicRegister, IrqchipSnapshot, SNAPSHOT_VERSION, SnapshotError};
+#[cfg(feature = "serde")]
+use eoi_exit::snapshot::{EoiExitMapState, IoapicSnapshot, LocalApicState};
+use eoi_exit::{
+    ApicId, ApicMode, EoiExitMap, Ioapic, IoapicConfig, Irqchip, IrqchipConfig, LocalApic,
+    MaskedEdge, Pin, PinSet, Policy, RedirectionEntry, VcpuId, Vector, VectorSet,
+};
+
+fn v(x: u8) -> Vector {
+    Vector::new(x)
+}
+
+/// A chip with some of everything: remote IRR, a latched edge, in-flight
+/// vectors, a stale vector, an RTC EOI owed, a pending VMCS update.
+fn busy_chip(policy: Policy) -> Irqchip<2> {
+    let c = Irqchip::<2>::new(
+        IrqchipConfig {
+            policy,
+            rtc_tracking: true,
+            ..IrqchipConfig::default()
+        },
+        ApicMode::XApic,
+    );
+    let _ = c.write_entry(Pin::new(5), 0x40 | 1 << 15); // level -> APIC 0
+    let _ = c.set_line(Pin::new(5), true);
+    let _ = c.write_entry(Pin::new(6), 0x50 | 1 << 16); // masked edge
+    let _ = c.set_line(Pin::new(6), true); // latched
+    let _ = c.write_entry(Pin::new(8), 0x38 | 1 << 56); // RTC edge -> APIC 1
+    let _ = c.set_line(Pin::new(8), true);
+    let _ = c.ack(VcpuId::new(0));
+    // Retarget pin 5 while 0x40 is in service on vCPU 0: stale there.
+    let _ = c.write_entry(Pin::new(5), 0x40 | 1 << 15 | 1 << 56);
+    c
+}
+
+#[test]
+fn every_component_round_trips_and_continues() {
+    for policy in Policy::ALL {
+        let c = busy_chip(policy);
+        let s = c.snapshot();
+        assert_eq!(s.version, SNAPSHOT_VERSION);
+        assert_eq!(s.vcpus, 2);
+        assert!(s.ioapic.entries[5].remote_irr());
+        assert!(s.ioapic.pending_edge.contains(Pin::new(6)));
+        if policy != Policy::NoIntercept {
+            assert_eq!(s.vcpu[1].map.rtc_owed, Some(v(0x38)), "{policy:?}");
+        }
+        if matches!(policy, Policy::KvmLegacy | Policy::KvmHighestStale) {
+            assert_eq!(s.vcpu[0].map.highest_stale, Some(v(0x40)));
+        }
+        let d = Irqchip::<2>::from_snapshot(&s).unwrap();
+        assert_eq!(d.snapshot(), s);
+
+        // Components on their own.
+        let io = c.ioapic().clone();
+        assert_eq!(Ioapic::from_snapshot(&io.snapshot()).unwrap(), io);
+        let vc = *c.vcpu(VcpuId::new(0)).unwrap();
+        assert_eq!(
+            LocalApic::from_snapshot(&vc.apic.snapshot()).unwrap(),
+            vc.apic
+        );
+        assert_eq!(
+            EoiExitMap::from_snapshot(&vc.map.snapshot()).unwrap(),
+            vc.map
+        );
+        let mut m = EoiExitMap::new(policy);
+        m.restore_snapshot(&vc.map.snapshot()).unwrap();
+        assert_eq!(m, vc.map);
+        let mut a = LocalApic::new(ApicId::new(9));
+        a.restore_snapshot(&vc.apic.snapshot()).unwrap();
+        assert_eq!(a, vc.apic);
+        assert!(a.is_consistent());
+    }
+}
+
+#[cfg(feature = "serde")]
+#[test]
+fn serde_round_trips_every_snapshot_type() {
+    let c = busy_chip(Policy::Exact);
+    let s = c.snapshot();
+    let json = serde_json::to_string_pretty(&s).unwrap();
+    assert_eq!(
+        serde_json::from_str::<IrqchipSnapshot<2>>(&json).unwrap(),
+        s
+    );
+    let pc = postcard::to_allocvec(&s).unwrap();
+    assert_eq!(postcard::from_bytes::<IrqchipSnapshot<2>>(&pc).unwrap(), s);
+    let io = s.ioapic;
+    assert_eq!(
+        postcard::from_bytes::<IoapicSnapshot>(&postcard::to_allocvec(&io).unwrap()).unwrap(),
+        io
+    );
+    let a = s.vcpu[0].apic;
+    assert_eq!(
+        serde_json::from_str::<LocalApicState>(&serde_json::to_string(&a).unwrap()).unwrap(),
+        a
+    );
+    let m = s.vcpu[0].map;
+    assert_eq!(
+        serde_json::from_str::<EoiExitMapState>(&serde_json::to_string(&m).unwrap()).unwrap(),
+        m
+    );
+}
+
+#[cfg(feature = "serde")]
+#[test]
+fn serde_refuses_a_snapshot_of_another_size() {
+    let c = busy_chip(Policy::Exact);
+    let json = serde_json::to_string(&c.snapshot()).unwrap();
+    // Two vCPUs read as three, or as one: decoding fails, with the count.
+    let e = serde_json::from_str::<IrqchipSnapshot<3>>(&json).unwrap_err();
+    assert!(e.to_string().contains("exactly 3"), "{e}");
+    assert!(serde_json::from_str::<IrqchipSnapshot<1>>(&json).is_err());
+    // 24 pins read as 16.
+    let io = serde_json::to_string(&c.ioapic().snapshot()).unwrap();
+    let e = serde_json::from_str::<IoapicSnapshot<16>>(&io).unwrap_err();
+    assert!(e.to_string().contains("exactly 16"), "{e}");
+    let pc = postcard::to_allocvec(&c.snapshot()).unwrap();
+    assert!(postcard::from_bytes::<IrqchipSnapshot<3>>(&pc).is_err());
+}
+
+/// Restoring `bad` into `chip` fails with `want`, and leaves the chip as it was.
+fn refused(bad: &IrqchipSnapshot<2>, want: SnapshotError) {
+    let mut chip = busy_chip(Policy::Exact);
+    let before = chip.snapshot();
+    let got = chip.restore_snapshot(bad).unwrap_err();
+    assert_eq!(got, want);
+    assert_eq!(chip.snapshot(), before, "live state changed on {want:?}");
+    assert!(Irqchip::<2>::from_snapshot(bad).is_err());
+    let text = got.to_string();
+    assert!(!text.is_empty());
+    println!("{text}");
+}
+
+#[test]
+fn restore_refuses_contradictory_snapshots_and_changes_nothing() {
+    let good = busy_chip(Policy::Exact).snapshot();
+    let mut s;
+
+    s = good;
+    s.version = 2;
+    refused(
+        &s,
+        SnapshotError::UnsupportedVersion {
+            found: 2,
+            supported: 1,
+        },
+    );
+    s = good;
+    s.vcpu[1].apic.version = 0;
+    refused(
+        &s,
+        SnapshotError::UnsupportedVersion {
+            found: 0,
+            supported: 1,
+        },
+    );
+    s = good;
+    s.vcpus = 3;
+    refused(
+        &s,
+        SnapshotError::VcpuCount {
+            expected: 2,
+            found: 3,
+        },
+    );
+    s = good;
+    s.ioapic.pins = 48;
+    refused(
+        &s,
+        SnapshotError::PinCount {
+            expected: 24,
+            found: 48,
+        },
+    );
+    s = good;
+    s.ioapic.line.insert(Pin::new(30));
+    refused(
+        &s,
+        SnapshotError::PinOutOfRange {
+            what: "line",
+            pin: 30,
+        },
+    );
+    s = good;
+    s.config.ack_notifier_pins = [Pin::new(200)].into_iter().collect::<PinSet>();
+    refused(
+        &s,
+        SnapshotError::PinOutOfRange {
+            what: "ack_notifier_pins",
+            pin: 200,
+        },
+    );
+    s = good;
+    s.ioapic.entries[2] = RedirectionEntry(0x30 | RedirectionEntry::REMOTE_IRR);
+    refused(&s, SnapshotError::RemoteIrrOnEdge { pin: 2 });
+    s = good;
+    s.ioapic.eoi_count[4] = 10_000;
+    refused(
+        &s,
+        SnapshotError::EoiCountOutOfRange {
+            pin: 4,
+            count: 10_000,
+        },
+    );
+    s = good;
+    s.ioapic.id = 0x10;
+    refused(
+        &s,
+        SnapshotError::InvalidRegister {
+            vcpu: None,
+            register: "I/O APIC ID",
+            value: 0x10,
+        },
+    );
+    s = good;
+    s.config.ioapic.masked_edge = MaskedEdge::Drop;
+    s.ioapic.config.masked_edge = MaskedEdge::Drop;
+    refused(&s, SnapshotError::LatchedEdgeWithDrop { pin: 6 });
+    s = good;
+    s.ioapic.config = IoapicConfig {
+        id: 3,
+        ..IoapicConfig::DEFAULT
+    };
+    refused(
+        &s,
+        SnapshotError::ConfigMismatch {
+            what: "the I/O APIC snapshot's configuration differs from the irqchip's",
+        },
+    );
+    // LAPIC.
+    s = good;
+    s.vcpu[1].apic.isr.insert(v(0x0e));
+    refused(
+        &s,
+        SnapshotError::IllegalVector {
+            vcpu: Some(1),
+            register: ApicRegister::Isr,
+            vector: 0x0e,
+        },
+    );
+    s = good;
+    s.vcpu[0].apic.irr.insert(v(0x02));
+    refused(
+        &s,
+        SnapshotError::IllegalVector {
+            vcpu: Some(0),
+            register: ApicRegister::Irr,
+            vector: 0x02,
+        },
+    );
+    s = good;
+    s.vcpu[0].apic.svr = 0x1_01ff;
+    refused(
+        &s,
+        SnapshotError::InvalidRegister {
+            vcpu: Some(0),
+            register: "SVR",
+            value: 0x1_01ff,
+        },
+    );
+    s = good;
+    s.vcpu[0].apic.dfr = 0;
+    refused(
+        &s,
+        SnapshotError::InvalidRegister {
+            vcpu: Some(0),
+            register: "DFR",
+            value: 0,
+        },
+    );
+    s = good;
+    s.vcpu[1].apic.mode = ApicMode::X2Apic;
+    s.vcpu[1].apic.ldr = 0x0100_0000;
+    refused(
+        &s,
+        SnapshotError::InvalidRegister {
+            vcpu: Some(1),
+            register: "LDR",
+            value: 0x0100_0000,
+        },
+    );
+    // EOI-exit maps.
+    s = good;
+    s.vcpu[0].map.policy = Policy::KvmLegacy;
+    refused(
+        &s,
+        SnapshotError::PolicyMismatch {
+            vcpu: 0,
+            expected: Policy::Exact,
+            found: Policy::KvmLegacy,
+        },
+    );
+    s = good;
+    s.vcpu[0].map.stale.insert(v(0x40));
+    refused(
+        &s,
+        SnapshotError::PolicyState {
+            vcpu: Some(0),
+            policy: Policy::Exact,
+            field: "stale",
+        },
+    );
+    s = good;
+    s.vcpu[0].map.adopted_level.insert(v(0x40));
+    refused(
+        &s,
+        SnapshotError::PolicyState {
+            vcpu: Some(0),
+            policy: Policy::Exact,
+            field: "adopted_level",
+        },
+    );
+    s = good;
+    s.vcpu[1].map.inst_two.insert(v(0x77));
+    refused(
+        &s,
+        SnapshotError::InstanceTracking {
+            vcpu: Some(1),
+            vector: 0x77,
+            what: "a second instance without a first",
+        },
+    );
+    s = good;
+    s.vcpu[1].map.need_old.insert(v(0x77));
+    refused(
+        &s,
+        SnapshotError::InstanceTracking {
+            vcpu: Some(1),
+            vector: 0x77,
+            what: "an untracked instance needs its EOI",
+        },
+    );
+    s = good;
+    s.vcpu[1].map.inst_one.insert(v(0x77));
+    s.vcpu[1].map.inst_two.insert(v(0x77));
+    s.vcpu[1].map.need_new.insert(v(0x77));
+    s.vcpu[1].map.bitmap.insert(v(0x77));
+    refused(
+        &s,
+        SnapshotError::InstanceTracking {
+            vcpu: Some(1),
+            vector: 0x77,
+            what: "an intercepted instance that needs its EOI is neither in IRR nor in ISR",
+        },
+    );
+    // The LAPIC's own in-flight 0x40 on vCPU 0 is fine; drop it from ISR and
+    // the tracked, intercepted, needed instance contradicts the LAPIC.
+    s = good;
+    assert!(s.vcpu[0].map.need_old.contains(v(0x40)));
+    s.vcpu[0].apic.isr.remove(v(0x40));
+    refused(
+        &s,
+        SnapshotError::InstanceTracking {
+            vcpu: Some(0),
+            vector: 0x40,
+            what: "an intercepted instance that needs its EOI is neither in IRR nor in ISR",
+        },
+    );
+}
+
+#[test]
+fn kvm_policy_maps_check_the_highest_stale_cache() {
+    let good = busy_chip(Policy::KvmHighestStale).snapshot();
+    let mut s = good;
+    s.vcpu[0].map.highest_stale = Some(v(0x30));
+    let mut chip = busy_chip(Policy::KvmHighestStale);
+    let before = chip.snapshot();
+    assert_eq!(
+        chip.restore_snapshot(&s),
+        Err(SnapshotError::CacheMismatch {
+            vcpu: Some(0),
+            what: "highest_stale (must be the highest stale vector)",
+        })
+    );
+    assert_eq!(chip.snapshot(), before);
+    // NoIntercept never has a bitmap.
+    let mut m = EoiExitMap::new(Policy::NoIntercept).snapshot();
+    m.bitmap.insert(v(0x40));
+    assert_eq!(
+        EoiExitMap::from_snapshot(&m),
+        Err(SnapshotError::PolicyState {
+            vcpu: None,
+            policy: Policy::NoIntercept,
+            field: "bitmap",
+        })
+    );
+}
+
+#[test]
+fn standalone_restores_leave_the_object_untouched_on_error() {
+    // EoiExitMap: another policy is refused.
+    let mut m = EoiExitMap::new(Policy::Exact);
+    let before = m;
+    let other = EoiExitMap::new(Policy::TmrDriven).snapshot();
+    assert_eq!(
+        m.restore_snapshot(&other),
+        Err(SnapshotError::PolicyMismatch {
+            vcpu: 0,
+            expected: Policy::Exact,
+            found: Policy::TmrDriven,
+        })
+    );
+    assert_eq!(m, before);
+    // LocalApic.
+    let mut a = LocalApic::new_enabled(ApicId::new(1), ApicMode::XApic);
+    a.set_pending(v(0x40), true);
+    let before = a;
+    let mut bad = a.snapshot();
+    bad.isr = VectorSet::from_u64_words([1, 0, 0, 0]);
+    assert!(a.restore_snapshot(&bad).is_err());
+    assert_eq!(a, before);
+    // Ioapic.
+    let mut io = Ioapic::<24>::default();
+    let _ = io.write_entry(Pin::new(1), 0x41 | 1 << 15);
+    let _ = io.set_line(Pin::new(1), true);
+    let before = io.clone();
+    let mut bad = io.snapshot();
+    bad.pending_edge.insert(Pin::new(99));
+    assert!(io.restore_snapshot(&bad).is_err());
+    assert_eq!(io, before);
+    // A good one replaces the configuration too, verbatim, with no re-injection.
+    let mut src = Ioapic::<24>::new(IoapicConfig {
+        masked_edge: MaskedEdge::Drop,
+        ..IoapicConfig::DEFAULT
+    });
+    let _ = src.write_entry(Pin::new(2), 0x42 | 1 << 15 | 1 << 16); // masked level
+    let _ = src.set_line(Pin::new(2), true);
+    io.restore_snapshot(&src.snapshot()).unwrap();
+    assert_eq!(io, src);
+}
+
+#[test]
+fn display_names_the_problem() {
+    let e = SnapshotError::IllegalVector {
+        vcpu: Some(3),
+        register: ApicRegister::Isr,
+        vector: 7,
+    };
+    assert_eq!(
+        e.to_string(),
+        "vCPU 3: illegal vector 0x07 in ISR (vectors 0-15 are never accepted)"
+    );
+    let e = SnapshotError::PolicyMismatch {
+        vcpu: 1,
+        expected: Policy::Exact,
+        found: Policy::KvmLegacy,
+    };
+    assert_eq!(
+        e.to_string(),
+        "vCPU 1: EOI-exit map policy KvmLegacy differs from the irqchip's Exact"
+    );
+    let _: &dyn core::error::Error = &e;
+}
+
+#[test]
+fn restore_rebuilds_the_physical_destination_table() {
+    use eoi_exit::{Destination, DestinationMode, InterruptMessage, Irqchip, IrqchipConfig};
+    let a: Irqchip<4> = Irqchip::new(IrqchipConfig::default(), eoi_exit::ApicMode::XApic);
+    let _ = a.update_lapic(eoi_exit::VcpuId::new(3), |l| {
+        l.set_id(eoi_exit::ApicId::new(9))
+    });
+    let snap = a.snapshot();
+    let mut b: Irqchip<4> = Irqchip::new(IrqchipConfig::default(), eoi_exit::ApicMode::XApic);
+    b.restore_snapshot(&snap).unwrap();
+    let msg = InterruptMessage {
+        destination: Destination {
+            id: 9,
+            mode: DestinationMode::Physical,
+        },
+        delivery_mode: eoi_exit::DeliveryMode::Fixed,
+        vector: eoi_exit::Vector::new(0x40),
+        trigger: eoi_exit::TriggerMode::Edge,
+    };
+    let fx = b.send_msi(&msg);
+    assert_eq!(fx.deliveries.len(), 1);
+    assert_eq!(fx.deliveries[0].vcpu, eoi_exit::VcpuId::new(3));
+}
