@@ -33,6 +33,11 @@
 //! * **Host quirk 2 (requests raised during emulation wait for the next `KVM_RUN`).** Every
 //!   step that EOIs ends with a ping (one round trip with IF=0), so no host action is ever
 //!   taken between an EOI and the servicing of the requests it raised.
+//! * **The `iret` window.** A handler returns with `iret` (IF=1) and the idle loop then does
+//!   `cli`; where an emulated batch ends between the two, KVM injects the next pending
+//!   interrupt. So a step that stops after `max` interrupts may see the guest take one more
+//!   before its ping: the model then takes it too (it must be the model's next deliverable
+//!   vector), see `ping_after_handlers`.
 //! * **In-kernel EOI path.** KVM clears remote IRR only for EOIs of vectors whose TMR bit is
 //!   set (and that are in the vCPU's `ioapic_handled_vectors`, which every case here keeps
 //!   true: level entries target existing vCPUs, planted vectors are rescanned); the model
@@ -127,13 +132,15 @@ fn env_count(name: &str, default: usize) -> usize {
 
 /// Coverage counters for `KVM_DIFF_VERBOSE`: EOI exits, handled interrupts, steps that saw
 /// remote IRR set, latched edges, coalesced level assertions.
-static STATS: [std::sync::atomic::AtomicUsize; 5] =
-    [const { std::sync::atomic::AtomicUsize::new(0) }; 5];
+static STATS: [std::sync::atomic::AtomicUsize; 7] =
+    [const { std::sync::atomic::AtomicUsize::new(0) }; 7];
 const ST_EXITS: usize = 0;
 const ST_HANDLED: usize = 1;
 const ST_REMOTE_IRR: usize = 2;
 const ST_LATCHED: usize = 3;
 const ST_STEPS: usize = 4;
+const ST_WINDOW: usize = 5;
+const ST_COALESCED: usize = 6;
 
 fn stat(i: usize, n: usize) {
     STATS[i].fetch_add(n, Ordering::Relaxed);
@@ -559,6 +566,44 @@ impl From<HarnessError> for StepError {
     }
 }
 
+/// End a run of a vCPU that has been handling interrupts with a ping (IF=0 round trip).
+///
+/// Between a handler's `iret` and the idle loop's `cli` the guest runs with IF=1. Where an
+/// emulated batch ends in that window (host scheduling decides), KVM injects the next pending
+/// interrupt at that entry: the guest really takes one more interrupt before it answers the
+/// ping. `take` makes the model take it too (it must be the model's next deliverable vector).
+fn ping_after_handlers(
+    vcpu: &mut Vcpu,
+    mut take: impl FnMut() -> Result<Option<u8>, String>,
+) -> Result<(), StepError> {
+    vcpu.command(Cmd::Ping)?;
+    for _ in 0..32 {
+        match vcpu.next_stop()? {
+            Stop::Ping => return Ok(()),
+            Stop::Handler(v) => {
+                let want = take().map_err(StepError::Differ)?;
+                if want != Some(v) {
+                    return Err(StepError::Differ(format!(
+                        "the guest took {v:#x} in the iret window; the model's next \
+                         deliverable vector is {want:x?}"
+                    )));
+                }
+                vcpu.expect(Stop::HandlerEoi(v))?;
+                stat(ST_WINDOW, 1);
+                stat(ST_HANDLED, 1);
+            }
+            other => {
+                return Err(StepError::Differ(format!(
+                    "expected the ping, got {other:?}"
+                )));
+            }
+        }
+    }
+    Err(StepError::Differ(
+        "interrupt storm in the iret window".into(),
+    ))
+}
+
 fn split_step(t: &mut TestVm, m: &mut SplitModel, op: SOp) -> Result<(), StepError> {
     match op {
         SOp::Route {
@@ -623,7 +668,7 @@ fn split_step(t: &mut TestVm, m: &mut SplitModel, op: SOp) -> Result<(), StepErr
                 t.vcpus[vcpu].handle(v)?;
                 stat(ST_HANDLED, 1);
             }
-            t.vcpus[vcpu].ping()?;
+            ping_after_handlers(&mut t.vcpus[vcpu], || Ok(m.take_one(vcpu, |_| {})))?;
             m.enter(vcpu);
         }
         SOp::RunRerouteInHandler {
@@ -642,7 +687,7 @@ fn split_step(t: &mut TestVm, m: &mut SplitModel, op: SOp) -> Result<(), StepErr
             t.vm.route_msi(gsi, dest, vector, level);
             t.vm.push_routes()?;
             t.vcpus[vcpu].expect(Stop::HandlerEoi(v))?;
-            t.vcpus[vcpu].ping()?;
+            ping_after_handlers(&mut t.vcpus[vcpu], || Ok(m.take_one(vcpu, |_| {})))?;
             m.enter(vcpu);
         }
         SOp::Start { vcpu } => {
@@ -671,6 +716,7 @@ fn split_step(t: &mut TestVm, m: &mut SplitModel, op: SOp) -> Result<(), StepErr
                     "the model takes {got:x?}, KVM took {wake:#x}"
                 )));
             }
+            ping_after_handlers(&mut t.vcpus[0], || Ok(m.take_one(0, |_| {})))?;
             m.enter(0);
         }
     }
@@ -733,7 +779,6 @@ fn halted_route_storm(
             "KVM_RUN returned {during} times during the routing changes (model: never)"
         )));
     }
-    t.vcpus[0].ping()?;
     Ok(())
 }
 
@@ -1140,8 +1185,10 @@ impl KernelModel {
         for pin in a.deliver.iter() {
             let msg = self.io.message(pin).ok_or("reserved delivery mode")?;
             for apic in &mut self.apics {
-                if apic.matches(msg.destination) {
-                    let _ = apic.accept(&msg);
+                if apic.matches(msg.destination)
+                    && matches!(apic.accept(&msg), eoi_exit::Acceptance::Coalesced { .. })
+                {
+                    stat(ST_COALESCED, 1);
                 }
             }
         }
@@ -1199,11 +1246,12 @@ impl KernelModel {
     }
 
     fn eoi(&mut self, i: usize) -> Result<(), String> {
-        if let Some(e) = self.apics[i].eoi() {
-            if e.level && mutation() != "no-ioapic-eoi" {
-                let a = self.io.eoi(e.vector);
-                self.act(a)?;
-            }
+        if let Some(e) = self.apics[i].eoi()
+            && e.level
+            && mutation() != "no-ioapic-eoi"
+        {
+            let a = self.io.eoi(e.vector);
+            self.act(a)?;
         }
         Ok(())
     }
@@ -1296,7 +1344,7 @@ fn compare_kernel(t: &TestVm, m: &KernelModel) -> Result<(), String> {
     {
         stat(ST_REMOTE_IRR, 1);
     }
-    if m.io.state().pending_edge.len() != 0 {
+    if !m.io.state().pending_edge.is_empty() {
         stat(ST_LATCHED, 1);
     }
     let irr = m.reported_irr();
@@ -1353,7 +1401,7 @@ fn kernel_step(t: &mut TestVm, m: &mut KernelModel, op: KOp) -> Result<(), StepE
                 t.vcpus[vcpu].handle(v)?;
                 stat(ST_HANDLED, 1);
             }
-            t.vcpus[vcpu].ping()?;
+            ping_after_handlers(&mut t.vcpus[vcpu], || m.take_one(vcpu))?;
         }
         KOp::PlantIsr { vcpu, vector } => {
             t.vcpus[vcpu].plant_in_service(vector)?;
@@ -1536,8 +1584,15 @@ fn kvm_differential() {
         let st: Vec<usize> = STATS.iter().map(|a| a.load(Ordering::Relaxed)).collect();
         eprintln!(
             "kvm_differential: {} steps, {} split EOI exits, {} interrupts handled, \
-             {} in-kernel states with remote IRR set, {} with a latched edge",
-            st[ST_STEPS], st[ST_EXITS], st[ST_HANDLED], st[ST_REMOTE_IRR], st[ST_LATCHED]
+             {} in-kernel states with remote IRR set, {} with a latched edge, \
+             {} interrupts taken in the iret window, {} in-kernel deliveries coalesced in IRR",
+            st[ST_STEPS],
+            st[ST_EXITS],
+            st[ST_HANDLED],
+            st[ST_REMOTE_IRR],
+            st[ST_LATCHED],
+            st[ST_WINDOW],
+            st[ST_COALESCED]
         );
     }
     println!(
