@@ -540,6 +540,9 @@ pub enum Stop {
     Ping,
     /// Halted (IF=1) with nothing pending for the idle period.
     Idle,
+    /// A `KVM_EXIT_IOAPIC_EOI` for this vector (only with [`Vcpu::stop_on_eoi_exit`]; it is
+    /// counted and traced either way). A VMM feeds it to its I/O APIC before running on.
+    EoiExit(u8),
 }
 
 /// Per-call run limits.
@@ -575,6 +578,8 @@ pub struct Vcpu {
     /// Every `KVM_RUN` return (exits and interruptions).
     pub run_returns: Arc<AtomicU64>,
     pub limits: RunLimits,
+    /// Return [`Stop::EoiExit`] for each `KVM_EXIT_IOAPIC_EOI` (default: handled silently).
+    pub stop_on_eoi_exit: bool,
     current_handler: Option<u8>,
     /// The last stop was [`Stop::Idle`]: the guest sits in `hlt` and only asks for its next
     /// command after an interrupt, or after [`Vcpu::wake`].
@@ -632,7 +637,11 @@ impl Vcpu {
             Ok(Exit::Eoi(v)) => {
                 self.eoi_exits[usize::from(v)] += 1;
                 self.trace.push(Event::EoiExit { vcpu, vector: v });
-                Ok(Step::Continue)
+                if self.stop_on_eoi_exit {
+                    Ok(Step::Stop(Stop::EoiExit(v)))
+                } else {
+                    Ok(Step::Continue)
+                }
             }
             Ok(Exit::GuestIsr(word)) => {
                 if let Some(v) = self.current_handler {
@@ -1168,6 +1177,7 @@ impl TestVm {
                 handlers_saw_own_isr: 0,
                 run_returns: Arc::new(AtomicU64::new(0)),
                 limits: RunLimits::default(),
+                stop_on_eoi_exit: false,
                 current_handler: None,
                 idle: false,
                 trace: trace.clone(),
