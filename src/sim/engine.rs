@@ -5,7 +5,7 @@ use std::boxed::Box;
 use std::vec::Vec;
 
 use super::Census;
-use super::oracle::{Class, Oracle, Tag};
+use super::oracle::{Class, Oracle, PinRoles, Tag};
 use super::rng::SplitMix64;
 use super::workload::Workload;
 use crate::irqchip::{Effects, Irqchip, IrqchipConfig};
@@ -80,6 +80,7 @@ struct Sim<const V: usize> {
     /// Broken storm drivers: the line stays asserted.
     broken: PinSet,
     timers: Vec<(u64, Pin)>,
+    pin_roles: PinRoles,
     now: u64,
     c: Census,
     /// `EOI_SIM_TRACE` set: every EOI and entry write is printed to stderr.
@@ -164,6 +165,10 @@ impl<const V: usize> Sim<V> {
             target: [0; 24],
             broken: PinSet::EMPTY,
             timers: Vec::new(),
+            pin_roles: PinRoles {
+                notifier: notifier_pins,
+                rtc: w.rtc.then_some(RTC_PIN),
+            },
             now: 0,
             trace: std::env::var_os("EOI_SIM_TRACE").is_some(),
             c: Census {
@@ -312,7 +317,7 @@ impl<const V: usize> Sim<V> {
             self.broken.insert(p);
             let fx = self.chip.set_line(p, true);
             self.effects(fx);
-        } else if r2 % 1024 == 0 {
+        } else if r2.is_multiple_of(1024) {
             // The driver is fixed: its next handler deasserts the line.
             self.broken.remove(p);
         }
@@ -560,16 +565,9 @@ impl<const V: usize> Sim<V> {
                 rtc: false,
                 plain: true,
             });
-        let roles = self.roles;
-        let class = self.oracle.classify(
-            v,
-            vector,
-            &inst,
-            &apic,
-            &entries,
-            |p| roles[p] == Role::Notifier,
-            self.w.rtc.then_some(RTC_PIN as usize),
-        );
+        let class = self
+            .oracle
+            .classify(v, vector, &inst, &apic, &entries, &self.pin_roles);
         let ge = self.chip.guest_eoi(id);
         if self.trace {
             std::eprintln!(

@@ -85,7 +85,7 @@ mod oracle;
 mod rng;
 mod workload;
 
-pub use oracle::{Class, Instance, Oracle, Tag};
+pub use oracle::{Class, Instance, Oracle, PinRoles, Tag};
 pub use rng::SplitMix64;
 pub use workload::{SUPPORTED_VCPUS, WORKLOADS, Weights, Workload, workload};
 

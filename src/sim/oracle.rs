@@ -3,6 +3,7 @@
 
 use std::vec::Vec;
 
+use crate::PinSet;
 use crate::RedirectionEntry;
 use crate::lapic::LocalApic;
 use crate::types::Pin;
@@ -79,6 +80,15 @@ impl Tag {
         i.plain = !i.wants_eoi();
         i
     }
+}
+
+/// Which pins have an ack notifier, and which is the tracked RTC.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PinRoles {
+    /// Pins with an ack notifier.
+    pub notifier: PinSet,
+    /// The RTC pin under KVM's RTC EOI tracking.
+    pub rtc: Option<u8>,
 }
 
 /// How one EOI is classified.
@@ -188,9 +198,6 @@ impl Oracle {
 
     /// Classifies the EOI of `vector` on `vcpu` that retires `inst`, against
     /// the I/O APIC `entries` as they were *before* the EOI was forwarded.
-    ///
-    /// `rtc_pin`: the tracked RTC pin; `notifier(pin)`: the pin has an ack
-    /// notifier.
     pub fn classify(
         &self,
         vcpu: usize,
@@ -198,9 +205,10 @@ impl Oracle {
         inst: &Instance,
         apic: &LocalApic,
         entries: &[RedirectionEntry],
-        notifier: impl Fn(usize) -> bool,
-        rtc_pin: Option<usize>,
+        roles: &PinRoles,
     ) -> Class {
+        let rtc_pin = roles.rtc.map(|p| p as usize);
+        let notifier = |p: usize| p < 256 && roles.notifier.contains(Pin::new(p as u8));
         let same = |p: u8| {
             entries
                 .get(p as usize)
@@ -256,7 +264,14 @@ mod tests {
 
     fn classify(o: &Oracle, inst: &Instance, entries: &[RedirectionEntry]) -> Class {
         let apic = LocalApic::new_enabled(ApicId::new(0), ApicMode::XApic);
-        o.classify(0, Vector::new(0x40), inst, &apic, entries, |_| false, None)
+        o.classify(
+            0,
+            Vector::new(0x40),
+            inst,
+            &apic,
+            entries,
+            &PinRoles::default(),
+        )
     }
 
     #[test]
