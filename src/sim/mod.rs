@@ -70,6 +70,28 @@
 //! simulator's irqbalance follows Linux (a new vector only while remote IRR is
 //! clear); destination-only moves happen at any time, in service included.
 //!
+//! # What the simulator's VMM and guest do that the crate does not
+//!
+//! * **RTC coalescing.** KVM drops an RTC tick while an RTC EOI is owed
+//!   (`rtc_irq_check_coalesced`); [`Irqchip`](crate::Irqchip) does not, and
+//!   its per-vCPU `rtc_owed` holds one vector, so a second tick with a new
+//!   vector would overwrite the first owed EOI. The simulator coalesces the
+//!   tick itself (counted in [`Census::rtc_coalesced`]).
+//! * **Linux-like vector management.** A pin's vector changes, and a driver
+//!   is unloaded (its vector freed) or reloaded, only when no interrupt of
+//!   that pin is in flight; a mask while one is in flight is a
+//!   `disable_irq` that keeps the vector. A freed vector is reused by an MSI
+//!   only once the old vCPU holds no instance of it, and a pin is never given
+//!   a vector an MSI holds on its new vCPU. So pins and MSIs never share a
+//!   vector on one vCPU at the same time.
+//! * **Split-irqchip EOIs.** [`Irqchip::guest_eoi`](crate::Irqchip::guest_eoi)
+//!   forwards every intercepted EOI to the I/O APIC, edge ones included, as
+//!   KVM's split irqchip does (`KVM_EXIT_IOAPIC_EOI` carries only the vector);
+//!   KVM's in-kernel I/O APIC ignores edge EOIs for remote IRR. An
+//!   over-intercepted MSI EOI can therefore clear the remote IRR of a level
+//!   pin whose interrupt is still in service elsewhere;
+//!   [`Census::edge_eoi_rirr_clears`] counts it.
+//!
 //! # Other counters
 //!
 //! Rescans, entries scanned and VMCS words written come from the vCPUs'
