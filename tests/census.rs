@@ -56,9 +56,11 @@ fn no_kvm_or_exact_policy_loses_an_eoi() {
     }
 }
 
-/// `Exact` has no avoidable exit except the documented masked-route case
-/// (a masked entry keeps its vector routed until the next rescan); when the
-/// core stops counting masked routes this tightens to `avoidable == 0`.
+/// `Exact` has no avoidable exit except on a vector a *masked* notifier or
+/// RTC entry still carries (`ScanEntry::counts_for_exact` counts those pins
+/// whether masked or not, though a masked edge pin cannot deliver before the
+/// unmasking write rescans). When the core stops counting them this tightens
+/// to `avoidable == 0` everywhere.
 #[test]
 fn exact_avoids_everything_but_masked_routes_and_beats_kvm() {
     for w in WORKLOADS.iter() {
@@ -67,7 +69,7 @@ fn exact_avoids_everything_but_masked_routes_and_beats_kvm() {
             let e = get(&cs, Policy::Exact);
             let at = format!("{} seed {seed:#x}", w.name);
             assert_eq!(e.avoidable, e.avoidable_masked_route, "{at}: {e:?}");
-            if w.weights.mask == 0 {
+            if w.weights.mask == 0 || (!w.notifier && !w.rtc) {
                 assert_eq!(e.avoidable, 0, "{at}: {e:?}");
             }
             for p in [Policy::KvmLegacy, Policy::KvmHighestStale] {

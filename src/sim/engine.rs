@@ -79,6 +79,8 @@ struct Sim<const V: usize> {
     target: [usize; 24],
     /// Broken storm drivers: the line stays asserted.
     broken: PinSet,
+    /// Pins masked with an interrupt in flight (`disable_irq`: vector kept).
+    disabled: PinSet,
     timers: Vec<(u64, Pin)>,
     pin_roles: PinRoles,
     now: u64,
@@ -164,6 +166,7 @@ impl<const V: usize> Sim<V> {
             special_pins,
             target: [0; 24],
             broken: PinSet::EMPTY,
+            disabled: PinSet::EMPTY,
             timers: Vec::new(),
             pin_roles: PinRoles {
                 notifier: notifier_pins,
@@ -400,6 +403,11 @@ impl<const V: usize> Sim<V> {
     }
 
     fn write(&mut self, p: u8, e: RedirectionEntry) {
+        if !e.masked() {
+            // The vector is in use on its target again: no longer free there.
+            let t = self.target[p as usize];
+            self.guests[t].freed.retain(|&x| x != e.vector());
+        }
         if self.trace {
             std::eprintln!("{:>8} write pin{p} {e:?}", self.now);
         }
@@ -475,7 +483,9 @@ impl<const V: usize> Sim<V> {
             // Driver unload (free_irq): mask, and the vector is freed on its
             // vCPU. With an interrupt still in flight it is a disable_irq
             // instead: masked, the vector kept.
-            if !self.in_flight(p, e) {
+            if self.in_flight(p, e) {
+                self.disabled.insert(Pin::new(p));
+            } else {
                 self.guests[t].freed.push(e.vector());
             }
             self.write(p, e.with_mask(true));
@@ -485,7 +495,9 @@ impl<const V: usize> Sim<V> {
             if self.in_flight(p, e) {
                 return;
             }
-            let Some(vector) = self.allocate(p, t, e.vector(), true, r2) else {
+            // enable_irq keeps the vector; a driver load allocates a new one.
+            let fresh = !self.disabled.remove(Pin::new(p));
+            let Some(vector) = self.allocate(p, t, e.vector(), fresh, r2) else {
                 return;
             };
             let ne = RedirectionEntry(

@@ -80,7 +80,8 @@
 //! * **Linux-like vector management.** A pin's vector changes, and a driver
 //!   is unloaded (its vector freed) or reloaded, only when no interrupt of
 //!   that pin is in flight; a mask while one is in flight is a
-//!   `disable_irq` that keeps the vector. A freed vector is reused by an MSI
+//!   `disable_irq` that keeps the vector (and the unmask that follows is an
+//!   `enable_irq` that keeps it too). A freed vector is reused by an MSI
 //!   only once the old vCPU holds no instance of it, and a pin is never given
 //!   a vector an MSI holds on its new vCPU. So pins and MSIs never share a
 //!   vector on one vCPU at the same time.
