@@ -1,1 +1,192 @@
-//! Deterministic simulator, workloads and the necessary-exit oracle (placeholder).
+//! Deterministic multi-vCPU simulator, workloads and the necessary-exit oracle
+//! (feature `sim`; uses std).
+//!
+//! [`run`] drives one [`Irqchip`](crate::Irqchip) through a seeded stream of
+//! events — devices raising INTx lines and sending MSIs, irqbalance moving
+//! pins, drivers loading and unloading (mask churn), a driver that keeps its
+//! line asserted (EOI storm), the RTC and an ack-notifier pin ticking — and a
+//! guest on every vCPU that takes interrupts (honouring IF and the PPR),
+//! runs handlers of configurable length, nests, quiets its device and EOIs at
+//! the end of each handler. Every EOI is classified by the oracle below and
+//! counted in a [`Census`].
+//!
+//! # Determinism
+//!
+//! Each event draws exactly four 64-bit numbers from a [`SplitMix64`] seeded
+//! with the seed, whatever the state, so every policy sees the identical event
+//! stream. Decisions that depend on state (which vector the LAPIC delivers,
+//! whether a freed vector is free yet) are deterministic functions of it; the
+//! state itself is identical across policies except where a policy loses an
+//! EOI (a wedged line delivers no more) or rescans at a different time. The
+//! same seed always gives the same [`Census`].
+//!
+//! # The oracle
+//!
+//! Every acceptance by a LAPIC is tagged with its source: a level-triggered
+//! I/O APIC pin, a pin with an ack notifier, the RTC pin (with KVM's RTC EOI
+//! tracking), or plain (MSI, edge pin). The oracle follows, per vCPU and
+//! vector, the instance in IRR and the instance in ISR (one vector can have
+//! one of each); an acceptance that coalesces into a set IRR bit merges into
+//! the IRR instance, and a merged instance needs its EOI if any part does.
+//! An EOI retires the instance in service for the highest ISR vector, and is
+//! judged against the I/O APIC as it was just before the EOI:
+//!
+//! * **necessary** — forwarding it changes what the I/O APIC side must see:
+//!   - the instance came from a level-triggered entry that is *still* level
+//!     triggered, still has this vector and still has remote IRR set (the
+//!     EOI is the one that clears it: KVM's `kvm_ioapic_update_eoi_one` is
+//!     reached only for entries whose *current* vector matches);
+//!   - or it came from a pin with an ack notifier whose entry still has this
+//!     vector (the notifier runs from the same per-entry loop, edge or level);
+//!   - or it came from the RTC pin, whose EOI this vCPU owes until the
+//!     instance retires (KVM's `rtc_status.dest_map`), and pin 8 still has
+//!     this vector.
+//! * **unavoidable** — not necessary, but the bitmap, which is per vector,
+//!   cannot tell it from a necessary one: a route that can deliver to this
+//!   vCPU without a rescan first has this vector (an unmasked level entry, a
+//!   masked level entry with remote IRR set, an unmasked notifier or RTC pin,
+//!   each targeting this vCPU), or a newer instance of the same vector waits
+//!   in this vCPU's IRR and needs its EOI (virtual-interrupt delivery moves it
+//!   to ISR without an exit, so the bit must already be set).
+//! * **avoidable** — intercepted, and neither of the above.
+//! * **lost** — necessary but not intercepted: the I/O APIC never sees it.
+//!
+//! `exits = necessary + unavoidable + avoidable`.
+//!
+//! ## A vector rewritten while in service
+//!
+//! If the guest rewrites a level entry's vector (say 0x40 to 0x50) while an
+//! instance of 0x40 is still in service, the EOI of 0x40 can no longer clear
+//! that entry's remote IRR: KVM (and the 82093AA) match the EOI against each
+//! entry's current vector, so the pin stays wedged however the EOI is
+//! handled, and an EOI forwarded for 0x40 would only touch other entries that
+//! happen to use 0x40. Such an EOI is therefore **not necessary**: a policy
+//! that does not intercept it loses nothing (KVM's rescan after the rewrite
+//! drops 0x40, and that is correct), and a policy that does intercept it pays
+//! an exit that is unavoidable only if another route to this vCPU uses 0x40,
+//! avoidable otherwise. Linux guests never do this: they move a level IRQ's
+//! vector only from the ack path with the pin masked after the EOI, and
+//! recover a stuck remote IRR by switching the entry to edge and back. The
+//! simulator's irqbalance follows Linux (a new vector only while remote IRR is
+//! clear); destination-only moves happen at any time, in service included.
+//!
+//! # What the simulator's VMM and guest do that the crate does not
+//!
+//! * **RTC coalescing.** KVM drops an RTC tick while an RTC EOI is owed
+//!   (`rtc_irq_check_coalesced`); [`Irqchip`](crate::Irqchip) does not, and
+//!   its per-vCPU `rtc_owed` holds one vector, so a second tick with a new
+//!   vector would overwrite the first owed EOI. The simulator coalesces the
+//!   tick itself (counted in [`Census::rtc_coalesced`]).
+//! * **Linux-like vector management.** A pin's vector changes, and a driver
+//!   is unloaded (its vector freed) or reloaded, only when no interrupt of
+//!   that pin is in flight; a mask while one is in flight is a
+//!   `disable_irq` that keeps the vector (and the unmask that follows is an
+//!   `enable_irq` that keeps it too). A freed vector is reused by an MSI
+//!   only once the old vCPU holds no instance of it, and a pin is never given
+//!   a vector an MSI holds on its new vCPU. So pins and MSIs never share a
+//!   vector on one vCPU at the same time.
+//! * **Split-irqchip EOIs.** [`Irqchip::guest_eoi`](crate::Irqchip::guest_eoi)
+//!   forwards every intercepted EOI to the I/O APIC, edge ones included, as
+//!   KVM's split irqchip does (`KVM_EXIT_IOAPIC_EOI` carries only the vector);
+//!   KVM's in-kernel I/O APIC ignores edge EOIs for remote IRR. An
+//!   over-intercepted MSI EOI can therefore clear the remote IRR of a level
+//!   pin whose interrupt is still in service elsewhere;
+//!   [`Census::edge_eoi_rirr_clears`] counts it.
+//!
+//! # Other counters
+//!
+//! Rescans, entries scanned and VMCS words written come from the vCPUs'
+//! [`VcpuStats`](crate::irqchip::VcpuStats) (the setup's initial scans
+//! included). `stuck_remote_irr` counts entries with remote IRR set after a
+//! drain phase (every line low, every driver fixed, every EOI-storm timer
+//! fired, every vCPU's guest runs until IRR and ISR are empty).
+//! `storms_throttled` counts pins the I/O APIC deferred after
+//! 10,000 successive EOIs with the line asserted.
+
+mod engine;
+mod oracle;
+mod rng;
+mod workload;
+
+pub use oracle::{Class, Instance, Oracle, PinRoles, Tag};
+pub use rng::SplitMix64;
+pub use workload::{SUPPORTED_VCPUS, WORKLOADS, Weights, Workload, workload};
+
+use crate::Policy;
+
+/// The default seed of the census.
+pub const DEFAULT_SEED: u64 = 0x00E0_1E41;
+
+/// What one run counted.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct Census {
+    /// Workload name.
+    pub workload: &'static str,
+    /// Policy.
+    pub policy: Policy,
+    /// Events simulated (the drain phase not included).
+    pub events: u64,
+    /// Interrupts accepted by LAPICs.
+    pub deliveries: u64,
+    /// Guest EOIs (drain phase included).
+    pub eois: u64,
+    /// EOIs that exited (`necessary + unavoidable + avoidable`).
+    pub exits: u64,
+    /// Exits the I/O APIC side needed.
+    pub necessary: u64,
+    /// Exits not needed but indistinguishable in a per-vector bitmap.
+    pub unavoidable: u64,
+    /// Exits not needed and avoidable.
+    pub avoidable: u64,
+    /// Necessary EOIs that did not exit.
+    pub lost: u64,
+    /// Rescans of vCPU EOI-exit bitmaps.
+    pub rescans: u64,
+    /// Redirection entries scanned in those rescans.
+    pub entries_scanned: u64,
+    /// VMCS `EOI_EXIT_BITMAPn` words written.
+    pub vmcs_words: u64,
+    /// Entries with remote IRR still set after the drain phase.
+    pub stuck_remote_irr: u64,
+    /// EOI storms throttled by the I/O APIC (`deliver_later`).
+    pub storms_throttled: u64,
+    /// Diagnostic: avoidable exits of a vector that a *masked* entry
+    /// targeting this vCPU still carries (a masked entry cannot deliver
+    /// before the unmasking write rescans its destination).
+    pub avoidable_masked_route: u64,
+    /// RTC ticks coalesced because an RTC EOI was still owed (KVM's
+    /// `rtc_irq_check_coalesced`, done by the simulator's VMM glue).
+    pub rtc_coalesced: u64,
+    /// Diagnostic: level entries with remote IRR set that an intercepted
+    /// *edge* EOI of their vector was forwarded to (KVM ignores such EOIs for
+    /// remote IRR; see the crate's `Irqchip::guest_eoi`).
+    pub edge_eoi_rirr_clears: u64,
+    /// Disagreements between the oracle's bookkeeping and the LAPICs (0
+    /// unless the simulator or the crate is wrong).
+    pub oracle_mismatches: u64,
+}
+
+/// Runs workload `w` under `policy` for `events` events from `seed`.
+pub fn run(w: &Workload, policy: Policy, seed: u64, events: u64) -> Census {
+    run_with_progress(w, policy, seed, events, &mut |_| {})
+}
+
+/// As [`run`], calling `progress(events_done)` every few thousand events.
+///
+/// Panics if `w.vcpus` is not one of [`SUPPORTED_VCPUS`].
+pub fn run_with_progress(
+    w: &Workload,
+    policy: Policy,
+    seed: u64,
+    events: u64,
+    progress: &mut dyn FnMut(u64),
+) -> Census {
+    match w.vcpus {
+        1 => engine::run_n::<1>(w, policy, seed, events, progress),
+        2 => engine::run_n::<2>(w, policy, seed, events, progress),
+        4 => engine::run_n::<4>(w, policy, seed, events, progress),
+        8 => engine::run_n::<8>(w, policy, seed, events, progress),
+        256 => engine::run_n::<256>(w, policy, seed, events, progress),
+        n => panic!("sim: {n} vCPUs is not one of {SUPPORTED_VCPUS:?}"),
+    }
+}

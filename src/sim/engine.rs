@@ -1,0 +1,693 @@
+//! The event loop: devices, irqbalance, the guest, and the VMM glue around one
+//! [`Irqchip`].
+
+use std::boxed::Box;
+use std::vec::Vec;
+
+use super::Census;
+use super::oracle::{Class, Oracle, PinRoles, Tag};
+use super::rng::SplitMix64;
+use super::workload::Workload;
+use crate::irqchip::{Effects, Irqchip, IrqchipConfig};
+use crate::lapic::ApicMode;
+use crate::types::{
+    ApicId, DeliveryMode, Destination, DestinationMode, InterruptMessage, Pin, TriggerMode, VcpuId,
+};
+use crate::vector::Vector;
+use crate::{PinSet, Policy, RedirectionEntry};
+
+/// Pin 0: the edge pin with an ack notifier.
+const NOTIFIER_PIN: u8 = 0;
+/// Pin 8: the RTC.
+const RTC_PIN: u8 = 8;
+/// Order in which level pins are handed out.
+const LEVEL_ORDER: [u8; 22] = [
+    16, 17, 18, 19, 20, 21, 22, 23, 1, 2, 3, 4, 5, 6, 7, 9, 10, 11, 12, 13, 14, 15,
+];
+
+/// Vector `off` (0..=3) of pin `p`'s four: `0x30 + 8p + off`. Offsets 4..=7
+/// of each group of eight are the guest's own MSI vectors, so pins and MSIs
+/// share a vector only when the guest reuses a freed one.
+fn pin_vector(p: u8, off: u8) -> Vector {
+    Vector::new(0x30 + 8 * p + (off & 3))
+}
+
+fn msi_vector(k: u8, j: u8) -> Vector {
+    Vector::new(0x30 + 8 * (k % 24) + 4 + (j & 3))
+}
+
+/// The APIC ID of vCPU `i`. With 256 vCPUs the APICs are in x2APIC mode and
+/// vCPU 255 gets ID 256 (reached through the extended destination ID), since
+/// destination 0xFF is KVM's broadcast.
+fn apic_id(i: usize) -> u32 {
+    if i >= 255 { i as u32 + 1 } else { i as u32 }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Role {
+    Unused,
+    Level { storm: bool },
+    Notifier,
+    Rtc,
+}
+
+#[derive(Clone, Copy, Debug)]
+struct Handler {
+    vector: Vector,
+    remaining: u32,
+    sti: bool,
+}
+
+#[derive(Clone, Debug, Default)]
+struct Guest {
+    stack: Vec<Handler>,
+    /// Vectors freed on this vCPU (newest last), not yet reused.
+    freed: Vec<Vector>,
+    /// The freed vector this vCPU's reusing MSI device took over.
+    reused: Option<Vector>,
+}
+
+struct Sim<const V: usize> {
+    w: Workload,
+    chip: Box<Irqchip<V>>,
+    oracle: Oracle,
+    guests: Vec<Guest>,
+    roles: [Role; 24],
+    level_pins: Vec<u8>,
+    special_pins: Vec<u8>,
+    /// Current target vCPU of each pin.
+    target: [usize; 24],
+    /// Broken storm drivers: the line stays asserted.
+    broken: PinSet,
+    /// Pins masked with an interrupt in flight (`disable_irq`: vector kept).
+    disabled: PinSet,
+    timers: Vec<(u64, Pin)>,
+    pin_roles: PinRoles,
+    now: u64,
+    c: Census,
+    /// `EOI_SIM_TRACE` set: every EOI and entry write is printed to stderr.
+    trace: bool,
+}
+
+/// Runs one workload under one policy. `progress(done)` is called every 4096
+/// events.
+pub(crate) fn run_n<const V: usize>(
+    w: &Workload,
+    policy: Policy,
+    seed: u64,
+    events: u64,
+    progress: &mut dyn FnMut(u64),
+) -> Census {
+    let mut sim = Sim::<V>::new(w, policy);
+    let mut rng = SplitMix64::new(seed ^ 0x5EED_0000_E0E1_u64);
+    let total = w.weights.total().max(1);
+    for e in 0..events {
+        sim.now = e;
+        sim.fire_timers(false);
+        let r = [
+            rng.next_u64(),
+            rng.next_u64(),
+            rng.next_u64(),
+            rng.next_u64(),
+        ];
+        sim.event(r, total);
+        if e & 4095 == 4095 {
+            progress(e + 1);
+        }
+    }
+    progress(events);
+    sim.drain();
+    sim.finish(events)
+}
+
+impl<const V: usize> Sim<V> {
+    fn new(w: &Workload, policy: Policy) -> Self {
+        let mut roles = [Role::Unused; 24];
+        let mut level_pins = Vec::new();
+        for (k, &p) in LEVEL_ORDER.iter().take(w.level_pins as usize).enumerate() {
+            roles[p as usize] = Role::Level {
+                storm: k < w.storm_pins as usize,
+            };
+            level_pins.push(p);
+        }
+        let mut special_pins = Vec::new();
+        let mut notifier_pins = PinSet::EMPTY;
+        if w.notifier {
+            roles[NOTIFIER_PIN as usize] = Role::Notifier;
+            notifier_pins.insert(Pin::new(NOTIFIER_PIN));
+            special_pins.push(NOTIFIER_PIN);
+        }
+        if w.rtc {
+            roles[RTC_PIN as usize] = Role::Rtc;
+            special_pins.push(RTC_PIN);
+        }
+        let config = IrqchipConfig {
+            policy,
+            ack_notifier_pins: notifier_pins,
+            rtc_tracking: w.rtc,
+            ..IrqchipConfig::default()
+        };
+        let mode = if V > 8 {
+            ApicMode::X2Apic
+        } else {
+            ApicMode::XApic
+        };
+        let apics = core::array::from_fn(|i| {
+            crate::lapic::LocalApic::new_enabled(ApicId::new(apic_id(i)), mode)
+        });
+        let chip = Box::new(Irqchip::<V>::with_apics(config, apics));
+        let mut sim = Sim {
+            w: *w,
+            chip,
+            oracle: Oracle::new(V),
+            guests: (0..V).map(|_| Guest::default()).collect(),
+            roles,
+            level_pins,
+            special_pins,
+            target: [0; 24],
+            broken: PinSet::EMPTY,
+            disabled: PinSet::EMPTY,
+            timers: Vec::new(),
+            pin_roles: PinRoles {
+                notifier: notifier_pins,
+                rtc: w.rtc.then_some(RTC_PIN),
+            },
+            now: 0,
+            trace: std::env::var_os("EOI_SIM_TRACE").is_some(),
+            c: Census {
+                workload: w.name,
+                policy,
+                ..Census::default()
+            },
+        };
+        // Boot: level pins spread over the vCPUs, special pins on vCPU 0.
+        for p in 0..24u8 {
+            let (trigger, t) = match sim.roles[p as usize] {
+                Role::Unused => continue,
+                Role::Level { .. } => (TriggerMode::Level, p as usize % V),
+                Role::Notifier | Role::Rtc => (TriggerMode::Edge, 0),
+            };
+            sim.target[p as usize] = t;
+            let e = RedirectionEntry::fixed(pin_vector(p, 0), trigger, apic_id(t));
+            let fx = sim.chip.write_entry(Pin::new(p), e.bits());
+            sim.effects(fx);
+        }
+        sim
+    }
+
+    fn entry(&self, p: u8) -> RedirectionEntry {
+        self.chip.ioapic().entries()[p as usize]
+    }
+
+    fn tag(&self, pin: Option<Pin>, level: bool) -> Tag {
+        Tag {
+            pin,
+            level,
+            notifier: pin.is_some_and(|p| self.roles[p.index()] == Role::Notifier),
+            rtc: pin.is_some_and(|p| self.roles[p.index()] == Role::Rtc),
+        }
+    }
+
+    fn effects(&mut self, fx: Effects) {
+        for d in fx.deliveries.iter() {
+            let tag = self.tag(d.pin, d.accepted.trigger.is_level());
+            self.oracle
+                .accept(d.vcpu.index(), d.accepted.vector, d.accepted.coalesced, tag);
+            self.c.deliveries += 1;
+            if self.trace {
+                std::eprintln!(
+                    "{:>8} accept vcpu{} {:?} pin={:?} {:?} coalesced={}",
+                    self.now,
+                    d.vcpu.index(),
+                    d.accepted.vector,
+                    d.pin.map(|p| p.get()),
+                    d.accepted.trigger,
+                    d.accepted.coalesced
+                );
+            }
+        }
+        self.oracle.mismatches += fx.overflow as u64;
+        for p in fx.deliver_later.iter() {
+            self.c.storms_throttled += 1;
+            self.timers.push((self.now + self.w.deliver_later_delay, p));
+        }
+    }
+
+    fn fire_timers(&mut self, all: bool) {
+        if self.timers.is_empty() {
+            return;
+        }
+        let now = self.now;
+        let mut due = Vec::new();
+        self.timers.retain(|&(t, p)| {
+            if all || t <= now {
+                due.push(p);
+                false
+            } else {
+                true
+            }
+        });
+        for p in due {
+            let fx = self.chip.deliver_later_elapsed(p);
+            self.effects(fx);
+        }
+    }
+
+    fn event(&mut self, r: [u64; 4], total: u64) {
+        let w = self.w.weights;
+        let mut pick = r[0] % total;
+        let kinds = [
+            w.step, w.assert, w.msi, w.reroute, w.mask, w.rtc, w.notifier, w.storm,
+        ];
+        let mut kind = 0;
+        for (k, &wt) in kinds.iter().enumerate() {
+            if pick < wt as u64 {
+                kind = k;
+                break;
+            }
+            pick -= wt as u64;
+        }
+        match kind {
+            0 => self.step((r[1] % V as u64) as usize, r[2]),
+            1 => self.assert(r[1]),
+            2 => self.msi((r[1] % V as u64) as usize, r[2], r[3]),
+            3 => self.reroute(r[1], r[2], r[3]),
+            4 => self.mask(r[1], r[2]),
+            5 => self.pulse(RTC_PIN),
+            6 => self.pulse(NOTIFIER_PIN),
+            _ => self.storm(r[1], r[2]),
+        }
+    }
+
+    // ---- devices --------------------------------------------------------
+
+    fn assert(&mut self, r: u64) {
+        if self.level_pins.is_empty() {
+            return;
+        }
+        let p = Pin::new(self.level_pins[(r % self.level_pins.len() as u64) as usize]);
+        if !self.chip.ioapic().line(p) {
+            let fx = self.chip.set_line(p, true);
+            self.effects(fx);
+        }
+    }
+
+    fn pulse(&mut self, p: u8) {
+        if self.roles[p as usize] == Role::Unused {
+            return;
+        }
+        if p == RTC_PIN && self.oracle.rtc_owed() {
+            // KVM's rtc_irq_check_coalesced: while an RTC EOI is owed the
+            // tick is coalesced (the VMM re-injects it later). The crate's
+            // Irqchip does not do this itself; see the module docs.
+            self.c.rtc_coalesced += 1;
+            return;
+        }
+        let pin = Pin::new(p);
+        let fx = self.chip.set_line(pin, true);
+        self.effects(fx);
+        let fx = self.chip.set_line(pin, false);
+        self.effects(fx);
+    }
+
+    fn storm(&mut self, r1: u64, r2: u64) {
+        let n = self.w.storm_pins.min(self.level_pins.len() as u8) as u64;
+        if n == 0 {
+            return;
+        }
+        let p = Pin::new(self.level_pins[(r1 % n) as usize]);
+        if !self.broken.contains(p) {
+            self.broken.insert(p);
+            let fx = self.chip.set_line(p, true);
+            self.effects(fx);
+        } else if r2.is_multiple_of(1024) {
+            // The driver is fixed: its next handler deasserts the line.
+            self.broken.remove(p);
+        }
+    }
+
+    /// A vector vCPU `v` may hand to one of its MSI devices: freed there,
+    /// not routed there by an entry that is unmasked or has an interrupt in
+    /// flight, and with no instance left on `v` (Linux frees a moved vector
+    /// only after its last interrupt on the old CPU).
+    fn take_freed(&mut self, v: usize) -> Option<Vector> {
+        let entries = *self.chip.ioapic().entries();
+        let g = &self.guests[v];
+        let pos = g.freed.iter().rposition(|&x| {
+            !self.oracle.outstanding(v, x)
+                && !entries.iter().enumerate().any(|(p, e)| {
+                    self.roles[p] != Role::Unused
+                        && e.vector() == x
+                        && self.target[p] == v
+                        && (!e.masked() || self.in_flight(p as u8, *e))
+                })
+        })?;
+        Some(self.guests[v].freed.remove(pos))
+    }
+
+    fn msi(&mut self, v: usize, r2: u64, r3: u64) {
+        let native = msi_vector(r3 as u8, (r3 >> 8) as u8);
+        let vector = if r2 % 100 < self.w.reuse_pct as u64 {
+            // One MSI device per vCPU follows Linux's allocator onto the most
+            // recently freed vector; it gives up the one it had.
+            if let Some(x) = self.take_freed(v) {
+                self.guests[v].reused = Some(x);
+            }
+            self.guests[v].reused.unwrap_or(native)
+        } else {
+            native
+        };
+        let msg = InterruptMessage {
+            destination: Destination {
+                id: apic_id(v),
+                mode: DestinationMode::Physical,
+            },
+            delivery_mode: DeliveryMode::Fixed,
+            vector,
+            trigger: TriggerMode::Edge,
+        };
+        let fx = self.chip.send_msi(&msg);
+        self.effects(fx);
+    }
+
+    // ---- the guest's interrupt management -----------------------------------
+
+    /// A vector for pin `p` on vCPU `t`: `cur` unless `change`, else another
+    /// of the pin's four. Never one that `t`'s reusing MSI device holds or that
+    /// has an instance of another source outstanding on `t` (Linux's allocator
+    /// never hands out a vector in use). `None`: nothing fits, defer.
+    fn allocate(&self, p: u8, t: usize, cur: Vector, change: bool, r: u64) -> Option<Vector> {
+        let fits = |x: Vector| {
+            self.guests[t].reused != Some(x)
+                && [self.oracle.pending(t, x), self.oracle.in_service(t, x)]
+                    .iter()
+                    .flatten()
+                    .all(|i| {
+                        !i.plain
+                            && (i.level_pin == p || i.notifier_pin == p || i.rtc && p == RTC_PIN)
+                    })
+        };
+        if !change && fits(cur) {
+            return Some(cur);
+        }
+        let cur_off = (cur.get() - 0x30) & 7;
+        (0..4u8)
+            .map(|k| pin_vector(p, cur_off + 1 + k + (r as u8 & 3)))
+            .find(|&x| x != cur && fits(x))
+    }
+
+    /// Whether pin `p` has an interrupt the guest has not EOI'd yet: remote
+    /// IRR for a level entry, an outstanding instance for an edge pin.
+    fn in_flight(&self, p: u8, e: RedirectionEntry) -> bool {
+        e.remote_irr() || self.oracle.from_pin_outstanding(p, e.vector())
+    }
+
+    fn write(&mut self, p: u8, e: RedirectionEntry) {
+        if !e.masked() {
+            // The vector is in use on its target again: no longer free there.
+            let t = self.target[p as usize];
+            self.guests[t].freed.retain(|&x| x != e.vector());
+        }
+        if self.trace {
+            std::eprintln!("{:>8} write pin{p} {e:?}", self.now);
+        }
+        let fx = self.chip.write_entry(Pin::new(p), e.bits());
+        self.effects(fx);
+    }
+
+    fn movable(&self) -> Vec<u8> {
+        let mut pins = self.level_pins.clone();
+        if self.w.reroute_special {
+            pins.extend_from_slice(&self.special_pins);
+        }
+        pins
+    }
+
+    fn reroute(&mut self, r1: u64, r2: u64, r3: u64) {
+        if V < 2 {
+            return;
+        }
+        let pins = self.movable();
+        if pins.is_empty() {
+            return;
+        }
+        let first = pins[(r1 % pins.len() as u64) as usize];
+        let from = self.target[first as usize];
+        let mut to = (r2 % V as u64) as usize;
+        if to == from {
+            to = (to + 1) % V;
+        }
+        let group: Vec<u8> = if self.w.group_reroute {
+            pins.iter()
+                .copied()
+                .filter(|&p| self.target[p as usize] == from)
+                .collect()
+        } else {
+            std::vec![first]
+        };
+        for p in group {
+            let e = self.entry(p);
+            let change = r3 % 100 < self.w.vector_change_pct as u64;
+            let Some(vector) = self.allocate(p, to, e.vector(), change, r3 >> 8) else {
+                continue;
+            };
+            if vector != e.vector() && self.in_flight(p, e) {
+                // Linux changes an IRQ's vector only once its interrupt has
+                // been EOI'd (the move stays pending until then).
+                continue;
+            }
+            let ne = RedirectionEntry::new(
+                vector,
+                DeliveryMode::Fixed,
+                DestinationMode::Physical,
+                e.polarity(),
+                e.trigger_mode(),
+                e.masked(),
+                apic_id(to),
+            );
+            self.guests[from].freed.push(e.vector());
+            self.target[p as usize] = to;
+            self.write(p, ne);
+        }
+    }
+
+    fn mask(&mut self, r1: u64, r2: u64) {
+        let pins = self.movable();
+        if pins.is_empty() {
+            return;
+        }
+        let p = pins[(r1 % pins.len() as u64) as usize];
+        let e = self.entry(p);
+        let t = self.target[p as usize];
+        if !e.masked() {
+            // Driver unload (free_irq): mask, and the vector is freed on its
+            // vCPU. With an interrupt still in flight it is a disable_irq
+            // instead: masked, the vector kept.
+            if self.in_flight(p, e) {
+                self.disabled.insert(Pin::new(p));
+            } else {
+                self.guests[t].freed.push(e.vector());
+            }
+            self.write(p, e.with_mask(true));
+        } else {
+            // Driver load: a fresh vector, unmasked. Not while an instance
+            // is still in flight (Linux's free_irq waits for it).
+            if self.in_flight(p, e) {
+                return;
+            }
+            // enable_irq keeps the vector; a driver load allocates a new one.
+            let fresh = !self.disabled.remove(Pin::new(p));
+            let Some(vector) = self.allocate(p, t, e.vector(), fresh, r2) else {
+                return;
+            };
+            let ne = RedirectionEntry(
+                (e.bits() & !0xff & !RedirectionEntry::MASK) | vector.get() as u64,
+            );
+            self.write(p, ne);
+        }
+    }
+
+    // ---- the guest on one vCPU -------------------------------------------
+
+    fn enter(&mut self, v: usize) {
+        let _ = self.chip.vmcs_update(VcpuId::new(v as u16));
+    }
+
+    fn step(&mut self, v: usize, r: u64) {
+        self.enter(v);
+        match self.guests[v].stack.last_mut() {
+            Some(top) if top.remaining > 0 => {
+                top.remaining -= 1;
+                if top.sti {
+                    self.try_ack(v, r);
+                }
+            }
+            Some(_) => self.finish_handler(v),
+            None => self.try_ack(v, r),
+        }
+    }
+
+    fn try_ack(&mut self, v: usize, r: u64) {
+        let Some(vector) = self.chip.ack(VcpuId::new(v as u16)) else {
+            return;
+        };
+        self.oracle.ack(v, vector);
+        let (lo, hi) = self.w.handler;
+        let len = lo + (r % (hi.saturating_sub(lo) as u64 + 1)) as u32;
+        let sti = (r >> 32) % 100 < self.w.nest_pct as u64;
+        self.guests[v].stack.push(Handler {
+            vector,
+            remaining: len,
+            sti,
+        });
+    }
+
+    fn finish_handler(&mut self, v: usize) {
+        let Some(h) = self.guests[v].stack.pop() else {
+            return;
+        };
+        // The driver quiets its device before the EOI (unless it is broken).
+        if let Some(inst) = self.oracle.in_service(v, h.vector) {
+            let p = inst.level_pin;
+            if (p as usize) < 24 && !self.broken.contains(Pin::new(p)) {
+                let fx = self.chip.set_line(Pin::new(p), false);
+                self.effects(fx);
+            }
+        }
+        self.eoi(v, h.vector);
+    }
+
+    fn eoi(&mut self, v: usize, expect: Vector) {
+        let id = VcpuId::new(v as u16);
+        let entries = *self.chip.ioapic().entries();
+        let (vector, apic) = {
+            let g = self.chip.vcpu(id).expect("vcpu");
+            (g.apic.isr().highest(), g.apic)
+        };
+        if vector != Some(expect) {
+            self.oracle.mismatches += 1;
+        }
+        let Some(vector) = vector else { return };
+        let inst = self
+            .oracle
+            .retire(v, vector)
+            .unwrap_or(super::oracle::Instance {
+                level_pin: 0xFF,
+                notifier_pin: 0xFF,
+                rtc: false,
+                plain: true,
+            });
+        let class = self
+            .oracle
+            .classify(v, vector, &inst, &apic, &entries, &self.pin_roles);
+        let ge = self.chip.guest_eoi(id);
+        if self.trace {
+            std::eprintln!(
+                "{:>8} eoi vcpu{v} {vector:?} {inst:?} {class:?} exit={} level={}",
+                self.now,
+                ge.exit,
+                ge.level
+            );
+        }
+        if ge.vector != Some(vector) {
+            self.oracle.mismatches += 1;
+        }
+        self.c.eois += 1;
+        match (ge.exit, class) {
+            (true, Class::Necessary) => self.c.necessary += 1,
+            (true, Class::Unavoidable) => self.c.unavoidable += 1,
+            (true, Class::Avoidable) => {
+                self.c.avoidable += 1;
+                if entries
+                    .iter()
+                    .any(|e| e.masked() && e.vector() == vector && apic.matches(e.destination()))
+                {
+                    self.c.avoidable_masked_route += 1;
+                }
+            }
+            (false, Class::Necessary) => self.c.lost += 1,
+            (false, _) => {}
+        }
+        if ge.exit {
+            self.c.exits += 1;
+            if !ge.level {
+                // An edge EOI forwarded to the I/O APIC. KVM ignores it for
+                // remote IRR (kvm_ioapic_update_eoi_one returns early unless
+                // the trigger mode is level); count the level entries that
+                // `Irqchip::guest_eoi` nevertheless hands it to.
+                self.c.edge_eoi_rirr_clears += entries
+                    .iter()
+                    .filter(|b| b.is_level() && b.remote_irr() && b.vector() == vector)
+                    .count() as u64;
+            }
+        }
+        self.effects(ge.effects);
+    }
+
+    // ---- end of run ------------------------------------------------------
+
+    /// Lines low, drivers fixed, timers run, the guest EOIs everything.
+    fn drain(&mut self) {
+        self.broken = PinSet::EMPTY;
+        for p in 0..24u8 {
+            if self.roles[p as usize] != Role::Unused {
+                let fx = self.chip.set_line(Pin::new(p), false);
+                self.effects(fx);
+            }
+        }
+        for _round in 0..64 {
+            self.fire_timers(true);
+            let mut busy = false;
+            for v in 0..V {
+                for h in self.guests[v].stack.iter_mut() {
+                    h.remaining = 0;
+                }
+                for _ in 0..1024 {
+                    let pending = !self.guests[v].stack.is_empty()
+                        || !self
+                            .chip
+                            .vcpu(VcpuId::new(v as u16))
+                            .expect("vcpu")
+                            .apic
+                            .irr()
+                            .is_empty();
+                    if !pending {
+                        break;
+                    }
+                    busy = true;
+                    self.enter(v);
+                    if self.guests[v].stack.is_empty() {
+                        self.try_ack(v, 0);
+                        if self.guests[v].stack.is_empty() {
+                            break;
+                        }
+                    } else {
+                        self.finish_handler(v);
+                    }
+                }
+            }
+            if !busy && self.timers.is_empty() {
+                break;
+            }
+        }
+    }
+
+    fn finish(mut self, events: u64) -> Census {
+        self.c.events = events;
+        for v in 0..V {
+            let s = self.chip.vcpu(VcpuId::new(v as u16)).expect("vcpu").stats;
+            self.c.rescans += s.rescans;
+            self.c.entries_scanned += s.entries_scanned;
+            self.c.vmcs_words += s.vmcs_words;
+        }
+        self.c.stuck_remote_irr = self
+            .chip
+            .ioapic()
+            .entries()
+            .iter()
+            .filter(|e| e.remote_irr())
+            .count() as u64;
+        self.c.oracle_mismatches = self.oracle.mismatches;
+        self.c
+    }
+}
