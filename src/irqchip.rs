@@ -45,6 +45,24 @@ pub enum EoiOrder {
     RescanThenForward,
 }
 
+/// Which intercepted EOIs reach the I/O APIC.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug, Default)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+#[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
+pub enum EoiForwarding {
+    /// The SDM and KVM's in-kernel I/O APIC (`kvm_ioapic_update_eoi_one`):
+    /// only an EOI whose TMR bit is set is broadcast, and not when the guest
+    /// enabled directed EOI (SVR bit 12); it then writes the I/O APIC's EOI
+    /// register itself.
+    #[default]
+    TmrLevel,
+    /// KVM's split irqchip: every intercepted EOI exits to userspace
+    /// (`KVM_EXIT_IOAPIC_EOI` carries only the vector), and the userspace I/O
+    /// APIC clears remote IRR of every level entry with that vector, even for
+    /// an edge instance's EOI.
+    AllIntercepted,
+}
+
 /// How a lowest-priority message picks its vCPU.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, Debug, Default)]
 #[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
@@ -74,6 +92,8 @@ pub struct IrqchipConfig {
     pub eoi_order: EoiOrder,
     /// Lowest-priority arbitration.
     pub arbitration: Arbitration,
+    /// Which intercepted EOIs reach the I/O APIC.
+    pub eoi_forwarding: EoiForwarding,
 }
 
 /// Counters a VMM or the simulator can read per vCPU.
@@ -199,6 +219,9 @@ pub struct Effects {
     pub deliver_later: PinSet,
     /// A redirection entry changed: a split-irqchip VMM re-installs its route.
     pub route_changed: Option<Pin>,
+    /// An RTC interrupt was dropped because a vCPU still owes the previous
+    /// one's EOI (KVM's `rtc_irq_check_coalesced`, with `rtc_tracking`).
+    pub rtc_coalesced: bool,
 }
 
 /// The outcome of a guest EOI on one vCPU.
@@ -209,8 +232,13 @@ pub struct GuestEoi {
     pub vector: Option<Vector>,
     /// The TMR bit of the retired vector.
     pub level: bool,
-    /// The EOI exited (the vector was in the bitmap) and was forwarded.
+    /// The EOI exited (the vector was in the bitmap).
     pub exit: bool,
+    /// The exit was forwarded to the I/O APIC (see [`EoiForwarding`]).
+    pub forwarded: bool,
+    /// Ack-notifier pins whose entry has this vector: the VMM MUST run their
+    /// notifiers (KVM's `kvm_notify_acked_irq`, for edge and level alike).
+    pub acked_pins: PinSet,
     /// The vCPU was rescanned because of it.
     pub rescanned: bool,
     /// `NoIntercept`: a level EOI the I/O APIC never saw.
@@ -394,10 +422,17 @@ impl<const VCPUS: usize, const PINS: usize> Irqchip<VCPUS, PINS> {
             }
             (eoi, exit)
         };
+        let forward = exit.forward
+            && match self.config.eoi_forwarding {
+                EoiForwarding::TmrLevel => eoi.broadcast,
+                EoiForwarding::AllIntercepted => true,
+            };
         let mut out = GuestEoi {
             vector: Some(eoi.vector),
             level: eoi.level,
             exit: exit.forward,
+            forwarded: forward,
+            acked_pins: PinSet::new(),
             rescanned: exit.rescan,
             missed_level: exit.missed_level,
             effects: Effects::default(),
@@ -406,11 +441,20 @@ impl<const VCPUS: usize, const PINS: usize> Irqchip<VCPUS, PINS> {
             return out;
         }
         let mut io = self.ioapic.lock();
+        if !self.config.ack_notifier_pins.is_empty() {
+            for p in self.config.ack_notifier_pins.iter() {
+                if io.entry(p).is_some_and(|e| e.vector() == eoi.vector) {
+                    out.acked_pins.insert(p);
+                }
+            }
+        }
         if exit.rescan && self.config.eoi_order == EoiOrder::RescanThenForward {
             self.rescan_locked(&io, &mut slot.lock());
         }
-        let a = io.eoi(eoi.vector);
-        out.effects = self.apply(&mut io, a);
+        if forward {
+            let a = io.eoi(eoi.vector);
+            out.effects = self.apply(&mut io, a);
+        }
         if exit.rescan && self.config.eoi_order == EoiOrder::ForwardThenRescan {
             self.rescan_locked(&io, &mut slot.lock());
         }
@@ -452,6 +496,11 @@ impl<const VCPUS: usize, const PINS: usize> Irqchip<VCPUS, PINS> {
             map.scan_entry(apic, &se);
         }
         map.end_scan(apic);
+    }
+
+    /// Whether any vCPU still owes an RTC EOI (KVM's `rtc_status.pending_eoi`).
+    fn rtc_eoi_owed(&self) -> bool {
+        self.vcpus.iter().any(|v| v.lock().map.rtc_owed().is_some())
     }
 
     pub(crate) fn rebuild_phys_map(&self) {
@@ -512,6 +561,10 @@ impl<const VCPUS: usize, const PINS: usize> Irqchip<VCPUS, PINS> {
         fx.reload.union_with(&targets);
         for p in a.deliver.iter() {
             let Some(msg) = io.message(p) else { continue };
+            if self.config.rtc_tracking && p.get() as u32 == RTC_GSI.get() && self.rtc_eoi_owed() {
+                fx.rtc_coalesced = true;
+                continue;
+            }
             let source = if msg.trigger.is_level() || self.config.ack_notifier_pins.contains(p) {
                 Source::NeedsEoi
             } else if self.config.rtc_tracking && p.get() as u32 == RTC_GSI.get() {

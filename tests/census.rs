@@ -62,16 +62,14 @@ fn no_kvm_or_exact_policy_loses_an_eoi() {
 /// unmasking write rescans). When the core stops counting them this tightens
 /// to `avoidable == 0` everywhere.
 #[test]
-fn exact_avoids_everything_but_masked_routes_and_beats_kvm() {
+fn exact_has_no_avoidable_exit_and_beats_kvm() {
     for w in WORKLOADS.iter() {
         for seed in SEEDS {
             let cs = all(w, seed, events(w));
             let e = get(&cs, Policy::Exact);
             let at = format!("{} seed {seed:#x}", w.name);
-            assert_eq!(e.avoidable, e.avoidable_masked_route, "{at}: {e:?}");
-            if w.weights.mask == 0 || (!w.notifier && !w.rtc) {
-                assert_eq!(e.avoidable, 0, "{at}: {e:?}");
-            }
+            assert_eq!(e.avoidable, 0, "{at}: {e:?}");
+            assert_eq!(e.lost, 0, "{at}: {e:?}");
             for p in [Policy::KvmLegacy, Policy::KvmHighestStale] {
                 let k = get(&cs, p);
                 assert!(e.avoidable <= k.avoidable, "{at}: {e:?} vs {k:?}");

@@ -266,7 +266,7 @@ fn exact_leaves_out_a_masked_idle_level_entry_and_unmask_rescans_before_deliveri
 }
 
 #[test]
-fn masked_entry_with_remote_irr_set_stays_intercepted_under_exact() {
+fn masked_entry_in_service_stays_intercepted_under_exact_until_its_eoi() {
     let c = chip::<2>(Policy::Exact);
     let _ = c.write_entry(P5, entry(0x40, TriggerMode::Level, 0));
     let _ = c.set_line(P5, true);
@@ -278,8 +278,8 @@ fn masked_entry_with_remote_irr_set_stays_intercepted_under_exact() {
     let _ = c.set_line(P5, false);
     assert!(c.guest_eoi(V0).exit);
     assert!(!remote_irr(&c, P5));
-    // Now masked with remote IRR clear: a rescan drops it.
-    c.rescan(V0);
+    // The in-flight instance was the only reason: the bit drops with its EOI,
+    // without a rescan.
     assert!(!c.vcpu(V0).unwrap().map.intercepts(Vector::new(0x40)));
 }
 

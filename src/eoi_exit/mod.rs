@@ -173,21 +173,16 @@ impl ScanEntry {
         )
     }
 
-    /// Whether `Exact` counts it: as KVM, except a masked level entry whose
-    /// remote IRR is clear cannot deliver until a redirection write unmasks it,
-    /// and that write rescans its destination before delivering
-    /// ([`crate::Irqchip`] guarantees the order; the race model check proves it).
+    /// Whether `Exact` counts it: as KVM, except that a masked entry never
+    /// counts. A masked entry cannot deliver until a redirection write unmasks
+    /// it, and that write rescans its destination before it delivers
+    /// ([`crate::Irqchip`] guarantees the order; the race model check proves
+    /// it). An instance it delivered before the mask is still in flight is
+    /// tracked by its acceptance ([`Source::NeedsEoi`], the RTC's owed EOI),
+    /// not by the route.
     #[inline]
     pub const fn counts_for_exact(&self) -> bool {
-        if self
-            .flags
-            .intersects(ScanFlags::ACK_NOTIFIER.union(ScanFlags::RTC))
-        {
-            return true;
-        }
-        self.flags.contains(ScanFlags::LEVEL)
-            && (!self.flags.contains(ScanFlags::MASKED)
-                || self.flags.contains(ScanFlags::REMOTE_IRR))
+        self.counts_for_kvm() && !self.flags.contains(ScanFlags::MASKED)
     }
 }
 
@@ -475,8 +470,10 @@ impl EoiExitMap {
             Policy::TmrDriven => self.bitmap.union(&self.adopted_level),
             Policy::NoIntercept => VectorSet::EMPTY,
         };
-        if let (Some(v), Policy::KvmLegacy | Policy::KvmHighestStale | Policy::Exact) =
-            (self.rtc_owed, self.policy)
+        if let (
+            Some(v),
+            Policy::KvmLegacy | Policy::KvmHighestStale | Policy::Exact | Policy::TmrDriven,
+        ) = (self.rtc_owed, self.policy)
         {
             b.insert(v);
         }

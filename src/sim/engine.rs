@@ -209,6 +209,9 @@ impl<const V: usize> Sim<V> {
     }
 
     fn effects(&mut self, fx: Effects) {
+        if fx.rtc_coalesced {
+            self.c.rtc_coalesced += 1;
+        }
         for d in fx.deliveries.iter() {
             let tag = self.tag(d.pin, d.accepted.trigger.is_level());
             self.oracle
@@ -294,13 +297,6 @@ impl<const V: usize> Sim<V> {
 
     fn pulse(&mut self, p: u8) {
         if self.roles[p as usize] == Role::Unused {
-            return;
-        }
-        if p == RTC_PIN && self.oracle.rtc_owed() {
-            // KVM's rtc_irq_check_coalesced: while an RTC EOI is owed the
-            // tick is coalesced (the VMM re-injects it later). The crate's
-            // Irqchip does not do this itself; see the module docs.
-            self.c.rtc_coalesced += 1;
             return;
         }
         let pin = Pin::new(p);

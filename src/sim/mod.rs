@@ -73,10 +73,8 @@
 //! # What the simulator's VMM and guest do that the crate does not
 //!
 //! * **RTC coalescing.** KVM drops an RTC tick while an RTC EOI is owed
-//!   (`rtc_irq_check_coalesced`); [`Irqchip`](crate::Irqchip) does not, and
-//!   its per-vCPU `rtc_owed` holds one vector, so a second tick with a new
-//!   vector would overwrite the first owed EOI. The simulator coalesces the
-//!   tick itself (counted in [`Census::rtc_coalesced`]).
+//!   (`rtc_irq_check_coalesced`); so does [`Irqchip`](crate::Irqchip) with
+//!   `rtc_tracking` (counted in [`Census::rtc_coalesced`]).
 //! * **Linux-like vector management.** A pin's vector changes, and a driver
 //!   is unloaded (its vector freed) or reloaded, only when no interrupt of
 //!   that pin is in flight; a mask while one is in flight is a
@@ -155,7 +153,7 @@ pub struct Census {
     /// before the unmasking write rescans its destination).
     pub avoidable_masked_route: u64,
     /// RTC ticks coalesced because an RTC EOI was still owed (KVM's
-    /// `rtc_irq_check_coalesced`, done by the simulator's VMM glue).
+    /// `rtc_irq_check_coalesced`, done by the Irqchip with `rtc_tracking`).
     pub rtc_coalesced: u64,
     /// Diagnostic: level entries with remote IRR set that an intercepted
     /// *edge* EOI of their vector was forwarded to (KVM ignores such EOIs for
