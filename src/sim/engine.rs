@@ -98,10 +98,30 @@ pub(crate) fn run_n<const V: usize>(
     events: u64,
     progress: &mut dyn FnMut(u64),
 ) -> Census {
+    run_hooked::<V>(w, policy, seed, events, progress, None)
+}
+
+/// A snapshot/restore hook: after this many events, pass the Irqchip's
+/// snapshot through the function and continue on a restored copy.
+pub(crate) type RestoreHook<'a, const V: usize> = Option<(u64, &'a mut dyn FnMut(&mut Irqchip<V>))>;
+
+pub(crate) fn run_hooked<const V: usize>(
+    w: &Workload,
+    policy: Policy,
+    seed: u64,
+    events: u64,
+    progress: &mut dyn FnMut(u64),
+    mut hook: RestoreHook<'_, V>,
+) -> Census {
     let mut sim = Sim::<V>::new(w, policy);
     let mut rng = SplitMix64::new(seed ^ 0x5EED_0000_E0E1_u64);
     let total = w.weights.total().max(1);
     for e in 0..events {
+        if let Some((at, swap)) = hook.as_mut() {
+            if *at == e {
+                swap(&mut sim.chip);
+            }
+        }
         sim.now = e;
         sim.fire_timers(false);
         let r = [
