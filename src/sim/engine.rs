@@ -117,10 +117,10 @@ pub(crate) fn run_hooked<const V: usize>(
     let mut rng = SplitMix64::new(seed ^ 0x5EED_0000_E0E1_u64);
     let total = w.weights.total().max(1);
     for e in 0..events {
-        if let Some((at, swap)) = hook.as_mut() {
-            if *at == e {
-                swap(&mut sim.chip);
-            }
+        if let Some((at, swap)) = hook.as_mut()
+            && *at == e
+        {
+            swap(&mut sim.chip);
         }
         sim.now = e;
         sim.fire_timers(false);
