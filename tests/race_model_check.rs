@@ -395,7 +395,7 @@ fn documented_kick_duty_holds_for_scan_driven_policies() {
                 .tolerating(LossCause::Plain)
                 .tolerating(LossCause::SharedWithEdge);
         }
-        let d = broad_depth().min(7);
+        let d = broad_depth().min(6);
         let o = explore(cfg, d, BROAD);
         let name = format!("{} Kick::Reload [{BROAD}]", policy.name());
         report(&name, &o);

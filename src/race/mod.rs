@@ -32,8 +32,8 @@
 //!   [`Lockstep`] over three Irqchips fed the same ops.
 //!
 //! Everything here is `no_std` without allocation: op sequences are slices,
-//! the checker's state is fixed-size. The proptest [`Strategy`](proptest_support)
-//! is behind feature `proptest`, `arbitrary::Arbitrary` for [`Op`] behind
+//! the checker's state is fixed-size. The proptest `Strategy`
+//! is behind feature `proptest` (module `proptest_support`), `arbitrary::Arbitrary` for [`Op`] behind
 //! feature `arbitrary`.
 //!
 //! # Snapshot and restore
@@ -53,6 +53,38 @@
 //! (out of guest mode, as KVM's `KVM_REQ_SCAN_IOAPIC` with `KVM_REQUEST_WAIT`
 //! guarantees) and loads its VMCS at its next [`Op::Enter`] (implied before its
 //! next guest op). Interception is decided from the loaded VMCS words.
+//! With [`Kick::Reload`] only the documented duty is followed (accepted
+//! interrupts are posted to running vCPUs); the default
+//! [`Kick::ReloadAndDeliveries`] also kicks every vCPU that accepted one.
+//!
+//! # Known losses and gaps (what the checker found)
+//!
+//! * [`LossCause::VectorRewrittenInFlight`] (`KvmLegacy`, `KvmHighestStale`,
+//!   i.e. real KVM): pin 0 level `0x31` delivered to vCPU0; the guest writes
+//!   vector `0x41` (vCPU0 rescanned, `0x31` is in no entry so KVM drops it),
+//!   destination vCPU1 (vCPU0 rescanned again), vector `0x31` back (only
+//!   vCPU1 is a target and rescanned); vCPU0's EOI of `0x31` no longer exits
+//!   although a LAPIC broadcast would clear pin 0's remote IRR: it stays set.
+//! * [`LossCause::SharedWithEdge`] (`TmrDriven`, by design): an edge interrupt
+//!   of a vector whose level instance is in service clears the bit.
+//! * [`InclusionGap`]: why `Exact ⊆ KvmHighestStale ⊆ KvmLegacy` fails.
+//!
+//! # The wrong request order cannot lose an EOI in this Irqchip
+//!
+//! [`EoiOrder::RescanThenForward`] rescans before [`Ioapic::eoi`]. Only
+//! `KvmHighestStale` ever asks for a rescan on EOI. The scan reads the entries'
+//! vector, trigger, destination and (for `Exact`'s masked rule, not used by
+//! KVM policies) mask and remote IRR, and the LAPIC's IRR/ISR. Forwarding the
+//! EOI changes only remote IRR and re-delivers level entries of that vector
+//! to their *current* destinations. Every redirection write rescans its old
+//! and new targets before it delivers, so every vCPU a level entry targets has
+//! that vector routed at its last scan; a re-delivery therefore lands only
+//! where the vector is already in the bitmap, whichever order ran. The orders
+//! differ only in the `stale`/`highest_stale` bookkeeping (a re-delivered
+//! vector shared with an entry routed elsewhere counts as stale only when the
+//! rescan runs second), which changes when later rescans happen, not which
+//! needed bits are set. The model check confirms it over every interleaving
+//! it explores and shows the checker bites on [`Mutant::ScanIgnoresPending`].
 
 use core::fmt;
 use core::hash::{Hash, Hasher};
