@@ -481,8 +481,26 @@ impl<const P: usize> IoChecker<P> {
         actions
     }
 
+    /// Reads every indirect register through IOREGSEL/IOWIN (on a copy) and
+    /// compares it with `entries()`, the ID and the version.
+    fn check_full_readback(&self) {
+        let mut io = self.io.clone();
+        for sel in 0..=255u8 {
+            let _ = io.mmio_write(IOREGSEL, 1, u64::from(sel));
+            let expect = expected_iowin(&io);
+            assert_eq!(
+                io.mmio_read(IOWIN, 4),
+                u64::from(expect),
+                "register {sel:#x}"
+            );
+            assert_eq!(io.mmio_read(IOWIN, 2), u64::from(expect & 0xffff));
+        }
+        assert_eq!(io.entries(), self.io.entries(), "reads changed entries");
+    }
+
     /// Lowers every line and EOIs every vector: no remote IRR may survive.
     fn settle(&mut self) {
+        self.check_full_readback();
         // A latched edge may outlive its assertion when a polarity flip
         // deasserted the pin; lowering the line forgets it.
         let latched = self.io.state().pending_edge;
