@@ -1070,10 +1070,11 @@ fn chip_step<const V: usize>(chip: &Irqchip<V>, model: &mut ChipModel, op: &Chip
 /// what the reported deliveries, acks and EOIs imply; a VMCS update carries
 /// exactly the words that differ from the last load; EOIs pop the highest ISR
 /// vector; and **no lost EOI**: the EOI of an instance from a level I/O APIC
-/// entry is intercepted under `Exact`, `KvmLegacy` and `KvmHighestStale`
-/// (for the KVM policies, only while the entry stays level with that vector:
-/// after an edge switch or a vector rewrite KVM drops the bit by design and
-/// the I/O APIC would ignore the EOI anyway). `TmrDriven` losses are counted
+/// entry is intercepted under `Exact`, `KvmLegacy` and `KvmHighestStale`,
+/// as long as that entry stays level with that vector (after an edge switch,
+/// which clears remote IRR, or a vector rewrite the I/O APIC ignores the EOI,
+/// and KVM drops the bit by design; the instance is then no longer checked,
+/// under every policy). `TmrDriven` losses are counted
 /// (it is known to lose EOIs when edge and level instances of one vector nest);
 /// `NoIntercept` must intercept nothing and report every level EOI as missed.
 pub fn routing_reconfig(data: &[u8]) {
