@@ -25,7 +25,7 @@ use crate::ioapic::{
     IOEOI, IOREGSEL, IOWIN, IoapicActions, MMIO_LEN, MaskedEdge, REG_ARB, REG_ID, REG_REDTBL_BASE,
     REG_VERSION, Rescan,
 };
-use crate::irqchip::{Arbitration, EoiOrder, Irqchip, IrqchipConfig};
+use crate::irqchip::{Arbitration, EoiForwarding, EoiOrder, Irqchip, IrqchipConfig};
 use crate::lapic::{self, ApicMode, LocalApic};
 use crate::types::{
     ApicId, DeliveryMode, Destination, DestinationMode, InterruptMessage, Pin, Polarity, VcpuId,
@@ -916,6 +916,7 @@ fn chip_config(u: &mut Unstructured<'_>) -> Result<(IrqchipConfig, ApicMode)> {
         rtc_tracking: u.arbitrary()?,
         eoi_order: EoiOrder::ForwardThenRescan,
         arbitration: u.arbitrary::<Arbitration>()?,
+        eoi_forwarding: u.arbitrary::<EoiForwarding>()?,
     };
     let mode = if u.ratio(1u8, 4)? {
         ApicMode::X2Apic

@@ -624,7 +624,14 @@ impl<const VCPUS: usize, const PINS: usize> Irqchip<VCPUS, PINS> {
             coalesced,
             source,
         };
+        let before = *map.bitmap();
         map.on_accept(apic, accepted);
+        if *map.bitmap() != before {
+            // The VMCS must hold the new bit before the guest can take this
+            // interrupt (TmrDriven sets it here; Exact for RTC and untracked
+            // level sources).
+            fx.reload.insert(i);
+        }
         let d = Delivery {
             vcpu: VcpuId::new(i as u16),
             accepted,

@@ -411,7 +411,6 @@ fn documented_kick_duty_holds_for_scan_driven_policies() {
 /// and posts the interrupt to the running vCPU runs the guest with the old
 /// VMCS bitmap, and that instance's EOI never exits.
 #[test]
-#[ignore = "bug: Irqchip::accept_on does not reload a vCPU whose bitmap on_accept changed"]
 fn tmr_driven_acceptance_reloads_the_vcpu() {
     let cfg = HarnessConfig::new(Policy::TmrDriven)
         .with_kick(Kick::Reload)

@@ -295,7 +295,6 @@ fn restore_rebuilds_the_bitmaps() {
 /// and the ack notifier never runs. KVM's policies keep it (pending, and a
 /// counted entry has the vector: stale).
 #[test]
-#[ignore = "bug: EoiExitMap::end_scan (Exact) adopts unseen edge instances of counted vectors as not needed"]
 fn exact_restore_keeps_an_ack_notifier_eoi() {
     let mut cfg = HarnessConfig::new(Policy::Exact);
     cfg.chip.ack_notifier_pins.insert(Pin::new(2));

@@ -287,6 +287,16 @@ pub struct EoiExitMap {
     pub(crate) scanning: bool,
     /// `TmrDriven`: level vectors pending at the last scan.
     pub(crate) adopted_level: VectorSet,
+    /// `Exact`, during a scan: vectors of every entry KVM would count, any
+    /// destination. An instance the map never saw accepted (restored or
+    /// planted state) with such a vector is adopted as needing its EOI, as
+    /// KVM's scan would keep it as stale.
+    pub(crate) scan_counted: VectorSet,
+    /// `Exact`: vectors with an instance the map adopted from the LAPIC
+    /// without seeing it accepted. Each scan that finds a counted entry with
+    /// the vector marks those instances as needing their EOI (a restore may
+    /// set the LAPICs before the I/O APIC, so the first scan can miss it).
+    pub(crate) adopted: VectorSet,
 }
 
 impl Default for EoiExitMap {
@@ -312,6 +322,8 @@ impl EoiExitMap {
             need_new: VectorSet::EMPTY,
             scanning: false,
             adopted_level: VectorSet::EMPTY,
+            scan_counted: VectorSet::EMPTY,
+            adopted: VectorSet::EMPTY,
         }
     }
 
@@ -392,6 +404,7 @@ impl EoiExitMap {
         self.scanning = true;
         self.routed.clear();
         self.stale.clear();
+        self.scan_counted.clear();
         self.highest_stale = None;
     }
 
@@ -418,6 +431,9 @@ impl EoiExitMap {
                 }
             }
             Policy::Exact => {
+                if entry.counts_for_kvm() {
+                    self.scan_counted.insert(entry.vector);
+                }
                 if entry.counts_for_exact() && apic.matches(entry.destination) {
                     self.routed.insert(entry.vector);
                 }
@@ -436,7 +452,14 @@ impl EoiExitMap {
             // Instances the map never saw accepted (state planted by the host,
             // or restored) are adopted conservatively.
             for v in apic.irr().union(apic.isr()).iter() {
-                self.sync_instances(apic, v, 0);
+                let counted = self.scan_counted.contains(v);
+                self.sync_instances(apic, v, 0, counted);
+                if counted && self.adopted.contains(v) {
+                    self.need_old.insert(v);
+                    if self.inst_two.contains(v) {
+                        self.need_new.insert(v);
+                    }
+                }
             }
         }
         self.recompute();
@@ -497,7 +520,7 @@ impl EoiExitMap {
             Policy::Exact => {
                 // Instances before this one: IRR+ISR count, minus this one
                 // unless it merged into an existing IRR bit.
-                self.sync_instances(apic, a.vector, if a.coalesced { 0 } else { 1 });
+                self.sync_instances(apic, a.vector, if a.coalesced { 0 } else { 1 }, false);
                 let need = a.source != Source::Plain;
                 let v = a.vector;
                 if a.coalesced {
@@ -552,7 +575,7 @@ impl EoiExitMap {
     /// EOIs the map did not see (not intercepted) retire only instances that
     /// did not need their EOI, oldest first; instances the LAPIC holds that
     /// the map never saw are adopted, as needing their EOI when TMR says level.
-    fn sync_instances(&mut self, apic: &LocalApic, v: Vector, extra: u8) {
+    fn sync_instances(&mut self, apic: &LocalApic, v: Vector, extra: u8, counted: bool) {
         let lapic = apic.irr().contains(v) as u8 + apic.isr().contains(v) as u8;
         let lapic = lapic.saturating_sub(extra);
         let mut known = self.inst_one.contains(v) as u8 + self.inst_two.contains(v) as u8;
@@ -560,10 +583,11 @@ impl EoiExitMap {
             self.pop_instance(v);
             known -= 1;
         }
-        let level = apic.tmr().contains(v);
+        let level = apic.tmr().contains(v) || counted;
         while known < lapic {
             // Unknown older instances: conservative.
             self.push_front_unknown(v, level || known + 1 < lapic);
+            self.adopted.insert(v);
             known += 1;
         }
     }
@@ -593,6 +617,7 @@ impl EoiExitMap {
         } else {
             self.inst_one.remove(v);
             self.need_old.remove(v);
+            self.adopted.remove(v);
         }
         needed
     }
@@ -628,7 +653,7 @@ impl EoiExitMap {
             Policy::Exact => {
                 // The EOI retired the oldest instance (the LAPIC already
                 // popped it: one more existed before).
-                self.sync_instances(apic, vector, 0);
+                self.sync_instances(apic, vector, 0, false);
                 let keep = self.routed.contains(vector)
                     || self.needed_in_flight().contains(vector)
                     || self.rtc_owed == Some(vector);

@@ -716,6 +716,10 @@ pub struct EoiExitMapState {
     pub scanning: bool,
     /// `TmrDriven`: level vectors pending at the last scan.
     pub adopted_level: VectorSet,
+    /// `Exact`, during a scan: vectors of every entry KVM counts.
+    pub scan_counted: VectorSet,
+    /// `Exact`: vectors with an instance adopted without being seen accepted.
+    pub adopted: VectorSet,
 }
 
 impl EoiExitMapState {
@@ -748,6 +752,10 @@ impl EoiExitMapState {
         }
         if policy != Policy::TmrDriven {
             must_be_empty("adopted_level", self.adopted_level.is_empty())?;
+        }
+        if policy != Policy::Exact {
+            must_be_empty("scan_counted", self.scan_counted.is_empty())?;
+            must_be_empty("adopted", self.adopted.is_empty())?;
         }
         if matches!(policy, Policy::TmrDriven | Policy::NoIntercept) {
             must_be_empty("routed", self.routed.is_empty())?;
@@ -827,6 +835,8 @@ impl EoiExitMapState {
             need_new: self.need_new,
             scanning: self.scanning,
             adopted_level: self.adopted_level,
+            scan_counted: self.scan_counted,
+            adopted: self.adopted,
         };
     }
 }
@@ -849,6 +859,8 @@ impl EoiExitMap {
             need_new: self.need_new,
             scanning: self.scanning,
             adopted_level: self.adopted_level,
+            scan_counted: self.scan_counted,
+            adopted: self.adopted,
         }
     }
 
