@@ -10,7 +10,7 @@
 //! |---|---|
 //! | [`ioapic_mmio`] | raw MMIO (offset, size, value), lines, EOIs on `Ioapic<24>` V11 and V20 (differentially), `Ioapic<240>` and `Ioapic<1>` |
 //! | [`routing_reconfig`] | [`ChipOp`] sequences on an `Irqchip<4>` under every [`Policy`] |
-//! | [`lapic`] | accept, ack, EOI and register writes on three [`LocalApic`]s |
+//! | [`lapic()`] | accept, ack, EOI and register writes on three [`LocalApic`]s |
 //! | [`snapshot`] | `Ioapic::state`/`restore` round trips and restores of arbitrary state |
 //!
 //! Run them with `cargo fuzz run -s none TARGET` (stable, no sanitizer) or
@@ -631,7 +631,7 @@ pub enum LapicChange {
 ///
 /// TODO(race): this is a local stand-in for `eoi_exit::race::Op` (being
 /// written in the race worktree). When it lands, generate `race::Op`s instead,
-/// apply them with the race module's interpreter and replace [`ChipModel`]'s
+/// apply them with the race module's interpreter and replace `ChipModel`'s
 /// lost-EOI bookkeeping with the race invariant checker; `ChipOp::apply` and
 /// `ChipModel` are the only pieces to swap.
 #[derive(Clone, Copy, Debug)]
