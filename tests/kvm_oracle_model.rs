@@ -422,11 +422,13 @@ fn edge_instance_pending_at_a_stale_rescan_is_intercepted_once_by_kvm() {
     );
 }
 
-/// Edge 0x40 pending on vCPU0 at an unrelated KVM_SET_GSI_ROUTING (level 0x40
-/// routed to id 1). Measures: an edge 0x40 with no rescan while pending; an
-/// edge 0x40 pending during the rescan; then 100 x edge 0x40.
-fn edge_pending_at_rescan(p: Policy) -> (Counts, u32) {
-    let mut vm = SplitVm::new(p, 1);
+/// Edge 0x40 pending on vCPU0 at a rescan (level 0x40 routed to id 1).
+/// Measures: an edge 0x40 with no rescan while pending; an edge 0x40 pending
+/// during the rescan; then 100 x edge 0x40. With one vCPU the rescan is an
+/// unrelated KVM_SET_GSI_ROUTING; with two it is vCPU1 enabling its APIC (an
+/// APIC map change rescans every vCPU, like a routing change).
+fn edge_pending_at_rescan(p: Policy, vcpus: usize) -> (Counts, u32) {
+    let mut vm = SplitVm::new(p, vcpus);
     vm.route(5, msi(1, 0x40, true));
     vm.edge_msi(0, 0x40);
     vm.run_handlers(0);
@@ -441,55 +443,30 @@ fn edge_pending_at_rescan(p: Policy) -> (Counts, u32) {
     }
     (vec![a, b, vm.exits(0, 0x40) - a - b], vm.vcpus[0].missed)
 }
+
+const EDGE_PENDING_AT_RESCAN: [(Policy, &[u32]); 5] = [
+    (KvmHighestStale, &[0, 1, 0]),
+    (KvmLegacy, &[0, 1, 100]),
+    (TmrDriven, &[0, 0, 0]),
+    (Exact, &[0, 0, 0]),
+    (NoIntercept, &[0, 0, 0]),
+];
 
 #[test]
 fn edge_vector_pending_at_any_rescan_is_treated_as_stale_by_kvm() {
     check(
         "edge pending at rescan",
-        edge_pending_at_rescan,
-        &[
-            (KvmHighestStale, &[0, 1, 0]),
-            (KvmLegacy, &[0, 1, 100]),
-            (TmrDriven, &[0, 0, 0]),
-            (Exact, &[0, 0, 0]),
-            (NoIntercept, &[0, 0, 0]),
-        ],
+        |p| edge_pending_at_rescan(p, 1),
+        &EDGE_PENDING_AT_RESCAN,
     );
-}
-
-/// Same, the rescan caused by vCPU1 enabling its APIC (an APIC map change
-/// rescans every vCPU), and the 1001-routing-change scenario: the deferred
-/// rescan after waking sees the edge in IRR.
-fn edge_pending_at_map_change(p: Policy) -> (Counts, u32) {
-    let mut vm = SplitVm::new(p, 2);
-    vm.route(5, msi(1, 0x40, true));
-    vm.edge_msi(0, 0x40);
-    vm.run_handlers(0);
-    let a = vm.exits(0, 0x40);
-    vm.edge_msi(0, 0x40);
-    // vCPU1's SVR/x2APIC writes: KVM recalculates the map and rescans all.
-    vm.reinstall_routes();
-    vm.run_handlers(0);
-    let b = vm.exits(0, 0x40) - a;
-    for _ in 0..100 {
-        vm.edge_msi(0, 0x40);
-        vm.run_handlers(0);
-    }
-    (vec![a, b, vm.exits(0, 0x40) - a - b], vm.vcpus[0].missed)
 }
 
 #[test]
 fn apic_map_change_rescan_behaves_like_a_routing_rescan() {
     check(
         "edge pending at map change",
-        edge_pending_at_map_change,
-        &[
-            (KvmHighestStale, &[0, 1, 0]),
-            (KvmLegacy, &[0, 1, 100]),
-            (TmrDriven, &[0, 0, 0]),
-            (Exact, &[0, 0, 0]),
-            (NoIntercept, &[0, 0, 0]),
-        ],
+        |p| edge_pending_at_rescan(p, 2),
+        &EDGE_PENDING_AT_RESCAN,
     );
 }
 
