@@ -267,6 +267,23 @@ impl<const VCPUS: usize, const PINS: usize> core::fmt::Debug for Irqchip<VCPUS, 
     }
 }
 
+/// A consistent copy: every lock is held at once, taken in the crate's lock
+/// order (I/O APIC, physical-ID map, vCPUs in index order), so a clone made
+/// while other threads call in is a state the chip actually passed through.
+impl<const VCPUS: usize, const PINS: usize> Clone for Irqchip<VCPUS, PINS> {
+    fn clone(&self) -> Self {
+        let io = self.ioapic.lock();
+        let map = self.phys_map.lock();
+        let guards: [_; VCPUS] = core::array::from_fn(|i| self.vcpus[i].lock());
+        Irqchip {
+            config: self.config,
+            ioapic: Mutex::new(io.clone()),
+            phys_map: Mutex::new(*map),
+            vcpus: core::array::from_fn(|i| Mutex::new(*guards[i])),
+        }
+    }
+}
+
 impl<const VCPUS: usize, const PINS: usize> Irqchip<VCPUS, PINS> {
     const CHECK: () = assert!(VCPUS >= 1 && VCPUS <= 256, "1..=256 vCPUs");
 

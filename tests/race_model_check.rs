@@ -11,8 +11,10 @@
 //! States are identified by a 128-bit fingerprint of the I/O APIC, the local
 //! APICs, the EOI-exit maps and the checker's bookkeeping (not the counters).
 
-use std::collections::HashMap;
-use std::hash::{Hash, Hasher};
+use std::collections::HashSet;
+use std::hash::{BuildHasherDefault, Hash, Hasher};
+use std::sync::Mutex;
+use std::time::Instant;
 
 use eoi_exit::Policy;
 use eoi_exit::irqchip::EoiOrder;
@@ -179,75 +181,198 @@ struct Outcome {
     states: usize,
     depth_reached: usize,
     counterexample: Option<(Vec<Op>, Violation)>,
+    /// Bytes of the search's own tables at their largest.
+    table_bytes: usize,
 }
 
-fn path(parents: &HashMap<u128, (u128, Op)>, mut fp: u128) -> Vec<Op> {
-    let mut ops = Vec::new();
-    while let Some(&(p, op)) = parents.get(&fp) {
-        if p == fp {
-            break;
+/// A `HashSet<u128>` hasher for keys that are already well-mixed
+/// fingerprints: it folds the two halves instead of hashing them again.
+#[derive(Default)]
+struct FoldHasher(u64);
+
+impl Hasher for FoldHasher {
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = self.0.rotate_left(8) ^ b as u64;
         }
-        ops.push(op);
-        fp = p;
     }
-    ops.reverse();
-    ops
+    fn write_u128(&mut self, i: u128) {
+        self.0 = (i as u64) ^ (i >> 64) as u64;
+    }
+    fn finish(&self) -> u64 {
+        self.0
+    }
 }
+
+type FpSet = HashSet<u128, BuildHasherDefault<FoldHasher>>;
+
+/// The explored tree without its states: node `n` was reached from node
+/// `parent[n]` by `alphabet[op[n]]`; node 0 is the root. Nodes are numbered in
+/// BFS order, so the nodes of one depth form a contiguous range.
+struct Tree {
+    parent: Vec<u32>,
+    op: Vec<u8>,
+}
+
+impl Tree {
+    fn bytes(&self) -> usize {
+        self.parent.capacity() * 4 + self.op.capacity()
+    }
+
+    /// The nodes from the root (excluded) down to `n` (included).
+    fn chain(&self, mut n: u32, out: &mut Vec<u32>) {
+        out.clear();
+        while n != 0 {
+            out.push(n);
+            n = self.parent[n as usize];
+        }
+        out.reverse();
+    }
+
+    fn path(&self, n: u32, alphabet: &[Op]) -> Vec<Op> {
+        let mut chain = Vec::new();
+        self.chain(n, &mut chain);
+        chain
+            .iter()
+            .map(|&c| alphabet[self.op[c as usize] as usize])
+            .collect()
+    }
+}
+
+/// The state of node `n`, rebuilt by replaying its path from the deepest
+/// state `stack` still shares with it. Frontier nodes are visited in BFS
+/// order, so consecutive nodes share all but the last step or two of their
+/// paths and a replay costs about one step per node. Only the fingerprints of
+/// visited states and this stack of at most `depth + 1` states are kept.
+fn replay<'a>(
+    stack: &'a mut Vec<(u32, H)>,
+    chain: &mut Vec<u32>,
+    tree: &Tree,
+    n: u32,
+    alphabet: &[Op],
+    seen: &FpSet,
+) -> &'a H {
+    tree.chain(n, chain);
+    let common = chain
+        .iter()
+        .zip(stack.iter().skip(1))
+        .take_while(|(c, (s, _))| *c == s)
+        .count();
+    stack.truncate(1 + common);
+    for &c in &chain[common..] {
+        let mut g = stack.last().expect("the root stays").1.fork();
+        g.step(alphabet[tree.op[c as usize] as usize])
+            .expect("a replayed path broke no invariant the first time");
+        assert!(
+            seen.contains(&Fp128::of(&g)),
+            "replaying a path reached a state the search never saw: a step is not deterministic"
+        );
+        stack.push((c, g));
+    }
+    &stack.last().expect("the root stays").1
+}
+
+/// Peak resident set size of this process so far, in KiB (`VmHWM`).
+fn peak_rss_kib() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    line.split_whitespace().nth(1)?.parse().ok()
+}
+
+/// Resets `VmHWM` to the current RSS (Linux `clear_refs` value 5), so the
+/// peak read after a search is that search's own.
+fn reset_peak_rss() {
+    let _ = std::fs::write("/proc/self/clear_refs", "5");
+}
+
+/// Searches run one at a time, so each one's peak RSS is its own and no two
+/// searches' tables coexist.
+static ONE_SEARCH: Mutex<()> = Mutex::new(());
 
 /// BFS to `max_depth`; stops at the first violation (a shortest one).
 fn explore(cfg: HarnessConfig, max_depth: usize, families: &str) -> Outcome {
     let alphabet = alphabet(families);
+    assert!(alphabet.len() <= u8::MAX as usize);
     let root = initial(cfg);
-    let root_fp = Fp128::of(&root);
-    let mut parents: HashMap<u128, (u128, Op)> = HashMap::new();
-    parents.insert(root_fp, (root_fp, Op::Snapshot));
-    let mut frontier = vec![(root_fp, root)];
+    let mut seen = FpSet::default();
+    seen.insert(Fp128::of(&root));
+    let mut tree = Tree {
+        parent: vec![0],
+        op: vec![u8::MAX],
+    };
+    let mut stack = vec![(0u32, root)];
+    let mut chain = Vec::new();
+    let (mut lo, mut hi) = (0u32, 1u32);
     let mut depth_reached = 0;
+    let mut table_bytes = 0;
+    let started = Instant::now();
+    let mut last_line = Instant::now();
     for d in 1..=max_depth {
-        let mut next = Vec::new();
-        for (f, h) in &frontier {
-            for &op in &alphabet {
+        for n in lo..hi {
+            let h = replay(&mut stack, &mut chain, &tree, n, &alphabet, &seen);
+            for (k, &op) in alphabet.iter().enumerate() {
                 let mut g = h.fork();
                 if let Err(v) = g.step(op) {
-                    let mut ops = path(&parents, *f);
+                    let mut ops = tree.path(n, &alphabet);
                     ops.push(op);
                     return Outcome {
-                        states: parents.len(),
+                        states: seen.len(),
                         depth_reached: d,
                         counterexample: Some((ops, v)),
+                        table_bytes: table_bytes.max(set_bytes(&seen) + tree.bytes()),
                     };
                 }
-                let g_fp = Fp128::of(&g);
-                if let std::collections::hash_map::Entry::Vacant(e) = parents.entry(g_fp) {
-                    e.insert((*f, op));
-                    next.push((g_fp, g));
+                if seen.insert(Fp128::of(&g)) {
+                    tree.parent.push(n);
+                    tree.op.push(k as u8);
                 }
             }
+            table_bytes = table_bytes.max(set_bytes(&seen) + tree.bytes());
         }
-        if std::env::var_os("RACE_VERBOSE").is_some() {
-            eprintln!(
-                "depth {d}: {} states, frontier {}",
-                parents.len(),
-                next.len()
+        let total = u32::try_from(tree.parent.len()).expect("fewer than 2^32 states");
+        if std::env::var_os("RACE_VERBOSE").is_some() || last_line.elapsed().as_secs() >= 10 {
+            println!(
+                "  depth {d}: {} states, frontier {} ({:.0?})",
+                seen.len(),
+                total - hi,
+                started.elapsed()
             );
+            last_line = Instant::now();
         }
-        if next.is_empty() {
+        if total == hi {
             break;
         }
         depth_reached = d;
-        frontier = next;
+        (lo, hi) = (hi, total);
     }
     Outcome {
-        states: parents.len(),
+        states: seen.len(),
         depth_reached,
         counterexample: None,
+        table_bytes,
     }
 }
 
-fn report(name: &str, o: &Outcome) {
+/// Bytes of a hashbrown table of `u128`: a key and a control byte a bucket.
+fn set_bytes(s: &FpSet) -> usize {
+    s.capacity() * 8 / 7 * 17
+}
+
+/// One search, alone: prints a line when it starts, progress while it runs,
+/// and the states explored and its peak memory when it ends.
+fn search(name: &str, cfg: HarnessConfig, depth: usize, families: &str) -> Outcome {
+    let _alone = ONE_SEARCH.lock().unwrap_or_else(|e| e.into_inner());
+    println!("{name}: searching to depth {depth}");
+    reset_peak_rss();
+    let t = Instant::now();
+    let o = explore(cfg, depth, families);
+    let peak = peak_rss_kib().map_or("unknown".into(), |k| format!("{} MiB", k / 1024));
     println!(
-        "{name}: states explored: {} (depth {})",
-        o.states, o.depth_reached
+        "{name}: states explored: {} (depth {}), peak RSS {peak}, tables {} MiB, {:.1?}",
+        o.states,
+        o.depth_reached,
+        o.table_bytes >> 20,
+        t.elapsed()
     );
     if let Some((ops, v)) = &o.counterexample {
         println!(
@@ -256,13 +381,13 @@ fn report(name: &str, o: &Outcome) {
             Trace(ops)
         );
     }
+    o
 }
 
 fn must_hold(cfg: HarnessConfig, name: &str) {
     for (families, d) in [(MAIN, depth()), (BROAD, broad_depth())] {
         let name = format!("{name} [{families}]");
-        let o = explore(cfg, d, families);
-        report(&name, &o);
+        let o = search(&name, cfg, d, families);
         if let Some((ops, v)) = &o.counterexample {
             panic!("{name}: {v} after\n{}", Trace(ops));
         }
@@ -276,8 +401,7 @@ fn must_hold(cfg: HarnessConfig, name: &str) {
 /// The shortest counterexample (broad alphabet, no tolerance); must be a lost
 /// EOI of `cause`, at most `max_len` ops long.
 fn must_lose(cfg: HarnessConfig, name: &str, cause: LossCause, max_len: usize) -> Vec<Op> {
-    let o = explore(cfg, broad_depth(), BROAD);
-    report(name, &o);
+    let o = search(name, cfg, broad_depth(), BROAD);
     let (ops, v) = o
         .counterexample
         .unwrap_or_else(|| panic!("{name}: expected a lost EOI ({cause:?})"));
@@ -396,9 +520,8 @@ fn documented_kick_duty_holds_for_scan_driven_policies() {
                 .tolerating(LossCause::SharedWithEdge);
         }
         let d = broad_depth().min(6);
-        let o = explore(cfg, d, BROAD);
         let name = format!("{} Kick::Reload [{BROAD}]", policy.name());
-        report(&name, &o);
+        let o = search(&name, cfg, d, BROAD);
         if let Some((ops, v)) = &o.counterexample {
             panic!("{name}: {v} after\n{}", Trace(ops));
         }
@@ -415,8 +538,7 @@ fn tmr_driven_acceptance_reloads_the_vcpu() {
     let cfg = HarnessConfig::new(Policy::TmrDriven)
         .with_kick(Kick::Reload)
         .tolerating(LossCause::SharedWithEdge);
-    let o = explore(cfg, broad_depth().min(6), BROAD);
-    report("TmrDriven Kick::Reload", &o);
+    let o = search("TmrDriven Kick::Reload", cfg, broad_depth().min(6), BROAD);
     if let Some((ops, v)) = &o.counterexample {
         panic!("TmrDriven Kick::Reload: {v} after\n{}", Trace(ops));
     }
