@@ -23,13 +23,13 @@ use arbitrary::{Arbitrary, Result, Unstructured};
 use crate::eoi_exit::{EoiExitMap, Policy};
 use crate::ioapic::{
     IOEOI, IOREGSEL, IOWIN, IoapicActions, MMIO_LEN, MaskedEdge, REG_ARB, REG_ID, REG_REDTBL_BASE,
-    REG_VERSION, Rescan,
+    Rescan,
 };
 use crate::irqchip::{Arbitration, EoiOrder};
 use crate::lapic::{self, ApicMode, LocalApic};
 use crate::race::{
-    Field, Harness as RaceHarness, HarnessConfig, Kick, LossCause, Op, Trace as RaceTrace,
-    Violation,
+    Field, Harness as RaceHarness, HarnessConfig, IoapicStep, Kick, LossCause, Op,
+    Trace as RaceTrace, Violation, check_ioapic_state, check_ioapic_step, expected_iowin,
 };
 use crate::types::{
     ApicId, DeliveryMode, Destination, DestinationMode, InterruptMessage, Pin, Polarity, VcpuId,
@@ -281,22 +281,6 @@ fn is_data_size(size: u32) -> bool {
 }
 
 /// What a read of IOWIN must return, from the observable state.
-fn expected_iowin<const P: usize>(io: &Ioapic<P>) -> u32 {
-    match io.ioregsel() {
-        REG_ID | REG_ARB => u32::from(io.id()) << 24,
-        REG_VERSION => ((P as u32 - 1) & 0xff) << 16 | u32::from(u8::from(io.config().version)),
-        sel if sel >= REG_REDTBL_BASE && usize::from((sel - REG_REDTBL_BASE) / 2) < P => {
-            let bits = io.entries()[usize::from((sel - REG_REDTBL_BASE) / 2)].bits();
-            if sel & 1 == 1 {
-                (bits >> 32) as u32
-            } else {
-                bits as u32
-            }
-        }
-        _ => u32::MAX,
-    }
-}
-
 fn expected_read<const P: usize>(io: &Ioapic<P>, offset: u64, size: u32) -> u64 {
     let reg = match offset % MMIO_LEN {
         IOREGSEL => u32::from(io.ioregsel()),
@@ -388,99 +372,26 @@ impl<const P: usize> IoChecker<P> {
         }
     }
 
-    /// Invariants that hold in every state.
-    fn check_state(&mut self) {
-        let io = &self.io;
-        let st = io.state();
-        assert!(st.id < 16, "ID {:#x} wider than 4 bits", st.id);
-        for (i, e) in io.entries().iter().enumerate() {
-            assert!(
-                !e.remote_irr() || e.is_level(),
-                "pin {i}: remote IRR on an edge entry {e:?}"
-            );
-        }
-        for p in st.line.iter().chain(st.pending_edge.iter()) {
-            assert!(p.index() < P, "pin set holds out-of-range {p:?}");
-        }
-        // entries() agrees with what the guest reads back (reads have no
-        // side effects: `apply` checks that on every MmioRead op).
-        let expect = u64::from(expected_iowin(io));
-        let io = &mut self.io;
-        assert_eq!(io.mmio_read(IOWIN, 4), expect);
-        assert_eq!(io.mmio_read(IOREGSEL, 4), u64::from(io.ioregsel()));
+    /// Invariants that hold in every state (the shared I/O APIC check).
+    fn check_state(&self) {
+        check_ioapic_state(&self.io);
     }
 
-    /// Runs `op` and checks that every change is one the model allows.
+    /// Runs `op` and checks that every change is one the model allows (the
+    /// shared I/O APIC check), then records the level vectors delivered.
     fn step(&mut self, op: &IoOp) -> IoapicActions {
         let before = self.io.clone();
-        let written = self.written_pin(op);
-        let eoi = self.eoi_vector(op);
+        let step = IoapicStep {
+            written: self.written_pin(op),
+            eoi: self.eoi_vector(op).map(Vector::new),
+        };
         let actions = self.apply(op);
-        self.check_state();
-        let io = &self.io;
-        for i in 0..P {
-            let pin = Pin::new(i as u8);
-            let (b, a) = (before.entries()[i], io.entries()[i]);
-            assert_eq!(
-                b.delivery_status(),
-                a.delivery_status(),
-                "pin {i}: delivery status changed by {op:?}"
-            );
-            if !b.remote_irr() && a.remote_irr() {
-                assert!(
-                    actions.deliver.contains(pin),
-                    "pin {i}: remote IRR set without a delivery by {op:?}"
-                );
+        check_ioapic_step(&before, &self.io, step, &actions);
+        for pin in actions.deliver.iter() {
+            let e = self.io.entries()[pin.index()];
+            if e.is_level() {
+                self.delivered.insert(e.vector());
             }
-            if b.remote_irr() && !a.remote_irr() {
-                let by_eoi = eoi == Some(b.vector().get());
-                let by_edge = written == Some(i) && !a.is_level();
-                assert!(
-                    by_eoi || by_edge,
-                    "pin {i}: remote IRR cleared by {op:?} (vector {:?})",
-                    b.vector()
-                );
-            }
-            if written != Some(i) {
-                assert_eq!(
-                    b.bits() & !RedirectionEntry::REMOTE_IRR,
-                    a.bits() & !RedirectionEntry::REMOTE_IRR,
-                    "pin {i}: entry changed by {op:?} that does not write it"
-                );
-            }
-            if actions.deliver.contains(pin) {
-                assert!(!a.masked(), "pin {i}: masked pin delivered");
-                assert!(
-                    io.message(pin).is_some(),
-                    "pin {i}: reserved mode delivered"
-                );
-                assert!(
-                    !a.is_level() || a.remote_irr(),
-                    "pin {i}: level delivered without remote IRR"
-                );
-                assert!(io.msi_route(pin).is_some());
-                if a.is_level() {
-                    self.delivered.insert(a.vector());
-                }
-            }
-            if actions.deliver_later.contains(pin) {
-                assert!(a.is_level() && !a.remote_irr() && !a.masked());
-                assert!(io.asserted(pin));
-            }
-        }
-        for p in actions.deliver.iter().chain(actions.deliver_later.iter()) {
-            assert!(p.index() < P, "out-of-range pin {p:?} in actions");
-        }
-        if let Some(p) = actions.route_changed {
-            assert_eq!(
-                written,
-                Some(p.index()),
-                "route_changed for an unwritten pin"
-            );
-        }
-        if written.is_none() {
-            assert!(actions.route_changed.is_none());
-            assert!(actions.rescan.is_none(), "rescan without an entry write");
         }
         actions
     }
@@ -655,26 +566,6 @@ fn apply_lapic_change(apic: &mut LocalApic, c: LapicChange) {
     }
 }
 
-/// The loss causes a policy is known to have (as `tests/race_props.rs` and
-/// `tests/race_model_check.rs` tolerate them; see [`LossCause`]): such lost
-/// EOIs are recorded by the checker instead of failing the run.
-pub fn known_losses(policy: Policy, mut cfg: HarnessConfig) -> HarnessConfig {
-    match policy {
-        Policy::KvmLegacy | Policy::KvmHighestStale => {
-            cfg = cfg.tolerating(LossCause::VectorRewrittenInFlight)
-        }
-        Policy::TmrDriven => cfg = cfg.tolerating(LossCause::SharedWithEdge),
-        Policy::NoIntercept => {
-            cfg = cfg
-                .tolerating(LossCause::Plain)
-                .tolerating(LossCause::SharedWithEdge)
-                .tolerating(LossCause::VectorRewrittenInFlight)
-        }
-        Policy::Exact => {}
-    }
-    cfg
-}
-
 /// Vectors `routing_reconfig` folds most vectors onto (so entries, MSIs and
 /// IPIs collide), in two priority classes plus one low illegal-ish vector.
 const SHARED_VECTORS: [u8; 4] = [0x31, 0x41, 0x51, 0x3f];
@@ -751,7 +642,7 @@ pub struct ChipStats {
     /// EOIs that exited (intercepted).
     pub exits: u32,
     /// Runs (one per policy) in which the checker recorded a lost EOI of a
-    /// cause known for that policy ([`known_losses`]).
+    /// cause known for that policy ([`HarnessConfig::tolerating_known_losses`]).
     pub tolerated_losses: u32,
     /// Runs cut short by the checker's own instance-table capacity
     /// ([`Violation::CheckerCapacity`], not a crate bug).
@@ -848,7 +739,7 @@ fn run_race_policy<const V: usize, const P: usize>(
 /// `Arbitrary`. Every [`Violation`] fails the run (no lost EOI, remote IRR
 /// consistency, TMR changes only on acceptance, VMCS updates are the diff,
 /// no stale VMCS, interception matches the loaded bitmap), except the lost
-/// EOIs of the causes known for the policy ([`known_losses`]) and the
+/// EOIs of the causes known for the policy ([`HarnessConfig::tolerating_known_losses`]) and the
 /// checker's own capacity limit. On top: LAPIC caches stay consistent, every
 /// map keeps its policy, `NoIntercept` intercepts nothing, and an EOI retires
 /// the highest ISR vector.
@@ -890,7 +781,7 @@ pub fn run_routing_reconfig(data: &[u8]) -> Result<ChipStats> {
             c.chip.ack_notifier_pins = PinSet::EMPTY;
             c.chip.rtc_tracking = false;
         }
-        run_race_policy::<CHIP_VCPUS, 24>(known_losses(policy, c), &init, &ops, &mut stats);
+        run_race_policy::<CHIP_VCPUS, 24>(c.tolerating_known_losses(), &init, &ops, &mut stats);
     }
     Ok(stats)
 }
@@ -1575,7 +1466,8 @@ pub mod kvm_input {
 fn check_chip_snapshots(u: &mut Unstructured<'_>) -> Result<()> {
     const V: usize = 2;
     let policy: Policy = u.arbitrary()?;
-    let cfg = known_losses(policy, HarnessConfig::new(policy))
+    let cfg = HarnessConfig::new(policy)
+        .tolerating_known_losses()
         .tolerating(LossCause::Plain)
         .tolerating(LossCause::SharedWithEdge)
         .tolerating(LossCause::VectorRewrittenInFlight);

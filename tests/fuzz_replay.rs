@@ -6,6 +6,7 @@
 use std::path::Path;
 
 use eoi_exit::fuzz_harness::{Harness, TARGETS};
+use eoi_exit::race::SplitMix64;
 
 /// Random inputs per target (fewer in debug builds, where the harnesses are
 /// ~20x slower, and under Miri). Inputs run up to 4 KiB, i.e. up to
@@ -17,19 +18,6 @@ const RANDOM_INPUTS: usize = if cfg!(miri) {
 } else {
     3000
 };
-
-/// SplitMix64: a fixed-seed generator, so every run replays the same inputs.
-struct SplitMix(u64);
-
-impl SplitMix {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-}
 
 fn harness(name: &str) -> Harness {
     TARGETS
@@ -60,15 +48,15 @@ fn replay_corpus(name: &str) -> usize {
 
 fn replay_random(name: &str, seed: u64) {
     let h = harness(name);
-    let mut rng = SplitMix(seed);
+    let mut rng = SplitMix64::new(seed);
     for i in 0..RANDOM_INPUTS {
         // Mostly short inputs, some long enough to hit MAX_OPS.
-        let len = match rng.next() % 8 {
-            0 => (rng.next() % 16) as usize,
-            1..=5 => (rng.next() % 512) as usize,
-            _ => (rng.next() % 4096) as usize,
+        let len = match rng.next_u64() % 8 {
+            0 => (rng.next_u64() % 16) as usize,
+            1..=5 => (rng.next_u64() % 512) as usize,
+            _ => (rng.next_u64() % 4096) as usize,
         };
-        let data: Vec<u8> = (0..len).map(|_| rng.next() as u8).collect();
+        let data: Vec<u8> = (0..len).map(|_| rng.next_u64() as u8).collect();
         let r = std::panic::catch_unwind(|| h(&data));
         if r.is_err() {
             // Keep the input for `cargo fuzz run TARGET FILE` and the corpus.
@@ -118,10 +106,10 @@ target_tests! {
 /// vacuous: random inputs reach EOIs of instances the checker follows.
 #[test]
 fn routing_reconfig_checks_necessary_eois() {
-    let mut rng = SplitMix(0x0e01_0e01);
+    let mut rng = SplitMix64::new(0x0e01_0e01);
     let mut total = eoi_exit::fuzz_harness::ChipStats::default();
     for _ in 0..200 {
-        let data: Vec<u8> = (0..2048).map(|_| rng.next() as u8).collect();
+        let data: Vec<u8> = (0..2048).map(|_| rng.next_u64() as u8).collect();
         let s = eoi_exit::fuzz_harness::run_routing_reconfig(&data).unwrap_or_default();
         total.eois += s.eois;
         total.necessary += s.necessary;

@@ -7,6 +7,7 @@
 //! Each property runs 1000 cases unless `PROPTEST_CASES` says otherwise.
 
 use eoi_exit::ioapic::{IOEOI, IOREGSEL, IOWIN, MMIO_LEN, REG_REDTBL_BASE};
+use eoi_exit::race::{IoapicStep, check_ioapic_state, check_ioapic_step};
 use eoi_exit::{
     Ioapic, IoapicActions, IoapicConfig, IoapicVersion, MaskedEdge, Pin, Polarity,
     RedirectionEntry, Vector,
@@ -179,70 +180,21 @@ fn apply(io: &mut Io, op: &Op) -> IoapicActions {
     }
 }
 
-/// Invariants that hold in every state.
+/// Invariants that hold in every state (the shared I/O APIC check).
 fn check_state(io: &Io) {
-    let st = io.state();
-    assert!(st.id < 16);
-    for (i, e) in io.entries().iter().enumerate() {
-        assert!(!e.delivery_status(), "pin {i}: delivery status set");
-        assert!(
-            !e.remote_irr() || e.is_level(),
-            "pin {i}: remote IRR on an edge entry"
-        );
-    }
-    for p in st.line.iter().chain(st.pending_edge.iter()) {
-        assert!(p.index() < PINS);
-    }
+    check_ioapic_state(io);
 }
 
-/// Runs `op` and checks that every remote IRR change is one the model allows.
+/// Runs `op` and checks that every change is one the model allows (the
+/// shared I/O APIC check).
 fn step_checked(io: &mut Io, op: &Op) -> IoapicActions {
     let before = io.clone();
-    let written = written_pin(io, op);
-    let eoi = eoi_vector(io, op);
+    let step = IoapicStep {
+        written: written_pin(io, op).map(|(w, _)| w),
+        eoi: eoi_vector(io, op).map(Vector::new),
+    };
     let actions = apply(io, op);
-    check_state(io);
-    for i in 0..PINS {
-        let pin = Pin::new(i as u8);
-        let b = before.entries()[i];
-        let a = io.entries()[i];
-        if !b.remote_irr() && a.remote_irr() {
-            assert!(
-                actions.deliver.contains(pin),
-                "pin {i}: remote IRR set without a delivery by {op:?}"
-            );
-        }
-        if b.remote_irr() && !a.remote_irr() {
-            let by_eoi = eoi == Some(b.vector().get());
-            let by_edge = written.map(|(w, _)| w) == Some(i) && !a.is_level();
-            assert!(
-                by_eoi || by_edge,
-                "pin {i}: remote IRR cleared by {op:?} (vector {:?})",
-                b.vector()
-            );
-        }
-        if actions.deliver.contains(pin) {
-            assert!(!a.masked(), "pin {i}: masked pin delivered");
-            assert!(
-                io.message(pin).is_some(),
-                "pin {i}: reserved mode delivered"
-            );
-            assert!(
-                !a.is_level() || a.remote_irr(),
-                "pin {i}: level delivered without remote IRR"
-            );
-        }
-        if actions.deliver_later.contains(pin) {
-            assert!(a.is_level() && !a.remote_irr() && !a.masked());
-            assert!(io.asserted(pin));
-        }
-    }
-    for p in actions.deliver.iter().chain(actions.deliver_later.iter()) {
-        assert!(p.index() < PINS, "out-of-range pin {p:?} in actions");
-    }
-    if let Some(p) = actions.route_changed {
-        assert_eq!(written.map(|(w, _)| w), Some(p.index()));
-    }
+    check_ioapic_step(&before, io, step, &actions);
     actions
 }
 

@@ -49,26 +49,8 @@ const RTC_SHAPE_NO_RESTORE: Shape = Shape {
 /// The op language under which the bitmaps must nest (see `bitmaps_nest`).
 const NEST_SHAPE: Shape = Shape::SMALL;
 
-/// The loss causes a policy is known to have (see `LossCause`).
-fn known(policy: Policy, mut cfg: HarnessConfig) -> HarnessConfig {
-    match policy {
-        Policy::KvmLegacy | Policy::KvmHighestStale => {
-            cfg = cfg.tolerating(LossCause::VectorRewrittenInFlight)
-        }
-        Policy::TmrDriven => cfg = cfg.tolerating(LossCause::SharedWithEdge),
-        Policy::NoIntercept => {
-            cfg = cfg
-                .tolerating(LossCause::Plain)
-                .tolerating(LossCause::SharedWithEdge)
-                .tolerating(LossCause::VectorRewrittenInFlight)
-        }
-        Policy::Exact => {}
-    }
-    cfg
-}
-
 fn rtc_case(policy: Policy, init: &[u64], ops: &[Op]) -> Result<(), TestCaseError> {
-    let mut cfg = known(policy, HarnessConfig::new(policy));
+    let mut cfg = HarnessConfig::new(policy).tolerating_known_losses();
     let mut acks = PinSet::EMPTY;
     acks.insert(Pin::new(2));
     cfg.chip.ack_notifier_pins = acks;
@@ -86,7 +68,7 @@ fn rtc_case(policy: Policy, init: &[u64], ops: &[Op]) -> Result<(), TestCaseErro
 }
 
 fn run_policy(policy: Policy, init: &[u64], ops: &[Op]) -> Result<(), TestCaseError> {
-    let cfg = known(policy, HarnessConfig::new(policy));
+    let cfg = HarnessConfig::new(policy).tolerating_known_losses();
     let mut h = Harness::<2, 4>::with_entries(cfg, init);
     if let Err((i, v)) = h.run(ops) {
         return Err(TestCaseError::fail(format!(

@@ -9,6 +9,7 @@
 #![cfg(feature = "serde")]
 
 use eoi_exit::irqchip::{Arbitration, EoiOrder};
+use eoi_exit::race::SplitMix64;
 use eoi_exit::snapshot::IrqchipSnapshot;
 use eoi_exit::{
     ApicId, ApicMode, DeliveryMode, Destination, DestinationMode, InterruptMessage, Irqchip,
@@ -17,24 +18,6 @@ use eoi_exit::{
 
 const VCPUS: usize = 4;
 type Chip = Irqchip<VCPUS, 24>;
-
-/// splitmix64.
-struct Rng(u64);
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-    fn chance(&mut self, percent: u64) -> bool {
-        self.below(100) < percent
-    }
-}
 
 /// A small vector pool so vectors collide across pins, MSIs and vCPUs.
 const VECTORS: [u8; 8] = [0x30, 0x31, 0x38, 0x40, 0x41, 0x50, 0x51, 0x60];
@@ -55,7 +38,7 @@ enum Op {
     Tpr(u16, u8),
 }
 
-fn destination(r: &mut Rng) -> (u64, bool) {
+fn destination(r: &mut SplitMix64) -> (u64, bool) {
     if r.chance(25) {
         // Logical, flat: a bitmask of the four LDRs.
         (1 + r.below(15), true)
@@ -66,7 +49,7 @@ fn destination(r: &mut Rng) -> (u64, bool) {
     }
 }
 
-fn entry_bits(r: &mut Rng) -> u64 {
+fn entry_bits(r: &mut SplitMix64) -> u64 {
     let vector = VECTORS[r.below(VECTORS.len() as u64) as usize] as u64;
     let (dest, logical) = destination(r);
     let mut bits = vector | dest << 56;
@@ -92,7 +75,7 @@ fn entry_bits(r: &mut Rng) -> u64 {
     bits
 }
 
-fn gen_op(r: &mut Rng) -> Op {
+fn gen_op(r: &mut SplitMix64) -> Op {
     let vcpu = r.below(VCPUS as u64) as u16;
     let pin = r.below(PINS_USED) as u8;
     match r.below(100) {
@@ -152,7 +135,7 @@ fn gen_op(r: &mut Rng) -> Op {
 }
 
 fn ops(seed: u64, n: usize) -> Vec<Op> {
-    let mut r = Rng(seed);
+    let mut r = SplitMix64::new(seed);
     (0..n).map(|_| gen_op(&mut r)).collect()
 }
 

@@ -99,8 +99,13 @@ use crate::types::{
 use crate::vector::{Vector, VectorSet};
 use crate::{Ioapic, Irqchip, IrqchipConfig, Policy};
 
+mod ioapic_check;
 #[cfg(feature = "proptest")]
 pub mod proptest_support;
+mod rng;
+
+pub use ioapic_check::{IoapicStep, check_ioapic_state, check_ioapic_step, expected_iowin};
+pub use rng::SplitMix64;
 
 /// One field of a redirection entry, with its new value.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
@@ -382,6 +387,25 @@ impl HarnessConfig {
     pub const fn tolerating(mut self, c: LossCause) -> Self {
         self.tolerate = self.tolerate.with(c);
         self
+    }
+
+    /// Tolerates the loss causes the configured policy is known to have (see
+    /// [`LossCause`]): `KvmLegacy` and `KvmHighestStale` lose EOIs of vectors
+    /// rewritten in flight, `TmrDriven` those of vectors shared with an edge
+    /// source, `NoIntercept` every kind, `Exact` none. The property tests,
+    /// the model check and the fuzz harnesses all use this one list.
+    pub const fn tolerating_known_losses(self) -> Self {
+        match self.chip.policy {
+            Policy::KvmLegacy | Policy::KvmHighestStale => {
+                self.tolerating(LossCause::VectorRewrittenInFlight)
+            }
+            Policy::TmrDriven => self.tolerating(LossCause::SharedWithEdge),
+            Policy::NoIntercept => self
+                .tolerating(LossCause::Plain)
+                .tolerating(LossCause::SharedWithEdge)
+                .tolerating(LossCause::VectorRewrittenInFlight),
+            Policy::Exact => self,
+        }
     }
 
     /// With a planted bug.

@@ -6,10 +6,10 @@ use std::vec::Vec;
 
 use super::Census;
 use super::oracle::{Class, Oracle, PinRoles, Tag};
-use super::rng::SplitMix64;
 use super::workload::Workload;
 use crate::irqchip::{Effects, Irqchip, IrqchipConfig};
 use crate::lapic::ApicMode;
+use crate::race::SplitMix64;
 use crate::types::{
     ApicId, DeliveryMode, Destination, DestinationMode, InterruptMessage, Pin, TriggerMode, VcpuId,
 };

@@ -105,11 +105,10 @@ use std::boxed::Box;
 
 mod engine;
 mod oracle;
-mod rng;
 mod workload;
 
+pub use crate::race::SplitMix64;
 pub use oracle::{Class, Instance, Oracle, PinRoles, Tag};
-pub use rng::SplitMix64;
 pub use workload::{SUPPORTED_VCPUS, WORKLOADS, Weights, Workload, workload};
 
 use crate::Policy;

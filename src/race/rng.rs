@@ -1,8 +1,11 @@
-//! The simulator's random numbers: SplitMix64 (Steele, Lea, Flood 2014).
+//! The one deterministic RNG of the crate's tooling: SplitMix64 (Steele, Lea,
+//! Flood 2014).
 //!
-//! A dozen lines of our own instead of a dependency: the census needs a fast,
-//! seedable stream that never changes between crate versions (its numbers are
-//! quoted in the README), not statistical or cryptographic strength.
+//! The simulator, the fuzz-corpus replay, the snapshot continuation tests and
+//! the KVM differential tests all draw from it. A dozen lines of our own
+//! instead of a dependency: the census needs a fast, seedable stream that
+//! never changes between crate versions (its numbers are quoted in the
+//! README), not statistical or cryptographic strength.
 
 /// SplitMix64: a 64-bit state advanced by the golden-ratio increment and mixed.
 #[derive(Clone, Debug)]
@@ -22,6 +25,22 @@ impl SplitMix64 {
         z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
         z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
         z ^ (z >> 31)
+    }
+
+    /// A number in `0..n` (`n > 0`; modulo bias is irrelevant for tests).
+    #[inline]
+    pub fn below(&mut self, n: u64) -> u64 {
+        self.next_u64() % n
+    }
+
+    /// One element of `xs` (not empty).
+    pub fn pick<T: Copy>(&mut self, xs: &[T]) -> T {
+        xs[self.below(xs.len() as u64) as usize]
+    }
+
+    /// `true` with probability `percent`/100.
+    pub fn chance(&mut self, percent: u64) -> bool {
+        self.below(100) < percent
     }
 }
 

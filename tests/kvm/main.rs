@@ -1,0 +1,26 @@
+//! The real-KVM integration tests, as one test binary so the KVM harness (`support`,
+//! about 1,250 lines) is compiled once instead of once per test crate:
+//!
+//! * `support`: the harness, a tiny real-mode guest driven through Linux KVM with the split
+//!   or the in-kernel irqchip, and `skip_without_kvm`, the one skip check;
+//! * `differential`: the same scenarios on KVM and on the model, compared after every step
+//!   (`cargo test --release --test kvm differential`);
+//! * `oracle_scenarios`: the 14 `tools/kvm-oracle` scenarios on KVM's split irqchip
+//!   (`cargo test --release --test kvm oracle_scenarios`);
+//! * `snapshot` (feature `kvm`): KVM state conversions and a migration from KVM's
+//!   in-kernel irqchip into the model (`cargo test --release --features kvm --test kvm snapshot`);
+//! * `common`: the split-irqchip model `common::split`, shared with `kvm_oracle_model`.
+//!
+//! Where `/dev/kvm` is unusable every KVM test prints one
+//! `<test>: skipped: no usable /dev/kvm: <why>` line and passes.
+#![cfg(all(target_os = "linux", target_arch = "x86_64"))]
+
+// Shared with the `kvm_oracle_model` test binary, which includes it as `mod common;`.
+#[path = "../common/mod.rs"]
+mod common;
+
+mod differential;
+mod oracle_scenarios;
+#[cfg(feature = "kvm")]
+mod snapshot;
+mod support;
