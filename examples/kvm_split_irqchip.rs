@@ -11,7 +11,7 @@
 //! * every `KVM_EXIT_IOAPIC_EOI` is fed to [`Ioapic::eoi`]: remote IRR clears, and a line
 //!   that is still asserted is delivered again.
 //!
-//! The guest is the tiny real-mode guest of the test harness (`tests/kvm_support`): handlers
+//! The guest is the tiny real-mode guest of the test harness (`tests/kvm/support.rs`): handlers
 //! for vectors 0x20-0xEF that `out` their vector, EOI through the x2APIC EOI MSR and `out`
 //! again; an idle loop the host steers (halt / EOI / ping). A "device" holds pin 5 high until
 //! the guest's handler has run three times, then the pin is re-routed from vCPU0 to vCPU1,
@@ -21,7 +21,7 @@
 //! otherwise it prints one line saying why and exits 0).
 
 #[cfg(all(target_os = "linux", target_arch = "x86_64"))]
-#[path = "../tests/kvm_support/mod.rs"]
+#[path = "../tests/kvm/support.rs"]
 mod kvm_support;
 
 #[cfg(all(target_os = "linux", target_arch = "x86_64"))]

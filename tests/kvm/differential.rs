@@ -13,7 +13,8 @@
 //!
 //! At the end it prints exactly one line:
 //! `kvm_differential: N scenarios compared, M disagreements`. Where `/dev/kvm` is unusable
-//! it prints `kvm_differential: skipped: <why>` and passes.
+//! it prints `kvm_differential: skipped: no usable /dev/kvm: <why>` and passes
+//! (`support::skip_without_kvm`).
 //!
 //! # How the model side mirrors KVM (and this host)
 //!
@@ -64,49 +65,19 @@
 //! * Asserting a line that is already high re-arms KVM's `irr` for an edge pin: the driver
 //!   only changes lines (low->high, high->low).
 //! * The kvm-oracle "no ping" host property measures where this host's emulated batches end,
-//!   not a model property: it is not replayed here (`tests/kvm_oracle_scenarios.rs` has it).
-#![cfg(all(target_os = "linux", target_arch = "x86_64"))]
-
-#[path = "kvm_support/mod.rs"]
-mod kvm_support;
-
-mod common;
+//!   not a model property: it is not replayed here (`oracle_scenarios` has it).
 
 use std::fmt;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use common::split::{SplitVm, msi};
+use crate::common::split::{SplitVm, msi};
+use crate::support::*;
 use eoi_exit::lapic::ApicMode;
+use eoi_exit::race::SplitMix64;
 use eoi_exit::{
     ApicId, Ioapic, IoapicActions, LocalApic, Pin, Policy, RedirectionEntry, Vector, VectorSet,
 };
-use kvm_support::*;
-
-// ---- a tiny deterministic RNG -----------------------------------------------------------
-
-/// splitmix64.
-#[derive(Clone)]
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-    fn pick<T: Copy>(&mut self, xs: &[T]) -> T {
-        xs[self.below(xs.len() as u64) as usize]
-    }
-    fn chance(&mut self, percent: u64) -> bool {
-        self.below(100) < percent
-    }
-}
 
 /// A deliberate model error, to check that the differential notices (manual use only):
 /// `KVM_DIFF_MUTATE=legacy` (split: `KvmLegacy` instead of `KvmHighestStale`),
@@ -1005,7 +976,7 @@ const SPLIT_VECTORS: &[u8] = &[0x40, 0x41, 0x50, 0x51, 0x60, 0x70, 0xE0];
 const SPLIT_GSIS: &[u32] = &[0, 3, 5, 6, 11, 16, 22, 23, 24, 25, 31];
 
 fn random_split_case(seed: u64) -> SplitCase {
-    let mut r = Rng(seed);
+    let mut r = SplitMix64::new(seed);
     let vcpus = 1 + r.below(2) as usize;
     let dests: &[u8] = if vcpus == 1 {
         &[0, 0, 0, 1, BROADCAST]
@@ -1422,7 +1393,7 @@ const KERNEL_VECTORS: &[u8] = &[0x40, 0x41, 0x50, 0x60, 0x61, 0x70];
 /// only change (never re-asserted while high); an unmasked edge pin's line is low after
 /// every step; level entries target existing vCPUs or broadcast; no pin 8.
 fn random_kernel_case(seed: u64) -> KernelCase {
-    let mut r = Rng(seed);
+    let mut r = SplitMix64::new(seed);
     let vcpus = 1 + r.below(2) as usize;
     let dests: Vec<u8> = if vcpus == 1 {
         vec![0, 0, 0, BROADCAST]
@@ -1541,8 +1512,7 @@ fn random_kernel_case(seed: u64) -> KernelCase {
 
 #[test]
 fn kvm_differential() {
-    if let Err(reason) = kvm_available() {
-        println!("kvm_differential: skipped: {reason}");
+    if skip_without_kvm("kvm_differential") {
         return;
     }
     let start = Instant::now();

@@ -1,18 +1,15 @@
 //! The 14 scenarios of `tools/kvm-oracle` (README, "Scenario -> EOI exits"), replayed on
-//! real KVM (split irqchip) through `kvm_support`. Each assertion is the "Observed" column
-//! of that table: Linux 6.18 + PVM, AMD EPYC, no APICv/AVIC, where every guest EOI traps.
+//! real KVM (split irqchip) through the `support` harness. Each assertion is the "Observed"
+//! column of that table: Linux 6.18 + PVM, AMD EPYC, no APICv/AVIC, where every guest EOI
+//! traps.
 //!
-//! Where `/dev/kvm` is unusable each test prints one `kvm_oracle_scenarios: skipped: ...`
-//! line and passes.
-#![cfg(all(target_os = "linux", target_arch = "x86_64"))]
-
-#[path = "kvm_support/mod.rs"]
-mod kvm_support;
+//! Where `/dev/kvm` is unusable each test prints one
+//! `kvm_oracle_scenarios: skipped: no usable /dev/kvm: ...` line and passes.
 
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use kvm_support::*;
+use crate::support::*;
 
 const STORM: u32 = 100;
 const LEVEL: bool = true;
@@ -20,8 +17,7 @@ const EDGE: bool = false;
 
 /// Run `f` on real KVM, or print the skip line and pass.
 fn on_kvm(f: impl FnOnce() -> Result<()>) {
-    if let Err(reason) = kvm_available() {
-        println!("kvm_oracle_scenarios: skipped: {reason}");
+    if skip_without_kvm("kvm_oracle_scenarios") {
         return;
     }
     if let Err(e) = f() {

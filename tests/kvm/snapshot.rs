@@ -5,12 +5,10 @@
 //! (`KVM_GET_IRQCHIP`, `KVM_GET_LAPIC`, `IA32_APIC_BASE`), imports it into an
 //! `Irqchip` for every policy, then continues the same events on KVM and on
 //! the model and compares the I/O APIC table and every LAPIC's IRR/ISR/TMR.
-//! Where `/dev/kvm` is unusable it prints one `snapshot_kvm: skipped: ...`
-//! line and passes.
-#![cfg(all(feature = "kvm", target_os = "linux", target_arch = "x86_64"))]
-
-#[path = "kvm_support/mod.rs"]
-mod kvm_support;
+//! Where `/dev/kvm` is unusable it prints one
+//! `snapshot_kvm: skipped: no usable /dev/kvm: ...` line and passes.
+//!
+//! Only compiled with feature `kvm` (see `main.rs`).
 
 use eoi_exit::snapshot::kvm::{
     IOAPIC_DEFAULT_BASE_ADDRESS, KVM_IOAPIC_NUM_PINS, KvmLapicIdentity, apic_mode_from_base,
@@ -388,7 +386,7 @@ fn import_rebuilds_rtc_owed_and_bitmaps_and_reinjects() {
 
 // ---- real KVM --------------------------------------------------------------------
 
-use kvm_support::{IrqChipMode, Stop, TestVm};
+use crate::support::{self, IrqChipMode, Stop, TestVm};
 
 const POLICIES: [Policy; 4] = [
     Policy::KvmLegacy,
@@ -397,14 +395,14 @@ const POLICIES: [Policy; 4] = [
     Policy::Exact,
 ];
 
-fn raw_ioapic(t: &TestVm) -> kvm_support::Result<kvm_ioapic_state> {
+fn raw_ioapic(t: &TestVm) -> support::Result<kvm_ioapic_state> {
     let mut chip = kvm_irqchip {
         chip_id: KVM_IRQCHIP_IOAPIC,
         ..Default::default()
     };
     t.vm.fd
         .get_irqchip(&mut chip)
-        .map_err(|e| kvm_support::HarnessError(format!("KVM_GET_IRQCHIP: {e}")))?;
+        .map_err(|e| support::HarnessError(format!("KVM_GET_IRQCHIP: {e}")))?;
     // SAFETY: chip_id IOAPIC selects the `ioapic` member.
     Ok(unsafe { chip.chip.ioapic })
 }
@@ -415,7 +413,7 @@ struct KvmState {
     who: [KvmLapicIdentity; 2],
 }
 
-fn take_state(t: &TestVm) -> kvm_support::Result<KvmState> {
+fn take_state(t: &TestVm) -> support::Result<KvmState> {
     let ioapic = raw_ioapic(t)?;
     let lapics = [t.vcpus[0].get_lapic()?, t.vcpus[1].get_lapic()?];
     let mut who = [KvmLapicIdentity {
@@ -427,7 +425,7 @@ fn take_state(t: &TestVm) -> kvm_support::Result<KvmState> {
         let sregs = t.vcpus[i]
             .fd()
             .get_sregs()
-            .map_err(|e| kvm_support::HarnessError(format!("KVM_GET_SREGS: {e}")))?;
+            .map_err(|e| support::HarnessError(format!("KVM_GET_SREGS: {e}")))?;
         *w = KvmLapicIdentity {
             initial_id: ApicId::new(i as u32),
             mode: apic_mode_from_base(sregs.apic_base),
@@ -495,7 +493,7 @@ fn level(vector: u8, dest: u8) -> u64 {
     vector as u64 | 1 << 15 | (dest as u64) << 56
 }
 
-fn migrate_from_kvm_in_kernel_irqchip() -> kvm_support::Result<String> {
+fn migrate_from_kvm_in_kernel_irqchip() -> support::Result<String> {
     let mut t = TestVm::new(IrqChipMode::InKernel, 2)?;
     t.all_ready()?;
     // Routes in the in-kernel I/O APIC.
@@ -525,12 +523,12 @@ fn migrate_from_kvm_in_kernel_irqchip() -> kvm_support::Result<String> {
             ..IrqchipConfig::default()
         };
         let imp = Irqchip::<2>::import_kvm(cfg, &src.ioapic, &src.lapics, &src.who)
-            .map_err(|e| kvm_support::HarnessError(format!("import ({policy:?}): {e}")))?;
+            .map_err(|e| support::HarnessError(format!("import ({policy:?}): {e}")))?;
         // Nothing is re-injected: both level pins wait for their EOI, the
         // others are masked.
         assert!(imp.effects.deliveries.is_empty(), "{policy:?}");
         compare(&src, &imp.chip, &format!("{policy:?}: right after import"))
-            .map_err(kvm_support::HarnessError)?;
+            .map_err(support::HarnessError)?;
         if policy != Policy::NoIntercept {
             let v1 = *imp.chip.vcpu(VcpuId::new(1)).unwrap();
             assert_eq!(v1.map.rtc_owed(), Some(Vector::new(0x38)), "{policy:?}");
@@ -546,7 +544,7 @@ fn migrate_from_kvm_in_kernel_irqchip() -> kvm_support::Result<String> {
     // On a host without quirk 1 the handler's EOI retired 0x51 and 0x45 is
     // still in service: retire it from the idle loop.
     if t.vcpus[0].get_lapic_regs()?.isr_has(0x45) {
-        t.vcpus[0].command(kvm_support::Cmd::Eoi)?;
+        t.vcpus[0].command(support::Cmd::Eoi)?;
         t.vcpus[0].expect(Stop::IdleEoi)?;
         report.push_str("(0x45 retired by an idle EOI) ");
     }
@@ -588,7 +586,7 @@ fn migrate_from_kvm_in_kernel_irqchip() -> kvm_support::Result<String> {
             assert!(e38.exit, "{policy:?}: the RTC EOI owed must exit");
         }
         compare(&dst, c, &format!("{policy:?}: after continuing"))
-            .map_err(kvm_support::HarnessError)?;
+            .map_err(support::HarnessError)?;
         report.push_str(&format!(
             "{}: 0x51/0x62/0x38 EOIs exit, 0x45 {}; ",
             policy.name(),
@@ -601,8 +599,7 @@ fn migrate_from_kvm_in_kernel_irqchip() -> kvm_support::Result<String> {
 
 #[test]
 fn migration_from_kvm_in_kernel_irqchip_continues_identically() {
-    if let Err(reason) = kvm_support::kvm_available() {
-        println!("snapshot_kvm: skipped: {reason}");
+    if support::skip_without_kvm("snapshot_kvm") {
         return;
     }
     match migrate_from_kvm_in_kernel_irqchip() {

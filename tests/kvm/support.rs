@@ -8,8 +8,9 @@
 //! 2. requests raised by an EOI are serviced on the next `KVM_RUN`, so do one
 //!    [`Vcpu::ping`] round trip after each planted EOI ([`Vcpu::guest_eoi`] does).
 //!
-//! Shared by several test crates and an example (`#[path = ...] mod kvm_support;`), so it
-//! is self-contained and everything in it is ordinary code.
+//! The `support` module of the `kvm` test binary (`tests/kvm/main.rs`), and included by the
+//! `kvm_split_irqchip` example (`#[path = ...] mod kvm_support;`), so it is self-contained
+//! and everything in it is ordinary code.
 //!
 //! Every `KVM_RUN` is bounded: a watchdog thread signals the vCPU thread (and sets
 //! `immediate_exit` from the signal handler) when the run exceeds its time slot, so a
@@ -199,6 +200,19 @@ pub fn kvm_available() -> Result<(), String> {
     kvm.create_vm()
         .map(drop)
         .map_err(|e| format!("KVM_CREATE_VM failed: {e}"))
+}
+
+/// The skip check of every real-KVM test: `true` (after printing exactly one line,
+/// `{test}: skipped: no usable /dev/kvm: {reason}`) when [`kvm_available`] fails, so the
+/// test returns and passes; `false` when KVM is usable.
+pub fn skip_without_kvm(test: &str) -> bool {
+    match kvm_available() {
+        Ok(()) => false,
+        Err(reason) => {
+            println!("{test}: skipped: no usable /dev/kvm: {reason}");
+            true
+        }
+    }
 }
 
 fn supported_cpuid(kvm: &Kvm) -> Result<kvm_bindings::CpuId, String> {
