@@ -27,10 +27,20 @@ fn harness(name: &str) -> Harness {
         .expect("known target")
 }
 
-fn replay_corpus(name: &str) -> usize {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("fuzz/corpus")
-        .join(name);
+/// Replays `fuzz/corpus/<name>/` and returns the number of inputs, or `None`
+/// (after one line saying so) where the tree has no `fuzz/corpus` at all: the
+/// published package leaves out `fuzz/`, which is a crate of its own. A
+/// checkout that has `fuzz/corpus` but not the target's folder fails.
+fn replay_corpus(name: &str) -> Option<usize> {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/corpus");
+    if !root.is_dir() {
+        println!(
+            "fuzz_replay: skipped: {name} corpus: no fuzz/corpus in this tree \
+             (the packaged crate ships without fuzz/; a git checkout has it)"
+        );
+        return None;
+    }
+    let dir = root.join(name);
     let h = harness(name);
     let mut files: Vec<_> = std::fs::read_dir(&dir)
         .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
@@ -43,7 +53,7 @@ fn replay_corpus(name: &str) -> usize {
         let r = std::panic::catch_unwind(|| h(&data));
         assert!(r.is_ok(), "{name}: corpus input {} fails", f.display());
     }
-    files.len()
+    Some(files.len())
 }
 
 fn replay_random(name: &str, seed: u64) {
@@ -76,8 +86,9 @@ macro_rules! target_tests {
             mod $name {
                 #[test]
                 fn corpus() {
-                    let n = super::replay_corpus(stringify!($name));
-                    assert!(n > 0, "no corpus for {}", stringify!($name));
+                    if let Some(n) = super::replay_corpus(stringify!($name)) {
+                        assert!(n > 0, "no corpus for {}", stringify!($name));
+                    }
                 }
                 #[test]
                 fn random_inputs() {
