@@ -1,4 +1,4 @@
-//! Criterion benches of the hot paths (DESIGN.md section 9).
+//! Criterion benches of the hot paths (ARCHITECTURE.md section 9).
 //!
 //! `cargo bench` runs everything; `cargo bench -- vector_set` one group.
 

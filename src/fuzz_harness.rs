@@ -3,7 +3,7 @@
 //!
 //! Each harness takes raw bytes, decodes them with [`arbitrary::Unstructured`]
 //! into a bounded sequence of operations, runs them against the model and
-//! panics when an invariant of DESIGN section 7 breaks. Every harness returns
+//! panics when an invariant of ARCHITECTURE.md section 7 breaks. Every harness returns
 //! early (without panicking) when the bytes run out, so any input is valid.
 //!
 //! | harness | what it drives |

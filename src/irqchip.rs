@@ -10,7 +10,8 @@
 //!
 //! Every method takes `&self`. The I/O APIC sits behind a `spin::Mutex`, and
 //! each vCPU's state behind its own; the lock order is I/O APIC first, then
-//! vCPUs in index order, so vCPU threads may call in parallel.
+//! the physical-ID map, then vCPUs in index order, so vCPU threads may call in
+//! parallel.
 //!
 //! # Caller duties
 //!

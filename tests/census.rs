@@ -1,4 +1,4 @@
-//! The exit census's invariants (DESIGN section 6), over several seeds with
+//! The exit census's invariants (ARCHITECTURE.md section 6), over several seeds with
 //! small event counts, and its determinism.
 #![cfg(feature = "sim")]
 

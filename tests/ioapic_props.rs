@@ -1,4 +1,4 @@
-//! Property tests of the I/O APIC model (DESIGN.md section 7): remote IRR is
+//! Property tests of the I/O APIC model (ARCHITECTURE.md section 7): remote IRR is
 //! set only by a delivered level interrupt and cleared only by an EOI of its
 //! vector or a switch to edge; arbitrary guest MMIO never panics; once every
 //! line is low and every delivered level vector is EOI'd, no remote IRR stays

@@ -1,4 +1,4 @@
-//! Every scenario measured on real KVM by `shared/tools/kvm-oracle`, replayed on
+//! Every scenario measured on real KVM by `tools/kvm-oracle`, replayed on
 //! the model, under every policy.
 //!
 //! `KvmHighestStale` must give the exit counts observed on Linux 6.18 (the

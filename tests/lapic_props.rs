@@ -1,4 +1,4 @@
-//! Property tests of the local APIC model (DESIGN.md section 7): TMR changes
+//! Property tests of the local APIC model (ARCHITECTURE.md section 7): TMR changes
 //! only on acceptance, EOI pops the highest ISR vector, the highest-ISR cache
 //! stays consistent, nothing panics, and destination matching agrees with a
 //! reference written from the SDM text (plus KVM's two documented deviations).
@@ -184,7 +184,7 @@ fn reference_matches(a: &LocalApic, dest: Destination) -> bool {
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(CASES))]
 
-    /// DESIGN 7: TMR changes only on acceptance, and then only the message's
+    /// ARCHITECTURE.md section 7: TMR changes only on acceptance, and then only the message's
     /// vector, set for level and clear for edge.
     #[test]
     fn tmr_changes_only_on_acceptance(start in apic(), ops in proptest::collection::vec(op(), 0..48)) {
@@ -210,7 +210,7 @@ proptest! {
         }
     }
 
-    /// DESIGN 7: EOI pops the highest ISR vector and touches nothing else; a
+    /// ARCHITECTURE.md section 7: EOI pops the highest ISR vector and touches nothing else; a
     /// spurious EOI (or one on a disabled APIC) does nothing.
     #[test]
     fn eoi_pops_the_highest_isr_vector(

@@ -1,4 +1,4 @@
-//! Property tests of the race language (issue 6): random op sequences against
+//! Property tests of the race language: random op sequences against
 //! one Irqchip per policy under the full invariant checker of
 //! `eoi_exit::race`, and three Irqchips in lockstep for bitmap inclusion.
 //!

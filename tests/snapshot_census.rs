@@ -1,6 +1,6 @@
 //! Snapshot, serialize, restore mid-run: the simulator's census must equal the
-//! uninterrupted run's, for every workload, policy and several seeds
-//! (issue 8's continuation criterion). The guest, devices and oracle carry on;
+//! uninterrupted run's, for every workload, policy and several seeds.
+//! The guest, devices and oracle carry on;
 //! only the Irqchip goes through the snapshot.
 #![cfg(all(feature = "sim", feature = "serde"))]
 

@@ -5,7 +5,7 @@
 //! guest on vCPU `c` taking (ack) or finishing (EOI) an interrupt, a pending
 //! rescan request being processed, a VM entry loading the VMCS, a snapshot and
 //! its restore, and a few policy-specific events. A [`Harness`] applies ops to
-//! one [`Irqchip`] and checks, after every op, the invariants of DESIGN.md
+//! one [`Irqchip`] and checks, after every op, the invariants of ARCHITECTURE.md
 //! section 7 with bookkeeping of its own (it never trusts the crate's
 //! [`EoiExitMap`](crate::EoiExitMap) internals):
 //!
@@ -327,7 +327,7 @@ pub struct HarnessConfig {
     /// Whether an intercepted EOI of an *edge* vector (TMR clear) may clear
     /// remote IRR. `true` tolerates KVM split-irqchip + QEMU behaviour (KVM
     /// exits to userspace whatever TMR says, QEMU clears remote IRR); `false`
-    /// holds DESIGN.md section 7 strictly (only a level EOI, which is what a
+    /// holds ARCHITECTURE.md section 7 strictly (only a level EOI, which is what a
     /// LAPIC broadcasts, clears it).
     pub edge_eoi_clears_remote_irr: bool,
     /// A bug planted on purpose, to show the checker bites.
@@ -414,7 +414,7 @@ impl HarnessConfig {
         self
     }
 
-    /// With remote IRR cleared only by level EOIs (DESIGN.md section 7).
+    /// With remote IRR cleared only by level EOIs (ARCHITECTURE.md section 7).
     pub const fn strict_edge_eoi(mut self) -> Self {
         self.edge_eoi_clears_remote_irr = false;
         self

@@ -1,5 +1,5 @@
 //! A model of KVM's split irqchip built from this crate's pieces, shaped like
-//! the kvm-oracle harness in `shared/tools/kvm-oracle`: MSI GSI routes
+//! the kvm-oracle harness in `tools/kvm-oracle`: MSI GSI routes
 //! installed with `KVM_SET_GSI_ROUTING` (which rescans every vCPU), the
 //! in-kernel LAPICs, and per-vCPU EOI-exit maps that scan the routes of GSIs
 //! below the 24 reserved I/O APIC pins.

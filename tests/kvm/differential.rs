@@ -1,5 +1,5 @@
 //! Differential tests: the same scenario on real Linux KVM and on this crate's model, side
-//! by side, compared after every step (DESIGN.md section 8, issue 5).
+//! by side, compared after every step (ARCHITECTURE.md section 8).
 //!
 //! 1. **Split irqchip** (`KVM_CAP_SPLIT_IRQCHIP`, LAPIC in the kernel): the EOIs KVM forwards
 //!    (`KVM_EXIT_IOAPIC_EOI`, per vCPU, in order) equal the ones the model forwards with
