@@ -21,15 +21,10 @@
 extern crate std;
 
 pub mod eoi_exit;
-#[cfg(feature = "fuzzing")]
-pub mod fuzz_harness;
 pub mod ioapic;
 pub mod irqchip;
 pub mod lapic;
-pub mod race;
 pub mod routes;
-#[cfg(feature = "sim")]
-pub mod sim;
 pub mod snapshot;
 pub mod types;
 pub mod vector;

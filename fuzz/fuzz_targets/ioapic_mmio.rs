@@ -1,2 +1,2 @@
 #![no_main]
-libfuzzer_sys::fuzz_target!(|data: &[u8]| eoi_exit::fuzz_harness::ioapic_mmio(data));
+libfuzzer_sys::fuzz_target!(|data: &[u8]| eoi_exit_testkit::fuzz_harness::ioapic_mmio(data));

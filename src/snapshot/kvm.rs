@@ -44,6 +44,9 @@
 //! (keep the source page to carry the rest), [`lapic_to_kvm`] writes them into
 //! a zeroed page.
 
+/// The kvm-bindings crate (version 0.14) these conversions speak, re-exported
+/// so a VMM names the same `kvm_ioapic_state` / `kvm_lapic_state` types.
+pub use kvm_bindings;
 use kvm_bindings::{kvm_ioapic_state, kvm_ioapic_state__bindgen_ty_1, kvm_lapic_state};
 
 use super::{LocalApicState, SNAPSHOT_VERSION, SnapshotError, validate_ioapic_state};

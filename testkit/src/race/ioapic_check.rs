@@ -6,12 +6,12 @@
 //! the op language differs, the invariants do not. Each assertion names the
 //! 82093AA rule it enforces.
 
-use crate::Ioapic;
-use crate::ioapic::{
+use eoi_exit::Ioapic;
+use eoi_exit::ioapic::{
     IOREGSEL, IOWIN, IoapicActions, REG_ARB, REG_ID, REG_REDTBL_BASE, REG_VERSION,
 };
-use crate::types::Pin;
-use crate::{RedirectionEntry, Vector};
+use eoi_exit::types::Pin;
+use eoi_exit::{RedirectionEntry, Vector};
 
 /// What one op did to the I/O APIC, as its caller decodes it from the op.
 #[derive(Clone, Copy, PartialEq, Eq, Debug, Default)]

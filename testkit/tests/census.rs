@@ -1,9 +1,8 @@
 //! The exit census's invariants (ARCHITECTURE.md section 6), over several seeds with
 //! small event counts, and its determinism.
-#![cfg(feature = "sim")]
 
 use eoi_exit::Policy;
-use eoi_exit::sim::{self, Census, WORKLOADS, Workload};
+use eoi_exit_testkit::sim::{self, Census, WORKLOADS, Workload};
 
 const SEEDS: [u64; 3] = [1, 0xE01E41, 0xDEAD_BEEF];
 

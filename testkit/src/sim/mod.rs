@@ -1,7 +1,7 @@
 //! Deterministic multi-vCPU simulator, workloads and the necessary-exit oracle
-//! (feature `sim`; uses std).
+//! (uses std).
 //!
-//! [`run`] drives one [`Irqchip`](crate::Irqchip) through a seeded stream of
+//! [`run`] drives one [`Irqchip`](eoi_exit::Irqchip) through a seeded stream of
 //! events — devices raising INTx lines and sending MSIs, irqbalance moving
 //! pins, drivers loading and unloading (mask churn), a driver that keeps its
 //! line asserted (EOI storm), the RTC and an ack-notifier pin ticking — and a
@@ -73,7 +73,7 @@
 //! # What the simulator's VMM and guest do that the crate does not
 //!
 //! * **RTC coalescing.** KVM drops an RTC tick while an RTC EOI is owed
-//!   (`rtc_irq_check_coalesced`); so does [`Irqchip`](crate::Irqchip) with
+//!   (`rtc_irq_check_coalesced`); so does [`Irqchip`](eoi_exit::Irqchip) with
 //!   `rtc_tracking` (counted in [`Census::rtc_coalesced`]).
 //! * **Linux-like vector management.** A pin's vector changes, and a driver
 //!   is unloaded (its vector freed) or reloaded, only when no interrupt of
@@ -84,7 +84,7 @@
 //!   a vector an MSI holds on its new vCPU. So pins and MSIs never share a
 //!   vector on one vCPU at the same time.
 //! * **EOI forwarding.** The simulator uses the default
-//!   [`EoiForwarding::TmrLevel`](crate::irqchip::EoiForwarding): an
+//!   [`EoiForwarding::TmrLevel`](eoi_exit::irqchip::EoiForwarding): an
 //!   intercepted EOI reaches the I/O APIC only when its TMR bit says level, as
 //!   on hardware and KVM's in-kernel I/O APIC. With KVM's split-irqchip rule
 //!   (`AllIntercepted`) an over-intercepted MSI EOI would clear the remote IRR
@@ -94,7 +94,7 @@
 //! # Other counters
 //!
 //! Rescans, entries scanned and VMCS words written come from the vCPUs'
-//! [`VcpuStats`](crate::irqchip::VcpuStats) (the setup's initial scans
+//! [`VcpuStats`](eoi_exit::irqchip::VcpuStats) (the setup's initial scans
 //! included). `stuck_remote_irr` counts entries with remote IRR set after a
 //! drain phase (every line low, every driver fixed, every EOI-storm timer
 //! fired, every vCPU's guest runs until IRR and ISR are empty).
@@ -111,7 +111,7 @@ pub use crate::race::SplitMix64;
 pub use oracle::{Class, Instance, Oracle, PinRoles, Tag};
 pub use workload::{SUPPORTED_VCPUS, WORKLOADS, Weights, Workload, workload};
 
-use crate::Policy;
+use eoi_exit::Policy;
 
 /// The default seed of the census.
 pub const DEFAULT_SEED: u64 = 0x00E0_1E41;
@@ -179,39 +179,39 @@ fn restored<const V: usize>(
     through: &mut dyn FnMut(AnySnapshot) -> AnySnapshot,
 ) -> Census
 where
-    crate::snapshot::IrqchipSnapshot<V>: Into<AnySnapshot> + TryFrom<AnySnapshot>,
+    eoi_exit::snapshot::IrqchipSnapshot<V>: Into<AnySnapshot> + TryFrom<AnySnapshot>,
 {
-    let mut swap = |chip: &mut crate::Irqchip<V>| {
+    let mut swap = |chip: &mut eoi_exit::Irqchip<V>| {
         let snap: AnySnapshot = chip.snapshot().into();
-        let back = crate::snapshot::IrqchipSnapshot::<V>::try_from(through(snap))
+        let back = eoi_exit::snapshot::IrqchipSnapshot::<V>::try_from(through(snap))
             .unwrap_or_else(|_| panic!("sim: restored snapshot has another vCPU count"));
-        *chip = crate::Irqchip::<V>::from_snapshot(&back)
+        *chip = eoi_exit::Irqchip::<V>::from_snapshot(&back)
             .unwrap_or_else(|e| panic!("sim: restored snapshot is invalid: {e}"));
     };
     engine::run_hooked::<V>(w, policy, seed, events, &mut |_| {}, Some((at, &mut swap)))
 }
 
-/// An [`IrqchipSnapshot`](crate::snapshot::IrqchipSnapshot) of any size up to
+/// An [`IrqchipSnapshot`](eoi_exit::snapshot::IrqchipSnapshot) of any size up to
 /// 8 vCPUs, so a caller can serialize it without knowing `VCPUS`. (256 is left
 /// out: deriving serde for it makes release builds take minutes.)
 #[derive(Clone, Debug, PartialEq, Eq)]
 #[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 #[allow(missing_docs)]
 pub enum AnySnapshot {
-    V1(Box<crate::snapshot::IrqchipSnapshot<1>>),
-    V2(Box<crate::snapshot::IrqchipSnapshot<2>>),
-    V4(Box<crate::snapshot::IrqchipSnapshot<4>>),
-    V8(Box<crate::snapshot::IrqchipSnapshot<8>>),
+    V1(Box<eoi_exit::snapshot::IrqchipSnapshot<1>>),
+    V2(Box<eoi_exit::snapshot::IrqchipSnapshot<2>>),
+    V4(Box<eoi_exit::snapshot::IrqchipSnapshot<4>>),
+    V8(Box<eoi_exit::snapshot::IrqchipSnapshot<8>>),
 }
 
 macro_rules! any_snapshot {
     ($($n:literal => $v:ident),*) => {$(
-        impl From<crate::snapshot::IrqchipSnapshot<$n>> for AnySnapshot {
-            fn from(s: crate::snapshot::IrqchipSnapshot<$n>) -> Self {
+        impl From<eoi_exit::snapshot::IrqchipSnapshot<$n>> for AnySnapshot {
+            fn from(s: eoi_exit::snapshot::IrqchipSnapshot<$n>) -> Self {
                 AnySnapshot::$v(Box::new(s))
             }
         }
-        impl TryFrom<AnySnapshot> for crate::snapshot::IrqchipSnapshot<$n> {
+        impl TryFrom<AnySnapshot> for eoi_exit::snapshot::IrqchipSnapshot<$n> {
             type Error = AnySnapshot;
             fn try_from(a: AnySnapshot) -> Result<Self, AnySnapshot> {
                 match a {

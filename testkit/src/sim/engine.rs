@@ -7,14 +7,14 @@ use std::vec::Vec;
 use super::Census;
 use super::oracle::{Class, Oracle, PinRoles, Tag};
 use super::workload::Workload;
-use crate::irqchip::{Effects, Irqchip, IrqchipConfig};
-use crate::lapic::ApicMode;
 use crate::race::SplitMix64;
-use crate::types::{
+use eoi_exit::irqchip::{Effects, Irqchip, IrqchipConfig};
+use eoi_exit::lapic::ApicMode;
+use eoi_exit::types::{
     ApicId, DeliveryMode, Destination, DestinationMode, InterruptMessage, Pin, TriggerMode, VcpuId,
 };
-use crate::vector::Vector;
-use crate::{PinSet, Policy, RedirectionEntry};
+use eoi_exit::vector::Vector;
+use eoi_exit::{PinSet, Policy, RedirectionEntry};
 
 /// Pin 0: the edge pin with an ack notifier.
 const NOTIFIER_PIN: u8 = 0;
@@ -173,7 +173,7 @@ impl<const V: usize> Sim<V> {
             ApicMode::XApic
         };
         let apics = core::array::from_fn(|i| {
-            crate::lapic::LocalApic::new_enabled(ApicId::new(apic_id(i)), mode)
+            eoi_exit::lapic::LocalApic::new_enabled(ApicId::new(apic_id(i)), mode)
         });
         let chip = Box::new(Irqchip::<V>::with_apics(config, apics));
         let mut sim = Sim {

@@ -172,10 +172,10 @@ pub fn entries(s: Shape) -> impl Strategy<Value = Vec<u64>> {
             .map(|(vec, level, dest, masked)| {
                 let mut e = vec as u64 | (dest as u64) << 56;
                 if level {
-                    e |= crate::RedirectionEntry::LEVEL;
+                    e |= eoi_exit::RedirectionEntry::LEVEL;
                 }
                 if masked {
-                    e |= crate::RedirectionEntry::MASK;
+                    e |= eoi_exit::RedirectionEntry::MASK;
                 }
                 e
             })

@@ -5,8 +5,8 @@
 
 use std::path::Path;
 
-use eoi_exit::fuzz_harness::{Harness, TARGETS};
-use eoi_exit::race::SplitMix64;
+use eoi_exit_testkit::fuzz_harness::{Harness, TARGETS};
+use eoi_exit_testkit::race::SplitMix64;
 
 /// Random inputs per target (fewer in debug builds, where the harnesses are
 /// ~20x slower, and under Miri). Inputs run up to 4 KiB, i.e. up to
@@ -28,11 +28,12 @@ fn harness(name: &str) -> Harness {
 }
 
 /// Replays `fuzz/corpus/<name>/` and returns the number of inputs, or `None`
-/// (after one line saying so) where the tree has no `fuzz/corpus` at all: the
-/// published package leaves out `fuzz/`, which is a crate of its own. A
+/// (after one line saying so) where the tree has no `fuzz/corpus` beside
+/// `testkit/` at all: a published package has no `fuzz/`, which is a crate of
+/// its own. A
 /// checkout that has `fuzz/corpus` but not the target's folder fails.
 fn replay_corpus(name: &str) -> Option<usize> {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/corpus");
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../fuzz/corpus");
     if !root.is_dir() {
         println!(
             "fuzz_replay: skipped: {name} corpus: no fuzz/corpus in this tree \
@@ -118,10 +119,10 @@ target_tests! {
 #[test]
 fn routing_reconfig_checks_necessary_eois() {
     let mut rng = SplitMix64::new(0x0e01_0e01);
-    let mut total = eoi_exit::fuzz_harness::ChipStats::default();
+    let mut total = eoi_exit_testkit::fuzz_harness::ChipStats::default();
     for _ in 0..200 {
         let data: Vec<u8> = (0..2048).map(|_| rng.next_u64() as u8).collect();
-        let s = eoi_exit::fuzz_harness::run_routing_reconfig(&data).unwrap_or_default();
+        let s = eoi_exit_testkit::fuzz_harness::run_routing_reconfig(&data).unwrap_or_default();
         total.eois += s.eois;
         total.necessary += s.necessary;
         total.exits += s.exits;

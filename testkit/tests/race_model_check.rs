@@ -5,7 +5,7 @@
 //! destination), line changes, edge acceptances and guest ack/EOI on each
 //! vCPU, to depth `RACE_DEPTH` (12 in a release build), for every policy and
 //! both EOI request orders. Every step runs the full invariant checker of
-//! `eoi_exit::race`. BFS finds the shortest counterexample, which is printed
+//! `eoi_exit_testkit::race`. BFS finds the shortest counterexample, which is printed
 //! as a numbered op sequence.
 //!
 //! States are identified by a 128-bit fingerprint of the I/O APIC, the local
@@ -26,7 +26,7 @@ use std::time::Instant;
 
 use eoi_exit::Policy;
 use eoi_exit::irqchip::EoiOrder;
-use eoi_exit::race::{
+use eoi_exit_testkit::race::{
     Field, Harness, HarnessConfig, Kick, LossCause, Mutant, Op, Trace, Violation,
 };
 
@@ -495,7 +495,7 @@ fn tmr_driven_loses_no_eoi_but_to_vectors_shared_with_edge() {
 /// The wrong request order (rescan before forwarding the EOI). Only
 /// `KvmHighestStale` requests a rescan on EOI (the other policies never set
 /// `EoiExit::rescan`, so the order cannot matter for them). In this Irqchip
-/// the order cannot lose an EOI either: see the `eoi_exit::race` module docs.
+/// the order cannot lose an EOI either: see the `eoi_exit_testkit::race` module docs.
 #[test]
 fn rescan_then_forward_loses_no_more_than_forward_then_rescan() {
     must_hold(

@@ -74,10 +74,10 @@ use std::time::{Duration, Instant};
 use crate::common::split::{SplitVm, msi};
 use crate::support::*;
 use eoi_exit::lapic::ApicMode;
-use eoi_exit::race::SplitMix64;
 use eoi_exit::{
     ApicId, Ioapic, IoapicActions, LocalApic, Pin, Policy, RedirectionEntry, Vector, VectorSet,
 };
+use eoi_exit_testkit::race::SplitMix64;
 
 /// A deliberate model error, to check that the differential notices (manual use only):
 /// `KVM_DIFF_MUTATE=legacy` (split: `KvmLegacy` instead of `KvmHighestStale`),

@@ -1,15 +1,15 @@
 //! Property tests of the race language: random op sequences against
 //! one Irqchip per policy under the full invariant checker of
-//! `eoi_exit::race`, and three Irqchips in lockstep for bitmap inclusion.
+//! `eoi_exit_testkit::race`, and three Irqchips in lockstep for bitmap inclusion.
 //!
 //! Each property runs `PROPTEST_CASES` cases (default 10,000 per policy in
 //! these suites; CI may lower it with the variable).
 
-use eoi_exit::race::proptest_support::{Shape, entries, ops};
-use eoi_exit::race::{
+use eoi_exit::{Pin, PinSet, Policy};
+use eoi_exit_testkit::race::proptest_support::{Shape, entries, ops};
+use eoi_exit_testkit::race::{
     Field, Harness, HarnessConfig, InclusionGap, Lockstep, LossCause, Op, Trace, Violation,
 };
-use eoi_exit::{Pin, PinSet, Policy};
 use proptest::prelude::*;
 
 fn config() -> ProptestConfig {

@@ -7,11 +7,11 @@
 //! Each property runs 1000 cases unless `PROPTEST_CASES` says otherwise.
 
 use eoi_exit::ioapic::{IOEOI, IOREGSEL, IOWIN, MMIO_LEN, REG_REDTBL_BASE};
-use eoi_exit::race::{IoapicStep, check_ioapic_state, check_ioapic_step};
 use eoi_exit::{
     Ioapic, IoapicActions, IoapicConfig, IoapicVersion, MaskedEdge, Pin, Polarity,
     RedirectionEntry, Vector,
 };
+use eoi_exit_testkit::race::{IoapicStep, check_ioapic_state, check_ioapic_step};
 use proptest::prelude::*;
 
 const PINS: usize = 24;

@@ -9,12 +9,12 @@
 #![cfg(feature = "serde")]
 
 use eoi_exit::irqchip::{Arbitration, EoiOrder};
-use eoi_exit::race::SplitMix64;
 use eoi_exit::snapshot::IrqchipSnapshot;
 use eoi_exit::{
     ApicId, ApicMode, DeliveryMode, Destination, DestinationMode, InterruptMessage, Irqchip,
     IrqchipConfig, LocalApic, Pin, PinSet, Policy, TriggerMode, VcpuId, Vector,
 };
+use eoi_exit_testkit::race::SplitMix64;
 
 const VCPUS: usize = 4;
 type Chip = Irqchip<VCPUS, 24>;

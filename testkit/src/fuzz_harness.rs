@@ -1,5 +1,5 @@
 //! Fuzz-target harnesses shared by cargo-fuzz (`fuzz/`) and `cargo test`
-//! (`tests/fuzz_replay.rs`).
+//! (`testkit/tests/fuzz_replay.rs`).
 //!
 //! Each harness takes raw bytes, decodes them with [`arbitrary::Unstructured`]
 //! into a bounded sequence of operations, runs them against the model and
@@ -20,22 +20,22 @@ use std::vec::Vec;
 
 use arbitrary::{Arbitrary, Result, Unstructured};
 
-use crate::eoi_exit::{EoiExitMap, Policy};
-use crate::ioapic::{
-    IOEOI, IOREGSEL, IOWIN, IoapicActions, MMIO_LEN, MaskedEdge, REG_ARB, REG_ID, REG_REDTBL_BASE,
-    Rescan,
-};
-use crate::irqchip::{Arbitration, EoiOrder};
-use crate::lapic::{self, ApicMode, LocalApic};
 use crate::race::{
     Field, Harness as RaceHarness, HarnessConfig, IoapicStep, Kick, LossCause, Op,
     Trace as RaceTrace, Violation, check_ioapic_state, check_ioapic_step, expected_iowin,
 };
-use crate::types::{
+use eoi_exit::eoi_exit::{EoiExitMap, Policy};
+use eoi_exit::ioapic::{
+    IOEOI, IOREGSEL, IOWIN, IoapicActions, MMIO_LEN, MaskedEdge, REG_ARB, REG_ID, REG_REDTBL_BASE,
+    Rescan,
+};
+use eoi_exit::irqchip::{Arbitration, EoiOrder};
+use eoi_exit::lapic::{self, ApicMode, LocalApic};
+use eoi_exit::types::{
     ApicId, DeliveryMode, Destination, DestinationMode, InterruptMessage, Pin, Polarity, VcpuId,
 };
-use crate::vector::{Vector, VectorSet};
-use crate::{Ioapic, IoapicConfig, IoapicVersion, PinSet, RedirectionEntry};
+use eoi_exit::vector::{Vector, VectorSet};
+use eoi_exit::{Ioapic, IoapicConfig, IoapicVersion, PinSet, RedirectionEntry};
 
 /// Operations per input: bounds the work of one run.
 pub const MAX_OPS: usize = 256;
@@ -880,7 +880,7 @@ fn check_registers(a: &LocalApic) {
 
 /// Checks one `accept` against the state before it.
 fn check_accept(b: &LocalApic, a: &LocalApic, msg: &InterruptMessage, r: lapic::Acceptance) {
-    use crate::lapic::Acceptance;
+    use eoi_exit::lapic::Acceptance;
     let v = msg.vector;
     match r {
         Acceptance::Ignored(_) => {
@@ -1161,7 +1161,7 @@ fn check_round_trip<const P: usize>(io: &Ioapic<P>) {
 }
 
 /// Checks a restore of arbitrary state: it must normalise it.
-fn check_arbitrary_restore<const P: usize>(io: &mut Ioapic<P>, st: &crate::IoapicState<P>) {
+fn check_arbitrary_restore<const P: usize>(io: &mut Ioapic<P>, st: &eoi_exit::IoapicState<P>) {
     let a = io.restore(st);
     let got = io.state();
     assert!(got.id < 16);
@@ -1224,7 +1224,7 @@ fn run_snapshot_conversions(u: &mut Unstructured<'_>) -> Result<()> {
     check_chip_snapshots(u)
 }
 
-fn arbitrary_state<const P: usize>(u: &mut Unstructured<'_>) -> Result<crate::IoapicState<P>> {
+fn arbitrary_state<const P: usize>(u: &mut Unstructured<'_>) -> Result<eoi_exit::IoapicState<P>> {
     let mut entries = [RedirectionEntry::RESET; P];
     for e in entries.iter_mut() {
         *e = RedirectionEntry(gen_entry(u)?);
@@ -1233,7 +1233,7 @@ fn arbitrary_state<const P: usize>(u: &mut Unstructured<'_>) -> Result<crate::Io
     for c in eoi_count.iter_mut() {
         *c = if u.ratio(1u8, 8)? { u.arbitrary()? } else { 0 };
     }
-    Ok(crate::IoapicState {
+    Ok(eoi_exit::IoapicState {
         entries,
         line: u.arbitrary()?,
         pending_edge: u.arbitrary()?,
@@ -1248,16 +1248,18 @@ fn arbitrary_state<const P: usize>(u: &mut Unstructured<'_>) -> Result<crate::Io
 #[cfg(all(target_os = "linux", target_arch = "x86_64"))]
 pub mod kvm_input {
     use arbitrary::{Result, Unstructured};
-    use kvm_bindings::{kvm_ioapic_state, kvm_ioapic_state__bindgen_ty_1, kvm_lapic_state};
+    use eoi_exit::snapshot::kvm::kvm_bindings::{
+        kvm_ioapic_state, kvm_ioapic_state__bindgen_ty_1, kvm_lapic_state,
+    };
 
-    use crate::lapic::{ApicMode, LocalApic};
-    use crate::snapshot::IoapicSnapshot;
-    use crate::snapshot::kvm::{
+    use eoi_exit::lapic::{ApicMode, LocalApic};
+    use eoi_exit::snapshot::IoapicSnapshot;
+    use eoi_exit::snapshot::kvm::{
         KVM_IOAPIC_NUM_PINS, KvmLapicIdentity, ioapic_from_kvm, ioapic_to_kvm, kvm_representable,
         lapic_from_kvm, lapic_to_kvm,
     };
-    use crate::types::ApicId;
-    use crate::{Ioapic, IoapicConfig, IoapicState};
+    use eoi_exit::types::ApicId;
+    use eoi_exit::{Ioapic, IoapicConfig, IoapicState};
 
     /// A `kvm_ioapic_state`: every field arbitrary, entries usually
     /// well-formed (see `gen_entry`); with the entries' bits.
@@ -1270,8 +1272,8 @@ pub mod kvm_input {
         // that most states import.
         if u.ratio(3u8, 4)? {
             for b in bits.iter_mut() {
-                if *b & crate::RedirectionEntry::LEVEL == 0 {
-                    *b &= !crate::RedirectionEntry::REMOTE_IRR;
+                if *b & eoi_exit::RedirectionEntry::LEVEL == 0 {
+                    *b &= !eoi_exit::RedirectionEntry::REMOTE_IRR;
                 }
             }
         }
@@ -1361,8 +1363,8 @@ pub mod kvm_input {
             && k.ioregsel <= 0xff
             && k.id <= 0xf
             && state_bits.iter().all(|&b| {
-                b & crate::RedirectionEntry::LEVEL != 0
-                    || b & crate::RedirectionEntry::REMOTE_IRR == 0
+                b & eoi_exit::RedirectionEntry::LEVEL != 0
+                    || b & eoi_exit::RedirectionEntry::REMOTE_IRR == 0
             })
     }
 
@@ -1505,7 +1507,7 @@ fn check_chip_snapshots(u: &mut Unstructured<'_>) -> Result<()> {
         );
         #[cfg(all(target_os = "linux", target_arch = "x86_64"))]
         {
-            use crate::snapshot::kvm::{KvmLapicIdentity, lapic_from_kvm, lapic_to_kvm};
+            use eoi_exit::snapshot::kvm::{KvmLapicIdentity, lapic_from_kvm, lapic_to_kvm};
             for x2apic_format in [false, true] {
                 let who = KvmLapicIdentity {
                     initial_id: ApicId::new(a.initial_id),
@@ -1519,7 +1521,7 @@ fn check_chip_snapshots(u: &mut Unstructured<'_>) -> Result<()> {
         }
     }
     let cs = chip.snapshot();
-    let copy = crate::Irqchip::<V, 24>::from_snapshot(&cs).expect("Irqchip snapshot restores");
+    let copy = eoi_exit::Irqchip::<V, 24>::from_snapshot(&cs).expect("Irqchip snapshot restores");
     assert_eq!(copy.snapshot(), cs, "Irqchip snapshot round trip");
     Ok(())
 }

@@ -2,10 +2,10 @@
 //! uninterrupted run's, for every workload, policy and several seeds.
 //! The guest, devices and oracle carry on;
 //! only the Irqchip goes through the snapshot.
-#![cfg(all(feature = "sim", feature = "serde"))]
+#![cfg(feature = "serde")]
 
 use eoi_exit::Policy;
-use eoi_exit::sim::{self, AnySnapshot, WORKLOADS};
+use eoi_exit_testkit::sim::{self, AnySnapshot, WORKLOADS};
 
 const SEEDS: [u64; 3] = [7, 0xE01E41, 0x5EED];
 

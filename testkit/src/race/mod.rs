@@ -7,7 +7,7 @@
 //! its restore, and a few policy-specific events. A [`Harness`] applies ops to
 //! one [`Irqchip`] and checks, after every op, the invariants of ARCHITECTURE.md
 //! section 7 with bookkeeping of its own (it never trusts the crate's
-//! [`EoiExitMap`](crate::EoiExitMap) internals):
+//! [`EoiExitMap`](eoi_exit::EoiExitMap) internals):
 //!
 //! * **No lost EOI.** The checker tags every interrupt *instance* a vCPU accepts
 //!   with its source. An instance from a level I/O APIC entry is *necessary*
@@ -89,15 +89,15 @@
 use core::fmt;
 use core::hash::{Hash, Hasher};
 
-use crate::eoi_exit::{ScanEntry, Source};
-use crate::ioapic::{IOEOI, IoapicConfig, IoapicVersion, MMIO_LEN, PinSet, RedirectionEntry};
-use crate::irqchip::{Arbitration, Effects, EoiForwarding, EoiOrder, VcpuState, VcpuStats};
-use crate::lapic::{ApicMode, LocalApic};
-use crate::types::{
+use eoi_exit::eoi_exit::{ScanEntry, Source};
+use eoi_exit::ioapic::{IOEOI, IoapicConfig, IoapicVersion, MMIO_LEN, PinSet, RedirectionEntry};
+use eoi_exit::irqchip::{Arbitration, Effects, EoiForwarding, EoiOrder, VcpuState, VcpuStats};
+use eoi_exit::lapic::{ApicMode, LocalApic};
+use eoi_exit::types::{
     DeliveryMode, Destination, DestinationMode, InterruptMessage, Pin, RTC_GSI, TriggerMode, VcpuId,
 };
-use crate::vector::{Vector, VectorSet};
-use crate::{Ioapic, Irqchip, IrqchipConfig, Policy};
+use eoi_exit::vector::{Vector, VectorSet};
+use eoi_exit::{Ioapic, Irqchip, IrqchipConfig, Policy};
 
 mod ioapic_check;
 #[cfg(feature = "proptest")]
@@ -999,10 +999,12 @@ impl<const VCPUS: usize, const PINS: usize> Harness<VCPUS, PINS> {
         for c in fx.reload.iter().filter(|&c| c < VCPUS) {
             let mut g = self.chip.vcpu(VcpuId::new(c as u16)).expect("in range");
             let VcpuState { apic, map, .. } = &mut *g;
-            let mut blind = *apic;
-            blind.irr = VectorSet::EMPTY;
-            blind.isr = VectorSet::EMPTY;
-            blind.recompute_caches();
+            // The same LAPIC with nothing pending: what a scan without KVM's
+            // pending check sees.
+            let mut st = apic.snapshot();
+            st.irr = VectorSet::EMPTY;
+            st.isr = VectorSet::EMPTY;
+            let blind = LocalApic::from_snapshot(&st).expect("a valid LAPIC state stays valid");
             map.begin_scan();
             for (pin, e) in io.entries().iter().enumerate() {
                 let se = ScanEntry::from_redirection(
