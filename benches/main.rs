@@ -6,7 +6,7 @@ use std::hint::black_box;
 
 use bitvec::prelude::*;
 use criterion::{Criterion, criterion_group, criterion_main};
-use eoi_exit::eoi_exit::{Accepted, ScanEntry, Source};
+use eoi_exit::exit_bitmap::{Accepted, ScanEntry, Source};
 use eoi_exit::{
     ApicId, ApicMode, DeliveryMode, Destination, DestinationMode, EoiExitMap, InterruptMessage,
     Irqchip, IrqchipConfig, LocalApic, Pin, Policy, RedirectionEntry, TriggerMode, VcpuId, Vector,

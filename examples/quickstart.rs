@@ -55,7 +55,7 @@ fn main() {
         let eoi = chip.guest_eoi(v0);
         println!(
             "vCPU0 EOI {:?}: VM exit {}, forwarded to the I/O APIC {}, rescan {}",
-            eoi.vector, eoi.exit, eoi.exit, eoi.rescanned
+            eoi.vector, eoi.intercepted, eoi.reached_ioapic, eoi.rescanned
         );
         println!(
             "  remote IRR = {}",

@@ -25,8 +25,8 @@
 use spin::Mutex;
 
 use crate::Ioapic;
-use crate::eoi_exit::{Accepted, EoiExitMap, Policy, ScanEntry, Source, VmcsUpdate};
-use crate::ioapic::{IoapicActions, IoapicConfig, PinSet, Rescan};
+use crate::exit_bitmap::{Accepted, EoiExitMap, Policy, ScanEntry, Source, VmcsUpdate};
+use crate::ioapic::{IoapicConfig, IoapicEffects, PinSet, Rescan};
 use crate::lapic::{self, Acceptance, ApicMode, LocalApic};
 use crate::types::{
     ApicId, DeliveryMode, Destination, DestinationMode, InterruptMessage, Pin, RTC_GSI, VcpuId,
@@ -226,17 +226,20 @@ pub struct Effects {
 }
 
 /// The outcome of a guest EOI on one vCPU.
-#[must_use = "check `exit` to know whether this EOI caused a VM exit"]
+#[must_use = "check `intercepted` to know whether this EOI caused a VM exit"]
 #[derive(Clone, Debug, Default)]
 pub struct GuestEoi {
     /// The vector retired, `None` for a spurious EOI (ISR empty).
     pub vector: Option<Vector>,
     /// The TMR bit of the retired vector.
     pub level: bool,
-    /// The EOI exited (the vector was in the bitmap).
-    pub exit: bool,
-    /// The exit was forwarded to the I/O APIC (see [`EoiForwarding`]).
-    pub forwarded: bool,
+    /// The EOI caused a VM exit: its vector was in the bitmap the VMCS held.
+    pub intercepted: bool,
+    /// The intercepted EOI was passed on to the I/O APIC, which cleared remote
+    /// IRR of the entries with that vector (see [`EoiForwarding`]). An EOI can
+    /// be intercepted without reaching the I/O APIC (an edge vector under
+    /// [`EoiForwarding::TmrLevel`], or directed EOI).
+    pub reached_ioapic: bool,
     /// Ack-notifier pins whose entry has this vector: the VMM MUST run their
     /// notifiers (KVM's `kvm_notify_acked_irq`, for edge and level alike).
     pub acked_pins: PinSet,
@@ -435,12 +438,12 @@ impl<const VCPUS: usize, const PINS: usize> Irqchip<VCPUS, PINS> {
             };
             let VcpuState { apic, map, stats } = &mut *v;
             let exit = map.send_eoi(apic, eoi.vector, eoi.level);
-            if exit.forward {
+            if exit.intercepted {
                 stats.eoi_exits += 1;
             }
             (eoi, exit)
         };
-        let forward = exit.forward
+        let forward = exit.intercepted
             && match self.config.eoi_forwarding {
                 EoiForwarding::TmrLevel => eoi.broadcast,
                 EoiForwarding::AllIntercepted => true,
@@ -448,14 +451,14 @@ impl<const VCPUS: usize, const PINS: usize> Irqchip<VCPUS, PINS> {
         let mut out = GuestEoi {
             vector: Some(eoi.vector),
             level: eoi.level,
-            exit: exit.forward,
-            forwarded: forward,
+            intercepted: exit.intercepted,
+            reached_ioapic: forward,
             acked_pins: PinSet::new(),
             rescanned: exit.rescan,
             missed_level: exit.missed_level,
             effects: Effects::default(),
         };
-        if !exit.forward {
+        if !exit.intercepted {
             return out;
         }
         let mut io = self.ioapic.lock();
@@ -553,7 +556,7 @@ impl<const VCPUS: usize, const PINS: usize> Irqchip<VCPUS, PINS> {
 
     /// Applies I/O APIC actions: rescans first (so a newly routed or
     /// unmasked entry is in the bitmap before it can deliver), then deliveries.
-    fn apply(&self, io: &mut Ioapic<PINS>, a: IoapicActions) -> Effects {
+    fn apply(&self, io: &mut Ioapic<PINS>, a: IoapicEffects) -> Effects {
         let mut fx = Effects {
             deliver_later: a.deliver_later,
             route_changed: a.route_changed,
@@ -761,7 +764,7 @@ mod tests {
     fn spurious_guest_eoi_does_nothing() {
         let c: Irqchip<1> = Irqchip::new(IrqchipConfig::default(), ApicMode::XApic);
         let e = c.guest_eoi(VcpuId::new(0));
-        assert!(e.vector.is_none() && !e.exit);
+        assert!(e.vector.is_none() && !e.intercepted);
         assert!(
             c.guest_eoi(VcpuId::new(7)).vector.is_none(),
             "out-of-range vCPU ignored"

@@ -20,7 +20,7 @@
 #[cfg(any(test, feature = "std"))]
 extern crate std;
 
-pub mod eoi_exit;
+pub mod exit_bitmap;
 pub mod ioapic;
 pub mod irqchip;
 pub mod lapic;
@@ -29,9 +29,9 @@ pub mod snapshot;
 pub mod types;
 pub mod vector;
 
-pub use eoi_exit::{EoiExit, EoiExitMap, Policy, VmcsUpdate};
+pub use exit_bitmap::{EoiExit, EoiExitMap, Policy, VmcsUpdate};
 pub use ioapic::{
-    Ioapic, IoapicActions, IoapicConfig, IoapicState, IoapicVersion, MaskedEdge, PinSet,
+    Ioapic, IoapicConfig, IoapicEffects, IoapicState, IoapicVersion, MaskedEdge, PinSet,
     RedirectionEntry, Rescan,
 };
 pub use irqchip::{Irqchip, IrqchipConfig};

@@ -66,14 +66,14 @@ fn level_in_flight_rerouted(policy: Policy, acked: bool, line_high_at_eoi: bool)
     assert_eq!(eoi.vector, Some(Vector::new(0x40)));
     if policy == Policy::NoIntercept {
         assert!(
-            !eoi.exit && eoi.missed_level,
+            !eoi.intercepted && eoi.missed_level,
             "{policy:?}: the lost EOI is reported"
         );
         assert!(remote_irr(&c, P5), "{policy:?}: remote IRR stays wedged");
         return;
     }
     assert!(
-        eoi.exit,
+        eoi.intercepted,
         "{policy:?}: EOI of the in-flight level vector must exit"
     );
     if line_high_at_eoi {
@@ -88,7 +88,7 @@ fn level_in_flight_rerouted(policy: Policy, acked: bool, line_high_at_eoi: bool)
         );
         let _ = c.set_line(P5, false);
         assert_eq!(c.ack(V1), Some(Vector::new(0x40)));
-        assert!(c.guest_eoi(V1).exit, "{policy:?}");
+        assert!(c.guest_eoi(V1).intercepted, "{policy:?}");
     }
     assert!(
         !remote_irr(&c, P5),
@@ -141,13 +141,22 @@ fn stale_bit_is_dropped_after_the_in_flight_eoi_except_by_kvm_legacy() {
         let _ = c.ack(V0);
         let second = c.guest_eoi(V0);
         match p {
-            Policy::KvmLegacy => assert!(first.exit && second.exit, "{p:?} keeps the stale bit"),
+            Policy::KvmLegacy => assert!(
+                first.intercepted && second.intercepted,
+                "{p:?} keeps the stale bit"
+            ),
             Policy::KvmHighestStale => {
-                assert!(first.exit && first.rescanned && !second.exit, "{p:?}")
+                assert!(
+                    first.intercepted && first.rescanned && !second.intercepted,
+                    "{p:?}"
+                )
             }
-            Policy::Exact => assert!(first.exit && !first.rescanned && !second.exit, "{p:?}"),
-            Policy::TmrDriven => assert!(first.exit && !second.exit, "{p:?}"),
-            Policy::NoIntercept => assert!(!first.exit && !second.exit, "{p:?}"),
+            Policy::Exact => assert!(
+                first.intercepted && !first.rescanned && !second.intercepted,
+                "{p:?}"
+            ),
+            Policy::TmrDriven => assert!(first.intercepted && !second.intercepted, "{p:?}"),
+            Policy::NoIntercept => assert!(!first.intercepted && !second.intercepted, "{p:?}"),
         }
     }
 }
@@ -171,7 +180,7 @@ fn edge_eoi_of_an_ack_notifier_pin_rerouted_in_flight_is_not_lost() {
         let _ = c.write_entry(P5, entry(0x40, TriggerMode::Edge, 1));
         let eoi = c.guest_eoi(V0);
         assert_eq!(
-            eoi.exit,
+            eoi.intercepted,
             p != Policy::NoIntercept,
             "{p:?}: the notifier needs this edge EOI"
         );
@@ -202,7 +211,7 @@ fn edge_eoi_in_service_when_the_entry_turns_level_leaves_no_remote_irr_stuck() {
             assert!(remote_irr(&c, P5));
             assert!(e2.missed_level);
         } else {
-            assert!(e2.exit, "{p:?}: the level instance's EOI exits");
+            assert!(e2.intercepted, "{p:?}: the level instance's EOI exits");
             assert!(!remote_irr(&c, P5), "{p:?}");
         }
     }
@@ -232,7 +241,7 @@ fn rtc_eoi_owed_by_the_old_destination_stays_intercepted() {
         assert_eq!(c.vcpu(V0).unwrap().map.rtc_owed(), Some(Vector::new(0x38)));
         let _ = c.write_entry(rtc, entry(0x38, TriggerMode::Edge, 1));
         let eoi = c.guest_eoi(V0);
-        assert!(eoi.exit, "{p:?}: the owed RTC EOI exits");
+        assert!(eoi.intercepted, "{p:?}: the owed RTC EOI exits");
         assert_eq!(c.vcpu(V0).unwrap().map.rtc_owed(), None);
     }
 }
@@ -261,7 +270,7 @@ fn exact_leaves_out_a_masked_idle_level_entry_and_unmask_rescans_before_deliveri
     assert!(c.vcpu(V0).unwrap().map.intercepts(Vector::new(0x40)));
     let _ = c.ack(V0);
     let _ = c.set_line(P5, false);
-    assert!(c.guest_eoi(V0).exit);
+    assert!(c.guest_eoi(V0).intercepted);
     assert!(!remote_irr(&c, P5));
 }
 
@@ -276,7 +285,7 @@ fn masked_entry_in_service_stays_intercepted_under_exact_until_its_eoi() {
     let _ = c.write_entry(P5, masked.bits());
     assert!(c.vcpu(V0).unwrap().map.intercepts(Vector::new(0x40)));
     let _ = c.set_line(P5, false);
-    assert!(c.guest_eoi(V0).exit);
+    assert!(c.guest_eoi(V0).intercepted);
     assert!(!remote_irr(&c, P5));
     // The in-flight instance was the only reason: the bit drops with its EOI,
     // without a rescan.
@@ -388,7 +397,7 @@ fn both_eoi_orders_forward_the_stale_eoi() {
         let _ = c.write_entry(P5, entry(0x40, TriggerMode::Level, 1));
         let _ = c.set_line(P5, false);
         let e = c.guest_eoi(V0);
-        assert!(e.exit && e.rescanned, "{order:?}");
+        assert!(e.intercepted && e.rescanned, "{order:?}");
         assert!(!remote_irr(&c, P5));
         assert!(!c.vcpu(V0).unwrap().map.intercepts(Vector::new(0x40)));
     }

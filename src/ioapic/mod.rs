@@ -3,7 +3,7 @@
 //! [`Ioapic`] is a sans-IO model of one I/O APIC: the VMM forwards guest MMIO
 //! ([`Ioapic::mmio_read`], [`Ioapic::mmio_write`]), pin levels
 //! ([`Ioapic::set_line`]) and broadcast EOIs ([`Ioapic::eoi`]), and acts on the
-//! returned [`IoapicActions`] (deliver pins, rescan vCPUs, re-install routes).
+//! returned [`IoapicEffects`] (deliver pins, rescan vCPUs, re-install routes).
 //!
 //! # Registers
 //!
@@ -61,7 +61,7 @@
 //!
 //! Nothing here allocates or panics; every loop is bounded by `PINS`.
 
-mod actions;
+mod effects;
 mod entry;
 mod pins;
 
@@ -69,7 +69,7 @@ use crate::routes::Msi;
 use crate::types::{InterruptMessage, InvalidValue, Pin, Polarity};
 use crate::vector::Vector;
 
-pub use actions::{IoapicActions, Rescan};
+pub use effects::{IoapicEffects, Rescan};
 pub use entry::RedirectionEntry;
 pub use pins::{PinSet, PinSetIter};
 
@@ -192,7 +192,7 @@ pub struct IoapicState<const PINS: usize = 24> {
 ///
 /// The VMM calls in from its MMIO exit handler, its device models and its EOI
 /// path, one call at a time (wrap it in a lock to share it), and acts on each
-/// returned [`IoapicActions`] as its documentation says before the affected
+/// returned [`IoapicEffects`] as its documentation says before the affected
 /// vCPUs next enter the guest.
 ///
 /// `PINS` must be 1..=240; other values fail to compile.
@@ -329,7 +329,7 @@ impl<const PINS: usize> Ioapic<PINS> {
     ///
     /// Every vCPU must rescan (`Rescan::All`) and a split-irqchip VMM must
     /// re-install every pin's route (`route_changed` cannot say "all").
-    pub fn restore(&mut self, state: &IoapicState<PINS>) -> IoapicActions {
+    pub fn restore(&mut self, state: &IoapicState<PINS>) -> IoapicEffects {
         self.entries = state.entries;
         self.line = PinSet::EMPTY;
         self.pending_edge = PinSet::EMPTY;
@@ -348,9 +348,9 @@ impl<const PINS: usize> Ioapic<PINS> {
         self.ioregsel = state.ioregsel;
         self.id = state.id & 0xf;
 
-        let mut actions = IoapicActions {
+        let mut actions = IoapicEffects {
             rescan: Rescan::All,
-            ..IoapicActions::NONE
+            ..IoapicEffects::NONE
         };
         for i in 0..PINS {
             let pin = Pin::new(i as u8);
@@ -410,31 +410,31 @@ impl<const PINS: usize> Ioapic<PINS> {
 
     /// Guest MMIO write at `offset` from the I/O APIC base, `size` bytes. Never
     /// panics; see the module docs for odd sizes and offsets.
-    pub fn mmio_write(&mut self, offset: u64, size: u32, value: u64) -> IoapicActions {
+    pub fn mmio_write(&mut self, offset: u64, size: u32, value: u64) -> IoapicEffects {
         let data = match size {
             1 => value as u8 as u32,
             2 => value as u16 as u32,
             4 | 8 => value as u32,
-            _ => return IoapicActions::NONE,
+            _ => return IoapicEffects::NONE,
         };
         match offset % MMIO_LEN {
             IOREGSEL => {
                 self.ioregsel = data as u8;
-                IoapicActions::NONE
+                IoapicEffects::NONE
             }
             IOWIN => self.write_indirect(data),
             IOEOI if self.config.version == IoapicVersion::V20 => self.eoi(Vector::new(data as u8)),
-            _ => IoapicActions::NONE,
+            _ => IoapicEffects::NONE,
         }
     }
 
-    fn write_indirect(&mut self, data: u32) -> IoapicActions {
+    fn write_indirect(&mut self, data: u32) -> IoapicEffects {
         match self.ioregsel {
             REG_ID => {
                 self.id = ((data >> 24) & 0xf) as u8;
-                IoapicActions::NONE
+                IoapicEffects::NONE
             }
-            REG_VERSION | REG_ARB => IoapicActions::NONE,
+            REG_VERSION | REG_ARB => IoapicEffects::NONE,
             sel => match Self::redir_index(sel) {
                 Some((i, high)) => {
                     let old = self.entries[i].bits();
@@ -445,7 +445,7 @@ impl<const PINS: usize> Ioapic<PINS> {
                     };
                     self.store_entry(i, raw)
                 }
-                None => IoapicActions::NONE,
+                None => IoapicEffects::NONE,
             },
         }
     }
@@ -455,14 +455,14 @@ impl<const PINS: usize> Ioapic<PINS> {
     /// their values, a switch to edge clears remote IRR, the old and new
     /// targets are rescanned, and an asserted level pin that is now deliverable
     /// (e.g. just unmasked) is delivered. Out-of-range pins are ignored.
-    pub fn write_entry(&mut self, pin: Pin, value: u64) -> IoapicActions {
+    pub fn write_entry(&mut self, pin: Pin, value: u64) -> IoapicEffects {
         if pin.index() >= PINS {
-            return IoapicActions::NONE;
+            return IoapicEffects::NONE;
         }
         self.store_entry(pin.index(), value)
     }
 
-    fn store_entry(&mut self, i: usize, raw: u64) -> IoapicActions {
+    fn store_entry(&mut self, i: usize, raw: u64) -> IoapicEffects {
         let pin = Pin::new(i as u8);
         let old = self.entries[i];
         let mut new = RedirectionEntry(
@@ -473,10 +473,10 @@ impl<const PINS: usize> Ioapic<PINS> {
         }
         self.entries[i] = new;
 
-        let mut actions = IoapicActions {
+        let mut actions = IoapicEffects {
             route_changed: Some(pin),
             rescan: Self::rescan_for(old, new),
-            ..IoapicActions::NONE
+            ..IoapicEffects::NONE
         };
         if new.is_level() && self.asserted(pin) {
             self.service(i, &mut actions);
@@ -507,15 +507,15 @@ impl<const PINS: usize> Ioapic<PINS> {
     /// `kvm_set_irq`, whose level is the logical assertion (KVM ignores the
     /// polarity bit), `level` here is electrical; a VMM with logical levels
     /// passes `asserted != (entry polarity == ActiveLow)`.
-    pub fn set_line(&mut self, pin: Pin, level: bool) -> IoapicActions {
+    pub fn set_line(&mut self, pin: Pin, level: bool) -> IoapicEffects {
         let i = pin.index();
         if i >= PINS {
-            return IoapicActions::NONE;
+            return IoapicEffects::NONE;
         }
         let was_asserted = self.asserted(pin);
         self.line.set(pin, level);
         let e = self.entries[i];
-        let mut actions = IoapicActions::NONE;
+        let mut actions = IoapicEffects::NONE;
         if !self.asserted(pin) {
             // KVM clears the pin's `irr`, which also forgets a latched edge.
             self.pending_edge.remove(pin);
@@ -545,8 +545,8 @@ impl<const PINS: usize> Ioapic<PINS> {
     /// that the [`SUCCESSIVE_IRQ_MAX_COUNT`]th such EOI in a row puts the pin
     /// in `deliver_later` instead and restarts the count; an EOI that finds the
     /// line low (or the entry masked) restarts the count.
-    pub fn eoi(&mut self, vector: Vector) -> IoapicActions {
-        let mut actions = IoapicActions::NONE;
+    pub fn eoi(&mut self, vector: Vector) -> IoapicEffects {
+        let mut actions = IoapicEffects::NONE;
         for i in 0..PINS {
             let e = self.entries[i];
             if e.vector() != vector || !e.is_level() {
@@ -572,9 +572,9 @@ impl<const PINS: usize> Ioapic<PINS> {
     /// The VMM's timer for a throttled pin (`deliver_later`) fired: deliver it
     /// if it is still a level entry, asserted, unmasked and remote IRR is
     /// clear (KVM's `kvm_ioapic_eoi_inject_work`). Otherwise nothing.
-    pub fn deliver_later_elapsed(&mut self, pin: Pin) -> IoapicActions {
+    pub fn deliver_later_elapsed(&mut self, pin: Pin) -> IoapicEffects {
         let i = pin.index();
-        let mut actions = IoapicActions::NONE;
+        let mut actions = IoapicEffects::NONE;
         if i < PINS && self.entries[i].is_level() && self.asserted(pin) {
             self.service(i, &mut actions);
         }
@@ -585,7 +585,7 @@ impl<const PINS: usize> Ioapic<PINS> {
     /// unmasked, and for level entries remote IRR clear. Sets remote IRR for
     /// level entries. A reserved delivery mode delivers nothing and sets no
     /// remote IRR (KVM: no LAPIC accepts it, `ret == 0`); an edge is consumed.
-    fn service(&mut self, i: usize, actions: &mut IoapicActions) -> bool {
+    fn service(&mut self, i: usize, actions: &mut IoapicEffects) -> bool {
         let e = self.entries[i];
         let pin = Pin::new(i as u8);
         if e.masked() || (e.is_level() && e.remote_irr()) {
@@ -644,7 +644,7 @@ mod tests {
         s.insert(p(pin));
         s
     }
-    fn sel_write(io: &mut Io, reg: u8, val: u32) -> IoapicActions {
+    fn sel_write(io: &mut Io, reg: u8, val: u32) -> IoapicEffects {
         assert!(io.mmio_write(IOREGSEL, 4, reg as u64).is_empty());
         io.mmio_write(IOWIN, 4, val as u64)
     }
@@ -653,7 +653,7 @@ mod tests {
         io.mmio_read(IOWIN, 4) as u32
     }
     /// The guest writes the high half, then the low half (Linux's order).
-    fn guest_write(io: &mut Io, pin: u8, bits: u64) -> IoapicActions {
+    fn guest_write(io: &mut Io, pin: u8, bits: u64) -> IoapicEffects {
         let reg = REG_REDTBL_BASE + 2 * pin;
         let mut a = sel_write(io, reg + 1, (bits >> 32) as u32);
         a.merge(sel_write(io, reg, bits as u32));
@@ -1482,13 +1482,13 @@ mod tests {
 
     #[test]
     fn actions_merge_unites_pins_and_rescans() {
-        let mut a = IoapicActions::NONE;
+        let mut a = IoapicEffects::NONE;
         assert!(a.is_empty());
-        a.merge(IoapicActions {
+        a.merge(IoapicEffects {
             deliver: only(1),
-            ..IoapicActions::NONE
+            ..IoapicEffects::NONE
         });
-        a.merge(IoapicActions {
+        a.merge(IoapicEffects {
             deliver: only(2),
             deliver_later: only(3),
             rescan: Rescan::Targets {
@@ -1500,12 +1500,12 @@ mod tests {
         assert_eq!(a.deliver.len(), 2);
         assert_eq!(a.deliver_later, only(3));
         assert_eq!(a.route_changed, Some(p(2)));
-        a.merge(IoapicActions {
+        a.merge(IoapicEffects {
             rescan: Rescan::Targets {
                 old: Some(phys(1)),
                 new: Some(phys(2)),
             },
-            ..IoapicActions::NONE
+            ..IoapicEffects::NONE
         });
         assert_eq!(
             a.rescan,

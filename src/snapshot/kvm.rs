@@ -50,7 +50,7 @@ pub use kvm_bindings;
 use kvm_bindings::{kvm_ioapic_state, kvm_ioapic_state__bindgen_ty_1, kvm_lapic_state};
 
 use super::{LocalApicState, SNAPSHOT_VERSION, SnapshotError, validate_ioapic_state};
-use crate::eoi_exit::Policy;
+use crate::exit_bitmap::Policy;
 use crate::ioapic::{IoapicState, PinSet, RedirectionEntry};
 use crate::irqchip::{Effects, Irqchip, IrqchipConfig};
 use crate::lapic::{ApicMode, LocalApic, x2apic_ldr};

@@ -63,7 +63,7 @@ pub mod kvm;
 
 use core::fmt;
 
-use crate::eoi_exit::{EoiExitMap, Policy};
+use crate::exit_bitmap::{EoiExitMap, Policy};
 use crate::ioapic::{
     Ioapic, IoapicConfig, IoapicState, MaskedEdge, PinSet, RedirectionEntry,
     SUCCESSIVE_IRQ_MAX_COUNT,

@@ -44,7 +44,7 @@ fn main() {
 #[cfg(all(target_os = "linux", target_arch = "x86_64"))]
 mod vmm {
     use eoi_exit::ioapic::{IOREGSEL, IOWIN, REG_REDTBL_BASE};
-    use eoi_exit::{Ioapic, IoapicActions, Pin, RedirectionEntry, TriggerMode, Vector};
+    use eoi_exit::{Ioapic, IoapicEffects, Pin, RedirectionEntry, TriggerMode, Vector};
 
     use crate::kvm_support::{HarnessError, IrqChipMode, Result, Route, Stop, TestVm};
 
@@ -76,7 +76,7 @@ mod vmm {
         }
 
         /// Act on what the I/O APIC asks: re-install routes, deliver pins.
-        fn act(&mut self, a: IoapicActions) -> Result<()> {
+        fn act(&mut self, a: IoapicEffects) -> Result<()> {
             if let Some(pin) = a.route_changed {
                 let gsi = u32::from(pin.get());
                 match self.io.msi_route(pin) {
@@ -118,7 +118,7 @@ mod vmm {
             // Both halves name the same pin, so their actions merge safely into one
             // re-install (a guest's two MMIO exits could also be handled one by one).
             let reg = u64::from(REG_REDTBL_BASE + 2 * pin);
-            let mut all = IoapicActions::NONE;
+            let mut all = IoapicEffects::NONE;
             for (sel, val) in [(reg + 1, bits >> 32), (reg, bits & 0xffff_ffff)] {
                 all.merge(self.io.mmio_write(IOREGSEL, 4, sel));
                 all.merge(self.io.mmio_write(IOWIN, 4, val));

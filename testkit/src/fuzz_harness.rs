@@ -24,9 +24,9 @@ use crate::race::{
     Field, Harness as RaceHarness, HarnessConfig, IoapicStep, Kick, LossCause, Op,
     Trace as RaceTrace, Violation, check_ioapic_state, check_ioapic_step, expected_iowin,
 };
-use eoi_exit::eoi_exit::{EoiExitMap, Policy};
+use eoi_exit::exit_bitmap::{EoiExitMap, Policy};
 use eoi_exit::ioapic::{
-    IOEOI, IOREGSEL, IOWIN, IoapicActions, MMIO_LEN, MaskedEdge, REG_ARB, REG_ID, REG_REDTBL_BASE,
+    IOEOI, IOREGSEL, IOWIN, IoapicEffects, MMIO_LEN, MaskedEdge, REG_ARB, REG_ID, REG_REDTBL_BASE,
     Rescan,
 };
 use eoi_exit::irqchip::{Arbitration, EoiOrder};
@@ -344,7 +344,7 @@ impl<const P: usize> IoChecker<P> {
         }
     }
 
-    fn apply(&mut self, op: &IoOp) -> IoapicActions {
+    fn apply(&mut self, op: &IoOp) -> IoapicEffects {
         let io = &mut self.io;
         match *op {
             IoOp::MmioWrite {
@@ -358,7 +358,7 @@ impl<const P: usize> IoChecker<P> {
                 let r = io.mmio_read(offset, size);
                 assert_eq!(r, expect, "read of {offset:#x}/{size}");
                 assert!(*io == before, "an MMIO read changed the state");
-                IoapicActions::NONE
+                IoapicEffects::NONE
             }
             IoOp::SelWrite { reg, value } => {
                 let a = io.mmio_write(IOREGSEL, 4, u64::from(reg));
@@ -379,7 +379,7 @@ impl<const P: usize> IoChecker<P> {
 
     /// Runs `op` and checks that every change is one the model allows (the
     /// shared I/O APIC check), then records the level vectors delivered.
-    fn step(&mut self, op: &IoOp) -> IoapicActions {
+    fn step(&mut self, op: &IoOp) -> IoapicEffects {
         let before = self.io.clone();
         let step = IoapicStep {
             written: self.written_pin(op),

@@ -8,7 +8,7 @@
 
 use eoi_exit::ioapic::{IOEOI, IOREGSEL, IOWIN, MMIO_LEN, REG_REDTBL_BASE};
 use eoi_exit::{
-    Ioapic, IoapicActions, IoapicConfig, IoapicVersion, MaskedEdge, Pin, Polarity,
+    Ioapic, IoapicConfig, IoapicEffects, IoapicVersion, MaskedEdge, Pin, Polarity,
     RedirectionEntry, Vector,
 };
 use eoi_exit_testkit::race::{IoapicStep, check_ioapic_state, check_ioapic_step};
@@ -155,7 +155,7 @@ fn eoi_vector(io: &Io, op: &Op) -> Option<u8> {
     }
 }
 
-fn apply(io: &mut Io, op: &Op) -> IoapicActions {
+fn apply(io: &mut Io, op: &Op) -> IoapicEffects {
     match *op {
         Op::MmioWrite {
             offset,
@@ -171,7 +171,7 @@ fn apply(io: &mut Io, op: &Op) -> IoapicActions {
                 _ => 0,
             };
             assert!(r <= limit, "read {r:#x} wider than size {size}");
-            IoapicActions::NONE
+            IoapicEffects::NONE
         }
         Op::SetLine { pin, level } => io.set_line(Pin::new(pin), level),
         Op::Eoi { vector } => io.eoi(Vector::new(vector)),
@@ -187,7 +187,7 @@ fn check_state(io: &Io) {
 
 /// Runs `op` and checks that every change is one the model allows (the
 /// shared I/O APIC check).
-fn step_checked(io: &mut Io, op: &Op) -> IoapicActions {
+fn step_checked(io: &mut Io, op: &Op) -> IoapicEffects {
     let before = io.clone();
     let step = IoapicStep {
         written: written_pin(io, op).map(|(w, _)| w),
@@ -220,7 +220,7 @@ fn settle(io: &mut Io, delivered: &[bool; 256]) {
 
 fn record(
     io: &Io,
-    actions: &IoapicActions,
+    actions: &IoapicEffects,
     delivered: &mut [bool; 256],
     last: &mut [Option<u8>; PINS],
 ) {

@@ -8,7 +8,7 @@
 
 use eoi_exit::Ioapic;
 use eoi_exit::ioapic::{
-    IOREGSEL, IOWIN, IoapicActions, REG_ARB, REG_ID, REG_REDTBL_BASE, REG_VERSION,
+    IOREGSEL, IOWIN, IoapicEffects, REG_ARB, REG_ID, REG_REDTBL_BASE, REG_VERSION,
 };
 use eoi_exit::types::Pin;
 use eoi_exit::{RedirectionEntry, Vector};
@@ -95,7 +95,7 @@ pub fn check_ioapic_step<const P: usize>(
     before: &Ioapic<P>,
     after: &Ioapic<P>,
     step: IoapicStep,
-    actions: &IoapicActions,
+    actions: &IoapicEffects,
 ) {
     check_ioapic_state(after);
     for i in 0..P {

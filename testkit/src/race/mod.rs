@@ -89,7 +89,7 @@
 use core::fmt;
 use core::hash::{Hash, Hasher};
 
-use eoi_exit::eoi_exit::{ScanEntry, Source};
+use eoi_exit::exit_bitmap::{ScanEntry, Source};
 use eoi_exit::ioapic::{IOEOI, IoapicConfig, IoapicVersion, MMIO_LEN, PinSet, RedirectionEntry};
 use eoi_exit::irqchip::{Arbitration, Effects, EoiForwarding, EoiOrder, VcpuState, VcpuStats};
 use eoi_exit::lapic::{ApicMode, LocalApic};
@@ -903,18 +903,18 @@ impl<const VCPUS: usize, const PINS: usize> Harness<VCPUS, PINS> {
                 if let Some(v) = ge.vector {
                     debug_assert_eq!(Some(v), isr);
                     let hw = VectorSet::from_u64_words(self.checker.hw[c]).contains(v);
-                    if hw != ge.exit {
+                    if hw != ge.intercepted {
                         return Err(Violation::InterceptMismatch {
                             vcpu: c as u16,
                             vector: v.get(),
                         });
                     }
-                    info.eoi = Some((v, ge.exit));
-                    if ge.exit {
+                    info.eoi = Some((v, ge.intercepted));
+                    if ge.intercepted {
                         forwarded = Some(v);
                         forwarded_edge = !ge.level;
                     }
-                    self.retire(c, v, ge.exit, ge.level, &pre_entries)?;
+                    self.retire(c, v, ge.intercepted, ge.level, &pre_entries)?;
                 }
                 fx = ge.effects;
             }

@@ -601,7 +601,7 @@ impl<const V: usize> Sim<V> {
             std::eprintln!(
                 "{:>8} eoi vcpu{v} {vector:?} {inst:?} {class:?} exit={} level={}",
                 self.now,
-                ge.exit,
+                ge.intercepted,
                 ge.level
             );
         }
@@ -609,7 +609,7 @@ impl<const V: usize> Sim<V> {
             self.oracle.mismatches += 1;
         }
         self.c.eois += 1;
-        match (ge.exit, class) {
+        match (ge.intercepted, class) {
             (true, Class::Necessary) => self.c.necessary += 1,
             (true, Class::Unavoidable) => self.c.unavoidable += 1,
             (true, Class::Avoidable) => {
@@ -624,7 +624,7 @@ impl<const V: usize> Sim<V> {
             (false, Class::Necessary) => self.c.lost += 1,
             (false, _) => {}
         }
-        if ge.exit {
+        if ge.intercepted {
             self.c.exits += 1;
             if !ge.level {
                 // An edge EOI forwarded to the I/O APIC. KVM ignores it for

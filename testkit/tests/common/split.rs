@@ -10,7 +10,7 @@
 
 use std::collections::BTreeMap;
 
-use eoi_exit::eoi_exit::{Accepted, ScanEntry, Source};
+use eoi_exit::exit_bitmap::{Accepted, ScanEntry, Source};
 use eoi_exit::lapic::{Acceptance, ApicMode};
 use eoi_exit::{
     ApicId, DeliveryMode, Destination, DestinationMode, EoiExitMap, InterruptMessage, LocalApic,
@@ -153,7 +153,7 @@ impl SplitVm {
         let v = &mut self.vcpus[i];
         let eoi = v.apic.eoi()?;
         let exit = v.map.send_eoi(&v.apic, eoi.vector, eoi.level);
-        if exit.forward {
+        if exit.intercepted {
             *v.exits.entry(eoi.vector.get()).or_default() += 1;
         }
         if exit.missed_level {

@@ -75,7 +75,7 @@ use crate::common::split::{SplitVm, msi};
 use crate::support::*;
 use eoi_exit::lapic::ApicMode;
 use eoi_exit::{
-    ApicId, Ioapic, IoapicActions, LocalApic, Pin, Policy, RedirectionEntry, Vector, VectorSet,
+    ApicId, Ioapic, IoapicEffects, LocalApic, Pin, Policy, RedirectionEntry, Vector, VectorSet,
 };
 use eoi_exit_testkit::race::SplitMix64;
 
@@ -421,7 +421,7 @@ impl SplitModel {
         let v = &mut self.vm.vcpus[i];
         let Some(eoi) = v.apic.eoi() else { return };
         let exit = v.map.send_eoi(&v.apic, eoi.vector, eoi.level);
-        if exit.forward {
+        if exit.intercepted {
             self.forwards[i].push(eoi.vector.get());
         }
         if exit.rescan {
@@ -1149,7 +1149,7 @@ impl KernelModel {
     }
 
     /// Act on the I/O APIC's actions: deliver every pin to the LAPICs it matches.
-    fn act(&mut self, a: IoapicActions) -> Result<(), String> {
+    fn act(&mut self, a: IoapicEffects) -> Result<(), String> {
         if !a.deliver_later.is_empty() {
             return Err("EOI storm throttle in a test case".into());
         }

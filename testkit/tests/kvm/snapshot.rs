@@ -379,7 +379,7 @@ fn import_rebuilds_rtc_owed_and_bitmaps_and_reinjects() {
         // The EOI of the in-service 0x40 exits and clears remote IRR.
         let _ = c.set_line(Pin::new(5), false);
         let g = c.guest_eoi(VcpuId::new(0));
-        assert!(g.exit, "{policy:?}");
+        assert!(g.intercepted, "{policy:?}");
         assert!(!c.ioapic().entries()[5].remote_irr());
     }
 }
@@ -578,12 +578,15 @@ fn migrate_from_kvm_in_kernel_irqchip() -> support::Result<String> {
             assert!(compare(&dst, c, "NoIntercept").is_err());
             continue;
         }
-        assert!(e51.exit && e62.exit, "{policy:?}: {e51:?} {e62:?}");
+        assert!(
+            e51.intercepted && e62.intercepted,
+            "{policy:?}: {e51:?} {e62:?}"
+        );
         // The planted 0x45 was level (TMR): its EOI is forwarded too, except
         // by the KVM policies, which intercept only routed or stale vectors.
-        let e45_exits = e45.exit;
+        let e45_exits = e45.intercepted;
         if *policy != Policy::TmrDriven {
-            assert!(e38.exit, "{policy:?}: the RTC EOI owed must exit");
+            assert!(e38.intercepted, "{policy:?}: the RTC EOI owed must exit");
         }
         compare(&dst, c, &format!("{policy:?}: after continuing"))
             .map_err(support::HarnessError)?;

@@ -99,7 +99,7 @@ impl Rescan {
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 #[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 #[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
-pub struct IoapicActions {
+pub struct IoapicEffects {
     /// Pins whose interrupt MUST be delivered now.
     pub deliver: PinSet,
     /// Pins whose re-delivery was throttled after an EOI storm: call
@@ -112,9 +112,9 @@ pub struct IoapicActions {
     pub route_changed: Option<Pin>,
 }
 
-impl IoapicActions {
+impl IoapicEffects {
     /// Nothing to do.
-    pub const NONE: IoapicActions = IoapicActions {
+    pub const NONE: IoapicEffects = IoapicEffects {
         deliver: PinSet::EMPTY,
         deliver_later: PinSet::EMPTY,
         rescan: Rescan::None,
@@ -137,7 +137,7 @@ impl IoapicActions {
     /// later one (`other`'s) is kept and the earlier is lost. Only redirection
     /// writes set it (one pin each), so handle each MMIO write's actions
     /// before merging them with another write's.
-    pub fn merge(&mut self, other: IoapicActions) {
+    pub fn merge(&mut self, other: IoapicEffects) {
         self.deliver = self.deliver.union(&other.deliver);
         self.deliver_later = self.deliver_later.union(&other.deliver_later);
         self.rescan = self.rescan.merge(other.rescan);

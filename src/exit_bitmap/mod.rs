@@ -223,8 +223,9 @@ pub struct Accepted {
 #[must_use = "an intercepted EOI must be forwarded to the I/O APIC, or its line stays wedged"]
 #[derive(Clone, Copy, PartialEq, Eq, Hash, Debug, Default)]
 pub struct EoiExit {
-    /// The EOI exits and must be forwarded to the I/O APIC.
-    pub forward: bool,
+    /// The EOI causes a VM exit (its vector is in the bitmap): the VMM must
+    /// pass it on to the I/O APIC.
+    pub intercepted: bool,
     /// This vCPU must be rescanned (after forwarding).
     pub rescan: bool,
     /// `NoIntercept` only: the retired vector was level triggered (TMR), so an
@@ -628,18 +629,18 @@ impl EoiExitMap {
     /// the LAPIC after the EOI; `level` is the TMR bit the EOI reported).
     ///
     /// Call it for every EOI the hardware intercepts; calling it for a vector
-    /// not in the bitmap is harmless and returns `forward: false`.
+    /// not in the bitmap is harmless and returns `intercepted: false`.
     #[inline]
     pub fn send_eoi(&mut self, apic: &LocalApic, vector: Vector, level: bool) -> EoiExit {
         if !self.bitmap.contains(vector) {
             return EoiExit {
-                forward: false,
+                intercepted: false,
                 rescan: false,
                 missed_level: level && self.policy == Policy::NoIntercept,
             };
         }
         let mut exit = EoiExit {
-            forward: true,
+            intercepted: true,
             rescan: false,
             missed_level: false,
         };
@@ -744,7 +745,7 @@ mod tests {
         scan(&mut m, &a, &[level_to(1, V40), level_to(1, V50)]);
         let eoi = a.eoi().unwrap();
         let x = m.send_eoi(&a, eoi.vector, eoi.level);
-        assert!(x.forward && x.rescan);
+        assert!(x.intercepted && x.rescan);
         let mut l = EoiExitMap::new(Policy::KvmHighestStale);
         let mut b = apic();
         b.set_in_service(V40, true);
@@ -753,7 +754,10 @@ mod tests {
         let eoi = b.eoi().unwrap();
         assert_eq!(eoi.vector, V40);
         let x = l.send_eoi(&b, eoi.vector, eoi.level);
-        assert!(x.forward && !x.rescan, "0x40 is stale but not the highest");
+        assert!(
+            x.intercepted && !x.rescan,
+            "0x40 is stale but not the highest"
+        );
     }
 
     #[test]
@@ -768,7 +772,7 @@ mod tests {
             let eoi = a.eoi().unwrap();
             assert_eq!(eoi.vector, v);
             let x = m.send_eoi(&a, eoi.vector, eoi.level);
-            assert!(x.forward && !x.rescan);
+            assert!(x.intercepted && !x.rescan);
             assert!(!m.intercepts(v));
         }
         assert!(m.bitmap().is_empty());
@@ -811,11 +815,11 @@ mod tests {
             },
         );
         let eoi = a.eoi().unwrap();
-        assert!(m.send_eoi(&a, eoi.vector, eoi.level).forward);
+        assert!(m.send_eoi(&a, eoi.vector, eoi.level).intercepted);
         assert!(m.intercepts(V40), "the IRR instance still needs its EOI");
         assert_eq!(a.ack(), Some(V40));
         let eoi = a.eoi().unwrap();
-        assert!(m.send_eoi(&a, eoi.vector, eoi.level).forward);
+        assert!(m.send_eoi(&a, eoi.vector, eoi.level).intercepted);
         assert!(!m.intercepts(V40));
     }
 
@@ -888,7 +892,7 @@ mod tests {
         scan(&mut m, &a, &[level_to(0, V40)]);
         assert!(m.bitmap().is_empty());
         let x = m.send_eoi(&a, V40, true);
-        assert!(!x.forward && x.missed_level);
+        assert!(!x.intercepted && x.missed_level);
         assert!(!m.send_eoi(&a, V40, false).missed_level);
     }
 
