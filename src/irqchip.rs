@@ -122,70 +122,9 @@ pub struct VcpuState {
     pub stats: VcpuStats,
 }
 
-/// A set of vCPU indices (up to 256 vCPUs).
-#[derive(Clone, Copy, PartialEq, Eq, Hash, Default)]
-#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
-pub struct VcpuSet([u64; 4]);
-
-impl VcpuSet {
-    /// Adds a vCPU (indices above 255 are ignored).
-    #[inline]
-    pub fn insert(&mut self, i: usize) {
-        if i < 256 {
-            self.0[i >> 6] |= 1 << (i & 63);
-        }
-    }
-    /// Whether it holds `i`.
-    #[inline]
-    pub const fn contains(&self, i: usize) -> bool {
-        i < 256 && self.0[i >> 6] & (1 << (i & 63)) != 0
-    }
-    /// Whether it is empty.
-    #[inline]
-    pub const fn is_empty(&self) -> bool {
-        (self.0[0] | self.0[1] | self.0[2] | self.0[3]) == 0
-    }
-    /// Number of vCPUs.
-    #[inline]
-    pub const fn len(&self) -> u32 {
-        self.0[0].count_ones()
-            + self.0[1].count_ones()
-            + self.0[2].count_ones()
-            + self.0[3].count_ones()
-    }
-    /// Ascending iteration.
-    pub fn iter(&self) -> impl Iterator<Item = usize> + '_ {
-        self.iter_upto(256)
-    }
-    /// Ascending iteration over members below `limit`, word by word.
-    fn iter_upto(&self, limit: usize) -> impl Iterator<Item = usize> + '_ {
-        let words = *self;
-        (0..4usize)
-            .flat_map(move |w| {
-                let mut bits = words.0[w];
-                core::iter::from_fn(move || {
-                    if bits == 0 {
-                        return None;
-                    }
-                    let b = bits.trailing_zeros() as usize;
-                    bits &= bits - 1;
-                    Some(w * 64 + b)
-                })
-            })
-            .take_while(move |&i| i < limit)
-    }
-    fn union_with(&mut self, o: &VcpuSet) {
-        for i in 0..4 {
-            self.0[i] |= o.0[i];
-        }
-    }
-}
-
-impl core::fmt::Debug for VcpuSet {
-    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
-        f.debug_set().entries(self.iter()).finish()
-    }
-}
+/// A set of vCPUs (indices 0..=255): a [`Set256`](crate::Set256) of
+/// [`VcpuId`].
+pub type VcpuSet = crate::set::Set256<VcpuId>;
 
 /// One interrupt accepted by one vCPU.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
@@ -409,7 +348,7 @@ impl<const VCPUS: usize, const PINS: usize> Irqchip<VCPUS, PINS> {
         let mut fx = Effects::default();
         for i in 0..VCPUS {
             self.rescan_locked(&io, &mut self.vcpus[i].lock());
-            fx.reload.insert(i);
+            fx.reload.insert(VcpuId::new(i as u16));
         }
         Some((r, fx))
     }
@@ -479,7 +418,7 @@ impl<const VCPUS: usize, const PINS: usize> Irqchip<VCPUS, PINS> {
         if exit.rescan && self.config.eoi_order == EoiOrder::ForwardThenRescan {
             self.rescan_locked(&io, &mut slot.lock());
         }
-        out.effects.reload.insert(vcpu.index());
+        out.effects.reload.insert(vcpu);
         out
     }
 
@@ -534,7 +473,7 @@ impl<const VCPUS: usize, const PINS: usize> Irqchip<VCPUS, PINS> {
             };
             for (i, slot) in self.vcpus.iter().enumerate() {
                 if slot.lock().apic.matches(d) {
-                    set.insert(i);
+                    set.insert(VcpuId::new(i as u16));
                 }
             }
         }
@@ -549,7 +488,7 @@ impl<const VCPUS: usize, const PINS: usize> Irqchip<VCPUS, PINS> {
         }
         for (i, slot) in self.vcpus.iter().enumerate() {
             if slot.lock().apic.matches(dest) {
-                out.insert(i);
+                out.insert(VcpuId::new(i as u16));
             }
         }
     }
@@ -572,11 +511,11 @@ impl<const VCPUS: usize, const PINS: usize> Irqchip<VCPUS, PINS> {
             }
             Rescan::All => {
                 for i in 0..VCPUS {
-                    targets.insert(i);
+                    targets.insert(VcpuId::new(i as u16));
                 }
             }
         }
-        for i in targets.iter_upto(VCPUS) {
+        for i in targets.iter().map(VcpuId::index).take_while(|&i| i < VCPUS) {
             self.rescan_locked(io, &mut self.vcpus[i].lock());
         }
         fx.reload.union_with(&targets);
@@ -619,7 +558,7 @@ impl<const VCPUS: usize, const PINS: usize> Irqchip<VCPUS, PINS> {
         }
         let mut targets = VcpuSet::default();
         self.vcpus_matching(msg.destination, &mut targets);
-        for i in targets.iter_upto(VCPUS) {
+        for i in targets.iter().map(VcpuId::index).take_while(|&i| i < VCPUS) {
             self.accept_on(i, msg, pin, source, fx);
         }
     }
@@ -651,7 +590,7 @@ impl<const VCPUS: usize, const PINS: usize> Irqchip<VCPUS, PINS> {
             // The VMCS must hold the new bit before the guest can take this
             // interrupt (TmrDriven sets it here; Exact for RTC and untracked
             // level sources).
-            fx.reload.insert(i);
+            fx.reload.insert(VcpuId::new(i as u16));
         }
         let d = Delivery {
             vcpu: VcpuId::new(i as u16),

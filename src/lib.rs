@@ -25,6 +25,7 @@ pub mod ioapic;
 pub mod irqchip;
 pub mod lapic;
 pub mod routes;
+pub mod set;
 pub mod snapshot;
 pub mod types;
 pub mod vector;
@@ -34,9 +35,11 @@ pub use ioapic::{
     Ioapic, IoapicConfig, IoapicEffects, IoapicState, IoapicVersion, MaskedEdge, PinSet,
     RedirectionEntry, Rescan,
 };
+pub use irqchip::VcpuSet;
 pub use irqchip::{Irqchip, IrqchipConfig};
 pub use lapic::{Acceptance, ApicMode, Eoi, LocalApic};
 pub use routes::Msi;
+pub use set::Set256;
 pub use types::{
     ApicId, DeliveryMode, Destination, DestinationMode, Gsi, InterruptMessage, InvalidValue, Pin,
     Polarity, RTC_GSI, TriggerMode, VcpuId,

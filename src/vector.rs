@@ -7,6 +7,8 @@
 
 use core::fmt;
 
+use crate::set::{Set256, Set256Iter};
+
 /// An x86 interrupt vector (0..=255).
 ///
 /// Vectors 0..=15 are reserved by the architecture: the local APIC reports an
@@ -68,31 +70,14 @@ impl fmt::Display for Vector {
     }
 }
 
-/// A set of 256 vectors, stored as four `u64` words (bit `v % 64` of word `v / 64`).
-#[derive(Clone, Copy, PartialEq, Eq, Hash, Default)]
-#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
-#[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
-pub struct VectorSet {
-    words: [u64; 4],
-}
+/// A set of 256 vectors: a [`Set256`] of [`Vector`], four `u64` words in VMCS
+/// `EOI_EXIT_BITMAP0..3` order (bit `v % 64` of word `v / 64`).
+pub type VectorSet = Set256<Vector>;
 
-impl VectorSet {
-    /// The empty set.
-    pub const EMPTY: VectorSet = VectorSet { words: [0; 4] };
+/// Ascending iterator over a [`VectorSet`].
+pub type VectorSetIter = Set256Iter<Vector>;
 
-    /// The empty set.
-    #[inline]
-    pub const fn new() -> Self {
-        Self::EMPTY
-    }
-
-    /// Builds a set from the four VMCS `EOI_EXIT_BITMAP0..3` words (word 0 holds
-    /// vectors 0..=63).
-    #[inline]
-    pub const fn from_u64_words(words: [u64; 4]) -> Self {
-        VectorSet { words }
-    }
-
+impl Set256<Vector> {
     /// Builds a set from the eight 32-bit APIC register words (IRR/ISR/TMR
     /// layout: register `n` at offset `base + 0x10 * n` holds vectors `32n..32n+31`).
     pub const fn from_u32_words(regs: [u32; 8]) -> Self {
@@ -102,220 +87,20 @@ impl VectorSet {
             words[i] = regs[2 * i] as u64 | (regs[2 * i + 1] as u64) << 32;
             i += 1;
         }
-        VectorSet { words }
-    }
-
-    /// The four 64-bit words in VMCS `EOI_EXIT_BITMAP0..3` order.
-    #[inline]
-    pub const fn as_u64_words(&self) -> [u64; 4] {
-        self.words
+        Self::from_u64_words(words)
     }
 
     /// The eight 32-bit words in APIC register order (IRR0..IRR7).
     pub const fn as_u32_words(&self) -> [u32; 8] {
+        let words = self.as_u64_words();
         let mut regs = [0u32; 8];
         let mut i = 0;
         while i < 4 {
-            regs[2 * i] = self.words[i] as u32;
-            regs[2 * i + 1] = (self.words[i] >> 32) as u32;
+            regs[2 * i] = words[i] as u32;
+            regs[2 * i + 1] = (words[i] >> 32) as u32;
             i += 1;
         }
         regs
-    }
-
-    /// Adds `v`; returns whether it was absent.
-    #[inline]
-    pub fn insert(&mut self, v: Vector) -> bool {
-        let (w, b) = Self::pos(v);
-        let was = self.words[w] & b;
-        self.words[w] |= b;
-        was == 0
-    }
-
-    /// Removes `v`; returns whether it was present.
-    #[inline]
-    pub fn remove(&mut self, v: Vector) -> bool {
-        let (w, b) = Self::pos(v);
-        let was = self.words[w] & b;
-        self.words[w] &= !b;
-        was != 0
-    }
-
-    /// Sets or clears `v`.
-    #[inline]
-    pub fn set(&mut self, v: Vector, present: bool) {
-        if present {
-            self.insert(v);
-        } else {
-            self.remove(v);
-        }
-    }
-
-    /// Whether `v` is in the set.
-    #[inline]
-    pub const fn contains(&self, v: Vector) -> bool {
-        let (w, b) = Self::pos(v);
-        self.words[w] & b != 0
-    }
-
-    /// The highest vector in the set, if any.
-    #[inline]
-    pub const fn highest(&self) -> Option<Vector> {
-        let mut i = 4;
-        while i > 0 {
-            i -= 1;
-            let w = self.words[i];
-            if w != 0 {
-                return Some(Vector((i as u32 * 64 + 63 - w.leading_zeros()) as u8));
-            }
-        }
-        None
-    }
-
-    /// The lowest vector in the set, if any.
-    #[inline]
-    pub const fn lowest(&self) -> Option<Vector> {
-        let mut i = 0;
-        while i < 4 {
-            let w = self.words[i];
-            if w != 0 {
-                return Some(Vector((i as u32 * 64 + w.trailing_zeros()) as u8));
-            }
-            i += 1;
-        }
-        None
-    }
-
-    /// Whether the set is empty.
-    #[inline]
-    pub const fn is_empty(&self) -> bool {
-        (self.words[0] | self.words[1] | self.words[2] | self.words[3]) == 0
-    }
-
-    /// Number of vectors in the set.
-    #[inline]
-    pub const fn len(&self) -> u32 {
-        self.words[0].count_ones()
-            + self.words[1].count_ones()
-            + self.words[2].count_ones()
-            + self.words[3].count_ones()
-    }
-
-    /// Removes every vector.
-    #[inline]
-    pub fn clear(&mut self) {
-        self.words = [0; 4];
-    }
-
-    /// Set union.
-    #[inline]
-    #[must_use]
-    pub const fn union(&self, other: &VectorSet) -> VectorSet {
-        VectorSet {
-            words: [
-                self.words[0] | other.words[0],
-                self.words[1] | other.words[1],
-                self.words[2] | other.words[2],
-                self.words[3] | other.words[3],
-            ],
-        }
-    }
-
-    /// Set intersection.
-    #[inline]
-    #[must_use]
-    pub const fn intersection(&self, other: &VectorSet) -> VectorSet {
-        VectorSet {
-            words: [
-                self.words[0] & other.words[0],
-                self.words[1] & other.words[1],
-                self.words[2] & other.words[2],
-                self.words[3] & other.words[3],
-            ],
-        }
-    }
-
-    /// Vectors in `self` and not in `other`.
-    #[inline]
-    #[must_use]
-    pub const fn difference(&self, other: &VectorSet) -> VectorSet {
-        VectorSet {
-            words: [
-                self.words[0] & !other.words[0],
-                self.words[1] & !other.words[1],
-                self.words[2] & !other.words[2],
-                self.words[3] & !other.words[3],
-            ],
-        }
-    }
-
-    /// Whether every vector of `self` is in `other`.
-    #[inline]
-    pub const fn is_subset(&self, other: &VectorSet) -> bool {
-        self.difference(other).is_empty()
-    }
-
-    /// Iterates the vectors in ascending order.
-    #[inline]
-    pub fn iter(&self) -> VectorSetIter {
-        VectorSetIter {
-            words: self.words,
-            word: 0,
-        }
-    }
-
-    #[inline]
-    const fn pos(v: Vector) -> (usize, u64) {
-        ((v.0 >> 6) as usize, 1u64 << (v.0 & 63))
-    }
-}
-
-impl fmt::Debug for VectorSet {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_set().entries(self.iter()).finish()
-    }
-}
-
-impl FromIterator<Vector> for VectorSet {
-    fn from_iter<I: IntoIterator<Item = Vector>>(iter: I) -> Self {
-        let mut s = VectorSet::new();
-        for v in iter {
-            s.insert(v);
-        }
-        s
-    }
-}
-
-impl IntoIterator for &VectorSet {
-    type Item = Vector;
-    type IntoIter = VectorSetIter;
-    fn into_iter(self) -> VectorSetIter {
-        self.iter()
-    }
-}
-
-/// Ascending iterator over a [`VectorSet`].
-#[derive(Clone, Debug)]
-pub struct VectorSetIter {
-    words: [u64; 4],
-    word: usize,
-}
-
-impl Iterator for VectorSetIter {
-    type Item = Vector;
-
-    #[inline]
-    fn next(&mut self) -> Option<Vector> {
-        while self.word < 4 {
-            let w = self.words[self.word];
-            if w != 0 {
-                let bit = w.trailing_zeros();
-                self.words[self.word] = w & (w - 1);
-                return Some(Vector((self.word as u32 * 64 + bit) as u8));
-            }
-            self.word += 1;
-        }
-        None
     }
 }
 

@@ -53,7 +53,7 @@ fn level_in_flight_rerouted(policy: Policy, acked: bool, line_high_at_eoi: bool)
     // The guest (on another vCPU) moves the pin to vCPU1.
     let fx = c.write_entry(P5, entry(0x40, TriggerMode::Level, 1));
     assert!(
-        fx.reload.contains(0) && fx.reload.contains(1),
+        fx.reload.contains(VcpuId::new(0)) && fx.reload.contains(VcpuId::new(1)),
         "old and new destination rescanned"
     );
     if !line_high_at_eoi {
@@ -265,7 +265,7 @@ fn exact_leaves_out_a_masked_idle_level_entry_and_unmask_rescans_before_deliveri
     assert!(c.set_line(P5, true).deliveries.is_empty());
     // Unmask: the same write rescans vCPU0 and then delivers.
     let fx = c.write_entry(P5, entry(0x40, TriggerMode::Level, 0));
-    assert!(fx.reload.contains(0));
+    assert!(fx.reload.contains(VcpuId::new(0)));
     assert_eq!(fx.deliveries.len(), 1);
     assert!(c.vcpu(V0).unwrap().map.intercepts(Vector::new(0x40)));
     let _ = c.ack(V0);

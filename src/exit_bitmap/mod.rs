@@ -342,7 +342,7 @@ impl EoiExitMap {
 
     /// Whether an EOI of `vector` is intercepted now.
     #[inline]
-    pub const fn intercepts(&self, vector: Vector) -> bool {
+    pub fn intercepts(&self, vector: Vector) -> bool {
         self.bitmap.contains(vector)
     }
 

@@ -407,7 +407,7 @@ impl<const VCPUS: usize> Irqchip<VCPUS, KVM_IOAPIC_NUM_PINS> {
         // 4. Rescan so the bitmaps carry the RTC EOIs owed.
         for i in 0..VCPUS {
             chip.rescan(VcpuId::new(i as u16));
-            effects.reload.insert(i);
+            effects.reload.insert(crate::VcpuId::new(i as u16));
         }
         Ok(KvmImport {
             chip,

@@ -921,7 +921,7 @@ impl<const VCPUS: usize, const PINS: usize> Harness<VCPUS, PINS> {
             Op::Rescan { vcpu } => {
                 let c = vcpu as usize % VCPUS;
                 self.chip.rescan(VcpuId::new(c as u16));
-                fx.reload.insert(c);
+                fx.reload.insert(VcpuId::new(c as u16));
             }
             Op::Enter { vcpu } => {
                 self.enter(vcpu as usize % VCPUS)?;
@@ -996,7 +996,7 @@ impl<const VCPUS: usize, const PINS: usize> Harness<VCPUS, PINS> {
 
     fn rescan_ignoring_pending(&self, fx: &Effects) {
         let io = self.chip.ioapic().clone();
-        for c in fx.reload.iter().filter(|&c| c < VCPUS) {
+        for c in fx.reload.iter().map(VcpuId::index).filter(|&c| c < VCPUS) {
             let mut g = self.chip.vcpu(VcpuId::new(c as u16)).expect("in range");
             let VcpuState { apic, map, .. } = &mut *g;
             // The same LAPIC with nothing pending: what a scan without KVM's
@@ -1119,7 +1119,7 @@ impl<const VCPUS: usize, const PINS: usize> Harness<VCPUS, PINS> {
         pre: &[RedirectionEntry; PINS],
         forwarded: Option<Vector>,
     ) -> Result<(), Violation> {
-        for i in fx.reload.iter() {
+        for i in fx.reload.iter().map(VcpuId::index) {
             if i < VCPUS {
                 self.checker.kicked[i] = true;
             }
