@@ -25,6 +25,11 @@ use crate::routes::Msi;
 use crate::types::{Destination, TriggerMode};
 use crate::vector::{Vector, VectorSet};
 
+mod exact;
+mod state;
+
+pub use state::EoiExitMapState;
+
 /// How a vCPU's EOI-exit bitmap is computed.
 ///
 /// All policies share the scan and EOI entry points; the enum is matched in
@@ -255,49 +260,115 @@ impl VmcsUpdate {
 
 /// One vCPU's EOI-exit bitmap under one [`Policy`].
 ///
-/// Fixed size (a few hundred bytes), no allocation. See the module docs for
-/// the call order.
+/// Fixed size, no allocation. What a policy needs beyond the bitmap lives in
+/// its own [`PolicyState`] variant, so a map cannot hold another policy's
+/// bookkeeping. See the module docs for the call order.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
+pub struct EoiExitMap {
+    /// The bitmap the hardware should use.
+    bitmap: VectorSet,
+    /// The bitmap last handed out by `take_vmcs_update`.
+    loaded: VectorSet,
+    /// RTC EOI owed by this vCPU (KVM's `rtc_status.dest_map`), and its vector.
+    rtc_owed: Option<Vector>,
+    /// Inside begin_scan/end_scan.
+    scanning: bool,
+    /// The policy and its own bookkeeping.
+    policy: PolicyState,
+}
+
+/// A policy and the bookkeeping only it needs, one variant per [`Policy`].
+///
+/// Part of [`EoiExitMapState`]; inside an [`EoiExitMap`] it is private, so
+/// only the map's own methods change it.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
 #[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
-pub struct EoiExitMap {
-    pub(crate) policy: Policy,
-    /// The bitmap the hardware should use.
-    pub(crate) bitmap: VectorSet,
-    /// The bitmap last handed out by `take_vmcs_update`.
-    pub(crate) loaded: VectorSet,
-    /// Scan result: counted entries that target this vCPU (`Exact`: the
-    /// "routed here" reason; KVM: part of the scanned bitmap).
-    pub(crate) routed: VectorSet,
-    /// KVM policies: vectors set at scan only because they were pending.
-    pub(crate) stale: VectorSet,
-    /// `KvmHighestStale`: the highest of `stale` (KVM's
-    /// `highest_stale_pending_ioapic_eoi`).
-    pub(crate) highest_stale: Option<Vector>,
-    /// RTC EOI owed by this vCPU (KVM's `rtc_status.dest_map`), and its vector.
-    pub(crate) rtc_owed: Option<Vector>,
-    /// `Exact` instance tracking: vectors with at least one outstanding
-    /// instance (IRR or ISR) known to this map, ...
-    pub(crate) inst_one: VectorSet,
+pub enum PolicyState {
+    /// [`Policy::KvmLegacy`].
+    KvmLegacy(KvmScan),
+    /// [`Policy::KvmHighestStale`].
+    KvmHighestStale(KvmScan),
+    /// [`Policy::TmrDriven`]: level vectors pending at the last scan (adopted
+    /// from a LAPIC the map did not see accept them).
+    TmrDriven {
+        /// TMR ∩ (IRR ∪ ISR) at the last scan.
+        adopted_level: VectorSet,
+    },
+    /// [`Policy::Exact`].
+    Exact(ExactTracking),
+    /// [`Policy::NoIntercept`]: nothing to remember.
+    NoIntercept,
+}
+
+/// The scan result of KVM's policies (`vcpu_scan_ioapic`).
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug, Default)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+pub struct KvmScan {
+    /// Counted entries that target this vCPU.
+    pub routed: VectorSet,
+    /// Vectors set only because they were pending (IRR or ISR) here at scan
+    /// time; the highest of them is KVM's
+    /// `highest_stale_pending_ioapic_eoi`.
+    pub stale: VectorSet,
+}
+
+/// `Exact`'s reasons: routes to this vCPU and the instances in flight.
+///
+/// A vector has at most two outstanding instances (one in ISR, a newer one in
+/// IRR); for each the map remembers whether its EOI is needed.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug, Default)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+pub struct ExactTracking {
+    /// Counted, unmasked entries that target this vCPU.
+    pub routed: VectorSet,
+    /// Vectors with at least one outstanding instance known to the map, ...
+    pub inst_one: VectorSet,
     /// ... with two (one in ISR, a newer one in IRR), ...
-    pub(crate) inst_two: VectorSet,
+    pub inst_two: VectorSet,
     /// ... whether the oldest one needs its EOI, ...
-    pub(crate) need_old: VectorSet,
+    pub need_old: VectorSet,
     /// ... and whether the newer one does (meaningful only in `inst_two`).
-    pub(crate) need_new: VectorSet,
-    /// Inside begin_scan/end_scan.
-    pub(crate) scanning: bool,
-    /// `TmrDriven`: level vectors pending at the last scan.
-    pub(crate) adopted_level: VectorSet,
-    /// `Exact`, during a scan: vectors of every entry KVM would count, any
+    pub need_new: VectorSet,
+    /// During a scan: vectors of every entry KVM would count, any
     /// destination. An instance the map never saw accepted (restored or
     /// planted state) with such a vector is adopted as needing its EOI, as
     /// KVM's scan would keep it as stale.
-    pub(crate) scan_counted: VectorSet,
-    /// `Exact`: vectors with an instance the map adopted from the LAPIC
-    /// without seeing it accepted. Each scan that finds a counted entry with
-    /// the vector marks those instances as needing their EOI (a restore may
-    /// set the LAPICs before the I/O APIC, so the first scan can miss it).
-    pub(crate) adopted: VectorSet,
+    pub scan_counted: VectorSet,
+    /// Vectors with an instance the map adopted from the LAPIC without seeing
+    /// it accepted. Each scan that finds a counted entry with the vector marks
+    /// those instances as needing their EOI (a restore may set the LAPICs
+    /// before the I/O APIC, so the first scan can miss it).
+    pub adopted: VectorSet,
+}
+
+impl PolicyState {
+    /// The empty bookkeeping of `policy`.
+    pub const fn new(policy: Policy) -> Self {
+        const EMPTY: KvmScan = KvmScan {
+            routed: VectorSet::EMPTY,
+            stale: VectorSet::EMPTY,
+        };
+        match policy {
+            Policy::KvmLegacy => PolicyState::KvmLegacy(EMPTY),
+            Policy::KvmHighestStale => PolicyState::KvmHighestStale(EMPTY),
+            Policy::TmrDriven => PolicyState::TmrDriven {
+                adopted_level: VectorSet::EMPTY,
+            },
+            Policy::Exact => PolicyState::Exact(ExactTracking::EMPTY),
+            Policy::NoIntercept => PolicyState::NoIntercept,
+        }
+    }
+
+    /// Which policy this is.
+    pub const fn policy(&self) -> Policy {
+        match self {
+            PolicyState::KvmLegacy(_) => Policy::KvmLegacy,
+            PolicyState::KvmHighestStale(_) => Policy::KvmHighestStale,
+            PolicyState::TmrDriven { .. } => Policy::TmrDriven,
+            PolicyState::Exact(_) => Policy::Exact,
+            PolicyState::NoIntercept => Policy::NoIntercept,
+        }
+    }
 }
 
 impl Default for EoiExitMap {
@@ -310,28 +381,18 @@ impl EoiExitMap {
     /// An empty map under `policy`.
     pub const fn new(policy: Policy) -> Self {
         EoiExitMap {
-            policy,
             bitmap: VectorSet::EMPTY,
             loaded: VectorSet::EMPTY,
-            routed: VectorSet::EMPTY,
-            stale: VectorSet::EMPTY,
-            highest_stale: None,
             rtc_owed: None,
-            inst_one: VectorSet::EMPTY,
-            inst_two: VectorSet::EMPTY,
-            need_old: VectorSet::EMPTY,
-            need_new: VectorSet::EMPTY,
             scanning: false,
-            adopted_level: VectorSet::EMPTY,
-            scan_counted: VectorSet::EMPTY,
-            adopted: VectorSet::EMPTY,
+            policy: PolicyState::new(policy),
         }
     }
 
     /// The policy.
     #[inline]
     pub const fn policy(&self) -> Policy {
-        self.policy
+        self.policy.policy()
     }
 
     /// The bitmap the hardware must use: a vector's EOI exits iff it is here.
@@ -352,10 +413,15 @@ impl EoiExitMap {
         self.bitmap.as_u64_words()
     }
 
-    /// `KvmHighestStale`: the vector whose EOI triggers a rescan.
+    /// KVM's policies: the highest vector set at the last scan only because
+    /// it was pending (under `KvmHighestStale`, the vector whose EOI triggers
+    /// a rescan).
     #[inline]
-    pub const fn highest_stale(&self) -> Option<Vector> {
-        self.highest_stale
+    pub fn highest_stale(&self) -> Option<Vector> {
+        match &self.policy {
+            PolicyState::KvmLegacy(k) | PolicyState::KvmHighestStale(k) => k.stale.highest(),
+            _ => None,
+        }
     }
 
     /// The RTC vector whose EOI this vCPU still owes, if any.
@@ -364,12 +430,14 @@ impl EoiExitMap {
         self.rtc_owed
     }
 
-    /// `Exact`: vectors with an outstanding instance whose EOI is needed.
+    /// `Exact`: vectors with an outstanding instance whose EOI is needed
+    /// (empty under the other policies).
     #[inline]
     pub fn needed_in_flight(&self) -> VectorSet {
-        self.need_old
-            .intersection(&self.inst_one)
-            .union(&self.need_new.intersection(&self.inst_two))
+        match &self.policy {
+            PolicyState::Exact(x) => x.needed_in_flight(),
+            _ => VectorSet::EMPTY,
+        }
     }
 
     /// The words that changed since the last call, or `None` when the VMCS is
@@ -403,10 +471,16 @@ impl EoiExitMap {
     /// stale vector are reset).
     pub fn begin_scan(&mut self) {
         self.scanning = true;
-        self.routed.clear();
-        self.stale.clear();
-        self.scan_counted.clear();
-        self.highest_stale = None;
+        match &mut self.policy {
+            PolicyState::KvmLegacy(k) | PolicyState::KvmHighestStale(k) => {
+                *k = KvmScan::default();
+            }
+            PolicyState::Exact(x) => {
+                x.routed.clear();
+                x.scan_counted.clear();
+            }
+            PolicyState::TmrDriven { .. } | PolicyState::NoIntercept => {}
+        }
     }
 
     /// Scans one redirection entry or route against this vCPU's LAPIC.
@@ -417,51 +491,51 @@ impl EoiExitMap {
     /// candidate.
     #[inline]
     pub fn scan_entry(&mut self, apic: &LocalApic, entry: &ScanEntry) {
-        match self.policy {
-            Policy::KvmLegacy | Policy::KvmHighestStale => {
+        match &mut self.policy {
+            PolicyState::KvmLegacy(k) | PolicyState::KvmHighestStale(k) => {
                 if !entry.counts_for_kvm() {
                     return;
                 }
                 if apic.matches(entry.destination) {
-                    self.routed.insert(entry.vector);
+                    k.routed.insert(entry.vector);
                 } else if apic.pending_eoi(entry.vector) {
-                    self.stale.insert(entry.vector);
-                    if self.highest_stale.is_none_or(|h| entry.vector > h) {
-                        self.highest_stale = Some(entry.vector);
-                    }
+                    k.stale.insert(entry.vector);
                 }
             }
-            Policy::Exact => {
+            PolicyState::Exact(x) => {
                 if entry.counts_for_kvm() {
-                    self.scan_counted.insert(entry.vector);
+                    x.scan_counted.insert(entry.vector);
                 }
                 if entry.counts_for_exact() && apic.matches(entry.destination) {
-                    self.routed.insert(entry.vector);
+                    x.routed.insert(entry.vector);
                 }
             }
-            Policy::TmrDriven | Policy::NoIntercept => {}
+            PolicyState::TmrDriven { .. } | PolicyState::NoIntercept => {}
         }
     }
 
     /// Ends a rescan and recomputes the bitmap.
     pub fn end_scan(&mut self, apic: &LocalApic) {
         self.scanning = false;
-        if self.policy == Policy::TmrDriven {
-            self.adopted_level = apic.tmr().intersection(&apic.irr().union(apic.isr()));
-        }
-        if self.policy == Policy::Exact {
-            // Instances the map never saw accepted (state planted by the host,
-            // or restored) are adopted conservatively.
-            for v in apic.irr().union(apic.isr()).iter() {
-                let counted = self.scan_counted.contains(v);
-                self.sync_instances(apic, v, 0, counted);
-                if counted && self.adopted.contains(v) {
-                    self.need_old.insert(v);
-                    if self.inst_two.contains(v) {
-                        self.need_new.insert(v);
+        match &mut self.policy {
+            PolicyState::TmrDriven { adopted_level } => {
+                *adopted_level = apic.tmr().intersection(&apic.irr().union(apic.isr()));
+            }
+            PolicyState::Exact(x) => {
+                // Instances the map never saw accepted (state planted by the
+                // host, or restored) are adopted conservatively.
+                for v in apic.irr().union(apic.isr()).iter() {
+                    let counted = x.scan_counted.contains(v);
+                    x.sync_instances(apic, v, 0, counted);
+                    if counted && x.adopted.contains(v) {
+                        x.need_old.insert(v);
+                        if x.inst_two.contains(v) {
+                            x.need_new.insert(v);
+                        }
                     }
                 }
             }
+            _ => {}
         }
         self.recompute();
     }
@@ -486,19 +560,15 @@ impl EoiExitMap {
     }
 
     fn recompute(&mut self) {
-        let mut b = match self.policy {
-            Policy::KvmLegacy | Policy::KvmHighestStale => self.routed.union(&self.stale),
-            Policy::Exact => self.routed.union(&self.needed_in_flight()),
+        let mut b = match &self.policy {
+            PolicyState::KvmLegacy(k) | PolicyState::KvmHighestStale(k) => k.routed.union(&k.stale),
+            PolicyState::Exact(x) => x.routed.union(&x.needed_in_flight()),
             // A scan never clears a TmrDriven bit; it adopts level instances
             // the map did not see accepted (state planted or restored).
-            Policy::TmrDriven => self.bitmap.union(&self.adopted_level),
-            Policy::NoIntercept => VectorSet::EMPTY,
+            PolicyState::TmrDriven { adopted_level } => self.bitmap.union(adopted_level),
+            PolicyState::NoIntercept => return self.bitmap.clear(),
         };
-        if let (
-            Some(v),
-            Policy::KvmLegacy | Policy::KvmHighestStale | Policy::Exact | Policy::TmrDriven,
-        ) = (self.rtc_owed, self.policy)
-        {
+        if let Some(v) = self.rtc_owed {
             b.insert(v);
         }
         self.bitmap = b;
@@ -510,117 +580,30 @@ impl EoiExitMap {
     /// `LocalApic::accept`, with the LAPIC in its new state).
     #[inline]
     pub fn on_accept(&mut self, apic: &LocalApic, a: Accepted) {
-        match self.policy {
-            Policy::TmrDriven => {
+        match &mut self.policy {
+            PolicyState::TmrDriven { .. } => {
                 // Xen/ACRN key the bit on the trigger mode of the latest
                 // acceptance. A KVM ack-notifier or RTC pin is treated like a
                 // level source: its EOI is needed even though it is edge.
                 self.bitmap
                     .set(a.vector, a.trigger.is_level() || a.source != Source::Plain);
             }
-            Policy::Exact => {
-                // Instances before this one: IRR+ISR count, minus this one
-                // unless it merged into an existing IRR bit.
-                self.sync_instances(apic, a.vector, if a.coalesced { 0 } else { 1 }, false);
-                let need = a.source != Source::Plain;
-                let v = a.vector;
-                if a.coalesced {
-                    // Merge into the newest instance.
-                    if self.inst_two.contains(v) {
-                        if need {
-                            self.need_new.insert(v);
-                        }
-                    } else if self.inst_one.contains(v) {
-                        if need {
-                            self.need_old.insert(v);
-                        }
-                    } else {
-                        self.push_instance(v, need);
-                    }
-                } else {
-                    self.push_instance(v, need);
-                }
-                if need {
-                    self.bitmap.insert(v);
+            PolicyState::Exact(x) => {
+                if x.on_accept(apic, a) {
+                    self.bitmap.insert(a.vector);
                 }
             }
-            _ => {}
+            PolicyState::NoIntercept => return,
+            PolicyState::KvmLegacy(_) | PolicyState::KvmHighestStale(_) => {}
         }
-        if a.source == Source::Rtc && self.policy != Policy::NoIntercept {
+        if a.source == Source::Rtc {
             // KVM records the owed EOI in the RTC dest_map; its scans read it.
             // `Exact` sets the bit at once so the owed EOI is never missed.
             self.rtc_owed = Some(a.vector);
-            if self.policy == Policy::Exact {
+            if matches!(self.policy, PolicyState::Exact(_)) {
                 self.bitmap.insert(a.vector);
             }
         }
-    }
-
-    fn push_instance(&mut self, v: Vector, need: bool) {
-        if !self.inst_one.contains(v) {
-            self.inst_one.insert(v);
-            self.need_old.set(v, need);
-            self.need_new.remove(v);
-        } else {
-            // A third instance cannot exist (IRR and ISR hold one each); if
-            // the LAPIC says otherwise the sync step already shrank the queue.
-            self.inst_two.insert(v);
-            let keep = self.need_new.contains(v) && self.inst_two.contains(v);
-            self.need_new.set(v, need || keep);
-        }
-    }
-
-    /// Brings the instance queue of `v` in line with the LAPIC, where `extra`
-    /// instances in the LAPIC are ones the caller is about to report.
-    ///
-    /// EOIs the map did not see (not intercepted) retire only instances that
-    /// did not need their EOI, oldest first; instances the LAPIC holds that
-    /// the map never saw are adopted, as needing their EOI when TMR says level.
-    fn sync_instances(&mut self, apic: &LocalApic, v: Vector, extra: u8, counted: bool) {
-        let lapic = apic.irr().contains(v) as u8 + apic.isr().contains(v) as u8;
-        let lapic = lapic.saturating_sub(extra);
-        let mut known = self.inst_one.contains(v) as u8 + self.inst_two.contains(v) as u8;
-        while known > lapic {
-            self.pop_instance(v);
-            known -= 1;
-        }
-        let level = apic.tmr().contains(v) || counted;
-        while known < lapic {
-            // Unknown older instances: conservative.
-            self.push_front_unknown(v, level || known + 1 < lapic);
-            self.adopted.insert(v);
-            known += 1;
-        }
-    }
-
-    fn push_front_unknown(&mut self, v: Vector, need: bool) {
-        if !self.inst_one.contains(v) {
-            self.inst_one.insert(v);
-            self.need_old.set(v, need);
-        } else {
-            // The known one becomes the newer instance.
-            self.inst_two.insert(v);
-            let old = self.need_old.contains(v);
-            self.need_new.set(v, old);
-            self.need_old.set(v, need);
-        }
-    }
-
-    /// Retires the oldest instance; returns whether it needed its EOI.
-    fn pop_instance(&mut self, v: Vector) -> bool {
-        if !self.inst_one.contains(v) {
-            return false;
-        }
-        let needed = self.need_old.contains(v);
-        if self.inst_two.remove(v) {
-            let n = self.need_new.remove(v);
-            self.need_old.set(v, n);
-        } else {
-            self.inst_one.remove(v);
-            self.need_old.remove(v);
-            self.adopted.remove(v);
-        }
-        needed
     }
 
     // ---- EOI ----------------------------------------------------------------
@@ -636,7 +619,7 @@ impl EoiExitMap {
             return EoiExit {
                 intercepted: false,
                 rescan: false,
-                missed_level: level && self.policy == Policy::NoIntercept,
+                missed_level: level && matches!(self.policy, PolicyState::NoIntercept),
             };
         }
         let mut exit = EoiExit {
@@ -647,23 +630,22 @@ impl EoiExitMap {
         if self.rtc_owed == Some(vector) {
             self.rtc_owed = None;
         }
-        match self.policy {
-            Policy::KvmHighestStale => {
-                exit.rescan = self.highest_stale == Some(vector);
+        match &mut self.policy {
+            PolicyState::KvmHighestStale(k) => {
+                exit.rescan = k.stale.highest() == Some(vector);
             }
-            Policy::Exact => {
+            PolicyState::Exact(x) => {
                 // The EOI retired the oldest instance (the LAPIC already
                 // popped it: one more existed before).
-                self.sync_instances(apic, vector, 0, false);
-                let keep = self.routed.contains(vector)
-                    || self.needed_in_flight().contains(vector)
+                x.sync_instances(apic, vector, 0, false);
+                let keep = x.routed.contains(vector)
+                    || x.needed_in_flight().contains(vector)
                     || self.rtc_owed == Some(vector);
                 self.bitmap.set(vector, keep);
             }
-            Policy::KvmLegacy => {
-                // An RTC EOI owed only shows in the next scan's result, as in KVM.
-            }
-            Policy::TmrDriven | Policy::NoIntercept => {}
+            // An RTC EOI owed only shows in the next scan's result, as in KVM.
+            PolicyState::KvmLegacy(_) => {}
+            PolicyState::TmrDriven { .. } | PolicyState::NoIntercept => {}
         }
         exit
     }

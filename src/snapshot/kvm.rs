@@ -401,7 +401,7 @@ impl<const VCPUS: usize> Irqchip<VCPUS, KVM_IOAPIC_NUM_PINS> {
             for i in 0..VCPUS {
                 let mut v = chip.vcpu(VcpuId::new(i as u16)).expect("in range");
                 let owed = v.apic.matches(rtc.destination()) && v.apic.pending_eoi(rtc.vector());
-                v.map.rtc_owed = owed.then_some(rtc.vector());
+                v.map.set_rtc_owed(owed.then_some(rtc.vector()));
             }
         }
         // 4. Rescan so the bitmaps carry the RTC EOIs owed.

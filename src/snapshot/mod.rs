@@ -63,14 +63,15 @@ pub mod kvm;
 
 use core::fmt;
 
-use crate::exit_bitmap::{EoiExitMap, Policy};
+pub use crate::exit_bitmap::EoiExitMapState;
+use crate::exit_bitmap::Policy;
 use crate::ioapic::{
     Ioapic, IoapicConfig, IoapicState, MaskedEdge, PinSet, RedirectionEntry,
     SUCCESSIVE_IRQ_MAX_COUNT,
 };
 use crate::irqchip::{Irqchip, IrqchipConfig, VcpuState, VcpuStats};
 use crate::lapic::{ApicMode, LocalApic, Svr, x2apic_ldr};
-use crate::vector::{Vector, VectorSet};
+use crate::vector::VectorSet;
 
 /// The snapshot format version this crate writes and reads.
 pub const SNAPSHOT_VERSION: u16 = 1;
@@ -352,7 +353,7 @@ impl fmt::Display for SnapshotError {
 
 impl core::error::Error for SnapshotError {}
 
-fn check_version(found: u16) -> Result<(), SnapshotError> {
+pub(crate) fn check_version(found: u16) -> Result<(), SnapshotError> {
     if found == SNAPSHOT_VERSION {
         Ok(())
     } else {
@@ -680,215 +681,6 @@ impl LocalApic {
     }
 }
 
-// ---- EOI-exit map ---------------------------------------------------------------
-
-/// Everything an [`EoiExitMap`] holds.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
-pub struct EoiExitMapState {
-    /// [`SNAPSHOT_VERSION`].
-    pub version: u16,
-    /// The interception policy.
-    pub policy: Policy,
-    /// The bitmap the hardware must use.
-    pub bitmap: VectorSet,
-    /// The bitmap the VMCS holds (last `take_vmcs_update`): the pending VMCS
-    /// update is `bitmap` against this.
-    pub loaded: VectorSet,
-    /// Scan result: counted entries that target this vCPU.
-    pub routed: VectorSet,
-    /// KVM policies: vectors set at scan only because they were pending.
-    pub stale: VectorSet,
-    /// KVM policies: the highest of `stale` (the vector whose EOI rescans
-    /// under `KvmHighestStale`).
-    pub highest_stale: Option<Vector>,
-    /// The RTC vector whose EOI this vCPU owes.
-    pub rtc_owed: Option<Vector>,
-    /// `Exact`: vectors with at least one tracked outstanding instance.
-    pub inst_one: VectorSet,
-    /// `Exact`: vectors with two (one in ISR, a newer one in IRR).
-    pub inst_two: VectorSet,
-    /// `Exact`: the oldest instance needs its EOI.
-    pub need_old: VectorSet,
-    /// `Exact`: the newer instance needs its EOI.
-    pub need_new: VectorSet,
-    /// Captured between `begin_scan` and `end_scan`.
-    pub scanning: bool,
-    /// `TmrDriven`: level vectors pending at the last scan.
-    pub adopted_level: VectorSet,
-    /// `Exact`, during a scan: vectors of every entry KVM counts.
-    pub scan_counted: VectorSet,
-    /// `Exact`: vectors with an instance adopted without being seen accepted.
-    pub adopted: VectorSet,
-}
-
-impl EoiExitMapState {
-    /// Checks everything [`EoiExitMap::restore_snapshot`] checks (the
-    /// checks against a LAPIC are [`EoiExitMapState::validate_with`]).
-    pub fn validate(&self) -> Result<(), SnapshotError> {
-        check_version(self.version)?;
-        let policy = self.policy;
-        let must_be_empty = |field: &'static str, empty: bool| {
-            if empty {
-                Ok(())
-            } else {
-                Err(SnapshotError::PolicyState {
-                    vcpu: None,
-                    policy,
-                    field,
-                })
-            }
-        };
-        let kvm = matches!(policy, Policy::KvmLegacy | Policy::KvmHighestStale);
-        if !kvm {
-            must_be_empty("stale", self.stale.is_empty())?;
-            must_be_empty("highest_stale", self.highest_stale.is_none())?;
-        }
-        if policy != Policy::Exact {
-            must_be_empty("inst_one", self.inst_one.is_empty())?;
-            must_be_empty("inst_two", self.inst_two.is_empty())?;
-            must_be_empty("need_old", self.need_old.is_empty())?;
-            must_be_empty("need_new", self.need_new.is_empty())?;
-        }
-        if policy != Policy::TmrDriven {
-            must_be_empty("adopted_level", self.adopted_level.is_empty())?;
-        }
-        if policy != Policy::Exact {
-            must_be_empty("scan_counted", self.scan_counted.is_empty())?;
-            must_be_empty("adopted", self.adopted.is_empty())?;
-        }
-        if matches!(policy, Policy::TmrDriven | Policy::NoIntercept) {
-            must_be_empty("routed", self.routed.is_empty())?;
-        }
-        if policy == Policy::NoIntercept {
-            must_be_empty("bitmap", self.bitmap.is_empty())?;
-            must_be_empty("rtc_owed", self.rtc_owed.is_none())?;
-        }
-        if kvm && self.highest_stale != self.stale.highest() {
-            return Err(SnapshotError::CacheMismatch {
-                vcpu: None,
-                what: "highest_stale (must be the highest stale vector)",
-            });
-        }
-        let tracking = |set: VectorSet, what| match set.lowest() {
-            Some(v) => Err(SnapshotError::InstanceTracking {
-                vcpu: None,
-                vector: v.get(),
-                what,
-            }),
-            None => Ok(()),
-        };
-        tracking(
-            self.inst_two.difference(&self.inst_one),
-            "a second instance without a first",
-        )?;
-        tracking(
-            self.need_old.difference(&self.inst_one),
-            "an untracked instance needs its EOI",
-        )?;
-        tracking(
-            self.need_new.difference(&self.inst_two),
-            "an untracked second instance needs its EOI",
-        )?;
-        Ok(())
-    }
-
-    /// [`validate`](Self::validate), plus the checks against the vCPU's
-    /// LAPIC: under `Exact`, a vector whose EOI is intercepted and whose
-    /// tracked instance needs that EOI must be pending or in service (its EOI
-    /// would have retired the instance). (A needed instance whose vector is
-    /// *not* intercepted may be stale: the map learns of unintercepted EOIs
-    /// lazily.)
-    pub fn validate_with(&self, apic: &LocalApicState) -> Result<(), SnapshotError> {
-        self.validate()?;
-        if self.policy == Policy::Exact {
-            let needed = self
-                .need_old
-                .intersection(&self.inst_one)
-                .union(&self.need_new.intersection(&self.inst_two));
-            let orphan = needed
-                .intersection(&self.bitmap)
-                .difference(&apic.irr.union(&apic.isr));
-            if let Some(v) = orphan.lowest() {
-                return Err(SnapshotError::InstanceTracking {
-                    vcpu: None,
-                    vector: v.get(),
-                    what: "an intercepted instance that needs its EOI is neither in IRR nor in ISR",
-                });
-            }
-        }
-        Ok(())
-    }
-
-    fn apply(&self, m: &mut EoiExitMap) {
-        *m = EoiExitMap {
-            policy: self.policy,
-            bitmap: self.bitmap,
-            loaded: self.loaded,
-            routed: self.routed,
-            stale: self.stale,
-            highest_stale: self.highest_stale,
-            rtc_owed: self.rtc_owed,
-            inst_one: self.inst_one,
-            inst_two: self.inst_two,
-            need_old: self.need_old,
-            need_new: self.need_new,
-            scanning: self.scanning,
-            adopted_level: self.adopted_level,
-            scan_counted: self.scan_counted,
-            adopted: self.adopted,
-        };
-    }
-}
-
-impl EoiExitMap {
-    /// A snapshot of the whole state.
-    pub fn snapshot(&self) -> EoiExitMapState {
-        EoiExitMapState {
-            version: SNAPSHOT_VERSION,
-            policy: self.policy,
-            bitmap: self.bitmap,
-            loaded: self.loaded,
-            routed: self.routed,
-            stale: self.stale,
-            highest_stale: self.highest_stale,
-            rtc_owed: self.rtc_owed,
-            inst_one: self.inst_one,
-            inst_two: self.inst_two,
-            need_old: self.need_old,
-            need_new: self.need_new,
-            scanning: self.scanning,
-            adopted_level: self.adopted_level,
-            scan_counted: self.scan_counted,
-            adopted: self.adopted,
-        }
-    }
-
-    /// Replaces this map with the snapshot. The snapshot's policy must be
-    /// this map's ([`SnapshotError::PolicyMismatch`], vCPU 0): switching
-    /// policy is a new map and a rescan, not a restore. On error nothing
-    /// changes.
-    pub fn restore_snapshot(&mut self, s: &EoiExitMapState) -> Result<(), SnapshotError> {
-        s.validate()?;
-        if s.policy != self.policy {
-            return Err(SnapshotError::PolicyMismatch {
-                vcpu: 0,
-                expected: self.policy,
-                found: s.policy,
-            });
-        }
-        s.apply(self);
-        Ok(())
-    }
-
-    /// A new map equal to the captured one (policy included).
-    pub fn from_snapshot(s: &EoiExitMapState) -> Result<Self, SnapshotError> {
-        let mut m = EoiExitMap::new(s.policy);
-        m.restore_snapshot(s)?;
-        Ok(m)
-    }
-}
-
 // ---- irqchip -----------------------------------------------------------------
 
 /// One vCPU of an [`IrqchipSnapshot`].
@@ -946,11 +738,11 @@ impl<const VCPUS: usize, const PINS: usize> IrqchipSnapshot<VCPUS, PINS> {
         for (i, v) in self.vcpu.iter().enumerate() {
             let at = |e: SnapshotError| e.at_vcpu(i as u16);
             v.apic.validate().map_err(at)?;
-            if v.map.policy != self.config.policy {
+            if v.map.policy() != self.config.policy {
                 return Err(SnapshotError::PolicyMismatch {
                     vcpu: i as u16,
                     expected: self.config.policy,
-                    found: v.map.policy,
+                    found: v.map.policy(),
                 });
             }
             v.map.validate_with(&v.apic).map_err(at)?;
@@ -963,7 +755,7 @@ impl VcpuState {
     fn snapshot(&self) -> VcpuSnapshot {
         VcpuSnapshot {
             apic: self.apic.snapshot(),
-            map: self.map.snapshot(),
+            map: self.map.state(),
             stats: self.stats,
         }
     }
@@ -999,7 +791,7 @@ impl<const VCPUS: usize, const PINS: usize> Irqchip<VCPUS, PINS> {
         for (slot, v) in vcpus.iter_mut().zip(s.vcpu.iter()) {
             let st = slot.get_mut();
             v.apic.apply(&mut st.apic);
-            v.map.apply(&mut st.map);
+            st.map.set_state(&v.map);
             st.stats = v.stats;
         }
         // APIC IDs and logical addressing came back verbatim: the physical

@@ -58,7 +58,7 @@ fn a_lossy_restore_is_detected_by_the_census() {
     let mut lossy = |s: AnySnapshot| match s {
         AnySnapshot::V2(mut b) => {
             for v in b.vcpu.iter_mut() {
-                v.map = eoi_exit::EoiExitMap::new(p).snapshot();
+                v.map = eoi_exit::EoiExitMap::new(p).state();
             }
             AnySnapshot::V2(b)
         }

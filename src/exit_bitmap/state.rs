@@ -1,0 +1,169 @@
+//! [`EoiExitMapState`]: the saved state of an [`EoiExitMap`], beside it.
+
+use super::{EoiExitMap, ExactTracking, Policy, PolicyState};
+use crate::snapshot::{LocalApicState, SNAPSHOT_VERSION, SnapshotError, check_version};
+use crate::vector::{Vector, VectorSet};
+
+/// Everything an [`EoiExitMap`] holds, as plain data.
+///
+/// The policy's own bookkeeping is a [`PolicyState`] variant, so a state
+/// cannot carry another policy's fields. [`EoiExitMap::restore`] and
+/// [`EoiExitMap::from_state`] validate it first ([`Self::validate`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+pub struct EoiExitMapState {
+    /// [`SNAPSHOT_VERSION`].
+    pub version: u16,
+    /// The bitmap the hardware must use.
+    pub bitmap: VectorSet,
+    /// The bitmap the VMCS holds (last `take_vmcs_update`): the pending VMCS
+    /// update is `bitmap` against this.
+    pub loaded: VectorSet,
+    /// The RTC vector whose EOI this vCPU owes.
+    pub rtc_owed: Option<Vector>,
+    /// Captured between `begin_scan` and `end_scan`.
+    pub scanning: bool,
+    /// The policy and its bookkeeping.
+    pub policy: PolicyState,
+}
+
+impl EoiExitMapState {
+    /// The policy.
+    pub const fn policy(&self) -> Policy {
+        self.policy.policy()
+    }
+
+    /// Checks everything [`EoiExitMap::restore`] checks (the checks against
+    /// a LAPIC are [`EoiExitMapState::validate_with`]): the version,
+    /// `NoIntercept` intercepting nothing, and `Exact`'s instance queues being
+    /// well formed.
+    pub fn validate(&self) -> Result<(), SnapshotError> {
+        check_version(self.version)?;
+        match &self.policy {
+            PolicyState::NoIntercept => {
+                let field = if !self.bitmap.is_empty() {
+                    "bitmap"
+                } else if self.rtc_owed.is_some() {
+                    "rtc_owed"
+                } else {
+                    return Ok(());
+                };
+                Err(SnapshotError::PolicyState {
+                    vcpu: None,
+                    policy: Policy::NoIntercept,
+                    field,
+                })
+            }
+            PolicyState::Exact(x) => x.validate(),
+            _ => Ok(()),
+        }
+    }
+
+    /// [`validate`](Self::validate), plus the checks against the vCPU's
+    /// LAPIC: under `Exact`, a vector whose EOI is intercepted and whose
+    /// tracked instance needs that EOI must be pending or in service (its EOI
+    /// would have retired the instance). (A needed instance whose vector is
+    /// *not* intercepted may be stale: the map learns of unintercepted EOIs
+    /// lazily.)
+    pub fn validate_with(&self, apic: &LocalApicState) -> Result<(), SnapshotError> {
+        self.validate()?;
+        if let PolicyState::Exact(x) = &self.policy {
+            let orphan = x
+                .needed_in_flight()
+                .intersection(&self.bitmap)
+                .difference(&apic.irr.union(&apic.isr));
+            if let Some(v) = orphan.lowest() {
+                return Err(SnapshotError::InstanceTracking {
+                    vcpu: None,
+                    vector: v.get(),
+                    what: "an intercepted instance that needs its EOI is neither in IRR nor in ISR",
+                });
+            }
+        }
+        Ok(())
+    }
+}
+
+impl ExactTracking {
+    fn validate(&self) -> Result<(), SnapshotError> {
+        let tracking = |set: VectorSet, what| match set.lowest() {
+            Some(v) => Err(SnapshotError::InstanceTracking {
+                vcpu: None,
+                vector: v.get(),
+                what,
+            }),
+            None => Ok(()),
+        };
+        tracking(
+            self.inst_two.difference(&self.inst_one),
+            "a second instance without a first",
+        )?;
+        tracking(
+            self.need_old.difference(&self.inst_one),
+            "an untracked instance needs its EOI",
+        )?;
+        tracking(
+            self.need_new.difference(&self.inst_two),
+            "an untracked second instance needs its EOI",
+        )
+    }
+}
+
+impl EoiExitMap {
+    /// The whole state, as plain data.
+    pub fn state(&self) -> EoiExitMapState {
+        EoiExitMapState {
+            version: SNAPSHOT_VERSION,
+            bitmap: self.bitmap,
+            loaded: self.loaded,
+            rtc_owed: self.rtc_owed,
+            scanning: self.scanning,
+            policy: self.policy,
+        }
+    }
+
+    /// Replaces this map with the saved state. The state's policy must be
+    /// this map's ([`SnapshotError::PolicyMismatch`], vCPU 0): switching
+    /// policy is a new map and a rescan, not a restore. On error nothing
+    /// changes.
+    pub fn restore(&mut self, s: &EoiExitMapState) -> Result<(), SnapshotError> {
+        s.validate()?;
+        if s.policy() != self.policy() {
+            return Err(SnapshotError::PolicyMismatch {
+                vcpu: 0,
+                expected: self.policy(),
+                found: s.policy(),
+            });
+        }
+        self.set_state(s);
+        Ok(())
+    }
+
+    /// A new map equal to the saved one (policy included).
+    pub fn from_state(s: &EoiExitMapState) -> Result<Self, SnapshotError> {
+        let mut m = EoiExitMap::new(s.policy());
+        m.restore(s)?;
+        Ok(m)
+    }
+
+    /// KVM import: the RTC EOI this vCPU owes, recovered from the LAPIC as
+    /// KVM's `kvm_rtc_eoi_tracking_restore_one` does (the next scan sets its
+    /// bit).
+    #[cfg_attr(not(feature = "kvm"), allow(dead_code))]
+    pub(crate) fn set_rtc_owed(&mut self, v: Option<Vector>) {
+        if !matches!(self.policy, PolicyState::NoIntercept) {
+            self.rtc_owed = v;
+        }
+    }
+
+    /// Loads a state the caller validated.
+    pub(crate) fn set_state(&mut self, s: &EoiExitMapState) {
+        *self = EoiExitMap {
+            bitmap: s.bitmap,
+            loaded: s.loaded,
+            rtc_owed: s.rtc_owed,
+            scanning: s.scanning,
+            policy: s.policy,
+        };
+    }
+}

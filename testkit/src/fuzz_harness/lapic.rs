@@ -1,0 +1,353 @@
+//! The `lapic` target: accept, ack, EOI and register writes on three local
+//! APICs.
+
+use arbitrary::{Arbitrary, Result, Unstructured};
+
+use eoi_exit::lapic::{self, ApicMode, LocalApic};
+use eoi_exit::types::{ApicId, DeliveryMode, InterruptMessage};
+use eoi_exit::vector::Vector;
+
+use super::{MAX_OPS, gen_message, gen_vector};
+
+/// A change to one vCPU's LAPIC, applied through `Irqchip::update_lapic`.
+#[derive(Clone, Copy, Debug, Arbitrary)]
+pub enum LapicChange {
+    /// Guest ID register write.
+    WriteId(u32),
+    /// Guest LDR write.
+    WriteLdr(u32),
+    /// Guest DFR write.
+    WriteDfr(u32),
+    /// Guest SVR write.
+    WriteSvr(u32),
+    /// Guest TPR write.
+    WriteTpr(u8),
+    /// IA32_APIC_BASE mode switch.
+    SetMode(ApicMode),
+    /// Host-side identity change.
+    SetId(u32),
+    /// Advertise directed EOI or not.
+    SetDirectedEoi(bool),
+}
+
+fn apply_lapic_change(apic: &mut LocalApic, c: LapicChange) {
+    match c {
+        LapicChange::WriteId(v) => apic.write_id_register(v),
+        LapicChange::WriteLdr(v) => apic.write_ldr(v),
+        LapicChange::WriteDfr(v) => apic.write_dfr(v),
+        LapicChange::WriteSvr(v) => apic.write_svr(v),
+        LapicChange::WriteTpr(v) => apic.write_tpr(v),
+        LapicChange::SetMode(m) => apic.set_mode(m),
+        LapicChange::SetId(id) => apic.set_id(ApicId::new(id)),
+        LapicChange::SetDirectedEoi(on) => apic.set_directed_eoi_supported(on),
+    }
+}
+
+/// Number of LAPICs in the `lapic` harness.
+const LAPICS: usize = 3;
+
+/// One local APIC operation (`apic` indexes one of three APICs, modulo 3).
+#[derive(Clone, Copy, Debug)]
+pub enum LapicOp {
+    /// Accept a message (already matched).
+    Accept(u8, InterruptMessage),
+    /// Route a message: every matching APIC accepts it (fixed), or the
+    /// lowest-priority winner does (SDM or KVM arbitration).
+    Route(InterruptMessage, bool),
+    /// INTA.
+    Ack(u8),
+    /// EOI register write.
+    Eoi(u8),
+    /// Any register or mode change.
+    Change(u8, LapicChange),
+    /// Host-side `set_pending`.
+    SetPending(u8, u8, bool),
+    /// Host-side `set_in_service`.
+    SetInService(u8, u8, bool),
+}
+
+impl LapicOp {
+    fn generate(u: &mut Unstructured<'_>) -> Result<LapicOp> {
+        let apic = u.int_in_range(0..=LAPICS as u8 - 1)?;
+        Ok(match u.int_in_range(0u8..=15)? {
+            0..=3 => LapicOp::Accept(apic, gen_message(u)?),
+            4 | 5 => LapicOp::Route(gen_message(u)?, u.arbitrary()?),
+            6..=8 => LapicOp::Ack(apic),
+            9..=11 => LapicOp::Eoi(apic),
+            12 => LapicOp::SetPending(apic, gen_vector(u)?, u.arbitrary()?),
+            13 => LapicOp::SetInService(apic, gen_vector(u)?, u.arbitrary()?),
+            _ => LapicOp::Change(
+                apic,
+                match u.int_in_range(0u8..=5)? {
+                    0 => LapicChange::WriteTpr(u.arbitrary()?),
+                    1 => LapicChange::WriteDfr(
+                        [lapic::DFR_FLAT, lapic::DFR_CLUSTER, u.arbitrary()?][u.choose_index(3)?],
+                    ),
+                    2 => LapicChange::WriteLdr(u32::from(u.arbitrary::<u8>()?) << 24),
+                    3 => LapicChange::WriteSvr(
+                        u.arbitrary::<u32>()? | if u.arbitrary()? { 0x100 } else { 0 },
+                    ),
+                    _ => u.arbitrary()?,
+                },
+            ),
+        })
+    }
+}
+
+pub(super) fn check_registers(a: &LocalApic) {
+    assert!(a.is_consistent(), "highest-ISR cache stale");
+    assert_eq!(a.dfr() | 0x0FFF_FFFF, a.dfr(), "DFR bits 27:0 not all ones");
+    let svr_mask = 0x3FF
+        | if a.directed_eoi_supported() {
+            1 << 12
+        } else {
+            0
+        };
+    assert_eq!(a.svr() & !(svr_mask | 1 << 12), 0, "SVR reserved bits set");
+    let isrv = a.isr().highest().map_or(0, |v| v.get());
+    let ppr = a.ppr();
+    assert_eq!(ppr >> 4, (a.tpr() >> 4).max(isrv >> 4), "PPR class wrong");
+    let _ = a.apr();
+    let _ = a.version();
+    match a.mode() {
+        ApicMode::X2Apic => {
+            assert_eq!(a.ldr(), lapic::x2apic_ldr(a.initial_id().get()));
+            assert_eq!(a.id(), a.initial_id());
+            assert_eq!(a.id_register(), a.initial_id().get());
+        }
+        ApicMode::XApic => {
+            // The LDR may keep an x2APIC value after a host x2APIC -> xAPIC
+            // switch (KVM clears it only at reset); guest writes keep 31:24.
+            assert_eq!(a.id_register(), a.id().get() << 24);
+        }
+        ApicMode::Disabled => {
+            assert_eq!(a.highest_deliverable(), None);
+            assert!(!a.accepts_vectored());
+        }
+    }
+    if let Some(v) = a.highest_deliverable() {
+        assert_eq!(Some(v), a.irr().highest());
+        assert!(v.priority_class() > ppr >> 4);
+    }
+}
+
+/// Checks one `accept` against the state before it.
+fn check_accept(b: &LocalApic, a: &LocalApic, msg: &InterruptMessage, r: lapic::Acceptance) {
+    use eoi_exit::lapic::Acceptance;
+    let v = msg.vector;
+    match r {
+        Acceptance::Ignored(_) => {
+            assert_eq!(a, b, "an ignored message changed the APIC");
+            let enabled = b.mode() != ApicMode::Disabled && b.software_enabled();
+            assert!(
+                !enabled || !msg.delivery_mode.uses_vector() || v.is_reserved(),
+                "a legal vectored message was ignored by an enabled APIC"
+            );
+        }
+        Acceptance::Accepted { vector, trigger } | Acceptance::Coalesced { vector, trigger } => {
+            assert!(!v.is_reserved(), "illegal vector {v:?} accepted");
+            assert!(msg.delivery_mode.uses_vector());
+            assert_eq!((vector, trigger), (v, msg.trigger));
+            assert_eq!(
+                matches!(r, Acceptance::Accepted { .. }),
+                !b.irr().contains(v),
+                "Accepted/Coalesced disagrees with IRR"
+            );
+            let mut irr = *b.irr();
+            irr.insert(v);
+            assert_eq!(*a.irr(), irr);
+            let mut tmr = *b.tmr();
+            tmr.set(v, trigger.is_level());
+            assert_eq!(*a.tmr(), tmr, "TMR changed beyond the accepted vector");
+            assert_eq!(a.isr(), b.isr());
+        }
+    }
+}
+
+fn lapic_step(apics: &mut [LocalApic; LAPICS], op: &LapicOp) {
+    let before = *apics;
+    let idx = |i: u8| usize::from(i) % LAPICS;
+    let mut touched_tmr: Option<usize> = None;
+    match *op {
+        LapicOp::Accept(i, msg) => {
+            let i = idx(i);
+            let r = apics[i].accept(&msg);
+            check_accept(&before[i], &apics[i], &msg, r);
+            touched_tmr = Some(i);
+        }
+        LapicOp::Route(msg, sdm) => {
+            if msg.delivery_mode == DeliveryMode::LowestPriority {
+                let c = apics.iter().enumerate();
+                let w = if sdm {
+                    lapic::lowest_priority(c, &msg)
+                } else {
+                    lapic::lowest_priority_kvm(c, &msg)
+                };
+                if let Some(w) = w {
+                    assert!(w < LAPICS, "arbitration picked {w}");
+                    assert!(apics[w].matches(msg.destination) && apics[w].accepts_vectored());
+                    let r = apics[w].accept(&msg);
+                    check_accept(&before[w], &apics[w], &msg, r);
+                } else {
+                    assert!(
+                        !apics
+                            .iter()
+                            .any(|a| a.matches(msg.destination) && a.accepts_vectored()),
+                        "arbitration found nobody but someone is eligible"
+                    );
+                }
+                assert!(
+                    apics
+                        .iter()
+                        .zip(&before)
+                        .all(|(a, b)| a.tmr() == b.tmr() || a.irr().contains(msg.vector))
+                );
+            } else {
+                for i in 0..LAPICS {
+                    if apics[i].matches(msg.destination) {
+                        assert!(apics[i].mode() != ApicMode::Disabled);
+                        let r = apics[i].accept(&msg);
+                        check_accept(&before[i], &apics[i], &msg, r);
+                    }
+                }
+            }
+            for (a, b) in apics.iter().zip(&before) {
+                check_registers(a);
+                let _ = b;
+            }
+            return;
+        }
+        LapicOp::Ack(i) => {
+            let i = idx(i);
+            let b = &before[i];
+            let r = apics[i].ack();
+            let a = &apics[i];
+            assert_eq!(r, b.highest_deliverable());
+            match r {
+                Some(v) => {
+                    assert!(v.priority_class() > b.ppr() >> 4, "acked below PPR");
+                    let (mut irr, mut isr) = (*b.irr(), *b.isr());
+                    irr.remove(v);
+                    assert!(isr.insert(v), "acked {v:?} already in service");
+                    assert_eq!((*a.irr(), *a.isr()), (irr, isr));
+                    assert!(a.ppr() >= v.get() & 0xF0);
+                }
+                None => assert_eq!(a, b, "a failed ack changed the APIC"),
+            }
+        }
+        LapicOp::Eoi(i) => {
+            let i = idx(i);
+            let b = &before[i];
+            let r = apics[i].eoi();
+            let a = &apics[i];
+            if b.mode() == ApicMode::Disabled || b.isr().is_empty() {
+                assert_eq!(r, None, "spurious EOI retired something");
+                assert_eq!(a, b, "a spurious EOI changed the APIC");
+            } else {
+                let e = r.expect("non-spurious EOI");
+                assert_eq!(
+                    Some(e.vector),
+                    b.isr().highest(),
+                    "EOI did not pop the highest ISR"
+                );
+                let mut isr = *b.isr();
+                isr.remove(e.vector);
+                assert_eq!(*a.isr(), isr);
+                assert_eq!(a.irr(), b.irr());
+                assert_eq!(e.level, b.tmr().contains(e.vector));
+                assert_eq!(e.broadcast, e.level && !b.suppresses_eoi_broadcast());
+            }
+        }
+        LapicOp::Change(i, c) => {
+            let i = idx(i);
+            apply_lapic_change(&mut apics[i], c);
+            let (a, b) = (&apics[i], &before[i]);
+            assert_eq!((a.irr(), a.isr()), (b.irr(), b.isr()));
+            if let LapicChange::WriteTpr(t) = c {
+                assert_eq!(a.tpr(), t);
+            }
+        }
+        LapicOp::SetPending(i, v, level) => {
+            let i = idx(i);
+            apics[i].set_pending(Vector::new(v), level);
+            touched_tmr = Some(i);
+        }
+        LapicOp::SetInService(i, v, level) => {
+            let i = idx(i);
+            apics[i].set_in_service(Vector::new(v), level);
+            assert_eq!(
+                apics[i].isr().highest(),
+                before[i].isr().highest().max(Some(Vector::new(v)))
+            );
+            touched_tmr = Some(i);
+        }
+    }
+    for (i, (a, b)) in apics.iter().zip(&before).enumerate() {
+        check_registers(a);
+        if touched_tmr != Some(i) {
+            assert_eq!(a.tmr(), b.tmr(), "APIC {i}: TMR changed by {op:?}");
+        }
+        if !matches!(op, LapicOp::Accept(..) | LapicOp::SetPending(..)) {
+            assert!(
+                a.irr().is_subset(b.irr()),
+                "APIC {i}: IRR grew without acceptance"
+            );
+        }
+    }
+}
+
+/// Harness of the `lapic` target: accept, ack, EOI and register writes (TPR,
+/// ID, LDR, DFR, SVR, mode, directed EOI) on three local APICs.
+///
+/// Checks: `is_consistent()`; TMR changes only on acceptance (and host-side
+/// injection) and only at the accepted vector; illegal vectors never reach
+/// IRR; ack takes the highest deliverable vector above the PPR; EOI pops the
+/// highest ISR vector with the right level/broadcast flags; a spurious EOI
+/// changes nothing; register read-back rules; lowest-priority arbitration
+/// picks an eligible APIC. The run ends by EOIing every APIC empty.
+pub fn lapic(data: &[u8]) {
+    let mut u = Unstructured::new(data);
+    let _ = run_lapic(&mut u);
+}
+
+fn run_lapic(u: &mut Unstructured<'_>) -> Result<()> {
+    let mut apics = [LocalApic::new(ApicId::new(0)); LAPICS];
+    for (i, a) in apics.iter_mut().enumerate() {
+        let id = if u.ratio(3u8, 4)? {
+            i as u32
+        } else {
+            u.arbitrary()?
+        };
+        let mode: ApicMode = u.arbitrary()?;
+        *a = if u.ratio(3u8, 4)? {
+            LocalApic::new_enabled(ApicId::new(id), mode)
+        } else {
+            LocalApic::new(ApicId::new(id))
+        };
+        a.set_directed_eoi_supported(u.arbitrary()?);
+        check_registers(a);
+    }
+    let mut n = 0;
+    while !u.is_empty() && n < MAX_OPS {
+        n += 1;
+        let op = LapicOp::generate(u)?;
+        lapic_step(&mut apics, &op);
+    }
+    for i in 0..LAPICS {
+        if apics[i].mode() == ApicMode::Disabled {
+            continue;
+        }
+        for _ in 0..=256 {
+            let had = !apics[i].isr().is_empty();
+            lapic_step(&mut apics, &LapicOp::Eoi(i as u8));
+            if !had {
+                break;
+            }
+        }
+        assert!(
+            apics[i].isr().is_empty(),
+            "APIC {i}: EOIs did not drain ISR"
+        );
+    }
+    Ok(())
+}

@@ -1,0 +1,630 @@
+//! [`Harness`]: one Irqchip under the invariant checker, and its step logic.
+
+use core::fmt;
+use core::hash::{Hash, Hasher};
+
+use eoi_exit::Irqchip;
+use eoi_exit::exit_bitmap::{ScanEntry, Source};
+use eoi_exit::ioapic::{IOEOI, IoapicVersion, MMIO_LEN, PinSet, RedirectionEntry};
+use eoi_exit::irqchip::{Effects, VcpuState, VcpuStats};
+use eoi_exit::lapic::{ApicMode, LocalApic};
+use eoi_exit::types::{
+    DeliveryMode, Destination, DestinationMode, InterruptMessage, Pin, TriggerMode, VcpuId,
+};
+use eoi_exit::vector::{Vector, VectorSet};
+
+use super::{
+    Checker, HarnessConfig, Instance, Kick, LossCause, Mutant, Need, Op, RTC_PIN, Saved, StepInfo,
+    Tolerated, Violation,
+};
+
+/// One Irqchip under the invariant checker.
+pub struct Harness<const VCPUS: usize, const PINS: usize = 24> {
+    pub(super) config: HarnessConfig,
+    pub(super) chip: Irqchip<VCPUS, PINS>,
+    checker: Checker<VCPUS>,
+    saved: Option<Saved<VCPUS, PINS>>,
+}
+
+impl<const VCPUS: usize, const PINS: usize> fmt::Debug for Harness<VCPUS, PINS> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Harness")
+            .field("config", &self.config)
+            .field("checker", &self.checker)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<const VCPUS: usize, const PINS: usize> Harness<VCPUS, PINS> {
+    /// A fresh Irqchip (every entry masked, vCPU `i` has xAPIC ID `i`).
+    pub fn new(config: HarnessConfig) -> Self {
+        Harness {
+            config,
+            chip: Irqchip::new(config.chip, ApicMode::XApic),
+            checker: Checker::default(),
+            saved: None,
+        }
+    }
+
+    /// A fresh Irqchip whose pins are then programmed with `entries` (host
+    /// writes, in pin order; lines stay low).
+    pub fn with_entries(config: HarnessConfig, entries: &[u64]) -> Self {
+        let mut h = Self::new(config);
+        for (pin, &e) in entries.iter().enumerate().take(PINS) {
+            h.step(Op::WriteEntry {
+                pin: pin as u8,
+                value: e,
+            })
+            .expect("programming entries cannot break an invariant");
+        }
+        h
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &HarnessConfig {
+        &self.config
+    }
+
+    /// The Irqchip under test.
+    pub fn chip(&self) -> &Irqchip<VCPUS, PINS> {
+        &self.chip
+    }
+
+    /// The checker's bookkeeping.
+    pub fn checker(&self) -> &Checker<VCPUS> {
+        &self.checker
+    }
+
+    /// The current EOI-exit bitmap of `vcpu` (as the crate computes it).
+    pub fn bitmap(&self, vcpu: usize) -> VectorSet {
+        self.chip
+            .vcpu(VcpuId::new(vcpu as u16))
+            .map(|v| *v.map.bitmap())
+            .unwrap_or_default()
+    }
+
+    /// An exact copy (counters reset).
+    pub fn fork(&self) -> Self {
+        let chip = self.chip.clone();
+        for i in 0..VCPUS {
+            chip.vcpu(VcpuId::new(i as u16)).expect("in range").stats = VcpuStats::default();
+        }
+        Harness {
+            config: self.config,
+            chip,
+            checker: self.checker.clone(),
+            saved: self.saved.clone(),
+        }
+    }
+
+    pub(super) fn vstate(&self, i: usize) -> VcpuState {
+        *self.chip.vcpu(VcpuId::new(i as u16)).expect("in range")
+    }
+
+    /// Applies every op in order; stops at the first violation and returns it
+    /// with the index of the op that caused it.
+    pub fn run(&mut self, ops: &[Op]) -> Result<(), (usize, Violation)> {
+        for (i, op) in ops.iter().enumerate() {
+            self.step(*op).map_err(|v| (i, v))?;
+        }
+        Ok(())
+    }
+
+    /// Whether `op` is a guest op on a vCPU (it runs guest code).
+    fn guest_vcpu(op: &Op) -> Option<usize> {
+        match *op {
+            Op::Ack { vcpu } | Op::Eoi { vcpu } | Op::Tpr { vcpu, .. } => {
+                Some(vcpu as usize % VCPUS)
+            }
+            _ => None,
+        }
+    }
+
+    /// Applies one op and checks every invariant.
+    pub fn step(&mut self, op: Op) -> Result<StepInfo, Violation> {
+        // A guest op on a kicked vCPU implies its VM entry first.
+        if let Some(c) = Self::guest_vcpu(&op)
+            && self.checker.kicked[c]
+        {
+            self.enter(c)?;
+        }
+        let pre_entries = *self.chip.ioapic().entries();
+        let pre_tmr: [VectorSet; VCPUS] = core::array::from_fn(|i| *self.vstate(i).apic.tmr());
+        let mut info = StepInfo::default();
+        let mut fx = Effects::default();
+        // The vector of an EOI forwarded to the I/O APIC by this op.
+        let mut forwarded: Option<Vector> = None;
+        let mut forwarded_edge = false;
+        let mut restored = false;
+        match op {
+            Op::Write { pin, field } => {
+                let p = Pin::new((pin as usize % PINS) as u8);
+                let e = self.chip.ioapic().entry(p).map_or(0, |e| e.bits());
+                fx = self.chip.write_entry(p, field.apply(e));
+            }
+            Op::WriteEntry { pin, value } => {
+                fx = self
+                    .chip
+                    .write_entry(Pin::new((pin as usize % PINS) as u8), value);
+            }
+            Op::Mmio {
+                offset,
+                size,
+                value,
+            } => {
+                let off = offset as u64 % MMIO_LEN;
+                if off == IOEOI
+                    && self.config.chip.ioapic.version == IoapicVersion::V20
+                    && matches!(size, 1 | 2 | 4 | 8)
+                {
+                    forwarded = Some(Vector::new(value as u8));
+                }
+                fx = self.chip.mmio_write(off, size as u32, value as u64);
+            }
+            Op::SetLine { pin, high } => {
+                fx = self
+                    .chip
+                    .set_line(Pin::new((pin as usize % PINS) as u8), high);
+            }
+            Op::Msi {
+                dest,
+                vector,
+                level,
+            } => {
+                fx = self.chip.send_msi(&InterruptMessage {
+                    destination: Destination {
+                        id: dest as u32,
+                        mode: DestinationMode::Physical,
+                    },
+                    delivery_mode: DeliveryMode::Fixed,
+                    vector: Vector::new(vector),
+                    trigger: TriggerMode::from_bit(level),
+                });
+            }
+            Op::Accept { vcpu, vector } => {
+                let id = self.vstate(vcpu as usize % VCPUS).apic.id();
+                fx = self.chip.send_msi(&InterruptMessage {
+                    destination: Destination {
+                        id: id.get(),
+                        mode: DestinationMode::Physical,
+                    },
+                    delivery_mode: DeliveryMode::Fixed,
+                    vector: Vector::new(vector),
+                    trigger: TriggerMode::Edge,
+                });
+            }
+            Op::Ack { vcpu } => {
+                let c = vcpu as usize % VCPUS;
+                if let Some(v) = self.chip.ack(VcpuId::new(c as u16)) {
+                    for i in self.checker.instances[c].iter_mut() {
+                        if !i.in_service && i.vector == v.get() {
+                            i.in_service = true;
+                        }
+                    }
+                }
+            }
+            Op::Eoi { vcpu } => {
+                let c = vcpu as usize % VCPUS;
+                let isr = self.vstate(c).apic.isr().highest();
+                let ge = self.chip.guest_eoi(VcpuId::new(c as u16));
+                if let Some(v) = ge.vector {
+                    debug_assert_eq!(Some(v), isr);
+                    let hw = VectorSet::from_u64_words(self.checker.hw[c]).contains(v);
+                    if hw != ge.intercepted {
+                        return Err(Violation::InterceptMismatch {
+                            vcpu: c as u16,
+                            vector: v.get(),
+                        });
+                    }
+                    info.eoi = Some((v, ge.intercepted));
+                    if ge.intercepted {
+                        forwarded = Some(v);
+                        forwarded_edge = !ge.level;
+                    }
+                    self.retire(c, v, ge.intercepted, ge.level, &pre_entries)?;
+                }
+                fx = ge.effects;
+            }
+            Op::Rescan { vcpu } => {
+                let c = vcpu as usize % VCPUS;
+                self.chip.rescan(VcpuId::new(c as u16));
+                fx.reload.insert(VcpuId::new(c as u16));
+            }
+            Op::Enter { vcpu } => {
+                self.enter(vcpu as usize % VCPUS)?;
+            }
+            Op::Snapshot => {
+                self.saved = Some(Saved {
+                    ioapic: self.chip.ioapic().clone(),
+                    apics: core::array::from_fn(|i| self.vstate(i).apic),
+                    checker: self.checker.clone(),
+                });
+            }
+            Op::Restore => {
+                if let Some(s) = &self.saved {
+                    let chip = Irqchip::with_apics(self.config.chip, s.apics);
+                    *chip.ioapic() = s.ioapic.clone();
+                    for i in 0..VCPUS {
+                        chip.rescan(VcpuId::new(i as u16));
+                    }
+                    self.chip = chip;
+                    self.checker = s.checker.clone();
+                    self.checker.hw = [[0; 4]; VCPUS];
+                    self.checker.kicked = [true; VCPUS];
+                    restored = true;
+                }
+            }
+            Op::DeliverLater { pin } => {
+                fx = self
+                    .chip
+                    .deliver_later_elapsed(Pin::new((pin as usize % PINS) as u8));
+            }
+            Op::Ldr { vcpu, logical_id } => {
+                let c = VcpuId::new((vcpu as usize % VCPUS) as u16);
+                if let Some(((), f)) = self
+                    .chip
+                    .update_lapic(c, |a| a.write_ldr((logical_id as u32) << 24))
+                {
+                    fx = f;
+                }
+            }
+            Op::Tpr { vcpu, tpr } => {
+                // TPR is guest state with no effect on routing: write it
+                // directly through the vCPU guard (no rescan).
+                let c = VcpuId::new((vcpu as usize % VCPUS) as u16);
+                if let Some(mut v) = self.chip.vcpu(c) {
+                    v.apic.write_tpr(tpr);
+                }
+            }
+        }
+        info.accepted = fx.deliveries.len() as u32;
+        if self.config.mutant == Some(Mutant::ScanIgnoresPending) {
+            self.rescan_ignoring_pending(&fx);
+        }
+        self.absorb(&fx, &pre_entries, forwarded)?;
+        if !restored {
+            self.check_tmr(&pre_tmr, &fx)?;
+        }
+        let clearing = match forwarded {
+            Some(_) if forwarded_edge && !self.config.edge_eoi_clears_remote_irr => None,
+            f => f,
+        };
+        self.check_remote_irr(&pre_entries, clearing, restored)?;
+        if self.config.eager_enter {
+            for c in 0..VCPUS {
+                if self.checker.kicked[c] {
+                    self.enter(c)?;
+                }
+            }
+        }
+        self.check_vmcs_current()?;
+        Ok(info)
+    }
+
+    fn rescan_ignoring_pending(&self, fx: &Effects) {
+        let io = self.chip.ioapic().clone();
+        for c in fx.reload.iter().map(VcpuId::index).filter(|&c| c < VCPUS) {
+            let mut g = self.chip.vcpu(VcpuId::new(c as u16)).expect("in range");
+            let VcpuState { apic, map, .. } = &mut *g;
+            // The same LAPIC with nothing pending: what a scan without KVM's
+            // pending check sees.
+            let mut st = apic.snapshot();
+            st.irr = VectorSet::EMPTY;
+            st.isr = VectorSet::EMPTY;
+            let blind = LocalApic::from_snapshot(&st).expect("a valid LAPIC state stays valid");
+            map.begin_scan();
+            for (pin, e) in io.entries().iter().enumerate() {
+                let se = ScanEntry::from_redirection(
+                    *e,
+                    self.config
+                        .chip
+                        .ack_notifier_pins
+                        .contains(Pin::new(pin as u8)),
+                    self.config.chip.rtc_tracking && pin == RTC_PIN as usize,
+                );
+                map.scan_entry(&blind, &se);
+            }
+            map.end_scan(apic);
+        }
+    }
+
+    /// VM entry of `c`: load the VMCS update, checking it is the diff.
+    fn enter(&mut self, c: usize) -> Result<(), Violation> {
+        let id = VcpuId::new(c as u16);
+        let want = self.bitmap(c).as_u64_words();
+        let old = self.checker.hw[c];
+        let u = self.chip.vmcs_update(id);
+        let mut mask = 0u8;
+        for i in 0..4 {
+            if want[i] != old[i] {
+                mask |= 1 << i;
+            }
+        }
+        let ok = match u {
+            None => mask == 0,
+            Some(u) => u.mask == mask && u.changed().all(|(i, w)| w == want[i]),
+        };
+        if !ok {
+            return Err(Violation::VmcsUpdateNotDiff { vcpu: c as u16 });
+        }
+        if let Some(u) = u {
+            for (i, w) in u.changed() {
+                self.checker.hw[c][i] = w;
+            }
+        }
+        self.checker.kicked[c] = false;
+        Ok(())
+    }
+
+    /// The guest on `c` retired `v`: drop its in-service instances, report
+    /// the necessary ones whose EOI did not exit.
+    fn retire(
+        &mut self,
+        c: usize,
+        v: Vector,
+        exit: bool,
+        tmr_level: bool,
+        pre: &[RedirectionEntry; PINS],
+    ) -> Result<(), Violation> {
+        let list = &mut self.checker.instances[c];
+        let mut lost = None;
+        let mut lost_pins = PinSet::EMPTY;
+        let mut k = 0;
+        while k < list.len() {
+            let i = list[k];
+            if i.in_service && i.vector == v.get() {
+                list.remove(k);
+                let e = pre[i.pin as usize % PINS];
+                let needed = match i.need {
+                    Need::Rtc => true,
+                    Need::AckNotifier => e.vector() == v,
+                    Need::Level => i.current && e.is_level() && e.vector() == v && e.remote_irr(),
+                };
+                if needed && !exit {
+                    lost_pins.insert(Pin::new(i.pin));
+                    let mut causes = Tolerated::NONE;
+                    if i.moved {
+                        causes = causes.with(LossCause::VectorRewrittenInFlight);
+                    }
+                    if i.need == Need::Level && !tmr_level {
+                        causes = causes.with(LossCause::SharedWithEdge);
+                    }
+                    // Report the least excusable loss.
+                    if lost.is_none_or(|(_, c): (u8, Tolerated)| causes.0 < c.0) {
+                        lost = Some((i.pin, causes));
+                    }
+                }
+            } else {
+                k += 1;
+            }
+        }
+        let Some((pin, causes)) = lost else {
+            return Ok(());
+        };
+        for p in lost_pins.iter() {
+            self.checker.orphan.insert(p);
+        }
+        let cause = causes.primary();
+        if self.config.tolerate.0 & causes.0 != 0
+            || (causes.0 == 0 && self.config.tolerate.contains(LossCause::Plain))
+        {
+            self.checker.tolerated_loss = true;
+            return Ok(());
+        }
+        Err(Violation::LostEoi {
+            vcpu: c as u16,
+            vector: v.get(),
+            pin,
+            cause,
+        })
+    }
+
+    /// Records what an op's effects did: kicks and new instances.
+    fn absorb(
+        &mut self,
+        fx: &Effects,
+        pre: &[RedirectionEntry; PINS],
+        forwarded: Option<Vector>,
+    ) -> Result<(), Violation> {
+        for i in fx.reload.iter().map(VcpuId::index) {
+            if i < VCPUS {
+                self.checker.kicked[i] = true;
+            }
+        }
+        let entries = *self.chip.ioapic().entries();
+        // Pins that started a new remote-IRR cycle in this op: every older
+        // instance of theirs stops being current.
+        let mut new_cycle = PinSet::EMPTY;
+        let mut accepted = PinSet::EMPTY;
+        for d in fx.deliveries.iter() {
+            if let Some(p) = d.pin
+                && d.accepted.trigger.is_level()
+            {
+                accepted.insert(p);
+            }
+        }
+        for (i, (a, b)) in pre.iter().zip(entries.iter()).enumerate() {
+            let p = Pin::new(i as u8);
+            let renewed = a.remote_irr() && a.is_level() && forwarded == Some(a.vector());
+            if b.remote_irr() && (!a.remote_irr() || renewed || accepted.contains(p)) {
+                new_cycle.insert(p);
+            }
+        }
+        for p in new_cycle.iter() {
+            // A cycle no LAPIC accepted (no destination matched, or a
+            // non-vectored delivery mode) is orphaned: its remote IRR stays.
+            self.checker.orphan.set(p, !accepted.contains(p));
+            for list in self.checker.instances.iter_mut() {
+                for i in list.iter_mut() {
+                    if i.pin == p.get() {
+                        i.current = false;
+                    }
+                }
+            }
+        }
+        for d in fx.deliveries.iter() {
+            let c = d.vcpu.index();
+            if c < VCPUS && self.config.kick == Kick::ReloadAndDeliveries {
+                self.checker.kicked[c] = true;
+            }
+            let Some(p) = d.pin else { continue };
+            let need = if d.accepted.source == Source::Rtc {
+                Need::Rtc
+            } else if self.config.chip.ack_notifier_pins.contains(p) {
+                Need::AckNotifier
+            } else if d.accepted.trigger.is_level() {
+                Need::Level
+            } else {
+                continue;
+            };
+            let inst = Instance {
+                vector: d.accepted.vector.get(),
+                in_service: false,
+                pin: p.get(),
+                need,
+                current: true,
+                moved: false,
+            };
+            let list = &mut self.checker.instances[c];
+            if let Some(old) = list.iter_mut().find(|i| {
+                !i.in_service && i.vector == inst.vector && i.pin == inst.pin && i.need == need
+            }) {
+                old.current = true;
+            } else if list.push(inst).is_err() {
+                return Err(Violation::CheckerCapacity);
+            }
+        }
+        for list in self.checker.instances.iter_mut() {
+            list.sort_unstable();
+        }
+        Ok(())
+    }
+
+    fn check_tmr(&self, pre: &[VectorSet; VCPUS], fx: &Effects) -> Result<(), Violation> {
+        for (c, before) in pre.iter().enumerate() {
+            let now = *self.vstate(c).apic.tmr();
+            let mut changed = now.difference(before).union(&before.difference(&now));
+            for d in fx.deliveries.iter() {
+                if d.vcpu.index() == c {
+                    changed.remove(d.accepted.vector);
+                }
+            }
+            if let Some(v) = changed.lowest() {
+                return Err(Violation::TmrChangedWithoutAcceptance {
+                    vcpu: c as u16,
+                    vector: v.get(),
+                });
+            }
+        }
+        Ok(())
+    }
+
+    fn check_remote_irr(
+        &mut self,
+        pre: &[RedirectionEntry; PINS],
+        forwarded: Option<Vector>,
+        restored: bool,
+    ) -> Result<(), Violation> {
+        let io = self.chip.ioapic().clone();
+        for (i, (a, b)) in pre.iter().zip(io.entries().iter()).enumerate() {
+            let pin = i as u8;
+            let p = Pin::new(pin);
+            if b.remote_irr() && !b.is_level() {
+                return Err(Violation::RemoteIrrOnEdge { pin });
+            }
+            if restored {
+                continue;
+            }
+            if b.remote_irr() && !a.remote_irr() && (b.masked() || !io.asserted(p)) {
+                return Err(Violation::RemoteIrrSetWithoutDelivery { pin });
+            }
+            if a.remote_irr() && !b.remote_irr() && b.is_level() && forwarded != Some(a.vector()) {
+                return Err(Violation::RemoteIrrClearedWithoutEoi { pin });
+            }
+            if a.vector() != b.vector() {
+                for list in self.checker.instances.iter_mut() {
+                    for x in list.iter_mut().filter(|x| x.pin == pin) {
+                        x.moved = true;
+                    }
+                }
+            }
+            if !b.remote_irr() {
+                self.checker.orphan.remove(p);
+                continue;
+            }
+            if a.remote_irr() && a.vector() != b.vector() {
+                // The guest rewrote the vector of an entry in flight: its EOI
+                // cannot match until the vector is written back (a wedge on
+                // hardware too).
+                self.checker.orphan.insert(p);
+            }
+            if self.checker.orphan.contains(p) {
+                continue;
+            }
+            let live = self
+                .checker
+                .instances
+                .iter()
+                .flat_map(|l| l.iter())
+                .any(|x| x.pin == pin && x.current && x.vector == b.vector().get());
+            if !live {
+                return Err(Violation::RemoteIrrStuck { pin });
+            }
+        }
+        Ok(())
+    }
+
+    fn check_vmcs_current(&self) -> Result<(), Violation> {
+        for c in 0..VCPUS {
+            if self.checker.kicked[c] {
+                continue;
+            }
+            let hw = VectorSet::from_u64_words(self.checker.hw[c]);
+            let b = self.bitmap(c);
+            let d = b.difference(&hw).union(&hw.difference(&b));
+            if let Some(v) = d.lowest() {
+                return Err(Violation::StaleVmcs {
+                    vcpu: c as u16,
+                    vector: v.get(),
+                });
+            }
+        }
+        Ok(())
+    }
+}
+
+impl<const VCPUS: usize, const PINS: usize> Hash for Harness<VCPUS, PINS> {
+    /// Hashes the state that decides future behaviour (not the counters).
+    fn hash<H: Hasher>(&self, h: &mut H) {
+        self.chip.ioapic().hash(h);
+        for c in 0..VCPUS {
+            let s = self.vstate(c);
+            hash_apic(&s.apic, h);
+            s.map.hash(h);
+        }
+        self.checker.hash(h);
+        match &self.saved {
+            None => 0u8.hash(h),
+            Some(s) => {
+                1u8.hash(h);
+                s.ioapic.hash(h);
+                for a in &s.apics {
+                    hash_apic(a, h);
+                }
+                s.checker.hash(h);
+            }
+        }
+    }
+}
+
+fn hash_apic<H: Hasher>(a: &LocalApic, h: &mut H) {
+    a.irr().hash(h);
+    a.isr().hash(h);
+    a.tmr().hash(h);
+    a.tpr().hash(h);
+    a.ldr().hash(h);
+    a.dfr().hash(h);
+    a.svr().hash(h);
+    a.id_register().hash(h);
+    (a.mode() as u8).hash(h);
+}

@@ -1,0 +1,206 @@
+//! The op language: [`Field`], [`Op`], [`Trace`] and [`RTC_PIN`].
+
+use core::fmt;
+
+use eoi_exit::ioapic::RedirectionEntry;
+use eoi_exit::types::RTC_GSI;
+
+/// One field of a redirection entry, with its new value.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
+#[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
+pub enum Field {
+    /// Bits 7:0.
+    Vector(u8),
+    /// Bits 10:8 (only the low 3 bits are used).
+    DeliveryMode(u8),
+    /// Bit 11: logical destination mode.
+    Logical(bool),
+    /// Bit 13: active low.
+    ActiveLow(bool),
+    /// Bit 15: level triggered.
+    Level(bool),
+    /// Bit 16: masked.
+    Masked(bool),
+    /// Bits 63:56: destination.
+    Dest(u8),
+}
+
+impl Field {
+    /// `entry` with this field replaced.
+    pub const fn apply(self, entry: u64) -> u64 {
+        const fn bit(e: u64, b: u64, on: bool) -> u64 {
+            if on { e | b } else { e & !b }
+        }
+        match self {
+            Field::Vector(v) => (entry & !0xff) | v as u64,
+            Field::DeliveryMode(m) => (entry & !(7 << 8)) | ((m as u64 & 7) << 8),
+            Field::Logical(on) => bit(entry, RedirectionEntry::LOGICAL, on),
+            Field::ActiveLow(on) => bit(entry, RedirectionEntry::POLARITY_LOW, on),
+            Field::Level(on) => bit(entry, RedirectionEntry::LEVEL, on),
+            Field::Masked(on) => bit(entry, RedirectionEntry::MASK, on),
+            Field::Dest(d) => (entry & !(0xff << 56)) | (d as u64) << 56,
+        }
+    }
+}
+
+/// One event of the race language. Pin and vCPU numbers are taken modulo the
+/// harness's `PINS` and `VCPUS`, so every value is valid.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
+#[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
+pub enum Op {
+    /// The guest rewrites one field of a redirection entry (one IOWIN write).
+    Write {
+        /// The pin.
+        pin: u8,
+        /// The field and its new value.
+        field: Field,
+    },
+    /// Host-side write of a whole entry (raw 64 bits, read-only bits included).
+    WriteEntry {
+        /// The pin.
+        pin: u8,
+        /// The raw value.
+        value: u64,
+    },
+    /// Any guest MMIO write to the I/O APIC window.
+    Mmio {
+        /// Offset (decoded modulo the 256-byte window).
+        offset: u8,
+        /// Access size in bytes.
+        size: u8,
+        /// Value written.
+        value: u32,
+    },
+    /// A device sets a pin's electrical level.
+    SetLine {
+        /// The pin.
+        pin: u8,
+        /// The level.
+        high: bool,
+    },
+    /// An MSI, fixed delivery, physical destination.
+    Msi {
+        /// Destination APIC ID (0xFF broadcasts).
+        dest: u8,
+        /// Vector.
+        vector: u8,
+        /// Level-triggered MSI.
+        level: bool,
+    },
+    /// vCPU `vcpu` accepts an edge interrupt (an IPI or edge MSI aimed at it).
+    Accept {
+        /// The vCPU.
+        vcpu: u8,
+        /// Vector.
+        vector: u8,
+    },
+    /// The guest on `vcpu` takes its highest deliverable interrupt (INTA).
+    Ack {
+        /// The vCPU.
+        vcpu: u8,
+    },
+    /// The guest on `vcpu` writes EOI.
+    Eoi {
+        /// The vCPU.
+        vcpu: u8,
+    },
+    /// A pending rescan request (`KVM_REQ_SCAN_IOAPIC`) of `vcpu` is processed.
+    Rescan {
+        /// The vCPU.
+        vcpu: u8,
+    },
+    /// `vcpu` enters the guest: it loads its VMCS update.
+    Enter {
+        /// The vCPU.
+        vcpu: u8,
+    },
+    /// Save the architectural state (replaces an earlier snapshot).
+    Snapshot,
+    /// Restore the last snapshot into a fresh Irqchip (nothing without one).
+    Restore,
+    /// The EOI-storm timer of `pin` fired.
+    DeliverLater {
+        /// The pin.
+        pin: u8,
+    },
+    /// The guest writes `vcpu`'s LDR (logical ID in bits 31:24): the APIC map
+    /// changes and every vCPU is rescanned (KVM's map recalculation).
+    Ldr {
+        /// The vCPU.
+        vcpu: u8,
+        /// The 8-bit logical ID.
+        logical_id: u8,
+    },
+    /// The guest writes `vcpu`'s TPR (changes what `Ack` may take).
+    Tpr {
+        /// The vCPU.
+        vcpu: u8,
+        /// The TPR.
+        tpr: u8,
+    },
+}
+
+impl fmt::Display for Field {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match *self {
+            Field::Vector(v) => write!(f, "vector={v:#04x}"),
+            Field::DeliveryMode(m) => write!(f, "delivery_mode={}", m & 7),
+            Field::Logical(b) => write!(f, "dest_mode={}", if b { "logical" } else { "physical" }),
+            Field::ActiveLow(b) => write!(f, "polarity={}", if b { "low" } else { "high" }),
+            Field::Level(b) => write!(f, "trigger={}", if b { "level" } else { "edge" }),
+            Field::Masked(b) => write!(f, "{}", if b { "masked" } else { "unmasked" }),
+            Field::Dest(d) => write!(f, "dest={d}"),
+        }
+    }
+}
+
+impl fmt::Display for Op {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match *self {
+            Op::Write { pin, field } => write!(f, "write pin{pin} {field}"),
+            Op::WriteEntry { pin, value } => write!(f, "write pin{pin} entry={value:#018x}"),
+            Op::Mmio {
+                offset,
+                size,
+                value,
+            } => write!(f, "mmio write [{offset:#04x}]/{size} = {value:#x}"),
+            Op::SetLine { pin, high } => {
+                write!(f, "line pin{pin} {}", if high { "high" } else { "low" })
+            }
+            Op::Msi {
+                dest,
+                vector,
+                level,
+            } => write!(
+                f,
+                "msi {vector:#04x} {} -> apic {dest}",
+                if level { "level" } else { "edge" }
+            ),
+            Op::Accept { vcpu, vector } => write!(f, "vCPU{vcpu} accepts edge {vector:#04x}"),
+            Op::Ack { vcpu } => write!(f, "vCPU{vcpu} ack"),
+            Op::Eoi { vcpu } => write!(f, "vCPU{vcpu} EOI"),
+            Op::Rescan { vcpu } => write!(f, "vCPU{vcpu} rescan"),
+            Op::Enter { vcpu } => write!(f, "vCPU{vcpu} enter (load VMCS)"),
+            Op::Snapshot => write!(f, "snapshot"),
+            Op::Restore => write!(f, "restore"),
+            Op::DeliverLater { pin } => write!(f, "deliver-later timer pin{pin}"),
+            Op::Ldr { vcpu, logical_id } => write!(f, "vCPU{vcpu} LDR={logical_id:#04x}"),
+            Op::Tpr { vcpu, tpr } => write!(f, "vCPU{vcpu} TPR={tpr:#04x}"),
+        }
+    }
+}
+
+/// Displays an op sequence one numbered op per line.
+pub struct Trace<'a>(pub &'a [Op]);
+
+impl fmt::Display for Trace<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, op) in self.0.iter().enumerate() {
+            writeln!(f, "  {:2}. {op}", i + 1)?;
+        }
+        Ok(())
+    }
+}
+
+/// The RTC pin number, for op generators.
+pub const RTC_PIN: u8 = RTC_GSI.get() as u8;
