@@ -33,19 +33,6 @@ use crate::types::{
 };
 use crate::vector::Vector;
 
-/// The order in which an intercepted EOI's work is done.
-#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug, Default)]
-#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
-#[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
-pub enum EoiOrder {
-    /// KVM's `vcpu_enter_guest`: `KVM_REQ_IOAPIC_EOI_EXIT` (forward the EOI to
-    /// the I/O APIC) before `KVM_REQ_SCAN_IOAPIC` (rescan), then load.
-    #[default]
-    ForwardThenRescan,
-    /// The wrong order, kept so the race model checker can show what it breaks.
-    RescanThenForward,
-}
-
 /// Which intercepted EOIs reach the I/O APIC.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, Debug, Default)]
 #[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
@@ -89,8 +76,6 @@ pub struct IrqchipConfig {
     pub ack_notifier_pins: PinSet,
     /// KVM's in-kernel RTC EOI tracking on GSI 8.
     pub rtc_tracking: bool,
-    /// Order of an intercepted EOI's work.
-    pub eoi_order: EoiOrder,
     /// Lowest-priority arbitration.
     pub arbitration: Arbitration,
     /// Which intercepted EOIs reach the I/O APIC.
@@ -365,7 +350,7 @@ impl<const VCPUS: usize, const PINS: usize> Irqchip<VCPUS, PINS> {
     ///
     /// The LAPIC retires its highest in-service vector; if the vCPU's bitmap
     /// has it, the EOI exits, is forwarded to the I/O APIC, and the vCPU is
-    /// rescanned when its policy asks, in the configured [`EoiOrder`].
+    /// rescanned when its policy asks, in KVM's order (forward, then rescan).
     pub fn guest_eoi(&self, vcpu: VcpuId) -> GuestEoi {
         let Some(slot) = self.vcpus.get(vcpu.index()) else {
             return GuestEoi::default();
@@ -408,14 +393,13 @@ impl<const VCPUS: usize, const PINS: usize> Irqchip<VCPUS, PINS> {
                 }
             }
         }
-        if exit.rescan && self.config.eoi_order == EoiOrder::RescanThenForward {
-            self.rescan_locked(&io, &mut slot.lock());
-        }
         if forward {
             let a = io.eoi(eoi.vector);
             out.effects = self.apply(&mut io, a);
         }
-        if exit.rescan && self.config.eoi_order == EoiOrder::ForwardThenRescan {
+        // KVM's `vcpu_enter_guest` order: KVM_REQ_IOAPIC_EOI_EXIT (forward)
+        // before KVM_REQ_SCAN_IOAPIC (rescan), then the bitmap load.
+        if exit.rescan {
             self.rescan_locked(&io, &mut slot.lock());
         }
         out.effects.reload.insert(vcpu);

@@ -25,7 +25,6 @@ use std::sync::Mutex;
 use std::time::Instant;
 
 use eoi_exit::Policy;
-use eoi_exit::irqchip::EoiOrder;
 use eoi_exit_testkit::race::{
     Field, Harness, HarnessConfig, Kick, LossCause, Mutant, Op, Trace, Violation,
 };
@@ -490,20 +489,6 @@ fn tmr_driven_loses_no_eoi_but_to_vectors_shared_with_edge() {
         "TmrDriven (tolerating SharedWithEdge)",
     );
     must_lose(cfg, "TmrDriven", LossCause::SharedWithEdge, 4);
-}
-
-/// The wrong request order (rescan before forwarding the EOI). Only
-/// `KvmHighestStale` requests a rescan on EOI (the other policies never set
-/// `EoiExit::rescan`, so the order cannot matter for them). In this Irqchip
-/// the order cannot lose an EOI either: see the `eoi_exit_testkit::race` module docs.
-#[test]
-fn rescan_then_forward_loses_no_more_than_forward_then_rescan() {
-    must_hold(
-        HarnessConfig::new(Policy::KvmHighestStale)
-            .with_order(EoiOrder::RescanThenForward)
-            .tolerating(LossCause::VectorRewrittenInFlight),
-        "KvmHighestStale RescanThenForward (tolerating VectorRewrittenInFlight)",
-    );
 }
 
 #[test]

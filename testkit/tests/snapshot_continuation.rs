@@ -8,7 +8,7 @@
 //! with the uninterrupted run.
 #![cfg(feature = "serde")]
 
-use eoi_exit::irqchip::{Arbitration, EoiOrder};
+use eoi_exit::irqchip::Arbitration;
 use eoi_exit::snapshot::IrqchipSnapshot;
 use eoi_exit::{
     ApicId, ApicMode, DeliveryMode, Destination, DestinationMode, InterruptMessage, Irqchip,
@@ -144,7 +144,6 @@ fn config(policy: Policy, seed: u64) -> IrqchipConfig {
         policy,
         ack_notifier_pins: [Pin::new(3)].into_iter().collect::<PinSet>(),
         rtc_tracking: true,
-        eoi_order: EoiOrder::ForwardThenRescan,
         arbitration: if seed.is_multiple_of(2) {
             Arbitration::KvmVectorHashing
         } else {

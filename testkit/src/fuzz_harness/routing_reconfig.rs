@@ -9,7 +9,7 @@ use crate::race::{
     Field, Harness as RaceHarness, HarnessConfig, Kick, Op, Trace as RaceTrace, Violation,
 };
 use eoi_exit::exit_bitmap::{EoiExitMap, Policy};
-use eoi_exit::irqchip::{Arbitration, EoiOrder};
+use eoi_exit::irqchip::Arbitration;
 use eoi_exit::types::VcpuId;
 use eoi_exit::{IoapicConfig, PinSet};
 
@@ -83,7 +83,6 @@ fn race_config(u: &mut Unstructured<'_>) -> Result<HarnessConfig> {
         cfg.chip.ack_notifier_pins = pin_mask_to_set(u.arbitrary::<u32>()? & 0x00ff_ffff);
     }
     cfg.chip.rtc_tracking = u.ratio(1u8, 4)?;
-    cfg.chip.eoi_order = u.arbitrary::<EoiOrder>()?;
     cfg.chip.arbitration = u.arbitrary::<Arbitration>()?;
     // The checker's remote-IRR model follows KVM's split irqchip, where every
     // intercepted EOI reaches the I/O APIC: `eoi_forwarding` stays

@@ -4,7 +4,7 @@
 use eoi_exit::ioapic::{IoapicConfig, PinSet};
 #[cfg(doc)]
 use eoi_exit::irqchip::Effects;
-use eoi_exit::irqchip::{Arbitration, EoiForwarding, EoiOrder};
+use eoi_exit::irqchip::{Arbitration, EoiForwarding};
 use eoi_exit::{IrqchipConfig, Policy};
 
 #[cfg(doc)]
@@ -69,7 +69,6 @@ impl HarnessConfig {
                 ioapic: IoapicConfig::DEFAULT,
                 ack_notifier_pins: PinSet::EMPTY,
                 rtc_tracking: false,
-                eoi_order: EoiOrder::ForwardThenRescan,
                 arbitration: Arbitration::KvmVectorHashing,
                 // The checker's remote-IRR model follows KVM's split irqchip,
                 // where every intercepted EOI reaches the I/O APIC.
@@ -123,12 +122,6 @@ impl HarnessConfig {
     /// With remote IRR cleared only by level EOIs (ARCHITECTURE.md section 7).
     pub const fn strict_edge_eoi(mut self) -> Self {
         self.edge_eoi_clears_remote_irr = false;
-        self
-    }
-
-    /// With another EOI order.
-    pub const fn with_order(mut self, order: EoiOrder) -> Self {
-        self.chip.eoi_order = order;
         self
     }
 

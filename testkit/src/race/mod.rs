@@ -69,9 +69,13 @@
 //!   of a vector whose level instance is in service clears the bit.
 //! * [`InclusionGap`]: why `Exact ⊆ KvmHighestStale ⊆ KvmLegacy` fails.
 //!
-//! # The wrong request order cannot lose an EOI in this Irqchip
+//! # The request order of an intercepted EOI
 //!
-//! [`EoiOrder::RescanThenForward`] rescans before [`Ioapic::eoi`]. Only
+//! [`Irqchip`] forwards an intercepted EOI to the I/O APIC before it rescans,
+//! as KVM's `vcpu_enter_guest` does. The other order (rescan before
+//! [`Ioapic::eoi`]) could not lose an EOI either, which is why the core no
+//! longer carries it as a planted variant (the model check searched it to the
+//! same depths and found nothing). Only
 //! `KvmHighestStale` ever asks for a rescan on EOI. The scan reads the entries'
 //! vector, trigger, destination and (for `Exact`'s masked rule, not used by
 //! KVM policies) mask and remote IRR, and the LAPIC's IRR/ISR. Forwarding the
@@ -83,12 +87,12 @@
 //! differ only in the `stale`/`highest_stale` bookkeeping (a re-delivered
 //! vector shared with an entry routed elsewhere counts as stale only when the
 //! rescan runs second), which changes when later rescans happen, not which
-//! needed bits are set. The model check confirms it over every interleaving
-//! it explores and shows the checker bites on [`Mutant::ScanIgnoresPending`].
+//! needed bits are set. The planted variant the checker does catch is
+//! [`Mutant::ScanIgnoresPending`] (a scan without KVM's pending check).
 
 // Only the intra-doc links of the module doc name these.
 #[cfg(doc)]
-use eoi_exit::irqchip::{Effects, EoiOrder};
+use eoi_exit::irqchip::Effects;
 #[cfg(doc)]
 use eoi_exit::{Ioapic, Irqchip};
 
