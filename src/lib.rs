@@ -32,7 +32,7 @@ pub mod vector;
 
 pub use exit_bitmap::{EoiExit, EoiExitMap, Policy, VmcsUpdate};
 pub use ioapic::{
-    Ioapic, IoapicConfig, IoapicEffects, IoapicState, IoapicVersion, MaskedEdge, PinSet,
+    Ioapic, IoapicConfig, IoapicEffects, IoapicRegisters, IoapicVersion, MaskedEdge, PinSet,
     RedirectionEntry, Rescan,
 };
 pub use irqchip::VcpuSet;

@@ -3,9 +3,9 @@
 //! the live object is untouched.
 
 use eoi_exit::exit_bitmap::{EoiExitMapState, ExactTracking, PolicyState};
-use eoi_exit::snapshot::{ApicRegister, IrqchipSnapshot, SNAPSHOT_VERSION, SnapshotError};
+use eoi_exit::snapshot::{ApicRegister, IrqchipState, SNAPSHOT_VERSION, SnapshotError};
 #[cfg(feature = "serde")]
-use eoi_exit::snapshot::{IoapicSnapshot, LocalApicState};
+use eoi_exit::snapshot::{IoapicState, LocalApicState};
 use eoi_exit::{
     ApicId, ApicMode, EoiExitMap, Ioapic, IoapicConfig, Irqchip, IrqchipConfig, LocalApic,
     MaskedEdge, Pin, PinSet, Policy, RedirectionEntry, VcpuId, Vector, VectorSet,
@@ -50,7 +50,7 @@ fn busy_chip(policy: Policy) -> Irqchip<2> {
 fn every_component_round_trips_and_continues() {
     for policy in Policy::ALL {
         let c = busy_chip(policy);
-        let s = c.snapshot();
+        let s = c.state();
         assert_eq!(s.version, SNAPSHOT_VERSION);
         assert_eq!(s.vcpus, 2);
         assert!(s.ioapic.entries[5].remote_irr());
@@ -61,23 +61,20 @@ fn every_component_round_trips_and_continues() {
         if let PolicyState::KvmLegacy(k) | PolicyState::KvmHighestStale(k) = s.vcpu[0].map.policy {
             assert_eq!(k.stale.highest(), Some(v(0x40)));
         }
-        let d = Irqchip::<2>::from_snapshot(&s).unwrap();
-        assert_eq!(d.snapshot(), s);
+        let d = Irqchip::<2>::from_state(&s).unwrap();
+        assert_eq!(d.state(), s);
 
         // Components on their own.
         let io = c.ioapic().clone();
-        assert_eq!(Ioapic::from_snapshot(&io.snapshot()).unwrap(), io);
+        assert_eq!(Ioapic::from_state(&io.state()).unwrap(), io);
         let vc = *c.vcpu(VcpuId::new(0)).unwrap();
-        assert_eq!(
-            LocalApic::from_snapshot(&vc.apic.snapshot()).unwrap(),
-            vc.apic
-        );
+        assert_eq!(LocalApic::from_state(&vc.apic.state()).unwrap(), vc.apic);
         assert_eq!(EoiExitMap::from_state(&vc.map.state()).unwrap(), vc.map);
         let mut m = EoiExitMap::new(policy);
         m.restore(&vc.map.state()).unwrap();
         assert_eq!(m, vc.map);
         let mut a = LocalApic::new(ApicId::new(9));
-        a.restore_snapshot(&vc.apic.snapshot()).unwrap();
+        a.restore(&vc.apic.state()).unwrap();
         assert_eq!(a, vc.apic);
         assert!(a.is_consistent());
     }
@@ -87,17 +84,14 @@ fn every_component_round_trips_and_continues() {
 #[test]
 fn serde_round_trips_every_snapshot_type() {
     let c = busy_chip(Policy::Exact);
-    let s = c.snapshot();
+    let s = c.state();
     let json = serde_json::to_string_pretty(&s).unwrap();
-    assert_eq!(
-        serde_json::from_str::<IrqchipSnapshot<2>>(&json).unwrap(),
-        s
-    );
+    assert_eq!(serde_json::from_str::<IrqchipState<2>>(&json).unwrap(), s);
     let pc = postcard::to_allocvec(&s).unwrap();
-    assert_eq!(postcard::from_bytes::<IrqchipSnapshot<2>>(&pc).unwrap(), s);
+    assert_eq!(postcard::from_bytes::<IrqchipState<2>>(&pc).unwrap(), s);
     let io = s.ioapic;
     assert_eq!(
-        postcard::from_bytes::<IoapicSnapshot>(&postcard::to_allocvec(&io).unwrap()).unwrap(),
+        postcard::from_bytes::<IoapicState>(&postcard::to_allocvec(&io).unwrap()).unwrap(),
         io
     );
     let a = s.vcpu[0].apic;
@@ -116,27 +110,27 @@ fn serde_round_trips_every_snapshot_type() {
 #[test]
 fn serde_refuses_a_snapshot_of_another_size() {
     let c = busy_chip(Policy::Exact);
-    let json = serde_json::to_string(&c.snapshot()).unwrap();
+    let json = serde_json::to_string(&c.state()).unwrap();
     // Two vCPUs read as three, or as one: decoding fails, with the count.
-    let e = serde_json::from_str::<IrqchipSnapshot<3>>(&json).unwrap_err();
+    let e = serde_json::from_str::<IrqchipState<3>>(&json).unwrap_err();
     assert!(e.to_string().contains("exactly 3"), "{e}");
-    assert!(serde_json::from_str::<IrqchipSnapshot<1>>(&json).is_err());
+    assert!(serde_json::from_str::<IrqchipState<1>>(&json).is_err());
     // 24 pins read as 16.
-    let io = serde_json::to_string(&c.ioapic().snapshot()).unwrap();
-    let e = serde_json::from_str::<IoapicSnapshot<16>>(&io).unwrap_err();
+    let io = serde_json::to_string(&c.ioapic().state()).unwrap();
+    let e = serde_json::from_str::<IoapicState<16>>(&io).unwrap_err();
     assert!(e.to_string().contains("exactly 16"), "{e}");
-    let pc = postcard::to_allocvec(&c.snapshot()).unwrap();
-    assert!(postcard::from_bytes::<IrqchipSnapshot<3>>(&pc).is_err());
+    let pc = postcard::to_allocvec(&c.state()).unwrap();
+    assert!(postcard::from_bytes::<IrqchipState<3>>(&pc).is_err());
 }
 
 /// Restoring `bad` into `chip` fails with `want`, and leaves the chip as it was.
-fn refused(bad: &IrqchipSnapshot<2>, want: SnapshotError) {
+fn refused(bad: &IrqchipState<2>, want: SnapshotError) {
     let mut chip = busy_chip(Policy::Exact);
-    let before = chip.snapshot();
-    let got = chip.restore_snapshot(bad).unwrap_err();
+    let before = chip.state();
+    let got = chip.restore(bad).unwrap_err();
     assert_eq!(got, want);
-    assert_eq!(chip.snapshot(), before, "live state changed on {want:?}");
-    assert!(Irqchip::<2>::from_snapshot(bad).is_err());
+    assert_eq!(chip.state(), before, "live state changed on {want:?}");
+    assert!(Irqchip::<2>::from_state(bad).is_err());
     let text = got.to_string();
     assert!(!text.is_empty());
     println!("{text}");
@@ -144,7 +138,7 @@ fn refused(bad: &IrqchipSnapshot<2>, want: SnapshotError) {
 
 #[test]
 fn restore_refuses_contradictory_snapshots_and_changes_nothing() {
-    let good = busy_chip(Policy::Exact).snapshot();
+    let good = busy_chip(Policy::Exact).state();
     let mut s;
 
     s = good;
@@ -356,14 +350,14 @@ fn kvm_highest_stale_is_the_highest_stale_vector_of_a_restored_map() {
     // KVM keeps `highest_stale_pending_ioapic_eoi` beside the scan result;
     // here it is derived from the stale set, so a saved state cannot
     // contradict it.
-    let mut s = busy_chip(Policy::KvmHighestStale).snapshot();
+    let mut s = busy_chip(Policy::KvmHighestStale).state();
     if let PolicyState::KvmHighestStale(k) = &mut s.vcpu[0].map.policy {
         k.stale.insert(v(0x30));
         assert_eq!(k.stale.highest(), Some(v(0x40)));
     } else {
         panic!("a KvmHighestStale chip saves KvmHighestStale maps");
     }
-    let chip = Irqchip::<2>::from_snapshot(&s).unwrap();
+    let chip = Irqchip::<2>::from_state(&s).unwrap();
     assert_eq!(
         chip.vcpu(VcpuId::new(0)).unwrap().map.highest_stale(),
         Some(v(0x40))
@@ -400,18 +394,18 @@ fn standalone_restores_leave_the_object_untouched_on_error() {
     let mut a = LocalApic::new_enabled(ApicId::new(1), ApicMode::XApic);
     a.set_pending(v(0x40), true);
     let before = a;
-    let mut bad = a.snapshot();
+    let mut bad = a.state();
     bad.isr = VectorSet::from_u64_words([1, 0, 0, 0]);
-    assert!(a.restore_snapshot(&bad).is_err());
+    assert!(a.restore(&bad).is_err());
     assert_eq!(a, before);
     // Ioapic.
     let mut io = Ioapic::<24>::default();
     let _ = io.write_entry(Pin::new(1), 0x41 | 1 << 15);
     let _ = io.set_line(Pin::new(1), true);
     let before = io.clone();
-    let mut bad = io.snapshot();
+    let mut bad = io.state();
     bad.pending_edge.insert(Pin::new(99));
-    assert!(io.restore_snapshot(&bad).is_err());
+    assert!(io.restore(&bad).is_err());
     assert_eq!(io, before);
     // A good one replaces the configuration too, verbatim, with no re-injection.
     let mut src = Ioapic::<24>::new(IoapicConfig {
@@ -420,7 +414,7 @@ fn standalone_restores_leave_the_object_untouched_on_error() {
     });
     let _ = src.write_entry(Pin::new(2), 0x42 | 1 << 15 | 1 << 16); // masked level
     let _ = src.set_line(Pin::new(2), true);
-    io.restore_snapshot(&src.snapshot()).unwrap();
+    io.restore(&src.state()).unwrap();
     assert_eq!(io, src);
 }
 
@@ -454,9 +448,9 @@ fn restore_rebuilds_the_physical_destination_table() {
     let _ = a.update_lapic(eoi_exit::VcpuId::new(3), |l| {
         l.set_id(eoi_exit::ApicId::new(9))
     });
-    let snap = a.snapshot();
+    let snap = a.state();
     let mut b: Irqchip<4> = Irqchip::new(IrqchipConfig::default(), eoi_exit::ApicMode::XApic);
-    b.restore_snapshot(&snap).unwrap();
+    b.restore(&snap).unwrap();
     let msg = InterruptMessage {
         destination: Destination {
             id: 9,

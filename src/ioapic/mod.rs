@@ -44,7 +44,7 @@
 //!
 //! | behaviour | KVM | 82093AA / QEMU | this model |
 //! |---|---|---|---|
-//! | edge while masked | recorded in `irr` (not `irr_delivered`), **not** delivered on unmask; forgotten when the line drops; re-injected by `KVM_SET_IRQCHIP` | dropped (datasheet; QEMU "must ignore edge requests if the input pin is masked") | [`MaskedEdge::Latch`] (default) does what KVM does: the edge shows in [`IoapicState::pending_edge`] and [`Ioapic::restore`] delivers it; [`MaskedEdge::Drop`] forgets it |
+//! | edge while masked | recorded in `irr` (not `irr_delivered`), **not** delivered on unmask; forgotten when the line drops; re-injected by `KVM_SET_IRQCHIP` | dropped (datasheet; QEMU "must ignore edge requests if the input pin is masked") | [`MaskedEdge::Latch`] (default) does what KVM does: the edge shows in [`IoapicRegisters::pending_edge`] and [`Ioapic::set_registers`] delivers it; [`MaskedEdge::Drop`] forgets it |
 //! | old destination for the rescan after a retarget | decoded with the **new** destination mode (a bug) | n/a | decoded with the old mode |
 //! | rescan when the delivery mode is not Fixed | all vCPUs if the **new** mode is not Fixed | n/a | all vCPUs if the old **or** the new mode is not Fixed |
 //! | remote IRR when delivery reaches no LAPIC | stays clear (`ret == 0`) | n/a | set: the model does not know the destinations, the VMM MUST deliver every pin in `deliver` |
@@ -64,6 +64,7 @@
 mod effects;
 mod entry;
 mod pins;
+mod state;
 
 use crate::routes::Msi;
 use crate::types::{InterruptMessage, InvalidValue, Pin, Polarity};
@@ -72,6 +73,9 @@ use crate::vector::Vector;
 pub use effects::{IoapicEffects, Rescan};
 pub use entry::RedirectionEntry;
 pub use pins::{PinSet, PinSetIter};
+pub use state::IoapicState;
+#[cfg(feature = "kvm")]
+pub(crate) use state::validate_ioapic_state;
 
 /// MMIO offset of IOREGSEL.
 pub const IOREGSEL: u64 = 0x00;
@@ -135,9 +139,9 @@ impl From<IoapicVersion> for u8 {
 #[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
 pub enum MaskedEdge {
     /// KVM: the edge is recorded (KVM's `irr` without `irr_delivered`, here
-    /// [`IoapicState::pending_edge`]) while the line stays asserted, but an
+    /// [`IoapicRegisters::pending_edge`]) while the line stays asserted, but an
     /// unmask does **not** deliver it; KVM only delivers it when the state is
-    /// written back (`KVM_SET_IRQCHIP`, here [`Ioapic::restore`]). A deassert
+    /// written back (`KVM_SET_IRQCHIP`, here [`Ioapic::set_registers`]). A deassert
     /// forgets it.
     #[default]
     Latch,
@@ -167,10 +171,12 @@ impl IoapicConfig {
     };
 }
 
-/// The mutable state of an [`Ioapic`], as plain data (for snapshots and for
-/// other modules that inspect it).
+/// The registers and pin state of an [`Ioapic`] without its configuration,
+/// as KVM's `kvm_ioapic_state` carries them: what [`Ioapic::registers`] reads
+/// and [`Ioapic::set_registers`] loads (`KVM_GET_IRQCHIP` / `KVM_SET_IRQCHIP`).
+/// The saved state of a whole I/O APIC is [`IoapicState`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub struct IoapicState<const PINS: usize = 24> {
+pub struct IoapicRegisters<const PINS: usize = 24> {
     /// The redirection table, remote IRR included.
     pub entries: [RedirectionEntry; PINS],
     /// Electrical level of each pin (before polarity).
@@ -308,9 +314,9 @@ impl<const PINS: usize> Ioapic<PINS> {
         Some(Msi::from_message(&self.message(pin)?))
     }
 
-    /// A copy of the mutable state.
-    pub fn state(&self) -> IoapicState<PINS> {
-        IoapicState {
+    /// The registers and pin state (`KVM_GET_IRQCHIP`).
+    pub fn registers(&self) -> IoapicRegisters<PINS> {
+        IoapicRegisters {
             entries: self.entries,
             line: self.line,
             pending_edge: self.pending_edge,
@@ -329,7 +335,7 @@ impl<const PINS: usize> Ioapic<PINS> {
     ///
     /// Every vCPU must rescan (`Rescan::All`) and a split-irqchip VMM must
     /// re-install every pin's route (`route_changed` cannot say "all").
-    pub fn restore(&mut self, state: &IoapicState<PINS>) -> IoapicEffects {
+    pub fn set_registers(&mut self, state: &IoapicRegisters<PINS>) -> IoapicEffects {
         self.entries = state.entries;
         self.line = PinSet::EMPTY;
         self.pending_edge = PinSet::EMPTY;
@@ -607,9 +613,9 @@ impl<const PINS: usize> Ioapic<PINS> {
 
 impl<const PINS: usize> Ioapic<PINS> {
     /// Snapshot restore: replaces the configuration and the state verbatim,
-    /// without re-injecting anything (unlike [`Ioapic::restore`], which mirrors
-    /// `KVM_SET_IRQCHIP`). The caller has validated `state`.
-    pub(crate) fn restore_exact(&mut self, config: IoapicConfig, state: &IoapicState<PINS>) {
+    /// without re-injecting anything (unlike [`Ioapic::set_registers`], which
+    /// mirrors `KVM_SET_IRQCHIP`). The caller has validated `state`.
+    pub(crate) fn restore_exact(&mut self, config: IoapicConfig, state: &IoapicRegisters<PINS>) {
         self.config = config;
         self.entries = state.entries;
         self.line = state.line;

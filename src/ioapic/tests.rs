@@ -382,16 +382,16 @@ fn masked_edge_latch_is_recorded_but_not_delivered_on_unmask() {
     let masked = RedirectionEntry(edge(0x30, 0)).with_mask(true).bits();
     let _ = io.write_entry(p(1), masked);
     assert!(io.set_line(p(1), true).is_empty());
-    assert!(io.state().pending_edge.contains(p(1)));
+    assert!(io.registers().pending_edge.contains(p(1)));
     // KVM only services level entries on a redirection write.
     assert!(io.write_entry(p(1), edge(0x30, 0)).deliver.is_empty());
-    assert!(io.state().pending_edge.contains(p(1)));
+    assert!(io.registers().pending_edge.contains(p(1)));
     // A repeated assert is no new edge.
     assert!(io.set_line(p(1), true).is_empty());
     // KVM_SET_IRQCHIP re-injects it.
-    let st = io.state();
-    assert_eq!(io.restore(&st).deliver, only(1));
-    assert!(!io.state().pending_edge.contains(p(1)));
+    let st = io.registers();
+    assert_eq!(io.set_registers(&st).deliver, only(1));
+    assert!(!io.registers().pending_edge.contains(p(1)));
 }
 
 #[test]
@@ -401,7 +401,7 @@ fn latched_edge_is_forgotten_when_the_line_drops() {
     let _ = io.write_entry(p(1), masked);
     let _ = io.set_line(p(1), true);
     let _ = io.set_line(p(1), false);
-    assert!(io.state().pending_edge.is_empty());
+    assert!(io.registers().pending_edge.is_empty());
 }
 
 #[test]
@@ -413,10 +413,10 @@ fn masked_edge_drop_forgets_the_edge() {
     let masked = RedirectionEntry(edge(0x30, 0)).with_mask(true).bits();
     let _ = io.write_entry(p(1), masked);
     assert!(io.set_line(p(1), true).is_empty());
-    assert!(io.state().pending_edge.is_empty());
+    assert!(io.registers().pending_edge.is_empty());
     assert!(io.write_entry(p(1), edge(0x30, 0)).deliver.is_empty());
-    let st = io.state();
-    assert!(io.restore(&st).deliver.is_empty());
+    let st = io.registers();
+    assert!(io.set_registers(&st).deliver.is_empty());
     // Only a new rising edge delivers.
     let _ = io.set_line(p(1), false);
     assert_eq!(io.set_line(p(1), true).deliver, only(1));
@@ -530,7 +530,7 @@ fn eoi_storm_defers_the_10000th_successive_redelivery() {
     assert!(a.deliver.is_empty());
     assert_eq!(a.deliver_later, only(3));
     assert!(!rirr(&io, 3));
-    assert_eq!(io.state().eoi_count[3], 0, "KVM restarts the count");
+    assert_eq!(io.registers().eoi_count[3], 0, "KVM restarts the count");
     // The timer fires: re-delivered.
     assert_eq!(io.deliver_later_elapsed(p(3)).deliver, only(3));
     assert!(rirr(&io, 3));
@@ -549,7 +549,7 @@ fn eoi_storm_counter_restarts_when_an_eoi_finds_the_line_low() {
     }
     let _ = io.set_line(p(3), false);
     assert!(io.eoi(v(0x40)).is_empty());
-    assert_eq!(io.state().eoi_count[3], 0);
+    assert_eq!(io.registers().eoi_count[3], 0);
     assert_eq!(io.set_line(p(3), true).deliver, only(3));
     for _ in 1..SUCCESSIVE_IRQ_MAX_COUNT {
         assert_eq!(io.eoi(v(0x40)).deliver, only(3));
@@ -813,23 +813,23 @@ fn restore_round_trips_and_reinjects_asserted_level_pins() {
     let mut io = level_in_service();
     let _ = io.write_entry(p(8), level(0x48, 0));
     io.line.insert(p(8)); // asserted but not yet serviced (as after a throttle)
-    let st = io.state();
+    let st = io.registers();
     let mut other = Io::default();
-    let a = other.restore(&st);
+    let a = other.set_registers(&st);
     assert_eq!(a.rescan, Rescan::All);
     assert_eq!(a.deliver, only(8));
     assert!(other.entry(p(3)).unwrap().remote_irr());
     assert!(other.entry(p(8)).unwrap().remote_irr());
-    assert_eq!(other.state().line, st.line);
+    assert_eq!(other.registers().line, st.line);
 }
 
 #[test]
 fn restore_clears_remote_irr_of_edge_entries() {
     let mut io = Io::default();
-    let mut st = io.state();
+    let mut st = io.registers();
     st.entries[0] = RedirectionEntry(edge(0x30, 0) | RedirectionEntry::REMOTE_IRR);
     st.id = 0xff;
-    let _ = io.restore(&st);
+    let _ = io.set_registers(&st);
     assert!(!rirr(&io, 0));
     assert_eq!(io.id(), 0xf);
 }

@@ -29,6 +29,9 @@
 //! irqchip ignores SVR bit 12 by default, see [`Eoi`]).
 
 mod dest;
+mod state;
+
+pub use state::LocalApicState;
 
 pub use dest::{
     DFR_CLUSTER, DFR_FLAT, X2APIC_BROADCAST, XAPIC_BROADCAST, lowest_priority, lowest_priority_kvm,
@@ -155,29 +158,29 @@ pub struct Eoi {
 
 /// One local APIC's interrupt state. Small and `Copy`; no allocation.
 ///
-/// The fields are crate-visible for the snapshot code; after writing them
-/// directly, call `recompute_caches`.
+/// Its saved state is [`LocalApicState`] ([`LocalApic::state`],
+/// [`LocalApic::restore`]).
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 pub struct LocalApic {
     /// Initial APIC ID: the x2APIC ID, and what the xAPIC ID resets to.
-    pub(crate) initial_id: u32,
+    initial_id: u32,
     /// xAPIC ID register bits 31:24.
-    pub(crate) xapic_id: u8,
-    pub(crate) mode: ApicMode,
+    xapic_id: u8,
+    mode: ApicMode,
     /// Logical destination register (full 32 bits as the guest reads it).
-    pub(crate) ldr: u32,
+    ldr: u32,
     /// Destination format register (bits 27:0 always read as 1).
-    pub(crate) dfr: u32,
+    dfr: u32,
     /// Spurious-interrupt vector register.
-    pub(crate) svr: u32,
-    pub(crate) tpr: u8,
+    svr: u32,
+    tpr: u8,
     /// Version register bit 24 advertised.
-    pub(crate) directed_eoi_supported: bool,
-    pub(crate) irr: VectorSet,
-    pub(crate) isr: VectorSet,
-    pub(crate) tmr: VectorSet,
+    directed_eoi_supported: bool,
+    irr: VectorSet,
+    isr: VectorSet,
+    tmr: VectorSet,
     /// Always equal to `isr.highest()` (KVM's `highest_isr_cache`, kept eager).
-    pub(crate) highest_isr_cache: Option<Vector>,
+    highest_isr_cache: Option<Vector>,
 }
 
 impl LocalApic {
@@ -571,7 +574,7 @@ impl LocalApic {
     /// Recomputes the caches after the crate wrote fields directly (snapshot
     /// restore).
     #[allow(dead_code)]
-    pub(crate) fn recompute_caches(&mut self) {
+    fn recompute_caches(&mut self) {
         self.highest_isr_cache = self.isr.highest();
     }
 

@@ -7,13 +7,13 @@
 //!
 //! | KVM | model |
 //! |---|---|
-//! | `redirtbl[n].bits` | [`IoapicState::entries`] (all 64 bits, verbatim) |
-//! | `irr` bit n, level entry | pin n asserted: [`IoapicState::line`] = asserted XOR active-low |
-//! | `irr` bit n, edge entry | an undelivered (masked) edge: [`IoapicState::pending_edge`], and the line asserted |
+//! | `redirtbl[n].bits` | [`IoapicRegisters::entries`] (all 64 bits, verbatim) |
+//! | `irr` bit n, level entry | pin n asserted: [`IoapicRegisters::line`] = asserted XOR active-low |
+//! | `irr` bit n, edge entry | an undelivered (masked) edge: [`IoapicRegisters::pending_edge`], and the line asserted |
 //! | `ioregsel` | IOREGSEL (KVM masks guest writes to 8 bits) |
 //! | `id` | ID (4 bits; KVM stores `(val >> 24) & 0xf`) |
 //! | `base_address` | not modelled: passed through ([`KvmIoapic::base_address`]) |
-//! | — | [`IoapicState::eoi_count`]: KVM's `irq_eoi[]` is not exported; imported as 0 |
+//! | — | [`IoapicRegisters::eoi_count`]: KVM's `irq_eoi[]` is not exported; imported as 0 |
 //!
 //! KVM's `KVM_GET_IRQCHIP` reports `irr & !irr_delivered`: an edge pin whose
 //! edge was delivered and whose line is still high reads as low. The model
@@ -49,9 +49,10 @@
 pub use kvm_bindings;
 use kvm_bindings::{kvm_ioapic_state, kvm_ioapic_state__bindgen_ty_1, kvm_lapic_state};
 
-use super::{LocalApicState, SNAPSHOT_VERSION, SnapshotError, validate_ioapic_state};
+use super::{LocalApicState, SNAPSHOT_VERSION, SnapshotError};
 use crate::exit_bitmap::Policy;
-use crate::ioapic::{IoapicState, PinSet, RedirectionEntry};
+use crate::ioapic::validate_ioapic_state;
+use crate::ioapic::{IoapicRegisters, PinSet, RedirectionEntry};
 use crate::irqchip::{Effects, Irqchip, IrqchipConfig};
 use crate::lapic::{ApicMode, LocalApic, x2apic_ldr};
 use crate::types::{ApicId, Pin, Polarity, RTC_GSI, VcpuId};
@@ -94,7 +95,7 @@ pub mod reg {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct KvmIoapic {
     /// The model state.
-    pub state: IoapicState<KVM_IOAPIC_NUM_PINS>,
+    pub state: IoapicRegisters<KVM_IOAPIC_NUM_PINS>,
     /// KVM's `base_address` (not modelled; the VMM decodes MMIO).
     pub base_address: u64,
 }
@@ -141,7 +142,7 @@ pub fn ioapic_from_kvm(k: &kvm_ioapic_state) -> Result<KvmIoapic, SnapshotError>
             pending_edge.insert(pin);
         }
     }
-    let state = IoapicState {
+    let state = IoapicRegisters {
         entries,
         line,
         pending_edge,
@@ -160,7 +161,7 @@ pub fn ioapic_from_kvm(k: &kvm_ioapic_state) -> Result<KvmIoapic, SnapshotError>
 /// report for it). `irr` holds the asserted level pins and the latched edges
 /// of asserted edge pins; the EOI-storm counters are lost.
 pub fn ioapic_to_kvm(
-    state: &IoapicState<KVM_IOAPIC_NUM_PINS>,
+    state: &IoapicRegisters<KVM_IOAPIC_NUM_PINS>,
     base_address: u64,
 ) -> kvm_ioapic_state {
     let mut k = kvm_ioapic_state {
@@ -184,7 +185,7 @@ pub fn ioapic_to_kvm(
 /// EOI-storm counts, no latched edge on a level pin or a deasserted pin, and
 /// every asserted edge pin latched (KVM cannot say "high, already
 /// delivered").
-pub fn kvm_representable(state: &IoapicState<KVM_IOAPIC_NUM_PINS>) -> bool {
+pub fn kvm_representable(state: &IoapicRegisters<KVM_IOAPIC_NUM_PINS>) -> bool {
     state.eoi_count.iter().all(|&c| c == 0)
         && state.entries.iter().enumerate().all(|(i, e)| {
             let pin = Pin::new(i as u8);
@@ -305,14 +306,7 @@ pub fn write_lapic(state: &LocalApicState, x2apic_format: bool, page: &mut kvm_l
     }
     put32(page, reg::VERSION, version);
     put32(page, reg::TPR, state.tpr as u32);
-    let ppr = {
-        let mut a = LocalApic::new(ApicId::new(state.initial_id));
-        a.tpr = state.tpr;
-        a.isr = state.isr;
-        a.recompute_caches();
-        a.ppr()
-    };
-    put32(page, reg::PPR, ppr as u32);
+    put32(page, reg::PPR, state.ppr() as u32);
     put32(page, reg::LDR, state.ldr);
     put32(page, reg::DFR, state.dfr);
     put32(page, reg::SVR, state.svr);
@@ -326,9 +320,7 @@ pub fn write_lapic(state: &LocalApicState, x2apic_format: bool, page: &mut kvm_l
 /// every other register is 0.
 pub fn lapic_to_kvm(state: &LocalApicState, x2apic_format: bool) -> kvm_lapic_state {
     let mut page = kvm_lapic_state { regs: [0; 1024] };
-    let mut a = LocalApic::new(ApicId::new(state.initial_id));
-    a.directed_eoi_supported = state.directed_eoi_supported;
-    put32(&mut page, reg::VERSION, a.version());
+    put32(&mut page, reg::VERSION, state.version_register());
     write_lapic(state, x2apic_format, &mut page);
     page
 }
@@ -426,9 +418,8 @@ impl<const VCPUS: usize> Irqchip<VCPUS, KVM_IOAPIC_NUM_PINS> {
         x2apic_format: bool,
     ) -> (kvm_ioapic_state, [kvm_lapic_state; VCPUS]) {
         let (io, vcpus) = self.lock_all();
-        let k = ioapic_to_kvm(&io.state(), base_address);
-        let pages =
-            core::array::from_fn(|i| lapic_to_kvm(&vcpus[i].apic.snapshot(), x2apic_format));
+        let k = ioapic_to_kvm(&io.registers(), base_address);
+        let pages = core::array::from_fn(|i| lapic_to_kvm(&vcpus[i].apic.state(), x2apic_format));
         (k, pages)
     }
 }

@@ -1,19 +1,24 @@
-//! Plain, versioned snapshots of every state machine, and (feature `kvm`)
+//! Plain, versioned saved state of every state machine, and (feature `kvm`)
 //! conversions to and from KVM's `kvm_ioapic_state` / `kvm_lapic_state`.
 //!
-//! A VMM that live-migrates or snapshots a guest saves:
+//! Each type's saved state lives beside it (`ioapic/state.rs`,
+//! `lapic/state.rs`, `exit_bitmap/state.rs`, `irqchip/state.rs`, like
+//! vm-superio's `SerialState`) and is re-exported here. One naming scheme:
+//! the data is `XState`, captured by `x.state()`, loaded by `x.restore(&s)`
+//! or `X::from_state(&s)`. A VMM that live-migrates or snapshots a guest
+//! saves:
 //!
-//! | type | snapshot | capture | restore |
+//! | type | saved state | capture | restore |
 //! |---|---|---|---|
-//! | [`Ioapic`] | [`IoapicSnapshot`] | [`Ioapic::snapshot`] | [`Ioapic::restore_snapshot`], [`Ioapic::from_snapshot`] |
-//! | [`LocalApic`] | [`LocalApicState`] | [`LocalApic::snapshot`] | [`LocalApic::restore_snapshot`], [`LocalApic::from_snapshot`] |
-//! | [`EoiExitMap`] | [`EoiExitMapState`] | [`EoiExitMap::snapshot`] | [`EoiExitMap::restore_snapshot`], [`EoiExitMap::from_snapshot`] |
-//! | [`Irqchip`] | [`IrqchipSnapshot`] | [`Irqchip::snapshot`] | [`Irqchip::restore_snapshot`], [`Irqchip::from_snapshot`] |
+//! | [`Ioapic`] | [`IoapicState`] | [`Ioapic::state`] | [`Ioapic::restore`], [`Ioapic::from_state`] |
+//! | [`LocalApic`] | [`LocalApicState`] | [`LocalApic::state`] | [`LocalApic::restore`], [`LocalApic::from_state`] |
+//! | [`EoiExitMap`] | [`EoiExitMapState`] | [`EoiExitMap::state`] | [`EoiExitMap::restore`], [`EoiExitMap::from_state`] |
+//! | [`Irqchip`] | [`IrqchipState`] | [`Irqchip::state`] | [`Irqchip::restore`], [`Irqchip::from_state`] |
 //!
 //! # Guarantees
 //!
 //! * **Plain data.** Every snapshot is a `Copy` struct of public fields, with
-//!   a [`version`](IoapicSnapshot::version) field ([`SNAPSHOT_VERSION`]). No
+//!   a [`version`](IoapicState::version) field ([`SNAPSHOT_VERSION`]). No
 //!   allocation; `serde::Serialize` / `Deserialize` behind the `serde` feature
 //!   (no_std; const-generic arrays are encoded as fixed-length tuples, so
 //!   postcard writes no length and JSON writes an array).
@@ -32,7 +37,7 @@
 //!   live object is untouched.
 //! * **No side effects.** A restore re-injects nothing and requests no
 //!   rescan: the object simply *is* the one captured. (This differs from
-//!   [`Ioapic::restore`] and the KVM import, which behave like
+//!   [`Ioapic::set_registers`] and the KVM import, which behave like
 //!   `KVM_SET_IRQCHIP`.) After a restore, the VMM MUST still write
 //!   [`EoiExitMap::take_vmcs_update`]'s words (or the whole
 //!   [`EoiExitMap::loaded`] bitmap, for a fresh VMCS) before the vCPU runs,
@@ -63,15 +68,18 @@ pub mod kvm;
 
 use core::fmt;
 
-pub use crate::exit_bitmap::EoiExitMapState;
 use crate::exit_bitmap::Policy;
-use crate::ioapic::{
-    Ioapic, IoapicConfig, IoapicState, MaskedEdge, PinSet, RedirectionEntry,
-    SUCCESSIVE_IRQ_MAX_COUNT,
-};
-use crate::irqchip::{Irqchip, IrqchipConfig, VcpuState, VcpuStats};
-use crate::lapic::{ApicMode, LocalApic, Svr, x2apic_ldr};
-use crate::vector::VectorSet;
+use crate::ioapic::{PinSet, SUCCESSIVE_IRQ_MAX_COUNT};
+
+// The saved-state types live beside their types; they are re-exported here so
+// one module lists everything a VMM saves.
+pub use crate::exit_bitmap::EoiExitMapState;
+pub use crate::ioapic::IoapicState;
+pub use crate::irqchip::{IrqchipState, VcpuState};
+pub use crate::lapic::LocalApicState;
+
+#[cfg(doc)]
+use crate::{EoiExitMap, Ioapic, Irqchip, LocalApic, MaskedEdge};
 
 /// The snapshot format version this crate writes and reads.
 pub const SNAPSHOT_VERSION: u16 = 1;
@@ -102,7 +110,7 @@ impl fmt::Display for ApicRegister {
 /// Why a snapshot (or a KVM state) was refused. The live object is untouched.
 ///
 /// `vcpu` is the vCPU index when the snapshot was part of an
-/// [`IrqchipSnapshot`] (or a KVM import), `None` for a standalone one.
+/// [`IrqchipState`] (or a KVM import), `None` for a standalone one.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub enum SnapshotError {
@@ -365,7 +373,7 @@ pub(crate) fn check_version(found: u16) -> Result<(), SnapshotError> {
 }
 
 /// The first pin of `set` at or above `pins`.
-fn first_pin_beyond(set: &PinSet, pins: usize) -> Option<u16> {
+pub(crate) fn first_pin_beyond(set: &PinSet, pins: usize) -> Option<u16> {
     set.iter()
         .map(|p| p.get() as u16)
         .find(|&p| p as usize >= pins)
@@ -377,7 +385,7 @@ fn first_pin_beyond(set: &PinSet, pins: usize) -> Option<u16> {
 /// fixed-length tuple (postcard writes no length, JSON an array); decoding
 /// fails unless exactly `N` elements are present.
 #[cfg(feature = "serde")]
-mod array {
+pub(crate) mod array {
     use core::fmt;
     use core::marker::PhantomData;
 
@@ -427,387 +435,5 @@ mod array {
         d: D,
     ) -> Result<[T; N], D::Error> {
         d.deserialize_tuple(N, ArrayVisitor::<T, N>(PhantomData))
-    }
-}
-
-// ---- I/O APIC -----------------------------------------------------------------
-
-/// Everything an [`Ioapic`] holds: configuration and state.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
-pub struct IoapicSnapshot<const PINS: usize = 24> {
-    /// [`SNAPSHOT_VERSION`].
-    pub version: u16,
-    /// `PINS` when captured.
-    pub pins: u16,
-    /// The configuration (version register, masked-edge behaviour, reset ID).
-    pub config: IoapicConfig,
-    /// The redirection table, remote IRR and delivery status included.
-    #[cfg_attr(feature = "serde", serde(with = "array"))]
-    pub entries: [RedirectionEntry; PINS],
-    /// Electrical level of each pin (before polarity).
-    pub line: PinSet,
-    /// Latched masked edges ([`MaskedEdge::Latch`]).
-    pub pending_edge: PinSet,
-    /// Successive EOIs that found the line still asserted, per pin.
-    #[cfg_attr(feature = "serde", serde(with = "array"))]
-    pub eoi_count: [u16; PINS],
-    /// IOREGSEL.
-    pub ioregsel: u8,
-    /// I/O APIC ID (4 bits).
-    pub id: u8,
-}
-
-impl<const PINS: usize> IoapicSnapshot<PINS> {
-    /// A snapshot of `config` and `state` (e.g. a state converted from KVM).
-    pub fn new(config: IoapicConfig, state: &IoapicState<PINS>) -> Self {
-        IoapicSnapshot {
-            version: SNAPSHOT_VERSION,
-            pins: PINS as u16,
-            config,
-            entries: state.entries,
-            line: state.line,
-            pending_edge: state.pending_edge,
-            eoi_count: state.eoi_count,
-            ioregsel: state.ioregsel,
-            id: state.id,
-        }
-    }
-
-    /// The state part.
-    pub fn state(&self) -> IoapicState<PINS> {
-        IoapicState {
-            entries: self.entries,
-            line: self.line,
-            pending_edge: self.pending_edge,
-            eoi_count: self.eoi_count,
-            ioregsel: self.ioregsel,
-            id: self.id,
-        }
-    }
-
-    /// Checks everything [`Ioapic::restore_snapshot`] checks.
-    pub fn validate(&self) -> Result<(), SnapshotError> {
-        check_version(self.version)?;
-        if self.pins as usize != PINS {
-            return Err(SnapshotError::PinCount {
-                expected: PINS,
-                found: self.pins as usize,
-            });
-        }
-        validate_ioapic_state(&self.config, &self.state())
-    }
-}
-
-/// The state checks shared by snapshots and KVM imports.
-pub(crate) fn validate_ioapic_state<const PINS: usize>(
-    config: &IoapicConfig,
-    st: &IoapicState<PINS>,
-) -> Result<(), SnapshotError> {
-    for (what, set) in [("line", &st.line), ("pending_edge", &st.pending_edge)] {
-        if let Some(pin) = first_pin_beyond(set, PINS) {
-            return Err(SnapshotError::PinOutOfRange { what, pin });
-        }
-    }
-    if st.id > 0xf {
-        return Err(SnapshotError::InvalidRegister {
-            vcpu: None,
-            register: "I/O APIC ID",
-            value: st.id as u64,
-        });
-    }
-    for (i, e) in st.entries.iter().enumerate() {
-        if !e.is_level() && e.remote_irr() {
-            return Err(SnapshotError::RemoteIrrOnEdge { pin: i as u8 });
-        }
-        if st.eoi_count[i] >= SUCCESSIVE_IRQ_MAX_COUNT {
-            return Err(SnapshotError::EoiCountOutOfRange {
-                pin: i as u8,
-                count: st.eoi_count[i],
-            });
-        }
-    }
-    if config.masked_edge == MaskedEdge::Drop
-        && let Some(p) = st.pending_edge.iter().next()
-    {
-        return Err(SnapshotError::LatchedEdgeWithDrop { pin: p.get() });
-    }
-    Ok(())
-}
-
-impl<const PINS: usize> Ioapic<PINS> {
-    /// A snapshot of the configuration and the whole state.
-    pub fn snapshot(&self) -> IoapicSnapshot<PINS> {
-        IoapicSnapshot::new(*self.config(), &self.state())
-    }
-
-    /// Replaces this I/O APIC (configuration included) with the snapshot,
-    /// verbatim: nothing is re-injected and no rescan is requested, because
-    /// the restored object is exactly the captured one. On error nothing
-    /// changes.
-    pub fn restore_snapshot(&mut self, s: &IoapicSnapshot<PINS>) -> Result<(), SnapshotError> {
-        s.validate()?;
-        self.restore_exact(s.config, &s.state());
-        Ok(())
-    }
-
-    /// A new I/O APIC equal to the captured one.
-    pub fn from_snapshot(s: &IoapicSnapshot<PINS>) -> Result<Self, SnapshotError> {
-        let mut io = Ioapic::new(s.config);
-        io.restore_snapshot(s)?;
-        Ok(io)
-    }
-}
-
-// ---- local APIC ---------------------------------------------------------------
-
-/// Everything a [`LocalApic`] holds (the highest-ISR cache is derived and
-/// recomputed on restore).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
-pub struct LocalApicState {
-    /// [`SNAPSHOT_VERSION`].
-    pub version: u16,
-    /// Initial APIC ID: the x2APIC ID (KVM: the vCPU ID).
-    pub initial_id: u32,
-    /// xAPIC ID register bits 31:24.
-    pub xapic_id: u8,
-    /// xAPIC, x2APIC or hardware-disabled (IA32_APIC_BASE bits 11:10).
-    pub mode: ApicMode,
-    /// Logical destination register.
-    pub ldr: u32,
-    /// Destination format register.
-    pub dfr: u32,
-    /// Spurious-interrupt vector register.
-    pub svr: u32,
-    /// Task priority register.
-    pub tpr: u8,
-    /// Directed EOI advertised (version register bit 24).
-    pub directed_eoi_supported: bool,
-    /// Interrupt request register.
-    pub irr: VectorSet,
-    /// In-service register.
-    pub isr: VectorSet,
-    /// Trigger mode register.
-    pub tmr: VectorSet,
-}
-
-/// SVR bits the model can hold (KVM's write mask plus bit 12).
-const SVR_VALID: u32 = 0x3FF | Svr::SUPPRESS_EOI_BROADCAST.bits();
-
-impl LocalApicState {
-    /// Checks everything [`LocalApic::restore_snapshot`] checks.
-    pub fn validate(&self) -> Result<(), SnapshotError> {
-        check_version(self.version)?;
-        for (register, set) in [
-            (ApicRegister::Irr, &self.irr),
-            (ApicRegister::Isr, &self.isr),
-        ] {
-            if let Some(v) = set.lowest().filter(|v| v.is_reserved()) {
-                return Err(SnapshotError::IllegalVector {
-                    vcpu: None,
-                    register,
-                    vector: v.get(),
-                });
-            }
-        }
-        let bad = |register, value: u32| {
-            Err(SnapshotError::InvalidRegister {
-                vcpu: None,
-                register,
-                value: value as u64,
-            })
-        };
-        if self.svr & !SVR_VALID != 0 {
-            return bad("SVR", self.svr);
-        }
-        if self.dfr & 0x0FFF_FFFF != 0x0FFF_FFFF {
-            return bad("DFR", self.dfr);
-        }
-        if self.mode == ApicMode::X2Apic && self.ldr != x2apic_ldr(self.initial_id) {
-            return bad("LDR", self.ldr);
-        }
-        Ok(())
-    }
-
-    fn apply(&self, apic: &mut LocalApic) {
-        apic.initial_id = self.initial_id;
-        apic.xapic_id = self.xapic_id;
-        apic.mode = self.mode;
-        apic.ldr = self.ldr;
-        apic.dfr = self.dfr;
-        apic.svr = self.svr;
-        apic.tpr = self.tpr;
-        apic.directed_eoi_supported = self.directed_eoi_supported;
-        apic.irr = self.irr;
-        apic.isr = self.isr;
-        apic.tmr = self.tmr;
-        apic.recompute_caches();
-    }
-}
-
-impl LocalApic {
-    /// A snapshot of the whole state.
-    pub fn snapshot(&self) -> LocalApicState {
-        LocalApicState {
-            version: SNAPSHOT_VERSION,
-            initial_id: self.initial_id,
-            xapic_id: self.xapic_id,
-            mode: self.mode,
-            ldr: self.ldr,
-            dfr: self.dfr,
-            svr: self.svr,
-            tpr: self.tpr,
-            directed_eoi_supported: self.directed_eoi_supported,
-            irr: self.irr,
-            isr: self.isr,
-            tmr: self.tmr,
-        }
-    }
-
-    /// Replaces this LAPIC's state with the snapshot. On error nothing
-    /// changes.
-    pub fn restore_snapshot(&mut self, s: &LocalApicState) -> Result<(), SnapshotError> {
-        s.validate()?;
-        s.apply(self);
-        Ok(())
-    }
-
-    /// A new LAPIC equal to the captured one.
-    pub fn from_snapshot(s: &LocalApicState) -> Result<Self, SnapshotError> {
-        let mut apic = LocalApic::new(crate::ApicId::new(s.initial_id));
-        apic.restore_snapshot(s)?;
-        Ok(apic)
-    }
-}
-
-// ---- irqchip -----------------------------------------------------------------
-
-/// One vCPU of an [`IrqchipSnapshot`].
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
-pub struct VcpuSnapshot {
-    /// Its local APIC.
-    pub apic: LocalApicState,
-    /// Its EOI-exit map.
-    pub map: EoiExitMapState,
-    /// Its counters.
-    pub stats: VcpuStats,
-}
-
-/// Everything an [`Irqchip`] holds: configuration, I/O APIC, every vCPU.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
-pub struct IrqchipSnapshot<const VCPUS: usize, const PINS: usize = 24> {
-    /// [`SNAPSHOT_VERSION`].
-    pub version: u16,
-    /// `VCPUS` when captured.
-    pub vcpus: u16,
-    /// The chip's configuration (policy, ack notifier pins, RTC tracking,
-    /// EOI order, arbitration, I/O APIC configuration).
-    pub config: IrqchipConfig,
-    /// The I/O APIC.
-    pub ioapic: IoapicSnapshot<PINS>,
-    /// Every vCPU, by index.
-    #[cfg_attr(feature = "serde", serde(with = "array"))]
-    pub vcpu: [VcpuSnapshot; VCPUS],
-}
-
-impl<const VCPUS: usize, const PINS: usize> IrqchipSnapshot<VCPUS, PINS> {
-    /// Checks everything [`Irqchip::restore_snapshot`] checks.
-    pub fn validate(&self) -> Result<(), SnapshotError> {
-        check_version(self.version)?;
-        if self.vcpus as usize != VCPUS {
-            return Err(SnapshotError::VcpuCount {
-                expected: VCPUS,
-                found: self.vcpus as usize,
-            });
-        }
-        self.ioapic.validate()?;
-        if self.ioapic.config != self.config.ioapic {
-            return Err(SnapshotError::ConfigMismatch {
-                what: "the I/O APIC snapshot's configuration differs from the irqchip's",
-            });
-        }
-        if let Some(pin) = first_pin_beyond(&self.config.ack_notifier_pins, PINS) {
-            return Err(SnapshotError::PinOutOfRange {
-                what: "ack_notifier_pins",
-                pin,
-            });
-        }
-        for (i, v) in self.vcpu.iter().enumerate() {
-            let at = |e: SnapshotError| e.at_vcpu(i as u16);
-            v.apic.validate().map_err(at)?;
-            if v.map.policy() != self.config.policy {
-                return Err(SnapshotError::PolicyMismatch {
-                    vcpu: i as u16,
-                    expected: self.config.policy,
-                    found: v.map.policy(),
-                });
-            }
-            v.map.validate_with(&v.apic).map_err(at)?;
-        }
-        Ok(())
-    }
-}
-
-impl VcpuState {
-    fn snapshot(&self) -> VcpuSnapshot {
-        VcpuSnapshot {
-            apic: self.apic.snapshot(),
-            map: self.map.state(),
-            stats: self.stats,
-        }
-    }
-}
-
-impl<const VCPUS: usize, const PINS: usize> Irqchip<VCPUS, PINS> {
-    /// A consistent snapshot: takes the I/O APIC lock, then every vCPU's in
-    /// index order (the documented lock order), so no call is half-seen.
-    pub fn snapshot(&self) -> IrqchipSnapshot<VCPUS, PINS> {
-        let (io, vcpus) = self.lock_all();
-        IrqchipSnapshot {
-            version: SNAPSHOT_VERSION,
-            vcpus: VCPUS as u16,
-            config: *self.config(),
-            ioapic: io.snapshot(),
-            vcpu: core::array::from_fn(|i| vcpus[i].snapshot()),
-        }
-    }
-
-    /// Replaces the whole chip (configuration included) with the snapshot,
-    /// verbatim: no re-injection, no rescan. The VMM MUST load each vCPU's
-    /// VMCS bitmap ([`Irqchip::vmcs_update`], or the whole
-    /// [`EoiExitMap::loaded`] bitmap into a fresh VMCS) before it runs, and
-    /// re-arm its `deliver_later` timers. On error nothing changes.
-    pub fn restore_snapshot(
-        &mut self,
-        s: &IrqchipSnapshot<VCPUS, PINS>,
-    ) -> Result<(), SnapshotError> {
-        s.validate()?;
-        let (config, io, vcpus) = self.parts_mut();
-        *config = s.config;
-        io.restore_exact(s.ioapic.config, &s.ioapic.state());
-        for (slot, v) in vcpus.iter_mut().zip(s.vcpu.iter()) {
-            let st = slot.get_mut();
-            v.apic.apply(&mut st.apic);
-            st.map.set_state(&v.map);
-            st.stats = v.stats;
-        }
-        // APIC IDs and logical addressing came back verbatim: the physical
-        // destination table must follow them.
-        self.rebuild_phys_map();
-        Ok(())
-    }
-
-    /// A new chip equal to the captured one.
-    pub fn from_snapshot(s: &IrqchipSnapshot<VCPUS, PINS>) -> Result<Self, SnapshotError> {
-        s.validate()?;
-        let mut chip = Irqchip::with_apics(
-            s.config,
-            core::array::from_fn(|i| LocalApic::new(crate::ApicId::new(i as u32))),
-        );
-        chip.restore_snapshot(s)?;
-        Ok(chip)
     }
 }

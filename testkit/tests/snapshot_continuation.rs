@@ -9,7 +9,7 @@
 #![cfg(feature = "serde")]
 
 use eoi_exit::irqchip::Arbitration;
-use eoi_exit::snapshot::IrqchipSnapshot;
+use eoi_exit::snapshot::IrqchipState;
 use eoi_exit::{
     ApicId, ApicMode, DeliveryMode, Destination, DestinationMode, InterruptMessage, Irqchip,
     IrqchipConfig, LocalApic, Pin, PinSet, Policy, TriggerMode, VcpuId, Vector,
@@ -206,13 +206,13 @@ fn continuation(policy: Policy, seed: u64, n: usize, m: usize, cov: &mut Coverag
     // The uninterrupted run.
     let a = chip(policy, seed);
     let log_a = run_all(&a, &all);
-    let end_a = a.snapshot();
+    let end_a = a.state();
 
     // Run N, snapshot, serialize both ways.
     let b = chip(policy, seed);
     let log_b = run_all(&b, before);
     assert_eq!(log_b[..], log_a[..n]);
-    let snap = b.snapshot();
+    let snap = b.state();
     cov.remote_irr_at_snapshot += snap
         .ioapic
         .entries
@@ -226,25 +226,25 @@ fn continuation(policy: Policy, seed: u64, n: usize, m: usize, cov: &mut Coverag
         .sum::<u64>();
 
     let bytes = postcard::to_allocvec(&snap).unwrap();
-    let from_postcard: IrqchipSnapshot<VCPUS> = postcard::from_bytes(&bytes).unwrap();
+    let from_postcard: IrqchipState<VCPUS> = postcard::from_bytes(&bytes).unwrap();
     let json = serde_json::to_string(&snap).unwrap();
-    let from_json: IrqchipSnapshot<VCPUS> = serde_json::from_str(&json).unwrap();
+    let from_json: IrqchipState<VCPUS> = serde_json::from_str(&json).unwrap();
     assert_eq!(from_postcard, snap);
     assert_eq!(from_json, snap);
 
     // Restore three ways.
-    let c = Chip::from_snapshot(&from_postcard).unwrap();
-    let d = Chip::from_snapshot(&from_json).unwrap();
+    let c = Chip::from_state(&from_postcard).unwrap();
+    let d = Chip::from_state(&from_json).unwrap();
     let mut e = chip(policy, seed ^ 0xdead);
     let _ = run_all(&e, &ops(seed ^ 0xbeef, 50));
-    e.restore_snapshot(&from_json).unwrap();
+    e.restore(&from_json).unwrap();
     for (name, x) in [
         ("postcard", &c),
         ("json", &d),
         ("restore into used chip", &e),
     ] {
         assert_eq!(
-            x.snapshot(),
+            x.state(),
             snap,
             "{} seed {seed} via {name}: restored snapshot differs",
             policy.name()
@@ -261,7 +261,7 @@ fn continuation(policy: Policy, seed: u64, n: usize, m: usize, cov: &mut Coverag
             );
         }
         assert_eq!(
-            x.snapshot(),
+            x.state(),
             end_a,
             "{} seed {seed} via {name}: final state differs",
             policy.name()
@@ -318,10 +318,10 @@ fn eoi_storm_counter_survives_a_snapshot() {
         let full = run_storm(&a, 10_005);
         assert_eq!(full.iter().position(|&t| t), Some(9_999));
         let first = run_storm(&b, 9_990);
-        let snap = b.snapshot();
+        let snap = b.state();
         assert_eq!(snap.ioapic.eoi_count[5], 9_990);
         let bytes = postcard::to_allocvec(&snap).unwrap();
-        let c = Chip::from_snapshot(&postcard::from_bytes(&bytes).unwrap()).unwrap();
+        let c = Chip::from_state(&postcard::from_bytes(&bytes).unwrap()).unwrap();
         let rest = run_storm(&c, 15);
         assert_eq!([first, rest].concat(), full);
     }
@@ -332,10 +332,10 @@ fn eoi_storm_counter_survives_a_snapshot() {
 fn pending_vmcs_update_survives_a_snapshot() {
     let a = chip(Policy::Exact, 0);
     let _ = a.write_entry(Pin::new(5), 0x40 | 1 << 15);
-    let snap = a.snapshot();
+    let snap = a.state();
     assert_ne!(snap.vcpu[0].map.bitmap, snap.vcpu[0].map.loaded);
     let json = serde_json::to_string(&snap).unwrap();
-    let c = Chip::from_snapshot(&serde_json::from_str(&json).unwrap()).unwrap();
+    let c = Chip::from_state(&serde_json::from_str(&json).unwrap()).unwrap();
     let want = a.vmcs_update(VcpuId::new(0));
     assert!(want.is_some());
     assert_eq!(c.vmcs_update(VcpuId::new(0)), want);

@@ -259,7 +259,7 @@ impl<const P: usize> IoChecker<P> {
         self.check_full_readback();
         // A latched edge may outlive its assertion when a polarity flip
         // deasserted the pin; lowering the line forgets it.
-        let latched = self.io.state().pending_edge;
+        let latched = self.io.registers().pending_edge;
         for i in 0..P {
             let pin = Pin::new(i as u8);
             if !self.io.asserted(pin) && !latched.contains(pin) {
@@ -273,7 +273,7 @@ impl<const P: usize> IoChecker<P> {
             assert!(a.deliver.is_empty(), "deasserting delivered {a:?}");
             assert!(!self.io.asserted(Pin::new(i as u8)));
         }
-        assert!(self.io.state().pending_edge.is_empty());
+        assert!(self.io.registers().pending_edge.is_empty());
         let via_register = self.io.config().version == IoapicVersion::V20;
         // EOIs of other vectors do nothing to level entries: EOI every vector
         // delivered as level, and every vector a level entry holds now.
@@ -341,8 +341,8 @@ fn run_ioapic_mmio(u: &mut Unstructured<'_>) -> Result<()> {
         let a11 = v11.step(&mirror);
         assert_eq!(a11, a20, "V11 and V20 diverge on {op:?}");
         assert_eq!(
-            v11.io.state(),
-            v20.io.state(),
+            v11.io.registers(),
+            v20.io.registers(),
             "V11 and V20 diverge on {op:?}"
         );
         let _ = big.step(&op);

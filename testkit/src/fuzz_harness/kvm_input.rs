@@ -4,13 +4,13 @@ use eoi_exit::snapshot::kvm::kvm_bindings::{
 };
 
 use eoi_exit::lapic::{ApicMode, LocalApic};
-use eoi_exit::snapshot::IoapicSnapshot;
+use eoi_exit::snapshot::IoapicState;
 use eoi_exit::snapshot::kvm::{
     KVM_IOAPIC_NUM_PINS, KvmLapicIdentity, ioapic_from_kvm, ioapic_to_kvm, kvm_representable,
     lapic_from_kvm, lapic_to_kvm,
 };
 use eoi_exit::types::ApicId;
-use eoi_exit::{Ioapic, IoapicConfig, IoapicState};
+use eoi_exit::{Ioapic, IoapicConfig, IoapicRegisters};
 
 /// A `kvm_ioapic_state`: every field arbitrary, entries usually
 /// well-formed (see `gen_entry`); with the entries' bits.
@@ -144,15 +144,15 @@ pub fn check_ioapic(k: &kvm_ioapic_state, bits: &[u64; 24]) {
     let again = ioapic_from_kvm(&back).expect("re-import of an export");
     assert_eq!(again, io, "export -> import is not the identity");
     // The imported state is a valid model state.
-    let snap = IoapicSnapshot::new(IoapicConfig::DEFAULT, &io.state);
+    let snap = IoapicState::new(IoapicConfig::DEFAULT, &io.state);
     let restored =
-        Ioapic::<KVM_IOAPIC_NUM_PINS>::from_snapshot(&snap).expect("an imported state restores");
-    assert_eq!(restored.state(), io.state);
+        Ioapic::<KVM_IOAPIC_NUM_PINS>::from_state(&snap).expect("an imported state restores");
+    assert_eq!(restored.registers(), io.state);
 }
 
 /// Exports a model-produced I/O APIC state: it always imports, and
 /// exactly when `kvm_representable` says so, back to itself.
-pub fn check_ioapic_export(st: &IoapicState<KVM_IOAPIC_NUM_PINS>) {
+pub fn check_ioapic_export(st: &IoapicRegisters<KVM_IOAPIC_NUM_PINS>) {
     let k = ioapic_to_kvm(st, 0xFEC0_0000);
     let io = ioapic_from_kvm(&k).expect("an export of a model state imports");
     if kvm_representable(st) {
@@ -183,10 +183,10 @@ pub fn check_lapic(page: &kvm_lapic_state, u: &mut Unstructured<'_>) -> Result<(
         return Ok(());
     };
     s.validate().expect("an import validates");
-    let apic = LocalApic::from_snapshot(&s).expect("an import restores");
+    let apic = LocalApic::from_state(&s).expect("an import restores");
     super::lapic::check_registers(&apic);
     assert_eq!(
-        apic.snapshot(),
+        apic.state(),
         s,
         "LocalApic snapshot differs from the import"
     );
@@ -204,8 +204,8 @@ pub fn check_lapic(page: &kvm_lapic_state, u: &mut Unstructured<'_>) -> Result<(
         }
         super::lapic::check_registers(&a);
     }
-    let s2 = a.snapshot();
-    assert_eq!(LocalApic::from_snapshot(&s2).expect("restores"), a);
+    let s2 = a.state();
+    assert_eq!(LocalApic::from_state(&s2).expect("restores"), a);
     let again = lapic_from_kvm(&lapic_to_kvm(&s2, who.x2apic_format), &who)
         .expect("re-import after guest activity");
     assert_eq!(again, s2);

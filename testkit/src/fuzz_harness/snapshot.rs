@@ -18,13 +18,13 @@ use super::kvm_input;
 use super::routing_reconfig::narrow_op;
 use super::{MAX_OPS, gen_entry};
 
-/// Checks an `Ioapic::state` -> `restore` round trip of a model-produced state.
+/// Checks an `Ioapic::registers` -> `set_registers` round trip of a model-produced state.
 fn check_round_trip<const P: usize>(io: &Ioapic<P>) {
-    let st = io.state();
+    let st = io.registers();
     let mut fresh = Ioapic::<P>::new(*io.config());
-    let a = fresh.restore(&st);
+    let a = fresh.set_registers(&st);
     assert_eq!(a.rescan, Rescan::All, "restore must rescan every vCPU");
-    let got = fresh.state();
+    let got = fresh.registers();
     // Restore re-injects what KVM's kvm_ioapic_inject_all would: exactly the
     // delivered pins may differ (remote IRR now set, latched edge consumed).
     for i in 0..P {
@@ -61,24 +61,24 @@ fn check_round_trip<const P: usize>(io: &Ioapic<P>) {
     assert_eq!(st.eoi_count, got.eoi_count);
     assert_eq!((st.ioregsel, st.id), (got.ioregsel, got.id));
     // A second round trip of a state with nothing left to inject is exact.
-    let st2 = fresh.state();
+    let st2 = fresh.registers();
     let mut again = Ioapic::<P>::new(*io.config());
-    let a2 = again.restore(&st2);
+    let a2 = again.set_registers(&st2);
     if a2.deliver.is_empty() {
-        assert_eq!(again.state(), st2, "second round trip not exact");
+        assert_eq!(again.registers(), st2, "second round trip not exact");
     }
     // A restore applied to an equal instance is what restoring a fresh one
     // gives: restore does not depend on the old state.
     let mut copy = io.clone();
-    let a3 = copy.restore(&st);
+    let a3 = copy.set_registers(&st);
     assert_eq!(a3, a);
-    assert_eq!(copy.state(), got);
+    assert_eq!(copy.registers(), got);
 }
 
 /// Checks a restore of arbitrary state: it must normalise it.
-fn check_arbitrary_restore<const P: usize>(io: &mut Ioapic<P>, st: &eoi_exit::IoapicState<P>) {
-    let a = io.restore(st);
-    let got = io.state();
+fn check_arbitrary_restore<const P: usize>(io: &mut Ioapic<P>, st: &eoi_exit::IoapicRegisters<P>) {
+    let a = io.set_registers(st);
+    let got = io.registers();
     assert!(got.id < 16);
     for p in got.line.iter().chain(got.pending_edge.iter()) {
         assert!(p.index() < P, "restored pin set holds {p:?}");
@@ -106,7 +106,7 @@ fn check_arbitrary_restore<const P: usize>(io: &mut Ioapic<P>, st: &eoi_exit::Io
 /// 1. A state reached by guest ops (the `ioapic_mmio` op language) must
 ///    survive `state()` -> `restore()` on a fresh instance up to the
 ///    re-injection restore documents, and a second round trip is exact.
-/// 2. An `IoapicState` built from arbitrary bytes (remote IRR on edge
+/// 2. An `IoapicRegisters` built from arbitrary bytes (remote IRR on edge
 ///    entries, IDs above 15, pins above `PINS`) is normalised by `restore`,
 ///    and the ioapic_mmio invariants hold for the ops that follow.
 ///
@@ -116,7 +116,7 @@ fn check_arbitrary_restore<const P: usize>(io: &mut Ioapic<P>, st: &eoi_exit::Io
 ///    import is the identity, and a `LocalApic` restored from it is
 ///    consistent.
 /// 4. A chip reached by race ops: `Ioapic`, `LocalApic`, `EoiExitMap` and
-///    `Irqchip` `snapshot()` -> `from_snapshot()` are exact, and the KVM
+///    `Irqchip` `state()` -> `from_state()` are exact, and the KVM
 ///    export of its I/O APIC and LAPICs imports back (exactly when
 ///    `kvm_representable`).
 pub fn snapshot(data: &[u8]) {
@@ -139,7 +139,9 @@ fn run_snapshot_conversions(u: &mut Unstructured<'_>) -> Result<()> {
     check_chip_snapshots(u)
 }
 
-fn arbitrary_state<const P: usize>(u: &mut Unstructured<'_>) -> Result<eoi_exit::IoapicState<P>> {
+fn arbitrary_state<const P: usize>(
+    u: &mut Unstructured<'_>,
+) -> Result<eoi_exit::IoapicRegisters<P>> {
     let mut entries = [RedirectionEntry::RESET; P];
     for e in entries.iter_mut() {
         *e = RedirectionEntry(gen_entry(u)?);
@@ -148,7 +150,7 @@ fn arbitrary_state<const P: usize>(u: &mut Unstructured<'_>) -> Result<eoi_exit:
     for c in eoi_count.iter_mut() {
         *c = if u.ratio(1u8, 8)? { u.arbitrary()? } else { 0 };
     }
-    Ok(eoi_exit::IoapicState {
+    Ok(eoi_exit::IoapicRegisters {
         entries,
         line: u.arbitrary()?,
         pending_edge: u.arbitrary()?,
@@ -159,7 +161,7 @@ fn arbitrary_state<const P: usize>(u: &mut Unstructured<'_>) -> Result<eoi_exit:
 }
 
 /// Round-trips the snapshots of every part of a chip reached by race ops:
-/// `Ioapic`, `LocalApic` and `EoiExitMap` `snapshot()` / `from_snapshot()`,
+/// `Ioapic`, `LocalApic` and `EoiExitMap` `state()` / `from_state()`,
 /// the whole `Irqchip`, and the KVM export/import of its I/O APIC and LAPICs.
 fn check_chip_snapshots(u: &mut Unstructured<'_>) -> Result<()> {
     const V: usize = 2;
@@ -179,19 +181,19 @@ fn check_chip_snapshots(u: &mut Unstructured<'_>) -> Result<()> {
     }
     let chip = h.chip();
     let io = chip.ioapic().clone();
-    let s = io.snapshot();
+    let s = io.state();
     assert_eq!(
-        Ioapic::from_snapshot(&s).expect("Ioapic snapshot restores"),
+        Ioapic::from_state(&s).expect("Ioapic snapshot restores"),
         io
     );
     #[cfg(all(target_os = "linux", target_arch = "x86_64"))]
-    kvm_input::check_ioapic_export(&io.state());
+    kvm_input::check_ioapic_export(&io.registers());
     for i in 0..V {
         let g = chip.vcpu(VcpuId::new(i as u16)).expect("vCPU exists");
         let (apic, map) = (g.apic, g.map);
         drop(g);
-        let a = apic.snapshot();
-        let back = LocalApic::from_snapshot(&a).expect("LocalApic snapshot restores");
+        let a = apic.state();
+        let back = LocalApic::from_state(&a).expect("LocalApic snapshot restores");
         assert!(back.is_consistent());
         assert_eq!(back, apic, "LocalApic snapshot round trip");
         let m = map.state();
@@ -216,9 +218,9 @@ fn check_chip_snapshots(u: &mut Unstructured<'_>) -> Result<()> {
             }
         }
     }
-    let cs = chip.snapshot();
-    let copy = eoi_exit::Irqchip::<V, 24>::from_snapshot(&cs).expect("Irqchip snapshot restores");
-    assert_eq!(copy.snapshot(), cs, "Irqchip snapshot round trip");
+    let cs = chip.state();
+    let copy = eoi_exit::Irqchip::<V, 24>::from_state(&cs).expect("Irqchip snapshot restores");
+    assert_eq!(copy.state(), cs, "Irqchip snapshot round trip");
     Ok(())
 }
 

@@ -6,7 +6,7 @@ use core::hash::{Hash, Hasher};
 use eoi_exit::Irqchip;
 use eoi_exit::exit_bitmap::{ScanEntry, Source};
 use eoi_exit::ioapic::{IOEOI, IoapicVersion, MMIO_LEN, PinSet, RedirectionEntry};
-use eoi_exit::irqchip::{Effects, VcpuState, VcpuStats};
+use eoi_exit::irqchip::{Effects, Vcpu, VcpuStats};
 use eoi_exit::lapic::{ApicMode, LocalApic};
 use eoi_exit::types::{
     DeliveryMode, Destination, DestinationMode, InterruptMessage, Pin, TriggerMode, VcpuId,
@@ -97,7 +97,7 @@ impl<const VCPUS: usize, const PINS: usize> Harness<VCPUS, PINS> {
         }
     }
 
-    pub(super) fn vstate(&self, i: usize) -> VcpuState {
+    pub(super) fn vstate(&self, i: usize) -> Vcpu {
         *self.chip.vcpu(VcpuId::new(i as u16)).expect("in range")
     }
 
@@ -305,13 +305,13 @@ impl<const VCPUS: usize, const PINS: usize> Harness<VCPUS, PINS> {
         let io = self.chip.ioapic().clone();
         for c in fx.reload.iter().map(VcpuId::index).filter(|&c| c < VCPUS) {
             let mut g = self.chip.vcpu(VcpuId::new(c as u16)).expect("in range");
-            let VcpuState { apic, map, .. } = &mut *g;
+            let Vcpu { apic, map, .. } = &mut *g;
             // The same LAPIC with nothing pending: what a scan without KVM's
             // pending check sees.
-            let mut st = apic.snapshot();
+            let mut st = apic.state();
             st.irr = VectorSet::EMPTY;
             st.isr = VectorSet::EMPTY;
-            let blind = LocalApic::from_snapshot(&st).expect("a valid LAPIC state stays valid");
+            let blind = LocalApic::from_state(&st).expect("a valid LAPIC state stays valid");
             map.begin_scan();
             for (pin, e) in io.entries().iter().enumerate() {
                 let se = ScanEntry::from_redirection(

@@ -53,7 +53,7 @@ pub fn expected_iowin<const P: usize>(io: &Ioapic<P>) -> u32 {
 /// holds an out-of-range pin, or what the guest reads through IOREGSEL and
 /// IOWIN differs from the model's entries.
 pub fn check_ioapic_state<const P: usize>(io: &Ioapic<P>) {
-    let st = io.state();
+    let st = io.registers();
     assert!(st.id < 16, "ID {:#x} wider than 4 bits", st.id);
     for (i, e) in io.entries().iter().enumerate() {
         assert!(

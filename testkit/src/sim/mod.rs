@@ -179,39 +179,39 @@ fn restored<const V: usize>(
     through: &mut dyn FnMut(AnySnapshot) -> AnySnapshot,
 ) -> Census
 where
-    eoi_exit::snapshot::IrqchipSnapshot<V>: Into<AnySnapshot> + TryFrom<AnySnapshot>,
+    eoi_exit::snapshot::IrqchipState<V>: Into<AnySnapshot> + TryFrom<AnySnapshot>,
 {
     let mut swap = |chip: &mut eoi_exit::Irqchip<V>| {
-        let snap: AnySnapshot = chip.snapshot().into();
-        let back = eoi_exit::snapshot::IrqchipSnapshot::<V>::try_from(through(snap))
+        let snap: AnySnapshot = chip.state().into();
+        let back = eoi_exit::snapshot::IrqchipState::<V>::try_from(through(snap))
             .unwrap_or_else(|_| panic!("sim: restored snapshot has another vCPU count"));
-        *chip = eoi_exit::Irqchip::<V>::from_snapshot(&back)
+        *chip = eoi_exit::Irqchip::<V>::from_state(&back)
             .unwrap_or_else(|e| panic!("sim: restored snapshot is invalid: {e}"));
     };
     engine::run_hooked::<V>(w, policy, seed, events, &mut |_| {}, Some((at, &mut swap)))
 }
 
-/// An [`IrqchipSnapshot`](eoi_exit::snapshot::IrqchipSnapshot) of any size up to
+/// An [`IrqchipState`](eoi_exit::snapshot::IrqchipState) of any size up to
 /// 8 vCPUs, so a caller can serialize it without knowing `VCPUS`. (256 is left
 /// out: deriving serde for it makes release builds take minutes.)
 #[derive(Clone, Debug, PartialEq, Eq)]
 #[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 #[allow(missing_docs)]
 pub enum AnySnapshot {
-    V1(Box<eoi_exit::snapshot::IrqchipSnapshot<1>>),
-    V2(Box<eoi_exit::snapshot::IrqchipSnapshot<2>>),
-    V4(Box<eoi_exit::snapshot::IrqchipSnapshot<4>>),
-    V8(Box<eoi_exit::snapshot::IrqchipSnapshot<8>>),
+    V1(Box<eoi_exit::snapshot::IrqchipState<1>>),
+    V2(Box<eoi_exit::snapshot::IrqchipState<2>>),
+    V4(Box<eoi_exit::snapshot::IrqchipState<4>>),
+    V8(Box<eoi_exit::snapshot::IrqchipState<8>>),
 }
 
 macro_rules! any_snapshot {
     ($($n:literal => $v:ident),*) => {$(
-        impl From<eoi_exit::snapshot::IrqchipSnapshot<$n>> for AnySnapshot {
-            fn from(s: eoi_exit::snapshot::IrqchipSnapshot<$n>) -> Self {
+        impl From<eoi_exit::snapshot::IrqchipState<$n>> for AnySnapshot {
+            fn from(s: eoi_exit::snapshot::IrqchipState<$n>) -> Self {
                 AnySnapshot::$v(Box::new(s))
             }
         }
-        impl TryFrom<AnySnapshot> for eoi_exit::snapshot::IrqchipSnapshot<$n> {
+        impl TryFrom<AnySnapshot> for eoi_exit::snapshot::IrqchipState<$n> {
             type Error = AnySnapshot;
             fn try_from(a: AnySnapshot) -> Result<Self, AnySnapshot> {
                 match a {

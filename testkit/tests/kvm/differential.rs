@@ -1183,7 +1183,7 @@ impl KernelModel {
     /// KVM's reported `irr` (`irr & ~irr_delivered`): level pins their line, edge pins an
     /// edge latched while masked.
     fn reported_irr(&self) -> u32 {
-        let st = self.io.state();
+        let st = self.io.registers();
         (0..24u8)
             .filter(|&p| {
                 let pin = Pin::new(p);
@@ -1200,7 +1200,7 @@ impl KernelModel {
     /// that state (see the module docs).
     fn write(&mut self, pin: u8, new: u64) -> Result<(), String> {
         let irr = self.reported_irr();
-        let mut st = self.io.state();
+        let mut st = self.io.registers();
         st.entries[usize::from(pin)] = RedirectionEntry(new);
         for p in 0..24u8 {
             let pn = Pin::new(p);
@@ -1212,7 +1212,7 @@ impl KernelModel {
             st.pending_edge.set(pn, logical && !e.is_level());
             self.lines[usize::from(p)] = logical;
         }
-        let a = self.io.restore(&st);
+        let a = self.io.set_registers(&st);
         self.act(a)
     }
 
@@ -1315,7 +1315,7 @@ fn compare_kernel(t: &TestVm, m: &KernelModel) -> Result<(), String> {
     {
         stat(ST_REMOTE_IRR, 1);
     }
-    if !m.io.state().pending_edge.is_empty() {
+    if !m.io.registers().pending_edge.is_empty() {
         stat(ST_LATCHED, 1);
     }
     let irr = m.reported_irr();

@@ -17,7 +17,7 @@ use eoi_exit::snapshot::kvm::{
 };
 use eoi_exit::snapshot::{LocalApicState, SNAPSHOT_VERSION};
 use eoi_exit::{
-    ApicId, ApicMode, IoapicState, Irqchip, IrqchipConfig, LocalApic, Pin, PinSet, Policy,
+    ApicId, ApicMode, IoapicRegisters, Irqchip, IrqchipConfig, LocalApic, Pin, PinSet, Policy,
     RedirectionEntry, VcpuId, Vector, VectorSet,
 };
 use kvm_bindings::{
@@ -47,7 +47,7 @@ fn vector_set(legal_only: bool) -> impl Strategy<Value = VectorSet> {
 }
 
 /// Any model I/O APIC state KVM can represent (see `kvm_representable`).
-fn representable_ioapic() -> impl Strategy<Value = IoapicState<24>> {
+fn representable_ioapic() -> impl Strategy<Value = IoapicRegisters<24>> {
     (
         proptest::array::uniform24(any::<u64>()),
         any::<u32>(),
@@ -73,7 +73,7 @@ fn representable_ioapic() -> impl Strategy<Value = IoapicState<24>> {
                     pending_edge.insert(Pin::new(i as u8));
                 }
             }
-            IoapicState {
+            IoapicRegisters {
                 entries,
                 line,
                 pending_edge,
@@ -266,7 +266,7 @@ proptest! {
 
 #[test]
 fn lapic_from_kvm_refuses_what_the_model_cannot_hold() {
-    let s = LocalApic::new_enabled(ApicId::new(3), ApicMode::X2Apic).snapshot();
+    let s = LocalApic::new_enabled(ApicId::new(3), ApicMode::X2Apic).state();
     let who = identity(&s, true);
     let mut page = lapic_to_kvm(&s, true);
     page.regs[reg::ID] = 4; // x2APIC ID 4 on vCPU 3

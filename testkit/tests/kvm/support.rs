@@ -903,7 +903,7 @@ pub fn msi_data(vector: u8, level: bool) -> u32 {
 
 /// The in-kernel I/O APIC as read by `KVM_GET_IRQCHIP`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct IoapicState {
+pub struct IoapicRegisters {
     pub redirtbl: [u64; 24],
     pub irr: u32,
     pub id: u32,
@@ -1049,11 +1049,11 @@ impl Vm {
     }
 
     /// The in-kernel I/O APIC (`KVM_GET_IRQCHIP`): 24 redirection entries and IRR.
-    pub fn get_irqchip_ioapic(&self) -> Result<IoapicState> {
+    pub fn get_irqchip_ioapic(&self) -> Result<IoapicRegisters> {
         let chip = self.irqchip_ioapic_raw()?;
         // SAFETY: chip_id IOAPIC selects the `ioapic` member.
         let io = unsafe { chip.chip.ioapic };
-        Ok(IoapicState {
+        Ok(IoapicRegisters {
             // SAFETY: every redirection entry is plain 64 bits.
             redirtbl: std::array::from_fn(|i| unsafe { io.redirtbl[i].bits }),
             irr: io.irr,

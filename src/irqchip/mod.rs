@@ -24,6 +24,10 @@
 
 use spin::Mutex;
 
+mod state;
+
+pub use state::{IrqchipState, VcpuState};
+
 use crate::Ioapic;
 use crate::exit_bitmap::{Accepted, EoiExitMap, Policy, ScanEntry, Source, VmcsUpdate};
 use crate::ioapic::{IoapicConfig, IoapicEffects, PinSet, Rescan};
@@ -98,7 +102,7 @@ pub struct VcpuStats {
 
 /// One vCPU's interrupt state.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
-pub struct VcpuState {
+pub struct Vcpu {
     /// Its local APIC.
     pub apic: LocalApic,
     /// Its EOI-exit map.
@@ -183,7 +187,7 @@ pub struct Irqchip<const VCPUS: usize, const PINS: usize = 24> {
     /// map): rebuilt whenever LAPIC addressing changes, so a redirection write
     /// or a delivery touches only the vCPUs it names.
     phys_map: Mutex<[VcpuSet; 256]>,
-    vcpus: [Mutex<VcpuState>; VCPUS],
+    vcpus: [Mutex<Vcpu>; VCPUS],
 }
 
 impl<const VCPUS: usize, const PINS: usize> core::fmt::Debug for Irqchip<VCPUS, PINS> {
@@ -232,7 +236,7 @@ impl<const VCPUS: usize, const PINS: usize> Irqchip<VCPUS, PINS> {
             ioapic: Mutex::new(Ioapic::new(config.ioapic)),
             phys_map: Mutex::new([VcpuSet::default(); 256]),
             vcpus: apics.map(|apic| {
-                Mutex::new(VcpuState {
+                Mutex::new(Vcpu {
                     apic,
                     map: EoiExitMap::new(config.policy),
                     stats: VcpuStats::default(),
@@ -260,7 +264,7 @@ impl<const VCPUS: usize, const PINS: usize> Irqchip<VCPUS, PINS> {
     }
 
     /// Locks and returns one vCPU's state. Do not hold it across other calls.
-    pub fn vcpu(&self, vcpu: VcpuId) -> Option<spin::MutexGuard<'_, VcpuState>> {
+    pub fn vcpu(&self, vcpu: VcpuId) -> Option<spin::MutexGuard<'_, Vcpu>> {
         self.vcpus.get(vcpu.index()).map(|m| m.lock())
     }
 
@@ -360,7 +364,7 @@ impl<const VCPUS: usize, const PINS: usize> Irqchip<VCPUS, PINS> {
             let Some(eoi) = v.apic.eoi() else {
                 return GuestEoi::default();
             };
-            let VcpuState { apic, map, stats } = &mut *v;
+            let Vcpu { apic, map, stats } = &mut *v;
             let exit = map.send_eoi(apic, eoi.vector, eoi.level);
             if exit.intercepted {
                 stats.eoi_exits += 1;
@@ -426,8 +430,8 @@ impl<const VCPUS: usize, const PINS: usize> Irqchip<VCPUS, PINS> {
 
     // ---- internals ------------------------------------------------------
 
-    fn rescan_locked(&self, io: &Ioapic<PINS>, v: &mut VcpuState) {
-        let VcpuState { apic, map, stats } = v;
+    fn rescan_locked(&self, io: &Ioapic<PINS>, v: &mut Vcpu) {
+        let Vcpu { apic, map, stats } = v;
         stats.rescans += 1;
         stats.entries_scanned += PINS as u64;
         map.begin_scan();
@@ -556,7 +560,7 @@ impl<const VCPUS: usize, const PINS: usize> Irqchip<VCPUS, PINS> {
         fx: &mut Effects,
     ) {
         let mut v = self.vcpus[i].lock();
-        let VcpuState { apic, map, .. } = &mut *v;
+        let Vcpu { apic, map, .. } = &mut *v;
         let (vector, trigger, coalesced) = match apic.accept(msg) {
             Acceptance::Accepted { vector, trigger } => (vector, trigger, false),
             Acceptance::Coalesced { vector, trigger } => (vector, trigger, true),
@@ -596,7 +600,7 @@ impl<const VCPUS: usize, const PINS: usize> Irqchip<VCPUS, PINS> {
         &self,
     ) -> (
         spin::MutexGuard<'_, Ioapic<PINS>>,
-        [spin::MutexGuard<'_, VcpuState>; VCPUS],
+        [spin::MutexGuard<'_, Vcpu>; VCPUS],
     ) {
         let io = self.ioapic.lock();
         let vcpus = core::array::from_fn(|i| self.vcpus[i].lock());
@@ -609,17 +613,17 @@ impl<const VCPUS: usize, const PINS: usize> Irqchip<VCPUS, PINS> {
     ) -> (
         &mut IrqchipConfig,
         &mut Ioapic<PINS>,
-        &mut [Mutex<VcpuState>; VCPUS],
+        &mut [Mutex<Vcpu>; VCPUS],
     ) {
         (&mut self.config, self.ioapic.get_mut(), &mut self.vcpus)
     }
 
     /// Host-side I/O APIC restore as `KVM_SET_IRQCHIP` does it
-    /// ([`Ioapic::restore`]: every vCPU rescans, pending pins are re-injected).
+    /// ([`Ioapic::set_registers`]: every vCPU rescans, pending pins are re-injected).
     #[cfg_attr(not(feature = "kvm"), allow(dead_code))]
-    pub(crate) fn restore_ioapic_reinject(&self, state: &crate::IoapicState<PINS>) -> Effects {
+    pub(crate) fn restore_ioapic_reinject(&self, state: &crate::IoapicRegisters<PINS>) -> Effects {
         let mut io = self.ioapic.lock();
-        let a = io.restore(state);
+        let a = io.set_registers(state);
         self.apply(&mut io, a)
     }
 }

@@ -1,0 +1,146 @@
+//! [`LocalApicState`]: the saved state of a [`LocalApic`], beside it.
+
+use super::{ApicMode, LocalApic, Svr, x2apic_ldr};
+use crate::snapshot::{ApicRegister, SNAPSHOT_VERSION, SnapshotError, check_version};
+use crate::vector::VectorSet;
+
+/// Everything a [`LocalApic`] holds (the highest-ISR cache is derived and
+/// recomputed on restore).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+pub struct LocalApicState {
+    /// [`SNAPSHOT_VERSION`].
+    pub version: u16,
+    /// Initial APIC ID: the x2APIC ID (KVM: the vCPU ID).
+    pub initial_id: u32,
+    /// xAPIC ID register bits 31:24.
+    pub xapic_id: u8,
+    /// xAPIC, x2APIC or hardware-disabled (IA32_APIC_BASE bits 11:10).
+    pub mode: ApicMode,
+    /// Logical destination register.
+    pub ldr: u32,
+    /// Destination format register.
+    pub dfr: u32,
+    /// Spurious-interrupt vector register.
+    pub svr: u32,
+    /// Task priority register.
+    pub tpr: u8,
+    /// Directed EOI advertised (version register bit 24).
+    pub directed_eoi_supported: bool,
+    /// Interrupt request register.
+    pub irr: VectorSet,
+    /// In-service register.
+    pub isr: VectorSet,
+    /// Trigger mode register.
+    pub tmr: VectorSet,
+}
+
+/// SVR bits the model can hold (KVM's write mask plus bit 12).
+const SVR_VALID: u32 = 0x3FF | Svr::SUPPRESS_EOI_BROADCAST.bits();
+
+impl LocalApicState {
+    /// Checks everything [`LocalApic::restore`] checks.
+    pub fn validate(&self) -> Result<(), SnapshotError> {
+        check_version(self.version)?;
+        for (register, set) in [
+            (ApicRegister::Irr, &self.irr),
+            (ApicRegister::Isr, &self.isr),
+        ] {
+            if let Some(v) = set.lowest().filter(|v| v.is_reserved()) {
+                return Err(SnapshotError::IllegalVector {
+                    vcpu: None,
+                    register,
+                    vector: v.get(),
+                });
+            }
+        }
+        let bad = |register, value: u32| {
+            Err(SnapshotError::InvalidRegister {
+                vcpu: None,
+                register,
+                value: value as u64,
+            })
+        };
+        if self.svr & !SVR_VALID != 0 {
+            return bad("SVR", self.svr);
+        }
+        if self.dfr & 0x0FFF_FFFF != 0x0FFF_FFFF {
+            return bad("DFR", self.dfr);
+        }
+        if self.mode == ApicMode::X2Apic && self.ldr != x2apic_ldr(self.initial_id) {
+            return bad("LDR", self.ldr);
+        }
+        Ok(())
+    }
+
+    pub(crate) fn apply(&self, apic: &mut LocalApic) {
+        apic.initial_id = self.initial_id;
+        apic.xapic_id = self.xapic_id;
+        apic.mode = self.mode;
+        apic.ldr = self.ldr;
+        apic.dfr = self.dfr;
+        apic.svr = self.svr;
+        apic.tpr = self.tpr;
+        apic.directed_eoi_supported = self.directed_eoi_supported;
+        apic.irr = self.irr;
+        apic.isr = self.isr;
+        apic.tmr = self.tmr;
+        apic.recompute_caches();
+    }
+}
+
+impl LocalApic {
+    /// A snapshot of the whole state.
+    pub fn state(&self) -> LocalApicState {
+        LocalApicState {
+            version: SNAPSHOT_VERSION,
+            initial_id: self.initial_id,
+            xapic_id: self.xapic_id,
+            mode: self.mode,
+            ldr: self.ldr,
+            dfr: self.dfr,
+            svr: self.svr,
+            tpr: self.tpr,
+            directed_eoi_supported: self.directed_eoi_supported,
+            irr: self.irr,
+            isr: self.isr,
+            tmr: self.tmr,
+        }
+    }
+
+    /// Replaces this LAPIC's state with the snapshot. On error nothing
+    /// changes.
+    pub fn restore(&mut self, s: &LocalApicState) -> Result<(), SnapshotError> {
+        s.validate()?;
+        s.apply(self);
+        Ok(())
+    }
+
+    /// A new LAPIC equal to the captured one.
+    pub fn from_state(s: &LocalApicState) -> Result<Self, SnapshotError> {
+        let mut apic = LocalApic::new(crate::ApicId::new(s.initial_id));
+        apic.restore(s)?;
+        Ok(apic)
+    }
+}
+
+impl LocalApicState {
+    /// The PPR a LAPIC in this state reads (TPR against the highest ISR
+    /// class), for the KVM register page.
+    #[cfg_attr(not(feature = "kvm"), allow(dead_code))]
+    pub(crate) fn ppr(&self) -> u8 {
+        let mut a = LocalApic::new(crate::ApicId::new(self.initial_id));
+        a.tpr = self.tpr;
+        a.isr = self.isr;
+        a.recompute_caches();
+        a.ppr()
+    }
+
+    /// The version register a LAPIC in this state reads.
+    #[cfg_attr(not(feature = "kvm"), allow(dead_code))]
+    pub(crate) fn version_register(&self) -> u32 {
+        let mut a = LocalApic::new(crate::ApicId::new(self.initial_id));
+        a.directed_eoi_supported = self.directed_eoi_supported;
+        a.version()
+    }
+}
