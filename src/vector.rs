@@ -7,7 +7,7 @@
 
 use core::fmt;
 
-use crate::set::{Set256, Set256Iter};
+use crate::set::Set256;
 
 /// An x86 interrupt vector (0..=255).
 ///
@@ -73,9 +73,6 @@ impl fmt::Display for Vector {
 /// A set of 256 vectors: a [`Set256`] of [`Vector`], four `u64` words in VMCS
 /// `EOI_EXIT_BITMAP0..3` order (bit `v % 64` of word `v / 64`).
 pub type VectorSet = Set256<Vector>;
-
-/// Ascending iterator over a [`VectorSet`].
-pub type VectorSetIter = Set256Iter<Vector>;
 
 impl Set256<Vector> {
     /// Builds a set from the eight 32-bit APIC register words (IRR/ISR/TMR

@@ -284,7 +284,7 @@ proptest! {
                 prop_assert!(v.priority_class() > before.ppr() >> 4);
                 prop_assert!(a.isr().contains(v));
             }
-            let _ = (a.ppr(), a.apr(), a.version(), a.id(), a.id_register(), a.svr_flags());
+            let _ = (a.ppr(), a.apr(), a.version(), a.id(), a.id_register(), a.svr());
         }
         for d in dests {
             let _ = (a.matches(d), a.matches_with(d, false));

@@ -93,62 +93,39 @@ impl TryFrom<u8> for Policy {
     }
 }
 
-bitflags::bitflags! {
-    /// Why a scanned entry counts for EOI interception (KVM's
-    /// `kvm_ioapic_scan_entry` counts level entries, pins with an ack
-    /// notifier, and the RTC pin).
-    #[derive(Clone, Copy, PartialEq, Eq, Hash, Debug, Default)]
-    #[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
-    pub struct ScanFlags: u8 {
-        /// The entry is level triggered (redirection entry bit 15, MSI data bit 15).
-        const LEVEL = 1 << 0;
-        /// The pin has an in-kernel ack notifier (assigned device, PIT reinject):
-        /// its EOIs matter even when edge.
-        const ACK_NOTIFIER = 1 << 1;
-        /// The pin is the RTC (GSI 8), whose EOIs KVM tracks even when edge.
-        const RTC = 1 << 2;
-        /// The entry is masked.
-        const MASKED = 1 << 3;
-        /// The entry's remote IRR is set (a level interrupt awaits its EOI).
-        const REMOTE_IRR = 1 << 4;
-    }
-}
-
 /// One redirection entry or GSI route, as the scan sees it.
+///
+/// KVM's `kvm_ioapic_scan_entry` counts an entry for EOI interception when it
+/// is level triggered, when its pin has an ack notifier, or when it is the
+/// RTC pin; `Exact` additionally ignores masked entries.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
 pub struct ScanEntry {
     /// Where the entry sends its interrupts.
     pub destination: Destination,
     /// Its vector.
     pub vector: Vector,
-    /// Why it may count.
-    pub flags: ScanFlags,
+    /// Level triggered (redirection entry bit 15, MSI data bit 15).
+    pub level: bool,
+    /// The pin has an in-kernel ack notifier (assigned device, PIT reinject):
+    /// its EOIs matter even when edge.
+    pub ack_notifier: bool,
+    /// The pin is the RTC (GSI 8), whose EOIs KVM tracks even when edge.
+    pub rtc: bool,
+    /// The entry is masked.
+    pub masked: bool,
 }
 
 impl ScanEntry {
     /// From an I/O APIC redirection entry (in-kernel style scan).
     #[inline]
     pub const fn from_redirection(entry: RedirectionEntry, ack_notifier: bool, rtc: bool) -> Self {
-        let mut f = 0;
-        if entry.is_level() {
-            f |= ScanFlags::LEVEL.bits();
-        }
-        if ack_notifier {
-            f |= ScanFlags::ACK_NOTIFIER.bits();
-        }
-        if rtc {
-            f |= ScanFlags::RTC.bits();
-        }
-        if entry.masked() {
-            f |= ScanFlags::MASKED.bits();
-        }
-        if entry.remote_irr() {
-            f |= ScanFlags::REMOTE_IRR.bits();
-        }
         ScanEntry {
             destination: entry.destination(),
             vector: entry.vector(),
-            flags: ScanFlags::from_bits_retain(f),
+            level: entry.is_level(),
+            ack_notifier,
+            rtc,
+            masked: entry.masked(),
         }
     }
 
@@ -160,22 +137,17 @@ impl ScanEntry {
         ScanEntry {
             destination: msi.destination(),
             vector: msi.vector(),
-            flags: if msi.is_level() {
-                ScanFlags::LEVEL
-            } else {
-                ScanFlags::empty()
-            },
+            level: msi.is_level(),
+            ack_notifier: false,
+            rtc: false,
+            masked: false,
         }
     }
 
     /// Whether KVM's scan counts the entry: level, ack notifier or RTC.
     #[inline]
     pub const fn counts_for_kvm(&self) -> bool {
-        self.flags.intersects(
-            ScanFlags::LEVEL
-                .union(ScanFlags::ACK_NOTIFIER)
-                .union(ScanFlags::RTC),
-        )
+        self.level || self.ack_notifier || self.rtc
     }
 
     /// Whether `Exact` counts it: as KVM, except that a masked entry never
@@ -187,7 +159,7 @@ impl ScanEntry {
     /// not by the route.
     #[inline]
     pub const fn counts_for_exact(&self) -> bool {
-        self.counts_for_kvm() && !self.flags.contains(ScanFlags::MASKED)
+        self.counts_for_kvm() && !self.masked
     }
 }
 
@@ -671,7 +643,10 @@ mod tests {
                 mode: DestinationMode::Physical,
             },
             vector: v,
-            flags: ScanFlags::LEVEL,
+            level: true,
+            ack_notifier: false,
+            rtc: false,
+            masked: false,
         }
     }
 
@@ -696,12 +671,18 @@ mod tests {
     #[test]
     fn edge_entry_without_notifier_or_rtc_does_not_count() {
         let e = ScanEntry {
-            flags: ScanFlags::empty(),
+            level: false,
+            ack_notifier: false,
+            rtc: false,
+            masked: false,
             ..level_to(0, V40)
         };
         assert!(!e.counts_for_kvm() && !e.counts_for_exact());
         let n = ScanEntry {
-            flags: ScanFlags::ACK_NOTIFIER,
+            level: false,
+            ack_notifier: true,
+            rtc: false,
+            masked: false,
             ..e
         };
         assert!(n.counts_for_kvm() && n.counts_for_exact());

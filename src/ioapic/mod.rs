@@ -72,7 +72,7 @@ use crate::vector::Vector;
 
 pub use effects::{IoapicEffects, Rescan};
 pub use entry::RedirectionEntry;
-pub use pins::{PinSet, PinSetIter};
+pub use pins::PinSet;
 pub use state::IoapicState;
 #[cfg(feature = "kvm")]
 pub(crate) use state::validate_ioapic_state;

@@ -38,6 +38,12 @@ use crate::types::{
 use crate::vector::Vector;
 
 /// Which intercepted EOIs reach the I/O APIC.
+///
+/// The default is [`EoiForwarding::TmrLevel`], the rule of the SDM and of
+/// KVM's in-kernel I/O APIC: an EOI goes to the I/O APIC only when it retires
+/// a level-triggered interrupt. Choose [`EoiForwarding::AllIntercepted`] to
+/// model KVM's split irqchip, where the userspace I/O APIC sees every
+/// intercepted EOI.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, Debug, Default)]
 #[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 #[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
@@ -56,6 +62,11 @@ pub enum EoiForwarding {
 }
 
 /// How a lowest-priority message picks its vCPU.
+///
+/// The default is [`Arbitration::KvmVectorHashing`], what a guest gets from
+/// KVM out of the box (module parameter `vector_hashing=1`), so runs compare
+/// directly with real KVM; [`Arbitration::SdmPriority`] is the SDM's
+/// arbitration-priority rule for hardware semantics. Both are deterministic.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, Debug, Default)]
 #[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 #[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
@@ -69,6 +80,57 @@ pub enum Arbitration {
 }
 
 /// Configuration of an [`Irqchip`].
+///
+/// `IrqchipConfig::default()` is:
+///
+/// | field | default | why |
+/// |---|---|---|
+/// | `policy` | [`Policy::Exact`] | loses no EOI and makes no avoidable exit |
+/// | `ioapic` | [`IoapicConfig::DEFAULT`] (version 0x11, [`MaskedEdge::Latch`](crate::MaskedEdge::Latch), ID 0) | KVM's in-kernel I/O APIC |
+/// | `ack_notifier_pins` | empty | notifiers belong to the VMM's devices (INTx of assigned devices, PIT reinjection) |
+/// | `rtc_tracking` | `false` | GSI 8 is an ordinary pin; KVM's RTC tracking is a Windows time-drift workaround |
+/// | `arbitration` | [`Arbitration::KvmVectorHashing`] | KVM's default (`vector_hashing=1`) |
+/// | `eoi_forwarding` | [`EoiForwarding::TmrLevel`] | the SDM and KVM's in-kernel I/O APIC |
+///
+/// KVM's in-kernel I/O APIC always counts GSI 8 in its scans
+/// (`kvm_ioapic_scan_entry`) and drops an RTC interrupt raised with line
+/// status while an earlier one's EOI is owed; set `rtc_tracking` to model it.
+///
+/// # Examples
+///
+/// ```
+/// use eoi_exit::irqchip::{Arbitration, EoiForwarding};
+/// use eoi_exit::{IoapicConfig, IoapicVersion, IrqchipConfig, MaskedEdge, Policy};
+///
+/// let c = IrqchipConfig::default();
+/// assert_eq!(c.policy, Policy::Exact);
+/// assert_eq!(c.ioapic, IoapicConfig::DEFAULT);
+/// assert!(c.ack_notifier_pins.is_empty() && !c.rtc_tracking);
+/// assert_eq!(c.arbitration, Arbitration::KvmVectorHashing);
+/// assert_eq!(c.eoi_forwarding, EoiForwarding::TmrLevel);
+///
+/// // Linux 6.16's in-kernel irqchip, for comparing exit counts with KVM.
+/// let kvm = IrqchipConfig {
+///     policy: Policy::KvmHighestStale,
+///     rtc_tracking: true,
+///     ..IrqchipConfig::default()
+/// };
+/// assert_eq!(kvm.arbitration, Arbitration::KvmVectorHashing);
+///
+/// // KVM's split irqchip with QEMU's I/O APIC (version 0x20, masked edges
+/// // dropped): every intercepted EOI exits to the userspace I/O APIC.
+/// let split = IrqchipConfig {
+///     policy: Policy::KvmHighestStale,
+///     ioapic: IoapicConfig {
+///         version: IoapicVersion::V20,
+///         masked_edge: MaskedEdge::Drop,
+///         ..IoapicConfig::DEFAULT
+///     },
+///     eoi_forwarding: EoiForwarding::AllIntercepted,
+///     ..IrqchipConfig::default()
+/// };
+/// assert!(!split.rtc_tracking); // the RTC is in userspace too
+/// ```
 #[derive(Clone, Copy, PartialEq, Eq, Debug, Default)]
 #[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct IrqchipConfig {
@@ -180,6 +242,41 @@ pub struct GuestEoi {
 }
 
 /// One I/O APIC and `VCPUS` vCPUs. See the module docs.
+///
+/// # Examples
+///
+/// Snapshot and restore ([`Irqchip::state`], [`Irqchip::from_state`]): the
+/// state is plain data, so a copy taken mid-interrupt carries on exactly.
+///
+/// ```
+/// use eoi_exit::{
+///     ApicMode, Irqchip, IrqchipConfig, Pin, RedirectionEntry, TriggerMode, VcpuId, Vector,
+/// };
+///
+/// let chip: Irqchip<2> = Irqchip::new(IrqchipConfig::default(), ApicMode::XApic);
+/// let (pin, v, vcpu1) = (Pin::new(3), Vector::new(0x40), VcpuId::new(1));
+/// let _ = chip.write_entry(pin, RedirectionEntry::fixed(v, TriggerMode::Level, 1).bits());
+/// let _ = chip.vmcs_update(vcpu1);
+/// let _ = chip.set_line(pin, true); // delivered to vCPU 1, remote IRR set
+///
+/// let snap = chip.state();
+/// let copy: Irqchip<2> = Irqchip::from_state(&snap).expect("a valid snapshot");
+/// assert_eq!(copy.state(), snap);
+/// assert!(copy.ioapic().entry(pin).unwrap().remote_irr());
+///
+/// // A fresh VMCS on the destination gets the whole loaded bitmap:
+/// // `vmcs_update` reports only changes since the last load, which the
+/// // snapshot says already happened.
+/// let words = copy.vcpu(vcpu1).unwrap().map.loaded().as_u64_words();
+/// assert_eq!(words, [0, 1, 0, 0]); // vector 0x40
+/// assert!(copy.vmcs_update(vcpu1).is_none());
+///
+/// // The interrupt completes on the copy.
+/// assert_eq!(copy.ack(vcpu1), Some(v));
+/// let _ = copy.set_line(pin, false);
+/// assert!(copy.guest_eoi(vcpu1).reached_ioapic);
+/// assert!(!copy.ioapic().entry(pin).unwrap().remote_irr());
+/// ```
 pub struct Irqchip<const VCPUS: usize, const PINS: usize = 24> {
     config: IrqchipConfig,
     ioapic: Mutex<Ioapic<PINS>>,
@@ -288,6 +385,36 @@ impl<const VCPUS: usize, const PINS: usize> Irqchip<VCPUS, PINS> {
     }
 
     /// A host-side write of a whole redirection entry.
+    ///
+    /// It behaves like a guest writing both halves: the entry's old and new
+    /// destinations are rescanned (and listed in [`Effects::reload`]) before
+    /// anything is delivered, and [`Effects::route_changed`] names the pin.
+    ///
+    /// # Examples
+    ///
+    /// Retargeting a level entry from APIC ID 2 to APIC ID 3 rescans exactly
+    /// those two vCPUs: the bit moves with the route.
+    ///
+    /// ```
+    /// use eoi_exit::{
+    ///     ApicMode, Irqchip, IrqchipConfig, Pin, RedirectionEntry, TriggerMode, VcpuId, Vector,
+    /// };
+    ///
+    /// let chip: Irqchip<4> = Irqchip::new(IrqchipConfig::default(), ApicMode::XApic);
+    /// let (pin, v) = (Pin::new(9), Vector::new(0x51));
+    /// let entry = |apic_id| RedirectionEntry::fixed(v, TriggerMode::Level, apic_id).bits();
+    ///
+    /// // The reset entry (masked) points at APIC ID 0: vCPU 0 is rescanned too.
+    /// let fx = chip.write_entry(pin, entry(2));
+    /// assert_eq!(fx.reload.iter().map(VcpuId::get).collect::<Vec<_>>(), [0, 2]);
+    ///
+    /// let fx = chip.write_entry(pin, entry(3));
+    /// assert_eq!(fx.reload.iter().map(VcpuId::get).collect::<Vec<_>>(), [2, 3]);
+    /// assert_eq!(fx.route_changed, Some(pin));
+    /// assert!(fx.deliveries.is_empty()); // the line is low
+    /// assert!(!chip.vcpu(VcpuId::new(2)).unwrap().map.intercepts(v));
+    /// assert!(chip.vcpu(VcpuId::new(3)).unwrap().map.intercepts(v));
+    /// ```
     pub fn write_entry(&self, pin: Pin, value: u64) -> Effects {
         let mut io = self.ioapic.lock();
         let a = io.write_entry(pin, value);
@@ -310,6 +437,30 @@ impl<const VCPUS: usize, const PINS: usize> Irqchip<VCPUS, PINS> {
 
     /// Delivers an MSI (edge MSIs are the common case; their EOIs matter to
     /// nobody, so they are tagged [`Source::Plain`]).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use eoi_exit::{
+    ///     ApicMode, DeliveryMode, Destination, DestinationMode, InterruptMessage, Irqchip,
+    ///     IrqchipConfig, Msi, TriggerMode, VcpuId, Vector,
+    /// };
+    ///
+    /// let chip: Irqchip<2> = Irqchip::new(IrqchipConfig::default(), ApicMode::XApic);
+    /// let msg = InterruptMessage {
+    ///     destination: Destination { id: 1, mode: DestinationMode::Physical },
+    ///     delivery_mode: DeliveryMode::Fixed,
+    ///     vector: Vector::new(0x61),
+    ///     trigger: TriggerMode::Edge,
+    /// };
+    /// // A device's MSI write arrives as address/data; decode it first.
+    /// let msi = Msi::from_message(&msg);
+    /// let fx = chip.send_msi(&msi.message().unwrap());
+    /// assert_eq!(fx.deliveries[0].vcpu, VcpuId::new(1));
+    /// assert!(fx.deliveries[0].pin.is_none()); // not from an I/O APIC pin
+    /// // An edge MSI's EOI is nobody's business: nothing to intercept.
+    /// assert!(chip.vmcs_update(VcpuId::new(1)).is_none());
+    /// ```
     pub fn send_msi(&self, msg: &InterruptMessage) -> Effects {
         let mut fx = Effects::default();
         let source = if msg.trigger.is_level() {
@@ -355,6 +506,45 @@ impl<const VCPUS: usize, const PINS: usize> Irqchip<VCPUS, PINS> {
     /// The LAPIC retires its highest in-service vector; if the vCPU's bitmap
     /// has it, the EOI exits, is forwarded to the I/O APIC, and the vCPU is
     /// rescanned when its policy asks, in KVM's order (forward, then rescan).
+    ///
+    /// This models the guest's EOI write itself, intercepted or not, and
+    /// [`GuestEoi::intercepted`] says whether the hardware would have exited.
+    /// Under APIC virtualization only the intercepted ones reach a VMM, as
+    /// EOI-induced VM exits (see [APIC
+    /// virtualization](crate#apic-virtualization-what-a-vmm-sees)).
+    ///
+    /// # Examples
+    ///
+    /// An edge interrupt's EOI completes in hardware; a level one exits and
+    /// clears remote IRR.
+    ///
+    /// ```
+    /// use eoi_exit::{
+    ///     ApicMode, Irqchip, IrqchipConfig, Pin, RedirectionEntry, TriggerMode, VcpuId, Vector,
+    /// };
+    ///
+    /// let chip: Irqchip<1> = Irqchip::new(IrqchipConfig::default(), ApicMode::XApic);
+    /// let vcpu = VcpuId::new(0);
+    /// let (edge, level) = (Pin::new(1), Pin::new(2));
+    /// let entry = |v, trigger| RedirectionEntry::fixed(Vector::new(v), trigger, 0).bits();
+    /// let _ = chip.write_entry(edge, entry(0x31, TriggerMode::Edge));
+    /// let _ = chip.write_entry(level, entry(0x32, TriggerMode::Level));
+    ///
+    /// let _ = chip.set_line(edge, true);
+    /// assert_eq!(chip.ack(vcpu), Some(Vector::new(0x31)));
+    /// let eoi = chip.guest_eoi(vcpu);
+    /// assert!(!eoi.level && !eoi.intercepted && !eoi.reached_ioapic);
+    ///
+    /// let _ = chip.set_line(level, true);
+    /// assert_eq!(chip.ack(vcpu), Some(Vector::new(0x32)));
+    /// let _ = chip.set_line(level, false);
+    /// let eoi = chip.guest_eoi(vcpu);
+    /// assert!(eoi.level && eoi.intercepted && eoi.reached_ioapic);
+    /// assert!(!chip.ioapic().entry(level).unwrap().remote_irr());
+    ///
+    /// // ISR is empty now: a spurious EOI retires nothing.
+    /// assert_eq!(chip.guest_eoi(vcpu).vector, None);
+    /// ```
     pub fn guest_eoi(&self, vcpu: VcpuId) -> GuestEoi {
         let Some(slot) = self.vcpus.get(vcpu.index()) else {
             return GuestEoi::default();
@@ -411,6 +601,34 @@ impl<const VCPUS: usize, const PINS: usize> Irqchip<VCPUS, PINS> {
     }
 
     /// What the VMM must write to `vcpu`'s VMCS before the next entry.
+    ///
+    /// `None` when the VMCS already holds the bitmap (and for a vCPU out of
+    /// range). Otherwise only the `EOI_EXIT_BITMAPn` words listed by
+    /// [`VmcsUpdate::changed`] need a VMWRITE; the update counts as loaded
+    /// once returned.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use eoi_exit::{
+    ///     ApicMode, Irqchip, IrqchipConfig, Pin, RedirectionEntry, TriggerMode, VcpuId, Vector,
+    /// };
+    ///
+    /// let chip: Irqchip<1> = Irqchip::new(IrqchipConfig::default(), ApicMode::XApic);
+    /// let vcpu = VcpuId::new(0);
+    /// assert!(chip.vmcs_update(vcpu).is_none()); // nothing routed yet
+    ///
+    /// let e = RedirectionEntry::fixed(Vector::new(0xe0), TriggerMode::Level, 0);
+    /// let _ = chip.write_entry(Pin::new(0), e.bits());
+    /// let u = chip.vmcs_update(vcpu).unwrap();
+    /// // 0xe0 = 224 = word 3, bit 32; words 0..=2 need no VMWRITE.
+    /// assert_eq!(u.changed().collect::<Vec<_>>(), [(3, 1 << 32)]);
+    /// assert!(chip.vmcs_update(vcpu).is_none()); // loaded
+    ///
+    /// // Masking the entry drops the bit under `Policy::Exact`.
+    /// let _ = chip.write_entry(Pin::new(0), e.with_mask(true).bits());
+    /// assert_eq!(chip.vmcs_update(vcpu).unwrap().words, [0; 4]);
+    /// ```
     pub fn vmcs_update(&self, vcpu: VcpuId) -> Option<VmcsUpdate> {
         let mut v = self.vcpus.get(vcpu.index())?.lock();
         let u = v.map.take_vmcs_update();

@@ -59,9 +59,9 @@ pub enum ApicMode {
 bitflags::bitflags! {
     /// Flag bits of the spurious-interrupt vector register (SVR, offset 0xF0).
     /// The spurious vector in bits 7:0 is not a flag: read it with
-    /// [`LocalApic::spurious_vector`] (mask [`Svr::VECTOR_MASK`]).
+    /// [`LocalApic::spurious_vector`] (mask `Svr::VECTOR_MASK`).
     #[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
-    pub struct Svr: u32 {
+    pub(crate) struct Svr: u32 {
         /// Bit 8: APIC software enable; clear = software-disabled.
         const APIC_SOFTWARE_ENABLE = 1 << 8;
         /// Bit 9: focus processor checking disabled (lowest-priority delivery).
@@ -80,12 +80,12 @@ impl Svr {
 }
 
 /// Version register bit 24: "suppress EOI broadcast" supported.
-pub const VERSION_DIRECTED_EOI: u32 = 1 << 24;
+pub(crate) const VERSION_DIRECTED_EOI: u32 = 1 << 24;
 /// Version register bits 7:0: an integrated APIC (KVM's `APIC_VERSION`).
-pub const APIC_VERSION: u32 = 0x14;
+pub(crate) const APIC_VERSION: u32 = 0x14;
 /// Max LVT entry (version register bits 23:16): 5, i.e. six LVT entries, what
 /// KVM reports without CMCI in the guest's MCG_CAP.
-pub const MAX_LVT: u32 = 5;
+pub(crate) const MAX_LVT: u32 = 5;
 
 /// Writable SVR bits: vector, software enable, focus check (KVM masks SPIV
 /// writes with `0x3ff`, plus bit 12 when directed EOI is advertised).
@@ -345,7 +345,8 @@ impl LocalApic {
 
     /// The SVR flag bits.
     #[inline]
-    pub fn svr_flags(&self) -> Svr {
+    #[cfg(test)]
+    pub(crate) fn svr_flags(&self) -> Svr {
         Svr::from_bits_truncate(self.svr)
     }
 
@@ -375,8 +376,9 @@ impl LocalApic {
         self.directed_eoi_supported
     }
 
-    /// The version register: [`APIC_VERSION`] | [`MAX_LVT`] `<< 16` |
-    /// [`VERSION_DIRECTED_EOI`] when advertised.
+    /// The version register: version 0x14 (an integrated APIC, KVM's
+    /// `APIC_VERSION`), max LVT entry 5 in bits 23:16, and bit 24 when
+    /// directed EOI is advertised.
     pub fn version(&self) -> u32 {
         let mut v = APIC_VERSION | (MAX_LVT << 16);
         if self.directed_eoi_supported {

@@ -64,29 +64,29 @@ pub const KVM_IOAPIC_NUM_PINS: usize = 24;
 pub const IOAPIC_DEFAULT_BASE_ADDRESS: u64 = 0xFEC0_0000;
 
 /// LAPIC register offsets in `kvm_lapic_state::regs`.
-pub mod reg {
+pub(crate) mod reg {
     /// APIC ID.
-    pub const ID: usize = 0x20;
+    pub(crate) const ID: usize = 0x20;
     /// Version.
-    pub const VERSION: usize = 0x30;
+    pub(crate) const VERSION: usize = 0x30;
     /// Task priority.
-    pub const TPR: usize = 0x80;
+    pub(crate) const TPR: usize = 0x80;
     /// Processor priority.
-    pub const PPR: usize = 0xA0;
+    pub(crate) const PPR: usize = 0xA0;
     /// Logical destination.
-    pub const LDR: usize = 0xD0;
+    pub(crate) const LDR: usize = 0xD0;
     /// Destination format.
-    pub const DFR: usize = 0xE0;
+    pub(crate) const DFR: usize = 0xE0;
     /// Spurious-interrupt vector.
-    pub const SVR: usize = 0xF0;
+    pub(crate) const SVR: usize = 0xF0;
     /// In-service, word 0.
-    pub const ISR: usize = 0x100;
+    pub(crate) const ISR: usize = 0x100;
     /// Trigger mode, word 0.
-    pub const TMR: usize = 0x180;
+    pub(crate) const TMR: usize = 0x180;
     /// Interrupt request, word 0.
-    pub const IRR: usize = 0x200;
+    pub(crate) const IRR: usize = 0x200;
     /// Distance between the eight words of ISR/TMR/IRR.
-    pub const STRIDE: usize = 0x10;
+    pub(crate) const STRIDE: usize = 0x10;
 }
 
 // ---- I/O APIC -------------------------------------------------------------------

@@ -12,8 +12,7 @@
 
 use eoi_exit::snapshot::kvm::{
     IOAPIC_DEFAULT_BASE_ADDRESS, KVM_IOAPIC_NUM_PINS, KvmLapicIdentity, apic_mode_from_base,
-    ioapic_from_kvm, ioapic_to_kvm, kvm_representable, lapic_from_kvm, lapic_to_kvm, reg,
-    write_lapic,
+    ioapic_from_kvm, ioapic_to_kvm, kvm_representable, lapic_from_kvm, lapic_to_kvm, write_lapic,
 };
 use eoi_exit::snapshot::{LocalApicState, SNAPSHOT_VERSION};
 use eoi_exit::{
@@ -25,6 +24,22 @@ use kvm_bindings::{
     kvm_lapic_state,
 };
 use proptest::prelude::*;
+
+/// Local APIC register offsets in the KVM register page (Intel SDM Vol. 3,
+/// table "Local APIC Register Address Map").
+mod reg {
+    pub const ID: usize = 0x20;
+    pub const VERSION: usize = 0x30;
+    pub const TPR: usize = 0x80;
+    pub const PPR: usize = 0xA0;
+    pub const LDR: usize = 0xD0;
+    pub const DFR: usize = 0xE0;
+    pub const SVR: usize = 0xF0;
+    pub const ISR: usize = 0x100;
+    pub const TMR: usize = 0x180;
+    pub const IRR: usize = 0x200;
+    pub const STRIDE: usize = 0x10;
+}
 
 fn bits_of(k: &kvm_ioapic_state, i: usize) -> u64 {
     // SAFETY: every redirection entry is plain 64 bits.
