@@ -90,9 +90,9 @@
 //! | call | when it happens |
 //! |---|---|
 //! | [`Irqchip::mmio_read`], [`Irqchip::mmio_write`] | an MMIO exit on the I/O APIC page, on any vCPU |
-//! | [`Irqchip::guest_eoi`] | an EOI-induced VM exit (basic exit reason 45, trap-like: the CPU has already cleared the VISR bit; the exit qualification holds the vector) |
+//! | [`Irqchip::guest_eoi`] | an EOI-induced VM exit (basic exit reason 45, trap-like: the CPU has already cleared the VISR bit; the exit qualification holds the vector). A simulator calls it for every guest EOI and reads [`GuestEoi::intercepted`](irqchip::GuestEoi::intercepted) |
 //! | [`Irqchip::set_line`], [`Irqchip::send_msi`], [`Irqchip::deliver_later_elapsed`], [`Irqchip::write_entry`] | host side, at any time: device models, irqfds, timers, restore |
-//! | [`Irqchip::update_lapic`] | exits that change LAPIC addressing: APIC-write exits (xAPIC ID, LDR, DFR, SVR), WRMSR exits (x2APIC SVR), IA32_APIC_BASE writes |
+//! | [`Irqchip::update_lapic`] | exits that change LAPIC addressing: APIC-access or APIC-write exits (xAPIC ID, LDR, DFR, SVR), WRMSR exits (x2APIC SVR, IA32_APIC_BASE) |
 //! | [`Irqchip::vmcs_update`] | before every VM entry of that vCPU |
 //! | [`Irqchip::ack`] | never an exit under APIC virtualization (see below) |
 //!
@@ -100,7 +100,8 @@
 //!
 //! * **Interrupt acknowledge.** Virtual-interrupt delivery moves the vector
 //!   from VIRR to VISR and updates RVI/SVI (the guest interrupt status) in
-//!   hardware; posted interrupts set VIRR bits without an exit at all.
+//!   hardware; posted interrupts reach VIRR (through the PIR) without any
+//!   exit.
 //!   [`Irqchip::ack`] models the guest taking the interrupt; a VMM mirrors
 //!   that from the virtual-APIC page (VIRR/VISR, RVI/SVI) instead of seeing it.
 //! * **EOIs that are not intercepted.** EOI virtualization clears the VISR

@@ -45,6 +45,32 @@ impl Msi {
 
     /// Encodes an interrupt message. Destination bits 14:8 go to address bits
     /// 11:5, bits 31:15 to `address_hi` (x2APIC).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use eoi_exit::{
+    ///     DeliveryMode, Destination, DestinationMode, InterruptMessage, Msi, TriggerMode, Vector,
+    /// };
+    ///
+    /// let msg = InterruptMessage {
+    ///     destination: Destination { id: 1, mode: DestinationMode::Physical },
+    ///     delivery_mode: DeliveryMode::Fixed,
+    ///     vector: Vector::new(0x40),
+    ///     trigger: TriggerMode::Level,
+    /// };
+    /// let msi = Msi::from_message(&msg);
+    /// assert_eq!(msi.address_lo, 0xfee0_1000); // 0xFEE, destination 1 in bits 19:12
+    /// assert_eq!(msi.data, 0xc040); // trigger (15) and assert (14), vector 0x40
+    /// assert_eq!(msi.message(), Some(msg));
+    ///
+    /// // APIC ID 0x123 needs the extended destination ID (address bits 11:5).
+    /// let far = InterruptMessage {
+    ///     destination: Destination { id: 0x123, mode: DestinationMode::Physical },
+    ///     ..msg
+    /// };
+    /// assert_eq!(Msi::from_message(&far).address_lo, 0xfee2_3000 | 0x1 << 5);
+    /// ```
     pub const fn from_message(msg: &InterruptMessage) -> Self {
         let d = msg.destination.id;
         let mut address_lo = Self::ADDRESS_BASE | (d & 0xff) << 12 | ((d >> 8) & 0x7f) << 5;
@@ -89,6 +115,22 @@ impl Msi {
     }
 
     /// The interrupt message, or `None` for a reserved delivery mode (3, 6).
+    ///
+    /// # Examples
+    ///
+    /// Decoding what a device wrote: lowest priority, logical destination 2,
+    /// edge, vector 0x31.
+    ///
+    /// ```
+    /// use eoi_exit::{DeliveryMode, DestinationMode, Msi, TriggerMode, Vector};
+    ///
+    /// let msi = Msi { address_lo: 0xfee0_2004, address_hi: 0, data: 0x0131 };
+    /// let msg = msi.message().unwrap();
+    /// assert_eq!(msg.delivery_mode, DeliveryMode::LowestPriority);
+    /// assert_eq!((msg.destination.id, msg.destination.mode), (2, DestinationMode::Logical));
+    /// assert_eq!((msg.vector, msg.trigger), (Vector::new(0x31), TriggerMode::Edge));
+    /// assert_eq!(Msi { data: 0x0331, ..msi }.message(), None); // delivery mode 3
+    /// ```
     pub fn message(&self) -> Option<InterruptMessage> {
         Some(InterruptMessage {
             destination: self.destination(),

@@ -252,6 +252,23 @@ impl<T: SetElement> Set256<T> {
     }
 
     /// The members in ascending order.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use eoi_exit::{VcpuId, VcpuSet};
+    ///
+    /// let mut reload = VcpuSet::new();
+    /// reload.insert(VcpuId::new(7));
+    /// reload.insert(VcpuId::new(2));
+    /// assert!(!reload.insert(VcpuId::new(300))); // beyond 255: never a member
+    /// assert_eq!(reload.iter().collect::<Vec<_>>(), [VcpuId::new(2), VcpuId::new(7)]);
+    /// assert_eq!(reload.len(), 2);
+    /// for vcpu in &reload {
+    ///     // kick `vcpu` so that it loads its VMCS update before it reenters
+    ///     assert!(vcpu.index() < 256);
+    /// }
+    /// ```
     #[inline]
     pub fn iter(&self) -> Set256Iter<T> {
         Set256Iter {

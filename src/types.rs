@@ -260,6 +260,27 @@ pub struct Destination {
 
 /// An interrupt message as it travels from the I/O APIC (or an MSI) to the
 /// local APICs.
+///
+/// # Examples
+///
+/// ```
+/// use eoi_exit::{
+///     DeliveryMode, Destination, DestinationMode, InterruptMessage, RedirectionEntry,
+///     TriggerMode, Vector,
+/// };
+///
+/// let e = RedirectionEntry::fixed(Vector::new(0x40), TriggerMode::Level, 3);
+/// let msg = InterruptMessage {
+///     destination: Destination { id: 3, mode: DestinationMode::Physical },
+///     delivery_mode: DeliveryMode::Fixed,
+///     vector: Vector::new(0x40),
+///     trigger: TriggerMode::Level,
+/// };
+/// assert_eq!(e.message(), Some(msg));
+/// // The mode enums convert from their raw encodings; 3 is reserved.
+/// assert_eq!(DeliveryMode::try_from(1), Ok(DeliveryMode::LowestPriority));
+/// assert!(DeliveryMode::try_from(3).is_err());
+/// ```
 #[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
 #[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 #[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]

@@ -14,6 +14,18 @@ use crate::set::Set256;
 /// Vectors 0..=15 are reserved by the architecture: the local APIC reports an
 /// illegal-vector error for them and does not set IRR (SDM Vol. 3, "Error
 /// Handling"). The newtype itself accepts every `u8`; the LAPIC enforces the rule.
+///
+/// # Examples
+///
+/// ```
+/// use eoi_exit::Vector;
+///
+/// let v = Vector::new(0x41);
+/// assert_eq!(v.get(), 0x41);
+/// assert_eq!(v.priority_class(), 4); // what TPR/PPR compare against
+/// assert!(!v.is_reserved() && Vector::new(0x0e).is_reserved());
+/// assert_eq!(format!("{v} {v:?}"), "0x41 Vector(0x41)");
+/// ```
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
 #[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 #[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
@@ -72,6 +84,22 @@ impl fmt::Display for Vector {
 
 /// A set of 256 vectors: a [`Set256`] of [`Vector`], four `u64` words in VMCS
 /// `EOI_EXIT_BITMAP0..3` order (bit `v % 64` of word `v / 64`).
+///
+/// # Examples
+///
+/// ```
+/// use eoi_exit::{Vector, VectorSet};
+///
+/// let mut s = VectorSet::new();
+/// assert!(s.insert(Vector::new(0x40)));
+/// assert!(!s.insert(Vector::new(0x40))); // already there
+/// s.insert(Vector::new(0xfe));
+/// assert_eq!(s.highest(), Some(Vector::new(0xfe))); // e.g. the ISR's in-service vector
+/// assert_eq!(s.as_u64_words(), [0, 1, 0, 1 << 62]); // EOI_EXIT_BITMAP0..3
+/// // The APIC's 32-bit registers: IRR2 (offset 0x220) holds vectors 0x40..=0x5f.
+/// assert_eq!(s.as_u32_words()[2], 1);
+/// assert_eq!(VectorSet::from_u32_words(s.as_u32_words()), s);
+/// ```
 pub type VectorSet = Set256<Vector>;
 
 impl Set256<Vector> {

@@ -23,7 +23,27 @@ use crate::vector::Vector;
 /// | 55:49 | extended destination ID (destination bits 14:8, Linux/KVM convention) |
 /// | 63:56 | destination |
 ///
-/// The reset value has only the mask bit set (datasheet: "all entries masked").
+/// The reset value has only the mask bit set (datasheet: "all entries masked"),
+/// and is the [`Default`].
+///
+/// The guest reads and writes the two 32-bit halves separately through
+/// IOREGSEL/IOWIN (`0x10 + 2n` low, `0x11 + 2n` high); the model applies each
+/// half as it arrives, so an entry the guest rewrites passes through a mix of
+/// old and new halves (Linux writes the high half, then the low one).
+///
+/// # Examples
+///
+/// ```
+/// use eoi_exit::{RedirectionEntry, TriggerMode, Vector};
+///
+/// assert!(RedirectionEntry::default().masked());
+///
+/// let e = RedirectionEntry::fixed(Vector::new(0x40), TriggerMode::Level, 3);
+/// let (low, high) = (e.bits() as u32, (e.bits() >> 32) as u32);
+/// assert_eq!((low, high), (0x0000_8040, 0x0300_0000)); // what IOWIN carries
+/// let msg = e.message().unwrap(); // what it sends when its pin fires
+/// assert_eq!((msg.destination.id, msg.vector), (3, Vector::new(0x40)));
+/// ```
 #[derive(Clone, Copy, PartialEq, Eq, Hash)]
 #[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 #[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
@@ -55,6 +75,29 @@ impl RedirectionEntry {
 
     /// Builds an entry from its fields (extended destination ID from bits
     /// 14:8 of `destination`; bits above 14 are dropped).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use eoi_exit::{
+    ///     DeliveryMode, DestinationMode, Polarity, RedirectionEntry, TriggerMode, Vector,
+    /// };
+    ///
+    /// let e = RedirectionEntry::new(
+    ///     Vector::new(0x31),
+    ///     DeliveryMode::LowestPriority,
+    ///     DestinationMode::Logical,
+    ///     Polarity::ActiveLow, // PCI INTx
+    ///     TriggerMode::Level,
+    ///     true, // masked
+    ///     0x1234,
+    /// );
+    /// assert_eq!(e.delivery_mode(), Ok(DeliveryMode::LowestPriority));
+    /// assert_eq!(e.destination_id(), 0x34); // bits 63:56
+    /// assert_eq!(e.extended_destination_id(), 0x12); // bits 55:49
+    /// assert_eq!(e.destination().id, 0x1234);
+    /// assert!(e.masked() && !e.with_mask(false).masked());
+    /// ```
     #[allow(clippy::too_many_arguments)]
     pub const fn new(
         vector: Vector,
@@ -77,6 +120,22 @@ impl RedirectionEntry {
     }
 
     /// A fixed, physical, active-high, unmasked entry: the common case.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use eoi_exit::{
+    ///     DeliveryMode, DestinationMode, Polarity, RedirectionEntry, TriggerMode, Vector,
+    /// };
+    ///
+    /// let e = RedirectionEntry::fixed(Vector::new(0x40), TriggerMode::Level, 1);
+    /// assert_eq!(e.vector(), Vector::new(0x40));
+    /// assert_eq!(e.delivery_mode(), Ok(DeliveryMode::Fixed));
+    /// assert_eq!(e.destination_mode(), DestinationMode::Physical);
+    /// assert_eq!(e.polarity(), Polarity::ActiveHigh);
+    /// assert!(e.is_level() && !e.masked() && !e.remote_irr());
+    /// assert_eq!(e.destination_id(), 1);
+    /// ```
     pub const fn fixed(vector: Vector, trigger: TriggerMode, apic_id: u32) -> Self {
         Self::new(
             vector,

@@ -104,6 +104,12 @@ pub const SUCCESSIVE_IRQ_MAX_COUNT: u16 = 10_000;
 pub const DELIVER_LATER_DELAY_NS: u64 = 10_000_000;
 
 /// The version register's low byte.
+///
+/// The default is [`IoapicVersion::V11`], the version of the 82093AA and of
+/// KVM's in-kernel I/O APIC: guests EOI its level interrupts only through the
+/// local APIC's broadcast, which is the path the EOI-exit bitmap governs.
+/// [`IoapicVersion::V20`] adds the EOI register (QEMU's userspace I/O APIC,
+/// used with KVM's split irqchip).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 #[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 #[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
@@ -134,6 +140,10 @@ impl From<IoapicVersion> for u8 {
 }
 
 /// What happens to an edge that arrives on a masked pin.
+///
+/// The default is [`MaskedEdge::Latch`], KVM's behaviour, so saved state and
+/// `KVM_SET_IRQCHIP` re-injection match a real KVM guest; [`MaskedEdge::Drop`]
+/// follows the datasheet and QEMU.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 #[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 #[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
@@ -150,6 +160,39 @@ pub enum MaskedEdge {
 }
 
 /// Static configuration of an [`Ioapic`].
+///
+/// `IoapicConfig::default()` equals [`IoapicConfig::DEFAULT`]: version 0x11,
+/// [`MaskedEdge::Latch`], ID 0, i.e. KVM's in-kernel I/O APIC. `DEFAULT` is
+/// the same value for `const` contexts.
+///
+/// # Examples
+///
+/// A version 0x20 I/O APIC has an EOI register: the guest clears remote IRR
+/// by writing the vector to it (Linux does with directed EOI).
+///
+/// ```
+/// use eoi_exit::ioapic::IOEOI;
+/// use eoi_exit::{
+///     Ioapic, IoapicConfig, IoapicVersion, Pin, RedirectionEntry, TriggerMode, Vector,
+/// };
+///
+/// assert_eq!(IoapicConfig::default(), IoapicConfig::DEFAULT);
+/// assert_eq!(IoapicConfig::DEFAULT.version, IoapicVersion::V11);
+///
+/// let (pin, v) = (Pin::new(10), Vector::new(0x40));
+/// for version in [IoapicVersion::V11, IoapicVersion::V20] {
+///     let config = IoapicConfig { version, ..IoapicConfig::DEFAULT };
+///     let mut io: Ioapic = Ioapic::new(config);
+///     let e = RedirectionEntry::fixed(v, TriggerMode::Level, 0);
+///     let _ = io.write_entry(pin, e.bits());
+///     let _ = io.set_line(pin, true);
+///     let _ = io.set_line(pin, false);
+///     let _ = io.mmio_write(IOEOI, 4, 0x40);
+///     // Version 0x11 has no EOI register: the write is ignored.
+///     let cleared = version == IoapicVersion::V20;
+///     assert_eq!(io.entry(pin).unwrap().remote_irr(), !cleared);
+/// }
+/// ```
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 #[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 #[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
@@ -416,6 +459,34 @@ impl<const PINS: usize> Ioapic<PINS> {
 
     /// Guest MMIO write at `offset` from the I/O APIC base, `size` bytes. Never
     /// panics; see the module docs for odd sizes and offsets.
+    ///
+    /// # Examples
+    ///
+    /// The guest selects a register through IOREGSEL and reads or writes it
+    /// through IOWIN.
+    ///
+    /// ```
+    /// use eoi_exit::ioapic::{IOREGSEL, IOWIN, REG_REDTBL_BASE, REG_VERSION};
+    /// use eoi_exit::{Ioapic, IoapicConfig, Pin, RedirectionEntry, TriggerMode, Vector};
+    ///
+    /// let mut io: Ioapic = Ioapic::new(IoapicConfig::DEFAULT); // 24 pins
+    /// // Version register: highest entry index 23 in bits 23:16, version 0x11.
+    /// let _ = io.mmio_write(IOREGSEL, 4, REG_VERSION.into());
+    /// assert_eq!(io.mmio_read(IOWIN, 4), 0x0017_0011);
+    ///
+    /// // Low half of entry 2: vector 0x40, level, unmasked.
+    /// let pin = Pin::new(2);
+    /// let e = RedirectionEntry::fixed(Vector::new(0x40), TriggerMode::Level, 0);
+    /// let _ = io.mmio_write(IOREGSEL, 4, u64::from(REG_REDTBL_BASE + 2 * pin.get()));
+    /// let fx = io.mmio_write(IOWIN, 4, e.bits() & 0xffff_ffff);
+    /// assert_eq!(fx.route_changed, Some(pin)); // fx.rescan names its destination
+    /// assert_eq!(io.mmio_read(IOWIN, 4), e.bits() & 0xffff_ffff);
+    /// assert_eq!(io.entry(pin), Some(e));
+    ///
+    /// // Remote IRR is read-only to the guest.
+    /// let _ = io.mmio_write(IOWIN, 4, e.with_remote_irr(true).bits() & 0xffff_ffff);
+    /// assert!(!io.entry(pin).unwrap().remote_irr());
+    /// ```
     pub fn mmio_write(&mut self, offset: u64, size: u32, value: u64) -> IoapicEffects {
         let data = match size {
             1 => value as u8 as u32,
@@ -513,6 +584,25 @@ impl<const PINS: usize> Ioapic<PINS> {
     /// `kvm_set_irq`, whose level is the logical assertion (KVM ignores the
     /// polarity bit), `level` here is electrical; a VMM with logical levels
     /// passes `asserted != (entry polarity == ActiveLow)`.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use eoi_exit::{Ioapic, Pin, RedirectionEntry, TriggerMode, Vector};
+    ///
+    /// let mut io: Ioapic = Ioapic::default();
+    /// let pin = Pin::new(5);
+    /// let e = RedirectionEntry::fixed(Vector::new(0x40), TriggerMode::Level, 0);
+    /// let _ = io.write_entry(pin, e.bits());
+    ///
+    /// let fx = io.set_line(pin, true);
+    /// assert!(fx.deliver.contains(pin)); // the VMM MUST deliver io.message(pin)
+    /// assert_eq!(io.message(pin).unwrap().vector, Vector::new(0x40));
+    /// assert!(io.entry(pin).unwrap().remote_irr());
+    ///
+    /// // Remote IRR holds further deliveries until the EOI.
+    /// assert!(io.set_line(pin, true).deliver.is_empty());
+    /// ```
     pub fn set_line(&mut self, pin: Pin, level: bool) -> IoapicEffects {
         let i = pin.index();
         if i >= PINS {
@@ -551,6 +641,28 @@ impl<const PINS: usize> Ioapic<PINS> {
     /// that the [`SUCCESSIVE_IRQ_MAX_COUNT`]th such EOI in a row puts the pin
     /// in `deliver_later` instead and restarts the count; an EOI that finds the
     /// line low (or the entry masked) restarts the count.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use eoi_exit::{Ioapic, Pin, RedirectionEntry, TriggerMode, Vector};
+    ///
+    /// let mut io: Ioapic = Ioapic::default();
+    /// let (pin, v) = (Pin::new(5), Vector::new(0x40));
+    /// let _ = io.write_entry(pin, RedirectionEntry::fixed(v, TriggerMode::Level, 0).bits());
+    /// let _ = io.set_line(pin, true);
+    ///
+    /// // The EOI finds the line still asserted: the pin is delivered again
+    /// // and remote IRR is set again.
+    /// let fx = io.eoi(v);
+    /// assert!(fx.deliver.contains(pin));
+    /// assert!(io.entry(pin).unwrap().remote_irr());
+    ///
+    /// // Once the device is quiet, the EOI clears remote IRR for good.
+    /// let _ = io.set_line(pin, false);
+    /// assert!(io.eoi(v).is_empty());
+    /// assert!(!io.entry(pin).unwrap().remote_irr());
+    /// ```
     pub fn eoi(&mut self, vector: Vector) -> IoapicEffects {
         let mut actions = IoapicEffects::NONE;
         for i in 0..PINS {

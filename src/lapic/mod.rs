@@ -160,6 +160,44 @@ pub struct Eoi {
 ///
 /// Its saved state is [`LocalApicState`] ([`LocalApic::state`],
 /// [`LocalApic::restore`]).
+///
+/// Under APIC virtualization this stands for the virtual-APIC page: the CPU
+/// itself acknowledges interrupts and retires EOIs that are not intercepted
+/// (see [APIC virtualization](crate#apic-virtualization-what-a-vmm-sees)).
+///
+/// # Examples
+///
+/// One level interrupt: accept, acknowledge, EOI.
+///
+/// ```
+/// use eoi_exit::{
+///     Acceptance, ApicId, ApicMode, DeliveryMode, Destination, DestinationMode,
+///     InterruptMessage, LocalApic, TriggerMode, Vector,
+/// };
+///
+/// let mut apic = LocalApic::new_enabled(ApicId::new(0), ApicMode::XApic);
+/// let v = Vector::new(0x40);
+/// let msg = InterruptMessage {
+///     destination: Destination { id: 0, mode: DestinationMode::Physical },
+///     delivery_mode: DeliveryMode::Fixed,
+///     vector: v,
+///     trigger: TriggerMode::Level,
+/// };
+/// assert!(apic.matches(msg.destination));
+/// let accepted = apic.accept(&msg);
+/// assert_eq!(accepted, Acceptance::Accepted { vector: v, trigger: TriggerMode::Level });
+/// assert!(apic.irr().contains(v) && apic.tmr().contains(v));
+///
+/// // INTA: IRR -> ISR; the processor priority rises to the vector's class.
+/// assert_eq!(apic.ack(), Some(v));
+/// assert_eq!(apic.ppr(), 0x40);
+///
+/// // EOI: TMR says level, so the I/O APIC must see it (remote IRR).
+/// let eoi = apic.eoi().expect("0x40 was in service");
+/// assert_eq!(eoi.vector, v);
+/// assert!(eoi.level && eoi.broadcast);
+/// assert_eq!(apic.eoi(), None); // ISR empty: a spurious EOI
+/// ```
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 pub struct LocalApic {
     /// Initial APIC ID: the x2APIC ID, and what the xAPIC ID resets to.
@@ -293,6 +331,30 @@ impl LocalApic {
     /// Guest write of the LDR: bits 31:24 are kept, the rest read as 0.
     /// Ignored in x2APIC mode (read-only, derived from the ID) and when
     /// disabled.
+    ///
+    /// # Examples
+    ///
+    /// Logical destinations in the xAPIC flat model (the reset DFR): a
+    /// destination matches when it shares a bit with the LDR's bits 31:24.
+    ///
+    /// ```
+    /// use eoi_exit::{ApicId, ApicMode, Destination, DestinationMode, LocalApic};
+    ///
+    /// let logical = |id| Destination { id, mode: DestinationMode::Logical };
+    /// let mut apic = LocalApic::new_enabled(ApicId::new(2), ApicMode::XApic);
+    /// apic.write_ldr(0x04 << 24); // logical ID bit 2
+    /// assert!(apic.matches(logical(0x04)));
+    /// assert!(apic.matches(logical(0x0f))); // a mask of CPUs 0-3
+    /// assert!(!apic.matches(logical(0x08)));
+    /// assert!(apic.matches(logical(0xff))); // broadcast
+    ///
+    /// // In x2APIC mode the LDR is derived from the ID (cluster 0, bit 2)
+    /// // and guest writes are ignored.
+    /// apic.set_mode(ApicMode::X2Apic);
+    /// apic.write_ldr(0x01 << 24);
+    /// assert_eq!(apic.ldr(), 0x0000_0004);
+    /// assert!(apic.matches(logical(0x0000_0004)));
+    /// ```
     pub fn write_ldr(&mut self, v: u32) {
         if self.mode == ApicMode::XApic {
             self.ldr = v & 0xFF00_0000;
@@ -470,6 +532,32 @@ impl LocalApic {
     /// ([`IgnoreReason::NotVectored`]), software-disabled
     /// ([`IgnoreReason::Disabled`], KVM `__apic_accept_irq`), vector 0..=15
     /// ([`IgnoreReason::IllegalVector`], SDM; KVM would accept it).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use eoi_exit::lapic::IgnoreReason;
+    /// use eoi_exit::{
+    ///     Acceptance, ApicId, ApicMode, DeliveryMode, Destination, DestinationMode,
+    ///     InterruptMessage, LocalApic, TriggerMode, Vector,
+    /// };
+    ///
+    /// let mut apic = LocalApic::new_enabled(ApicId::new(0), ApicMode::XApic);
+    /// let mut msg = InterruptMessage {
+    ///     destination: Destination { id: 0, mode: DestinationMode::Physical },
+    ///     delivery_mode: DeliveryMode::Fixed,
+    ///     vector: Vector::new(0x30),
+    ///     trigger: TriggerMode::Edge,
+    /// };
+    /// assert!(matches!(apic.accept(&msg), Acceptance::Accepted { .. }));
+    /// // IRR already set: the second interrupt merges into the first.
+    /// assert!(matches!(apic.accept(&msg), Acceptance::Coalesced { .. }));
+    /// assert_eq!(apic.irr().len(), 1);
+    ///
+    /// msg.vector = Vector::new(0x0e); // vectors 0..=15 are illegal
+    /// let ignored = Acceptance::Ignored(IgnoreReason::IllegalVector);
+    /// assert_eq!(apic.accept(&msg), ignored);
+    /// ```
     pub fn accept(&mut self, msg: &InterruptMessage) -> Acceptance {
         if self.mode == ApicMode::Disabled {
             return Acceptance::Ignored(IgnoreReason::Disabled);
@@ -515,6 +603,25 @@ impl LocalApic {
 
     /// Interrupt acknowledge: moves [`highest_deliverable`](Self::highest_deliverable)
     /// from IRR to ISR and returns it (the PPR rises accordingly).
+    ///
+    /// Under APIC virtualization the CPU does this itself on virtual-interrupt
+    /// delivery (VIRR to VISR, RVI/SVI updated), without a VM exit.
+    ///
+    /// # Examples
+    ///
+    /// The TPR holds back vectors whose priority class is not above its own.
+    ///
+    /// ```
+    /// use eoi_exit::{ApicId, ApicMode, LocalApic, Vector};
+    ///
+    /// let mut apic = LocalApic::new_enabled(ApicId::new(0), ApicMode::XApic);
+    /// apic.set_pending(Vector::new(0x45), false); // host side, as KVM_SET_LAPIC
+    /// apic.write_tpr(0x50);
+    /// assert_eq!(apic.ack(), None); // class 4 <= TPR class 5
+    /// apic.write_tpr(0x30);
+    /// assert_eq!(apic.ack(), Some(Vector::new(0x45)));
+    /// assert!(apic.isr().contains(Vector::new(0x45)) && apic.irr().is_empty());
+    /// ```
     pub fn ack(&mut self) -> Option<Vector> {
         let v = self.highest_deliverable()?;
         self.irr.remove(v);
