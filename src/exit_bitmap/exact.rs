@@ -18,8 +18,6 @@ impl ExactTracking {
         inst_two: VectorSet::EMPTY,
         need_old: VectorSet::EMPTY,
         need_new: VectorSet::EMPTY,
-        scan_counted: VectorSet::EMPTY,
-        adopted: VectorSet::EMPTY,
     };
 
     /// Vectors with an outstanding instance whose EOI is needed.
@@ -35,7 +33,7 @@ impl ExactTracking {
     pub(super) fn on_accept(&mut self, apic: &LocalApic, a: Accepted) -> bool {
         // Instances before this one: IRR+ISR count, minus this one unless it
         // merged into an existing IRR bit.
-        self.sync_instances(apic, a.vector, if a.coalesced { 0 } else { 1 }, false);
+        self.sync_instances(apic, a.vector, if a.coalesced { 0 } else { 1 });
         let need = a.source != Source::Plain;
         let v = a.vector;
         if a.coalesced {
@@ -75,9 +73,13 @@ impl ExactTracking {
     /// instances in the LAPIC are ones the caller is about to report.
     ///
     /// EOIs the map did not see (not intercepted) retire only instances that
-    /// did not need their EOI, oldest first; instances the LAPIC holds that
-    /// the map never saw are adopted, as needing their EOI when TMR says level.
-    pub(super) fn sync_instances(&mut self, apic: &LocalApic, v: Vector, extra: u8, counted: bool) {
+    /// did not need their EOI, oldest first. Instances the LAPIC holds that
+    /// the map never saw are adopted as needing their EOI: nothing the map
+    /// can read proves them edge. TMR does not (an edge acceptance that
+    /// coalesces into a level instance's IRR bit clears it), and neither do
+    /// the entries (one may have been rewritten while the instance was in
+    /// flight). The cost is one exit per such instance, once.
+    pub(super) fn sync_instances(&mut self, apic: &LocalApic, v: Vector, extra: u8) {
         let lapic = apic.irr().contains(v) as u8 + apic.isr().contains(v) as u8;
         let lapic = lapic.saturating_sub(extra);
         let mut known = self.inst_one.contains(v) as u8 + self.inst_two.contains(v) as u8;
@@ -85,11 +87,9 @@ impl ExactTracking {
             self.pop_instance(v);
             known -= 1;
         }
-        let level = apic.tmr().contains(v) || counted;
         while known < lapic {
             // Unknown older instances: conservative.
-            self.push_front_unknown(v, level || known + 1 < lapic);
-            self.adopted.insert(v);
+            self.push_front_unknown(v, true);
             known += 1;
         }
     }
@@ -119,7 +119,6 @@ impl ExactTracking {
         } else {
             self.inst_one.remove(v);
             self.need_old.remove(v);
-            self.adopted.remove(v);
         }
         needed
     }

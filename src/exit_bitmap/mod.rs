@@ -325,16 +325,6 @@ pub struct ExactTracking {
     pub need_old: VectorSet,
     /// ... and whether the newer one does (meaningful only in `inst_two`).
     pub need_new: VectorSet,
-    /// During a scan: vectors of every entry KVM would count, any
-    /// destination. An instance the map never saw accepted (restored or
-    /// planted state) with such a vector is adopted as needing its EOI, as
-    /// KVM's scan would keep it as stale.
-    pub scan_counted: VectorSet,
-    /// Vectors with an instance the map adopted from the LAPIC without seeing
-    /// it accepted. Each scan that finds a counted entry with the vector marks
-    /// those instances as needing their EOI (a restore may set the LAPICs
-    /// before the I/O APIC, so the first scan can miss it).
-    pub adopted: VectorSet,
 }
 
 impl PolicyState {
@@ -493,10 +483,7 @@ impl EoiExitMap {
             PolicyState::KvmLegacy(k) | PolicyState::KvmHighestStale(k) => {
                 *k = KvmScan::default();
             }
-            PolicyState::Exact(x) => {
-                x.routed.clear();
-                x.scan_counted.clear();
-            }
+            PolicyState::Exact(x) => x.routed.clear(),
             PolicyState::TmrDriven { .. } | PolicyState::NoIntercept => {}
         }
     }
@@ -521,9 +508,6 @@ impl EoiExitMap {
                 }
             }
             PolicyState::Exact(x) => {
-                if entry.counts_for_kvm() {
-                    x.scan_counted.insert(entry.vector);
-                }
                 if entry.counts_for_exact() && apic.matches(entry.destination) {
                     x.routed.insert(entry.vector);
                 }
@@ -541,16 +525,10 @@ impl EoiExitMap {
             }
             PolicyState::Exact(x) => {
                 // Instances the map never saw accepted (state planted by the
-                // host, or restored) are adopted conservatively.
+                // host, restored without a map, imported from KVM) are
+                // adopted as needing their EOI.
                 for v in apic.irr().union(apic.isr()).iter() {
-                    let counted = x.scan_counted.contains(v);
-                    x.sync_instances(apic, v, 0, counted);
-                    if counted && x.adopted.contains(v) {
-                        x.need_old.insert(v);
-                        if x.inst_two.contains(v) {
-                            x.need_new.insert(v);
-                        }
-                    }
+                    x.sync_instances(apic, v, 0);
                 }
             }
             _ => {}
@@ -713,7 +691,7 @@ impl EoiExitMap {
             PolicyState::Exact(x) => {
                 // The EOI retired the oldest instance (the LAPIC already
                 // popped it: one more existed before).
-                x.sync_instances(apic, vector, 0, false);
+                x.sync_instances(apic, vector, 0);
                 let keep = x.routed.contains(vector)
                     || x.needed_in_flight().contains(vector)
                     || self.rtc_owed == Some(vector);

@@ -318,3 +318,49 @@ fn exact_restore_keeps_an_ack_notifier_eoi() {
         panic!("{v} at op {}\n{}", i + 1, Trace(&ops[..=i]));
     }
 }
+
+/// A level instance whose TMR bit an edge acceptance cleared (it coalesced
+/// into the same IRR bit), whose entry was rewritten and retargeted while it
+/// was in service, survives a restore that rebuilds the EOI-exit maps from
+/// the LAPICs (as after a migration from KVM, whose state carries no origin):
+/// `Exact` must still intercept its EOI once the vector is written back.
+/// Found by a 20-minute `routing_reconfig` fuzz campaign (minimized).
+#[test]
+fn exact_keeps_an_in_service_level_eoi_across_a_restore_after_a_rewrite() {
+    let mut cfg = HarnessConfig::new(Policy::Exact).with_kick(eoi_exit_testkit::race::Kick::Reload);
+    cfg.chip.arbitration = eoi_exit::irqchip::Arbitration::SdmPriority;
+    cfg.chip.eoi_forwarding = eoi_exit::irqchip::EoiForwarding::AllIntercepted;
+    let mut h = Harness::<4, 24>::with_entries(
+        cfg,
+        &[
+            0x0100_0000_0000_a031,
+            0x443f_898d_8d89_8d51,
+            0xff00_0000_0000_0031,
+        ],
+    );
+    let ops = [
+        Op::Accept {
+            vcpu: 1,
+            vector: 0x31,
+        },
+        Op::Write {
+            pin: 0,
+            field: Field::Vector(0x51),
+        },
+        Op::Ack { vcpu: 1 },
+        Op::Write {
+            pin: 0,
+            field: Field::Dest(2),
+        },
+        Op::Snapshot,
+        Op::Restore,
+        Op::Write {
+            pin: 0,
+            field: Field::Vector(0x31),
+        },
+        Op::Eoi { vcpu: 1 },
+    ];
+    if let Err((i, v)) = h.run(&ops) {
+        panic!("op {}: {v}\n{}", i + 1, Trace(&ops));
+    }
+}
