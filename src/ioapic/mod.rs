@@ -61,15 +61,17 @@
 //!
 //! Nothing here allocates or panics; every loop is bounded by `PINS`.
 
+mod config;
 mod effects;
 mod entry;
 mod pins;
 mod state;
 
 use crate::routes::Msi;
-use crate::types::{InterruptMessage, InvalidValue, Pin, Polarity};
+use crate::types::{InterruptMessage, Pin, Polarity};
 use crate::vector::Vector;
 
+pub use config::{IoapicConfig, IoapicVersion, MaskedEdge};
 pub use effects::{IoapicEffects, Rescan};
 pub use entry::RedirectionEntry;
 pub use pins::PinSet;
@@ -102,117 +104,6 @@ pub const SUCCESSIVE_IRQ_MAX_COUNT: u16 = 10_000;
 
 /// The delay KVM waits before retrying a throttled pin (`HZ / 100`, 10 ms).
 pub const DELIVER_LATER_DELAY_NS: u64 = 10_000_000;
-
-/// The version register's low byte.
-///
-/// The default is [`IoapicVersion::V11`], the version of the 82093AA and of
-/// KVM's in-kernel I/O APIC: guests EOI its level interrupts only through the
-/// local APIC's broadcast, which is the path the EOI-exit bitmap governs.
-/// [`IoapicVersion::V20`] adds the EOI register (QEMU's userspace I/O APIC,
-/// used with KVM's split irqchip).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
-#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
-#[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
-#[repr(u8)]
-pub enum IoapicVersion {
-    /// 0x11: the 82093AA and KVM's in-kernel I/O APIC; no EOI register.
-    #[default]
-    V11 = 0x11,
-    /// 0x20: ICH-style I/O APIC with the EOI register at 0x40 (QEMU's default).
-    V20 = 0x20,
-}
-
-impl TryFrom<u8> for IoapicVersion {
-    type Error = InvalidValue;
-    fn try_from(v: u8) -> Result<Self, InvalidValue> {
-        match v {
-            0x11 => Ok(IoapicVersion::V11),
-            0x20 => Ok(IoapicVersion::V20),
-            _ => Err(InvalidValue(v as u64)),
-        }
-    }
-}
-
-impl From<IoapicVersion> for u8 {
-    fn from(v: IoapicVersion) -> u8 {
-        v as u8
-    }
-}
-
-/// What happens to an edge that arrives on a masked pin.
-///
-/// The default is [`MaskedEdge::Latch`], KVM's behaviour, so saved state and
-/// `KVM_SET_IRQCHIP` re-injection match a real KVM guest; [`MaskedEdge::Drop`]
-/// follows the datasheet and QEMU.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
-#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
-#[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
-pub enum MaskedEdge {
-    /// KVM: the edge is recorded (KVM's `irr` without `irr_delivered`, here
-    /// [`IoapicRegisters::pending_edge`]) while the line stays asserted, but an
-    /// unmask does **not** deliver it; KVM only delivers it when the state is
-    /// written back (`KVM_SET_IRQCHIP`, here [`Ioapic::set_registers`]). A deassert
-    /// forgets it.
-    #[default]
-    Latch,
-    /// 82093AA datasheet (and QEMU): the edge is ignored.
-    Drop,
-}
-
-/// Static configuration of an [`Ioapic`].
-///
-/// `IoapicConfig::default()` equals [`IoapicConfig::DEFAULT`]: version 0x11,
-/// [`MaskedEdge::Latch`], ID 0, i.e. KVM's in-kernel I/O APIC. `DEFAULT` is
-/// the same value for `const` contexts.
-///
-/// # Examples
-///
-/// A version 0x20 I/O APIC has an EOI register: the guest clears remote IRR
-/// by writing the vector to it (Linux does with directed EOI).
-///
-/// ```
-/// use eoi_exit::ioapic::IOEOI;
-/// use eoi_exit::{
-///     Ioapic, IoapicConfig, IoapicVersion, Pin, RedirectionEntry, TriggerMode, Vector,
-/// };
-///
-/// assert_eq!(IoapicConfig::default(), IoapicConfig::DEFAULT);
-/// assert_eq!(IoapicConfig::DEFAULT.version, IoapicVersion::V11);
-///
-/// let (pin, v) = (Pin::new(10), Vector::new(0x40));
-/// for version in [IoapicVersion::V11, IoapicVersion::V20] {
-///     let config = IoapicConfig { version, ..IoapicConfig::DEFAULT };
-///     let mut io: Ioapic = Ioapic::new(config);
-///     let e = RedirectionEntry::fixed(v, TriggerMode::Level, 0);
-///     let _ = io.write_entry(pin, e.bits());
-///     let _ = io.set_line(pin, true);
-///     let _ = io.set_line(pin, false);
-///     let _ = io.mmio_write(IOEOI, 4, 0x40);
-///     // Version 0x11 has no EOI register: the write is ignored.
-///     let cleared = version == IoapicVersion::V20;
-///     assert_eq!(io.entry(pin).unwrap().remote_irr(), !cleared);
-/// }
-/// ```
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
-#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
-#[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
-pub struct IoapicConfig {
-    /// Version register value (and whether the EOI register exists).
-    pub version: IoapicVersion,
-    /// Masked-edge behaviour.
-    pub masked_edge: MaskedEdge,
-    /// Initial I/O APIC ID (bits 3:0 are used).
-    pub id: u8,
-}
-
-impl IoapicConfig {
-    /// Version 0x11, [`MaskedEdge::Latch`], ID 0: KVM's in-kernel I/O APIC.
-    pub const DEFAULT: IoapicConfig = IoapicConfig {
-        version: IoapicVersion::V11,
-        masked_edge: MaskedEdge::Latch,
-        id: 0,
-    };
-}
 
 /// The registers and pin state of an [`Ioapic`] without its configuration,
 /// as KVM's `kvm_ioapic_state` carries them: what [`Ioapic::registers`] reads

@@ -24,129 +24,22 @@
 
 use spin::Mutex;
 
+mod config;
+mod effects;
 mod state;
 
+pub use config::{Arbitration, EoiForwarding, IrqchipConfig};
+pub use effects::{Delivery, Effects, GuestEoi, MAX_DELIVERIES};
 pub use state::{IrqchipState, VcpuState};
 
 use crate::Ioapic;
-use crate::exit_bitmap::{Accepted, EoiExitMap, Policy, ScanEntry, Source, VmcsUpdate};
-use crate::ioapic::{IoapicConfig, IoapicEffects, PinSet, Rescan};
+use crate::exit_bitmap::{Accepted, EoiExitMap, ScanEntry, Source, VmcsUpdate};
+use crate::ioapic::{IoapicEffects, PinSet, Rescan};
 use crate::lapic::{self, Acceptance, ApicMode, LocalApic};
 use crate::types::{
     ApicId, DeliveryMode, Destination, DestinationMode, InterruptMessage, Pin, RTC_GSI, VcpuId,
 };
 use crate::vector::Vector;
-
-/// Which intercepted EOIs reach the I/O APIC.
-///
-/// The default is [`EoiForwarding::TmrLevel`], the rule of the SDM and of
-/// KVM's in-kernel I/O APIC: an EOI goes to the I/O APIC only when it retires
-/// a level-triggered interrupt. Choose [`EoiForwarding::AllIntercepted`] to
-/// model KVM's split irqchip, where the userspace I/O APIC sees every
-/// intercepted EOI.
-#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug, Default)]
-#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
-#[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
-pub enum EoiForwarding {
-    /// The SDM and KVM's in-kernel I/O APIC (`kvm_ioapic_update_eoi_one`):
-    /// only an EOI whose TMR bit is set is broadcast, and not when the guest
-    /// enabled directed EOI (SVR bit 12); it then writes the I/O APIC's EOI
-    /// register itself.
-    #[default]
-    TmrLevel,
-    /// KVM's split irqchip: every intercepted EOI exits to userspace
-    /// (`KVM_EXIT_IOAPIC_EOI` carries only the vector), and the userspace I/O
-    /// APIC clears remote IRR of every level entry with that vector, even for
-    /// an edge instance's EOI.
-    AllIntercepted,
-}
-
-/// How a lowest-priority message picks its vCPU.
-///
-/// The default is [`Arbitration::KvmVectorHashing`], what a guest gets from
-/// KVM out of the box (module parameter `vector_hashing=1`), so runs compare
-/// directly with real KVM; [`Arbitration::SdmPriority`] is the SDM's
-/// arbitration-priority rule for hardware semantics. Both are deterministic.
-#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug, Default)]
-#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
-#[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
-pub enum Arbitration {
-    /// KVM's default (`vector_hashing=1`): the `(vector % n)`-th of the `n`
-    /// matching, enabled vCPUs.
-    #[default]
-    KvmVectorHashing,
-    /// The SDM's arbitration priority; ties go to the lowest vCPU index.
-    SdmPriority,
-}
-
-/// Configuration of an [`Irqchip`].
-///
-/// `IrqchipConfig::default()` is:
-///
-/// | field | default | why |
-/// |---|---|---|
-/// | `policy` | [`Policy::Exact`] | loses no EOI and makes no avoidable exit |
-/// | `ioapic` | [`IoapicConfig::DEFAULT`] (version 0x11, [`MaskedEdge::Latch`](crate::MaskedEdge::Latch), ID 0) | KVM's in-kernel I/O APIC |
-/// | `ack_notifier_pins` | empty | notifiers belong to the VMM's devices (INTx of assigned devices, PIT reinjection) |
-/// | `rtc_tracking` | `false` | GSI 8 is an ordinary pin; KVM's RTC tracking is a Windows time-drift workaround |
-/// | `arbitration` | [`Arbitration::KvmVectorHashing`] | KVM's default (`vector_hashing=1`) |
-/// | `eoi_forwarding` | [`EoiForwarding::TmrLevel`] | the SDM and KVM's in-kernel I/O APIC |
-///
-/// KVM's in-kernel I/O APIC always counts GSI 8 in its scans
-/// (`kvm_ioapic_scan_entry`) and drops an RTC interrupt raised with line
-/// status while an earlier one's EOI is owed; set `rtc_tracking` to model it.
-///
-/// # Examples
-///
-/// ```
-/// use eoi_exit::irqchip::{Arbitration, EoiForwarding};
-/// use eoi_exit::{IoapicConfig, IoapicVersion, IrqchipConfig, MaskedEdge, Policy};
-///
-/// let c = IrqchipConfig::default();
-/// assert_eq!(c.policy, Policy::Exact);
-/// assert_eq!(c.ioapic, IoapicConfig::DEFAULT);
-/// assert!(c.ack_notifier_pins.is_empty() && !c.rtc_tracking);
-/// assert_eq!(c.arbitration, Arbitration::KvmVectorHashing);
-/// assert_eq!(c.eoi_forwarding, EoiForwarding::TmrLevel);
-///
-/// // Linux 6.16's in-kernel irqchip, for comparing exit counts with KVM.
-/// let kvm = IrqchipConfig {
-///     policy: Policy::KvmHighestStale,
-///     rtc_tracking: true,
-///     ..IrqchipConfig::default()
-/// };
-/// assert_eq!(kvm.arbitration, Arbitration::KvmVectorHashing);
-///
-/// // KVM's split irqchip with QEMU's I/O APIC (version 0x20, masked edges
-/// // dropped): every intercepted EOI exits to the userspace I/O APIC.
-/// let split = IrqchipConfig {
-///     policy: Policy::KvmHighestStale,
-///     ioapic: IoapicConfig {
-///         version: IoapicVersion::V20,
-///         masked_edge: MaskedEdge::Drop,
-///         ..IoapicConfig::DEFAULT
-///     },
-///     eoi_forwarding: EoiForwarding::AllIntercepted,
-///     ..IrqchipConfig::default()
-/// };
-/// assert!(!split.rtc_tracking); // the RTC is in userspace too
-/// ```
-#[derive(Clone, Copy, PartialEq, Eq, Debug, Default)]
-#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
-pub struct IrqchipConfig {
-    /// The interception policy of every vCPU.
-    pub policy: Policy,
-    /// The I/O APIC's configuration.
-    pub ioapic: IoapicConfig,
-    /// Pins with an ack notifier: their EOIs count even when edge.
-    pub ack_notifier_pins: PinSet,
-    /// KVM's in-kernel RTC EOI tracking on GSI 8.
-    pub rtc_tracking: bool,
-    /// Lowest-priority arbitration.
-    pub arbitration: Arbitration,
-    /// Which intercepted EOIs reach the I/O APIC.
-    pub eoi_forwarding: EoiForwarding,
-}
 
 /// Counters a VMM or the simulator can read per vCPU.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, Debug, Default)]
@@ -176,70 +69,6 @@ pub struct Vcpu {
 /// A set of vCPUs (indices 0..=255): a [`Set256`](crate::Set256) of
 /// [`VcpuId`].
 pub type VcpuSet = crate::set::Set256<VcpuId>;
-
-/// One interrupt accepted by one vCPU.
-#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
-pub struct Delivery {
-    /// The accepting vCPU.
-    pub vcpu: VcpuId,
-    /// What it accepted.
-    pub accepted: Accepted,
-    /// The I/O APIC pin it came from, `None` for an MSI.
-    pub pin: Option<Pin>,
-}
-
-/// Deliveries from one call: at most one per vCPU per pin in practice, bounded
-/// here so nothing allocates; `overflow` counts any that did not fit (they
-/// were still accepted).
-pub const MAX_DELIVERIES: usize = 64;
-
-/// What one [`Irqchip`] call did.
-#[must_use = "accepted interrupts must be injected and rescanned vCPUs reloaded"]
-#[derive(Clone, Debug, Default)]
-pub struct Effects {
-    /// Interrupts accepted into LAPIC IRRs; the VMM MUST make each vCPU
-    /// notice (inject, post or kick).
-    pub deliveries: heapless::Vec<Delivery, MAX_DELIVERIES>,
-    /// Deliveries that did not fit in `deliveries` (still accepted).
-    pub overflow: u32,
-    /// vCPUs rescanned by this call: they MUST load their VMCS update before
-    /// they next run guest code.
-    pub reload: VcpuSet,
-    /// Pins the I/O APIC throttled (EOI storm): call
-    /// [`Irqchip::deliver_later_elapsed`] for each after a delay (KVM: 10 ms).
-    pub deliver_later: PinSet,
-    /// A redirection entry changed: a split-irqchip VMM re-installs its route.
-    pub route_changed: Option<Pin>,
-    /// An RTC interrupt was dropped because a vCPU still owes the previous
-    /// one's EOI (KVM's `rtc_irq_check_coalesced`, with `rtc_tracking`).
-    pub rtc_coalesced: bool,
-}
-
-/// The outcome of a guest EOI on one vCPU.
-#[must_use = "check `intercepted` to know whether this EOI caused a VM exit"]
-#[derive(Clone, Debug, Default)]
-pub struct GuestEoi {
-    /// The vector retired, `None` for a spurious EOI (ISR empty).
-    pub vector: Option<Vector>,
-    /// The TMR bit of the retired vector.
-    pub level: bool,
-    /// The EOI caused a VM exit: its vector was in the bitmap the VMCS held.
-    pub intercepted: bool,
-    /// The intercepted EOI was passed on to the I/O APIC, which cleared remote
-    /// IRR of the entries with that vector (see [`EoiForwarding`]). An EOI can
-    /// be intercepted without reaching the I/O APIC (an edge vector under
-    /// [`EoiForwarding::TmrLevel`], or directed EOI).
-    pub reached_ioapic: bool,
-    /// Ack-notifier pins whose entry has this vector: the VMM MUST run their
-    /// notifiers (KVM's `kvm_notify_acked_irq`, for edge and level alike).
-    pub acked_pins: PinSet,
-    /// The vCPU was rescanned because of it.
-    pub rescanned: bool,
-    /// `NoIntercept`: a level EOI the I/O APIC never saw.
-    pub missed_level: bool,
-    /// What forwarding the EOI to the I/O APIC caused.
-    pub effects: Effects,
-}
 
 /// One I/O APIC and `VCPUS` vCPUs. See the module docs.
 ///
@@ -847,80 +676,4 @@ impl<const VCPUS: usize, const PINS: usize> Irqchip<VCPUS, PINS> {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::RedirectionEntry;
-    use crate::types::TriggerMode;
-
-    fn msg(dest: u32) -> InterruptMessage {
-        InterruptMessage {
-            destination: Destination {
-                id: dest,
-                mode: DestinationMode::Physical,
-            },
-            delivery_mode: DeliveryMode::Fixed,
-            vector: Vector::new(0x40),
-            trigger: TriggerMode::Edge,
-        }
-    }
-
-    #[test]
-    fn physical_delivery_follows_an_apic_id_change() {
-        let c: Irqchip<4> = Irqchip::new(IrqchipConfig::default(), ApicMode::XApic);
-        let _ = c.update_lapic(VcpuId::new(3), |a| a.set_id(ApicId::new(9)));
-        let fx = c.send_msi(&msg(9));
-        assert_eq!(fx.deliveries.len(), 1);
-        assert_eq!(fx.deliveries[0].vcpu, VcpuId::new(3));
-        assert!(
-            c.send_msi(&msg(3)).deliveries.is_empty(),
-            "nobody has ID 3 any more"
-        );
-    }
-
-    #[test]
-    fn xapic_physical_broadcast_reaches_every_vcpu() {
-        let c: Irqchip<4> = Irqchip::new(IrqchipConfig::default(), ApicMode::XApic);
-        assert_eq!(c.send_msi(&msg(0xff)).deliveries.len(), 4);
-    }
-
-    #[test]
-    fn duplicate_apic_ids_both_accept_a_physical_message() {
-        let c: Irqchip<4> = Irqchip::new(IrqchipConfig::default(), ApicMode::XApic);
-        let _ = c.update_lapic(VcpuId::new(2), |a| a.set_id(ApicId::new(1)));
-        let fx = c.send_msi(&msg(1));
-        let got: heapless::Vec<u16, 4> = fx.deliveries.iter().map(|d| d.vcpu.get()).collect();
-        assert_eq!(&got[..], &[1, 2]);
-    }
-
-    #[test]
-    fn update_lapic_rescans_every_vcpu_like_a_kvm_apic_map_change() {
-        let c: Irqchip<3> = Irqchip::new(IrqchipConfig::default(), ApicMode::XApic);
-        let before: [u64; 3] = core::array::from_fn(|i| c.vcpus[i].lock().stats.rescans);
-        let (_, fx) = c
-            .update_lapic(VcpuId::new(0), |a| a.write_tpr(0x20))
-            .unwrap();
-        assert_eq!(fx.reload.len(), 3);
-        for (i, b) in before.iter().enumerate() {
-            assert_eq!(c.vcpus[i].lock().stats.rescans, b + 1);
-        }
-    }
-
-    #[test]
-    fn spurious_guest_eoi_does_nothing() {
-        let c: Irqchip<1> = Irqchip::new(IrqchipConfig::default(), ApicMode::XApic);
-        let e = c.guest_eoi(VcpuId::new(0));
-        assert!(e.vector.is_none() && !e.intercepted);
-        assert!(
-            c.guest_eoi(VcpuId::new(7)).vector.is_none(),
-            "out-of-range vCPU ignored"
-        );
-    }
-
-    #[test]
-    fn reserved_delivery_mode_entry_delivers_nothing() {
-        let c: Irqchip<1> = Irqchip::new(IrqchipConfig::default(), ApicMode::XApic);
-        let e = RedirectionEntry::fixed(Vector::new(0x40), TriggerMode::Edge, 0).bits() | 3 << 8;
-        let _ = c.write_entry(Pin::new(1), e);
-        assert!(c.set_line(Pin::new(1), true).deliveries.is_empty());
-    }
-}
+mod tests;

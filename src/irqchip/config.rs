@@ -1,0 +1,119 @@
+//! [`IrqchipConfig`] and the choices it makes: EOI forwarding and
+//! lowest-priority arbitration.
+
+use crate::exit_bitmap::Policy;
+use crate::ioapic::{IoapicConfig, PinSet};
+
+#[cfg(doc)]
+use super::Irqchip;
+
+/// Which intercepted EOIs reach the I/O APIC.
+///
+/// The default is [`EoiForwarding::TmrLevel`], the rule of the SDM and of
+/// KVM's in-kernel I/O APIC: an EOI goes to the I/O APIC only when it retires
+/// a level-triggered interrupt. Choose [`EoiForwarding::AllIntercepted`] to
+/// model KVM's split irqchip, where the userspace I/O APIC sees every
+/// intercepted EOI.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug, Default)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+#[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
+pub enum EoiForwarding {
+    /// The SDM and KVM's in-kernel I/O APIC (`kvm_ioapic_update_eoi_one`):
+    /// only an EOI whose TMR bit is set is broadcast, and not when the guest
+    /// enabled directed EOI (SVR bit 12); it then writes the I/O APIC's EOI
+    /// register itself.
+    #[default]
+    TmrLevel,
+    /// KVM's split irqchip: every intercepted EOI exits to userspace
+    /// (`KVM_EXIT_IOAPIC_EOI` carries only the vector), and the userspace I/O
+    /// APIC clears remote IRR of every level entry with that vector, even for
+    /// an edge instance's EOI.
+    AllIntercepted,
+}
+
+/// How a lowest-priority message picks its vCPU.
+///
+/// The default is [`Arbitration::KvmVectorHashing`], what a guest gets from
+/// KVM out of the box (module parameter `vector_hashing=1`), so runs compare
+/// directly with real KVM; [`Arbitration::SdmPriority`] is the SDM's
+/// arbitration-priority rule for hardware semantics. Both are deterministic.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug, Default)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+#[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
+pub enum Arbitration {
+    /// KVM's default (`vector_hashing=1`): the `(vector % n)`-th of the `n`
+    /// matching, enabled vCPUs.
+    #[default]
+    KvmVectorHashing,
+    /// The SDM's arbitration priority; ties go to the lowest vCPU index.
+    SdmPriority,
+}
+
+/// Configuration of an [`Irqchip`].
+///
+/// `IrqchipConfig::default()` is:
+///
+/// | field | default | why |
+/// |---|---|---|
+/// | `policy` | [`Policy::Exact`] | loses no EOI and makes no avoidable exit |
+/// | `ioapic` | [`IoapicConfig::DEFAULT`] (version 0x11, [`MaskedEdge::Latch`](crate::MaskedEdge::Latch), ID 0) | KVM's in-kernel I/O APIC |
+/// | `ack_notifier_pins` | empty | notifiers belong to the VMM's devices (INTx of assigned devices, PIT reinjection) |
+/// | `rtc_tracking` | `false` | GSI 8 is an ordinary pin; KVM's RTC tracking is a Windows time-drift workaround |
+/// | `arbitration` | [`Arbitration::KvmVectorHashing`] | KVM's default (`vector_hashing=1`) |
+/// | `eoi_forwarding` | [`EoiForwarding::TmrLevel`] | the SDM and KVM's in-kernel I/O APIC |
+///
+/// KVM's in-kernel I/O APIC always counts GSI 8 in its scans
+/// (`kvm_ioapic_scan_entry`) and drops an RTC interrupt raised with line
+/// status while an earlier one's EOI is owed; set `rtc_tracking` to model it.
+///
+/// # Examples
+///
+/// ```
+/// use eoi_exit::irqchip::{Arbitration, EoiForwarding};
+/// use eoi_exit::{IoapicConfig, IoapicVersion, IrqchipConfig, MaskedEdge, Policy};
+///
+/// let c = IrqchipConfig::default();
+/// assert_eq!(c.policy, Policy::Exact);
+/// assert_eq!(c.ioapic, IoapicConfig::DEFAULT);
+/// assert!(c.ack_notifier_pins.is_empty() && !c.rtc_tracking);
+/// assert_eq!(c.arbitration, Arbitration::KvmVectorHashing);
+/// assert_eq!(c.eoi_forwarding, EoiForwarding::TmrLevel);
+///
+/// // Linux 6.16's in-kernel irqchip, for comparing exit counts with KVM.
+/// let kvm = IrqchipConfig {
+///     policy: Policy::KvmHighestStale,
+///     rtc_tracking: true,
+///     ..IrqchipConfig::default()
+/// };
+/// assert_eq!(kvm.arbitration, Arbitration::KvmVectorHashing);
+///
+/// // KVM's split irqchip with QEMU's I/O APIC (version 0x20, masked edges
+/// // dropped): every intercepted EOI exits to the userspace I/O APIC.
+/// let split = IrqchipConfig {
+///     policy: Policy::KvmHighestStale,
+///     ioapic: IoapicConfig {
+///         version: IoapicVersion::V20,
+///         masked_edge: MaskedEdge::Drop,
+///         ..IoapicConfig::DEFAULT
+///     },
+///     eoi_forwarding: EoiForwarding::AllIntercepted,
+///     ..IrqchipConfig::default()
+/// };
+/// assert!(!split.rtc_tracking); // the RTC is in userspace too
+/// ```
+#[derive(Clone, Copy, PartialEq, Eq, Debug, Default)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+pub struct IrqchipConfig {
+    /// The interception policy of every vCPU.
+    pub policy: Policy,
+    /// The I/O APIC's configuration.
+    pub ioapic: IoapicConfig,
+    /// Pins with an ack notifier: their EOIs count even when edge.
+    pub ack_notifier_pins: PinSet,
+    /// KVM's in-kernel RTC EOI tracking on GSI 8.
+    pub rtc_tracking: bool,
+    /// Lowest-priority arbitration.
+    pub arbitration: Arbitration,
+    /// Which intercepted EOIs reach the I/O APIC.
+    pub eoi_forwarding: EoiForwarding,
+}
