@@ -112,7 +112,10 @@ fn version_0x20_is_selectable() {
     assert_eq!(sel_read(&mut io, REG_VERSION), 0x0017_0020);
     assert_eq!(IoapicVersion::try_from(0x20), Ok(IoapicVersion::V20));
     assert_eq!(IoapicVersion::try_from(0x11), Ok(IoapicVersion::V11));
-    assert_eq!(IoapicVersion::try_from(0x12), Err(crate::InvalidValue(0x12)));
+    assert_eq!(
+        IoapicVersion::try_from(0x12),
+        Err(crate::InvalidValue(0x12))
+    );
     assert_eq!(u8::from(IoapicVersion::V20), 0x20);
 }
 
