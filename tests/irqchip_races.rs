@@ -379,24 +379,30 @@ fn vmcs_update_carries_only_changed_words() {
     assert_eq!(u.changed().collect::<Vec<_>>(), vec![(1, 0), (3, 1 << 1)]);
 }
 
+/// Linux 6.16: a vector stays intercepted on a vCPU only because it was
+/// pending when an entry was rerouted away; its EOI is forwarded to the I/O
+/// APIC (remote IRR clears) and requests a rescan, which drops the stale bit.
 #[test]
-fn stale_eoi_is_forwarded_before_the_rescan_it_requests() {
-    {
-        let c: Irqchip<2> = Irqchip::new(
-            IrqchipConfig {
-                policy: Policy::KvmHighestStale,
-                ..Default::default()
-            },
-            ApicMode::XApic,
-        );
-        let _ = c.write_entry(P5, entry(0x40, TriggerMode::Level, 0));
-        let _ = c.set_line(P5, true);
-        let _ = c.ack(V0);
-        let _ = c.write_entry(P5, entry(0x40, TriggerMode::Level, 1));
-        let _ = c.set_line(P5, false);
-        let e = c.guest_eoi(V0);
-        assert!(e.intercepted && e.rescanned);
-        assert!(!remote_irr(&c, P5));
-        assert!(!c.vcpu(V0).unwrap().map.intercepts(Vector::new(0x40)));
-    }
+fn highest_stale_eoi_is_forwarded_and_its_rescan_drops_the_stale_bit() {
+    let c: Irqchip<2> = Irqchip::new(
+        IrqchipConfig {
+            policy: Policy::KvmHighestStale,
+            ..Default::default()
+        },
+        ApicMode::XApic,
+    );
+    let _ = c.write_entry(P5, entry(0x40, TriggerMode::Level, 0));
+    let _ = c.set_line(P5, true);
+    let _ = c.ack(V0);
+    let _ = c.write_entry(P5, entry(0x40, TriggerMode::Level, 1));
+    assert_eq!(
+        c.vcpu(V0).unwrap().map.highest_stale(),
+        Some(Vector::new(0x40)),
+        "rerouted while in service: stale on vCPU0"
+    );
+    let _ = c.set_line(P5, false);
+    let e = c.guest_eoi(V0);
+    assert!(e.intercepted && e.reached_ioapic && e.rescanned);
+    assert!(!remote_irr(&c, P5));
+    assert!(!c.vcpu(V0).unwrap().map.intercepts(Vector::new(0x40)));
 }
