@@ -451,6 +451,7 @@ impl EoiExitMap {
     /// assert!(map.take_vmcs_update().is_none()); // the VMCS is current
     /// ```
     #[inline]
+    #[must_use = "the VMCS words must be written before the next VM entry"]
     pub fn take_vmcs_update(&mut self) -> Option<VmcsUpdate> {
         let new = self.bitmap.as_u64_words();
         let old = self.loaded.as_u64_words();

@@ -303,6 +303,7 @@ impl<const VCPUS: usize, const PINS: usize> Irqchip<VCPUS, PINS> {
 
     /// Applies a change to a vCPU's LAPIC addressing (ID, LDR, DFR, mode,
     /// SVR). Like KVM's APIC map recalculation, every vCPU is rescanned.
+    #[must_use = "the effects name every vCPU that must reload its VMCS"]
     pub fn update_lapic<R>(
         &self,
         vcpu: VcpuId,
@@ -458,6 +459,7 @@ impl<const VCPUS: usize, const PINS: usize> Irqchip<VCPUS, PINS> {
     /// let _ = chip.write_entry(Pin::new(0), e.with_mask(true).bits());
     /// assert_eq!(chip.vmcs_update(vcpu).unwrap().words, [0; 4]);
     /// ```
+    #[must_use = "the VMCS words must be written before the vCPU next enters the guest"]
     pub fn vmcs_update(&self, vcpu: VcpuId) -> Option<VmcsUpdate> {
         let mut v = self.vcpus.get(vcpu.index())?.lock();
         let u = v.map.take_vmcs_update();
