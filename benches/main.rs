@@ -23,9 +23,9 @@ use criterion::{Criterion, criterion_group};
 use eoi_exit::exit_bitmap::{Accepted, ScanEntry, Source};
 use eoi_exit::ioapic::{IOREGSEL, IOWIN, REG_REDTBL_BASE};
 use eoi_exit::{
-    ApicId, ApicMode, DeliveryMode, Destination, DestinationMode, EoiExitMap, InterruptMessage,
-    Irqchip, IrqchipConfig, LocalApic, Pin, Policy, RedirectionEntry, TriggerMode, VcpuId, Vector,
-    VectorSet,
+    ApicId, ApicMode, DeliveryMode, Destination, DestinationMode, Effects, EoiExitMap,
+    InterruptMessage, Irqchip, IrqchipConfig, LocalApic, Pin, Policy, RedirectionEntry,
+    TriggerMode, VcpuId, VcpuSlot, Vector, VectorSet,
 };
 
 /// The bitvec alternative VectorSet was measured against.
@@ -240,16 +240,23 @@ fn spread_table(vcpus: u32) -> [u64; 24] {
 
 /// A chip under the default configuration (policy `Exact`), xAPIC, all 24
 /// pins programmed by [`spread_table`], every VMCS loaded.
-fn programmed<const V: usize>() -> Irqchip<V, 24> {
-    let chip = Irqchip::new(IrqchipConfig::default(), ApicMode::XApic);
+fn programmed<const V: usize>() -> Chip<V> {
+    let chip = Irqchip::new(
+        IrqchipConfig::default(),
+        ApicMode::XApic,
+        [const { VcpuSlot::new() }; V],
+    );
+    let mut fx = Effects::new();
     for (pin, bits) in spread_table(V as u32).into_iter().enumerate() {
-        let _ = chip.write_entry(Pin::new(pin as u8), bits);
+        chip.write_entry(Pin::new(pin as u8), bits, &mut fx);
     }
     for i in 0..V {
         let _ = chip.vmcs_update(VcpuId::new(i as u16));
     }
     chip
 }
+
+type Chip<const V: usize> = Irqchip<[VcpuSlot; V], 24>;
 
 /// vCPUs (and pins) of the `guest_eoi_level` chip: pin `i` targets vCPU `i`,
 /// so one round puts one level vector in service on each of them and the
@@ -259,27 +266,29 @@ const EOI_VCPUS: usize = 24;
 
 /// Makes pin `i`'s level interrupt in service on vCPU `i` for `i < n`, line
 /// low again, remote IRR set: assert (delivered and accepted), ack, deassert.
-fn arm(chip: &Irqchip<EOI_VCPUS, 24>, n: usize) {
+fn arm(chip: &Chip<EOI_VCPUS>, n: usize, fx: &mut Effects) {
     for i in 0..n {
         let pin = Pin::new(i as u8);
-        black_box(&chip.set_line(pin, true));
+        chip.set_line(pin, true, fx);
         black_box(chip.ack(VcpuId::new(i as u16)));
-        black_box(&chip.set_line(pin, false));
+        chip.set_line(pin, false, fx);
     }
+    fx.clear();
 }
 
 fn irqchip(c: &mut Criterion) {
     let mut g = c.benchmark_group("irqchip");
+    let mut fx = Effects::new();
 
     // guest_eoi_level: only the guest_eoi calls are timed; the re-arming
     // (through the API, so the policy sees the accept) is not.
-    let chip: Irqchip<EOI_VCPUS, 24> = programmed();
-    arm(&chip, EOI_VCPUS);
+    let chip: Chip<EOI_VCPUS> = programmed();
+    arm(&chip, EOI_VCPUS, &mut fx);
     for i in 0..EOI_VCPUS {
-        let eoi = chip.guest_eoi(VcpuId::new(i as u16));
+        let eoi = chip.guest_eoi(VcpuId::new(i as u16), &mut fx);
         assert_eq!(eoi.vector, Some(Vector::new(0x30 + i as u8)));
         assert!(eoi.level && eoi.intercepted && eoi.reached_ioapic && !eoi.rescanned);
-        assert!(eoi.effects.deliveries.is_empty());
+        assert!(fx.kick.is_empty());
         assert!(!chip.ioapic().entry(Pin::new(i as u8)).unwrap().remote_irr());
     }
     g.bench_function("guest_eoi_level", |b| {
@@ -288,10 +297,10 @@ fn irqchip(c: &mut Criterion) {
             let mut left = iters;
             while left > 0 {
                 let n = left.min(EOI_VCPUS as u64) as usize;
-                arm(&chip, n);
+                arm(&chip, n, &mut fx);
                 let t = Instant::now();
                 for i in 0..n {
-                    black_box(&chip.guest_eoi(black_box(VcpuId::new(i as u16))));
+                    let _ = black_box(chip.guest_eoi(black_box(VcpuId::new(i as u16)), &mut fx));
                 }
                 total += t.elapsed();
                 left -= n as u64;
@@ -303,22 +312,28 @@ fn irqchip(c: &mut Criterion) {
     // cycle_level: one level interrupt end to end on a 4-vCPU chip. The line
     // drops before the EOI (the handler quiets the device first), so the EOI
     // clears remote IRR for good instead of re-delivering.
-    let chip: Irqchip<4, 24> = programmed();
+    let chip: Chip<4> = programmed();
     let (pin, vcpu, vector) = (Pin::new(5), VcpuId::new(1), Vector::new(0x35));
-    let cycle = |chip: &Irqchip<4, 24>| {
-        let fx = chip.set_line(black_box(pin), true);
+    let cycle = |chip: &Chip<4>, fx: &mut Effects| {
+        chip.set_line(black_box(pin), true, fx);
         let acked = chip.ack(black_box(vcpu));
-        let low = chip.set_line(pin, false);
-        let eoi = chip.guest_eoi(vcpu);
-        (fx, acked, low, eoi)
+        chip.set_line(pin, false, fx);
+        let eoi = chip.guest_eoi(vcpu, fx);
+        (acked, eoi)
     };
-    let (fx, acked, _, eoi) = cycle(&chip);
-    assert_eq!(fx.deliveries.len(), 1);
-    assert_eq!(fx.deliveries[0].vcpu, vcpu);
+    fx.clear();
+    let (acked, eoi) = cycle(&chip, &mut fx);
+    assert_eq!(fx.kick.iter().collect::<Vec<_>>(), [vcpu]);
     assert_eq!(acked, Some(vector));
-    assert!(eoi.intercepted && eoi.reached_ioapic && eoi.effects.deliveries.is_empty());
+    assert!(eoi.intercepted && eoi.reached_ioapic);
     assert!(!chip.ioapic().entry(pin).unwrap().remote_irr());
-    g.bench_function("cycle_level", |b| b.iter(|| cycle(&chip)));
+    g.bench_function("cycle_level", |b| {
+        b.iter(|| {
+            let out = cycle(&chip, &mut fx);
+            fx.clear();
+            out
+        })
+    });
 
     // program_entry_mmio: the guest retargets pin 5 between APIC IDs 1 and 2
     // with the four MMIO writes; every iteration moves the vector from one
@@ -326,15 +341,15 @@ fn irqchip(c: &mut Criterion) {
     let sel = (REG_REDTBL_BASE + 2 * pin.get()) as u64;
     let low = level(0x35, 1).bits() & 0xffff_ffff;
     let high = [1u32, 2].map(|d| level(0x35, d).bits() >> 32);
-    let program = |chip: &Irqchip<4, 24>, high: u64| {
-        let a = chip.mmio_write(IOREGSEL, 4, sel);
-        let b = chip.mmio_write(IOWIN, 4, low);
-        let c = chip.mmio_write(IOREGSEL, 4, sel + 1);
-        let d = chip.mmio_write(IOWIN, 4, high);
-        (a, b, c, d)
+    let program = |chip: &Chip<4>, high: u64, fx: &mut Effects| {
+        chip.mmio_write(IOREGSEL, 4, sel, fx);
+        chip.mmio_write(IOWIN, 4, low, fx);
+        chip.mmio_write(IOREGSEL, 4, sel + 1, fx);
+        chip.mmio_write(IOWIN, 4, high, fx);
     };
     for (to, from) in [(2u16, 1u16), (1, 2)] {
-        let (.., fx) = program(&chip, high[to as usize - 1]);
+        fx.clear();
+        program(&chip, high[to as usize - 1], &mut fx);
         let reload: Vec<u16> = fx.reload.iter().map(VcpuId::get).collect();
         assert_eq!(reload, [1, 2]);
         assert!(chip.vcpu(VcpuId::new(to)).unwrap().map.intercepts(vector));
@@ -344,38 +359,43 @@ fn irqchip(c: &mut Criterion) {
     g.bench_function("program_entry_mmio", |b| {
         b.iter(|| {
             flip ^= 1;
-            program(&chip, black_box(high[flip]))
+            program(&chip, black_box(high[flip]), &mut fx);
+            fx.clear();
         })
     });
 
     // rescan24: one vCPU against 24 programmed pins.
     g.bench_function("rescan24", |b| {
-        b.iter(|| chip.rescan(black_box(VcpuId::new(0))))
+        b.iter(|| {
+            chip.rescan(black_box(VcpuId::new(0)), &mut fx);
+            fx.clear();
+        })
     });
 
     // reroute_256: a redirection write on 256 vCPUs rescans the old and new
-    // destinations only, against KVM's rescan of every vCPU.
-    let chip: Box<Irqchip<256>> =
-        Box::new(Irqchip::new(IrqchipConfig::default(), ApicMode::X2Apic));
+    // destinations only, against the same write followed by a rescan of
+    // every vCPU (KVM's scan request to all).
+    let slots: Box<[VcpuSlot]> = (0..256).map(|_| VcpuSlot::new()).collect();
+    let chip = Irqchip::<_, 24>::new(IrqchipConfig::default(), ApicMode::X2Apic, slots);
     for (pin, e) in table().iter().enumerate() {
-        let _ = chip.write_entry(Pin::new(pin as u8), e.bits());
+        chip.write_entry(Pin::new(pin as u8), e.bits(), &mut fx);
     }
     let mut dest = 0u32;
     g.bench_function("reroute_256/targeted", |b| {
         b.iter(|| {
             dest = (dest + 7) % 256;
-            black_box(chip.write_entry(Pin::new(5), level(0x35, dest).bits()))
+            chip.write_entry(Pin::new(5), level(0x35, dest).bits(), &mut fx);
+            fx.clear();
         })
     });
     g.bench_function("reroute_256/naive_rescan_all", |b| {
         b.iter(|| {
             dest = (dest + 7) % 256;
-            let _ = chip
-                .ioapic()
-                .write_entry(Pin::new(5), level(0x35, dest).bits());
+            chip.write_entry(Pin::new(5), level(0x35, dest).bits(), &mut fx);
             for i in 0..256u16 {
-                chip.rescan(VcpuId::new(i));
+                chip.rescan(VcpuId::new(i), &mut fx);
             }
+            fx.clear();
         })
     });
     g.finish();

@@ -3,9 +3,13 @@
 //!
 //! `cargo run --example quickstart`
 
+use eoi_exit::irqchip::Delivery;
 use eoi_exit::{
-    ApicMode, Irqchip, IrqchipConfig, Pin, Policy, RedirectionEntry, TriggerMode, VcpuId, Vector,
+    ApicMode, Effects, Irqchip, IrqchipConfig, Pin, Policy, RedirectionEntry, TriggerMode, VcpuId,
+    VcpuSlot, Vector,
 };
+
+type Chip = Irqchip<[VcpuSlot; 2]>;
 
 fn main() {
     let pin = Pin::new(5);
@@ -13,24 +17,28 @@ fn main() {
     let vector = Vector::new(0x40);
     for policy in [Policy::KvmHighestStale, Policy::Exact] {
         println!("== policy {}", policy.name());
-        let chip: Irqchip<2> = Irqchip::new(
+        let chip: Chip = Irqchip::new(
             IrqchipConfig {
                 policy,
                 ..Default::default()
             },
             ApicMode::XApic,
+            [const { VcpuSlot::new() }; 2],
         );
+        // Each call's duties, with every delivery logged for printing.
+        let mut fx: Effects<Vec<Delivery>> = Effects::with_log(Vec::new());
 
         // The guest programs pin 5: level, vector 0x40, physical APIC ID 0.
         let entry = RedirectionEntry::fixed(vector, TriggerMode::Level, 0);
-        let fx = chip.write_entry(pin, entry.bits());
+        chip.write_entry(pin, entry.bits(), &mut fx);
         println!("write RTE5 = {entry:?}: rescanned vCPUs {:?}", fx.reload);
         report(&chip, v0);
         load_vmcs(&chip, v0);
 
         // The device raises its line: delivered, remote IRR set.
-        let fx = chip.set_line(pin, true);
-        for d in &fx.deliveries {
+        fx.clear();
+        chip.set_line(pin, true, &mut fx);
+        for d in fx.log.drain(..) {
             println!(
                 "line 5 high: {:?} accepts {} ({:?})",
                 d.vcpu, d.accepted.vector, d.accepted.trigger
@@ -43,16 +51,18 @@ fn main() {
 
         // The guest takes it; while it is in service another vCPU moves the pin.
         println!("vCPU0 acks {:?}", chip.ack(v0));
-        let fx = chip.write_entry(
+        fx.clear();
+        chip.write_entry(
             pin,
             RedirectionEntry::fixed(vector, TriggerMode::Level, 1).bits(),
+            &mut fx,
         );
         println!("reroute RTE5 -> APIC ID 1: rescanned vCPUs {:?}", fx.reload);
         report(&chip, v0);
 
         // The handler quiets the device, then EOIs.
-        let _ = chip.set_line(pin, false);
-        let eoi = chip.guest_eoi(v0);
+        chip.set_line(pin, false, &mut fx);
+        let eoi = chip.guest_eoi(v0, &mut fx);
         println!(
             "vCPU0 EOI {:?}: VM exit {}, forwarded to the I/O APIC {}, rescan {}",
             eoi.vector, eoi.intercepted, eoi.reached_ioapic, eoi.rescanned
@@ -67,7 +77,7 @@ fn main() {
     }
 }
 
-fn report<const N: usize>(chip: &Irqchip<N>, vcpu: VcpuId) {
+fn report(chip: &Chip, vcpu: VcpuId) {
     let v = chip.vcpu(vcpu).unwrap();
     let bits: Vec<String> = v.map.bitmap().iter().map(|v| v.to_string()).collect();
     println!(
@@ -80,7 +90,7 @@ fn report<const N: usize>(chip: &Irqchip<N>, vcpu: VcpuId) {
 }
 
 /// What the VMM writes to the VMCS before the next VM entry.
-fn load_vmcs<const N: usize>(chip: &Irqchip<N>, vcpu: VcpuId) {
+fn load_vmcs(chip: &Chip, vcpu: VcpuId) {
     match chip.vmcs_update(vcpu) {
         Some(u) => {
             for (i, w) in u.changed() {

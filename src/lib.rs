@@ -7,7 +7,8 @@
 //!
 //! Every type is a state machine: the VMM feeds it inputs (guest MMIO, pin
 //! levels, EOIs) and acts on the `#[must_use]` values it returns. Nothing here
-//! allocates, locks (except [`Irqchip`]'s shared I/O APIC), calls back or does I/O.
+//! allocates, calls back or does I/O; only [`Irqchip`] locks (spin locks, never held
+//! across a return).
 //!
 //! Behaviour follows the Intel SDM (Vol. 3, "Advanced Programmable Interrupt
 //! Controller" and "APIC Virtualization and Virtual Interrupts"), the 82093AA
@@ -22,39 +23,43 @@
 //! ```
 //! use eoi_exit::ioapic::{IOREGSEL, IOWIN, REG_REDTBL_BASE};
 //! use eoi_exit::{
-//!     ApicMode, Irqchip, IrqchipConfig, Pin, RedirectionEntry, TriggerMode, VcpuId, Vector,
+//!     ApicMode, Effects, Irqchip, IrqchipConfig, Pin, RedirectionEntry, TriggerMode, VcpuId,
+//!     VcpuSlot, Vector,
 //! };
-//! # fn inject(_: VcpuId, _: Vector) {}
+//! # fn post(_: VcpuId) {}
 //! # fn kick(_: VcpuId) {}
 //! # fn vmwrite_eoi_exit_bitmap(_: usize, _: u64) {}
 //!
-//! let chip: Irqchip<2> = Irqchip::new(IrqchipConfig::default(), ApicMode::XApic);
+//! // `-smp 2`, known at run time: the VMM provides one slot per vCPU.
+//! let slots: Vec<VcpuSlot> = (0..2).map(|_| VcpuSlot::new()).collect();
+//! let chip: Irqchip<_> = Irqchip::new(IrqchipConfig::default(), ApicMode::XApic, slots);
 //! let (pin, vector, vcpu1) = (Pin::new(4), Vector::new(0x40), VcpuId::new(1));
+//! // What the calls ask of the VMM accumulates here until it acts.
+//! let mut fx = Effects::new();
 //!
 //! // MMIO exits on the I/O APIC page: the guest programs RTE 4 as level,
 //! // vector 0x40, physical APIC ID 1, high half first (as Linux does).
 //! let rte = RedirectionEntry::fixed(vector, TriggerMode::Level, 1).bits();
 //! let sel = REG_REDTBL_BASE + 2 * pin.get();
-//! let _ = chip.mmio_write(IOREGSEL, 4, u64::from(sel + 1));
-//! let _ = chip.mmio_write(IOWIN, 4, rte >> 32); // destination (entry still masked)
-//! let _ = chip.mmio_write(IOREGSEL, 4, u64::from(sel));
-//! let fx = chip.mmio_write(IOWIN, 4, rte & 0xffff_ffff); // vector, level, unmask
+//! chip.mmio_write(IOREGSEL, 4, u64::from(sel + 1), &mut fx);
+//! chip.mmio_write(IOWIN, 4, rte >> 32, &mut fx); // destination (entry still masked)
+//! chip.mmio_write(IOREGSEL, 4, u64::from(sel), &mut fx);
+//! chip.mmio_write(IOWIN, 4, rte & 0xffff_ffff, &mut fx); // vector, level, unmask
 //! // The write rescanned the entry's destination: vCPU 1 must reload its bitmap
 //! // before it next runs guest code.
 //! assert!(fx.reload.contains(vcpu1));
 //! fx.reload.iter().for_each(kick);
+//! fx.clear();
 //!
 //! // Host side, no exit (a device thread, an irqfd): the device raises its line.
-//! let fx = chip.set_line(pin, true);
-//! assert_eq!(fx.deliveries.len(), 1);
-//! for d in &fx.deliveries {
-//!     // Post the vector to the vCPU's virtual-APIC page (or queue it for
-//!     // injection) and kick the vCPU if it is in guest mode.
-//!     inject(d.vcpu, d.accepted.vector);
-//!     assert_eq!((d.vcpu, d.accepted.vector), (vcpu1, vector));
-//! }
-//! fx.reload.iter().for_each(kick);
+//! chip.set_line(pin, true, &mut fx);
+//! // vCPU 1 accepted it into its LAPIC's IRR: post it to the virtual-APIC
+//! // page (or queue it for injection) and kick the vCPU if it is in guest mode.
+//! assert_eq!(fx.kick.iter().collect::<Vec<_>>(), [vcpu1]);
+//! fx.kick.iter().for_each(post);
+//! assert!(chip.vcpu(vcpu1).unwrap().apic.irr().contains(vector));
 //! assert!(chip.ioapic().entry(pin).unwrap().remote_irr()); // awaits the EOI
+//! fx.clear();
 //!
 //! // Before VM entry on vCPU 1 (KVM: KVM_REQ_LOAD_EOI_EXITMAP): write only the
 //! // EOI_EXIT_BITMAPn words that changed. 0x40 is bit 0 of word 1.
@@ -69,13 +74,13 @@
 //! // does not see this; `ack` keeps the model in step.
 //! assert_eq!(chip.ack(vcpu1), Some(vector));
 //! // MMIO exit into the device model: the handler quiets the device.
-//! let _ = chip.set_line(pin, false);
+//! chip.set_line(pin, false, &mut fx);
 //! // EOI-induced VM exit (0x40 is in vCPU 1's EOI-exit bitmap).
-//! let eoi = chip.guest_eoi(vcpu1);
+//! let eoi = chip.guest_eoi(vcpu1, &mut fx);
 //! assert_eq!(eoi.vector, Some(vector));
 //! assert!(eoi.intercepted && eoi.reached_ioapic);
 //! assert!(!chip.ioapic().entry(pin).unwrap().remote_irr()); // the line is free again
-//! assert!(eoi.effects.deliveries.is_empty()); // line low: nothing re-delivered
+//! assert!(fx.kick.is_empty()); // line low: nothing re-delivered
 //! ```
 //!
 //! # APIC virtualization: what a VMM sees
@@ -92,7 +97,7 @@
 //! | [`Irqchip::mmio_read`], [`Irqchip::mmio_write`] | an MMIO exit on the I/O APIC page, on any vCPU |
 //! | [`Irqchip::guest_eoi`] | an EOI-induced VM exit (basic exit reason 45, trap-like: the CPU has already cleared the VISR bit; the exit qualification holds the vector). A simulator calls it for every guest EOI and reads [`GuestEoi::intercepted`](irqchip::GuestEoi::intercepted) |
 //! | [`Irqchip::set_line`], [`Irqchip::send_msi`], [`Irqchip::deliver_later_elapsed`], [`Irqchip::write_entry`] | host side, at any time: device models, irqfds, timers, restore |
-//! | [`Irqchip::update_lapic`] | exits that change LAPIC addressing: APIC-access or APIC-write exits (xAPIC ID, LDR, DFR, SVR), WRMSR exits (x2APIC SVR, IA32_APIC_BASE) |
+//! | [`Irqchip::write_lapic`] | exits that change LAPIC addressing: APIC-access or APIC-write exits (xAPIC ID, LDR, DFR, SVR), WRMSR exits (x2APIC SVR, IA32_APIC_BASE) |
 //! | [`Irqchip::vmcs_update`] | before every VM entry of that vCPU |
 //! | [`Irqchip::ack`] | never an exit under APIC virtualization (see below) |
 //!
@@ -147,7 +152,7 @@ pub use ioapic::{
     RedirectionEntry, Rescan,
 };
 pub use irqchip::VcpuSet;
-pub use irqchip::{Irqchip, IrqchipConfig};
+pub use irqchip::{Effects, GuestEoi, Irqchip, IrqchipConfig, LapicWrite, VcpuSlot};
 pub use lapic::{Acceptance, ApicMode, Eoi, LocalApic};
 pub use routes::Msi;
 pub use set::Set256;

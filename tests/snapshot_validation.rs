@@ -3,12 +3,13 @@
 //! the live object is untouched.
 
 use eoi_exit::exit_bitmap::{EoiExitMapState, ExactTracking, PolicyState};
+use eoi_exit::irqchip::VcpuState;
 use eoi_exit::snapshot::{ApicRegister, IrqchipState, SNAPSHOT_VERSION, SnapshotError};
 #[cfg(feature = "serde")]
 use eoi_exit::snapshot::{IoapicState, LocalApicState};
 use eoi_exit::{
-    ApicId, ApicMode, EoiExitMap, Ioapic, IoapicConfig, Irqchip, IrqchipConfig, LocalApic,
-    MaskedEdge, Pin, PinSet, Policy, RedirectionEntry, VcpuId, Vector, VectorSet,
+    ApicId, ApicMode, Effects, EoiExitMap, Ioapic, IoapicConfig, Irqchip, IrqchipConfig, LocalApic,
+    MaskedEdge, Pin, PinSet, Policy, RedirectionEntry, VcpuId, VcpuSlot, Vector, VectorSet,
 };
 
 fn v(x: u8) -> Vector {
@@ -23,26 +24,30 @@ fn exact(m: &mut EoiExitMapState) -> &mut ExactTracking {
     }
 }
 
+type Chip = Irqchip<[VcpuSlot; 2]>;
+type State = IrqchipState<Vec<VcpuState>>;
+
 /// A chip with some of everything: remote IRR, a latched edge, in-flight
 /// vectors, a stale vector, an RTC EOI owed, a pending VMCS update.
-fn busy_chip(policy: Policy) -> Irqchip<2> {
-    let c = Irqchip::<2>::new(
+fn busy_chip(policy: Policy) -> Chip {
+    let c = Irqchip::new(
         IrqchipConfig {
             policy,
             rtc_tracking: true,
             ..IrqchipConfig::default()
         },
         ApicMode::XApic,
+        [const { VcpuSlot::new() }; 2],
     );
-    let _ = c.write_entry(Pin::new(5), 0x40 | 1 << 15); // level -> APIC 0
-    let _ = c.set_line(Pin::new(5), true);
-    let _ = c.write_entry(Pin::new(6), 0x50 | 1 << 16); // masked edge
-    let _ = c.set_line(Pin::new(6), true); // latched
-    let _ = c.write_entry(Pin::new(8), 0x38 | 1 << 56); // RTC edge -> APIC 1
-    let _ = c.set_line(Pin::new(8), true);
+    c.write_entry(Pin::new(5), 0x40 | 1 << 15, &mut Effects::new()); // level -> APIC 0
+    c.set_line(Pin::new(5), true, &mut Effects::new());
+    c.write_entry(Pin::new(6), 0x50 | 1 << 16, &mut Effects::new()); // masked edge
+    c.set_line(Pin::new(6), true, &mut Effects::new()); // latched
+    c.write_entry(Pin::new(8), 0x38 | 1 << 56, &mut Effects::new()); // RTC edge -> APIC 1
+    c.set_line(Pin::new(8), true, &mut Effects::new());
     let _ = c.ack(VcpuId::new(0));
     // Retarget pin 5 while 0x40 is in service on vCPU 0: stale there.
-    let _ = c.write_entry(Pin::new(5), 0x40 | 1 << 15 | 1 << 56);
+    c.write_entry(Pin::new(5), 0x40 | 1 << 15 | 1 << 56, &mut Effects::new());
     c
 }
 
@@ -50,24 +55,24 @@ fn busy_chip(policy: Policy) -> Irqchip<2> {
 fn every_component_round_trips_and_continues() {
     for policy in Policy::ALL {
         let c = busy_chip(policy);
-        let s = c.state();
+        let s: State = c.state();
         assert_eq!(s.version, SNAPSHOT_VERSION);
-        assert_eq!(s.vcpus, 2);
+        assert_eq!(s.vcpus.len(), 2);
         assert!(s.ioapic.entries[5].remote_irr());
         assert!(s.ioapic.pending_edge.contains(Pin::new(6)));
         if policy != Policy::NoIntercept {
-            assert_eq!(s.vcpu[1].map.rtc_owed, Some(v(0x38)), "{policy:?}");
+            assert_eq!(s.vcpus[1].map.rtc_owed, Some(v(0x38)), "{policy:?}");
         }
-        if let PolicyState::KvmLegacy(k) | PolicyState::KvmHighestStale(k) = s.vcpu[0].map.policy {
+        if let PolicyState::KvmLegacy(k) | PolicyState::KvmHighestStale(k) = s.vcpus[0].map.policy {
             assert_eq!(k.stale.highest(), Some(v(0x40)));
         }
-        let d = Irqchip::<2>::from_state(&s).unwrap();
-        assert_eq!(d.state(), s);
+        let d = Chip::from_state(&s, [const { VcpuSlot::new() }; 2]).unwrap();
+        assert_eq!(d.state::<Vec<_>>(), s);
 
         // Components on their own.
-        let io = c.ioapic().clone();
+        let io = c.ioapic();
         assert_eq!(Ioapic::from_state(&io.state()).unwrap(), io);
-        let vc = *c.vcpu(VcpuId::new(0)).unwrap();
+        let vc = c.vcpu(VcpuId::new(0)).unwrap();
         assert_eq!(LocalApic::from_state(&vc.apic.state()).unwrap(), vc.apic);
         assert_eq!(EoiExitMap::from_state(&vc.map.state()).unwrap(), vc.map);
         let mut m = EoiExitMap::new(policy);
@@ -84,22 +89,22 @@ fn every_component_round_trips_and_continues() {
 #[test]
 fn serde_round_trips_every_snapshot_type() {
     let c = busy_chip(Policy::Exact);
-    let s = c.state();
+    let s: State = c.state();
     let json = serde_json::to_string_pretty(&s).unwrap();
-    assert_eq!(serde_json::from_str::<IrqchipState<2>>(&json).unwrap(), s);
+    assert_eq!(serde_json::from_str::<State>(&json).unwrap(), s);
     let pc = postcard::to_allocvec(&s).unwrap();
-    assert_eq!(postcard::from_bytes::<IrqchipState<2>>(&pc).unwrap(), s);
+    assert_eq!(postcard::from_bytes::<State>(&pc).unwrap(), s);
     let io = s.ioapic;
     assert_eq!(
         postcard::from_bytes::<IoapicState>(&postcard::to_allocvec(&io).unwrap()).unwrap(),
         io
     );
-    let a = s.vcpu[0].apic;
+    let a = s.vcpus[0].apic;
     assert_eq!(
         serde_json::from_str::<LocalApicState>(&serde_json::to_string(&a).unwrap()).unwrap(),
         a
     );
-    let m = s.vcpu[0].map;
+    let m = s.vcpus[0].map;
     assert_eq!(
         serde_json::from_str::<EoiExitMapState>(&serde_json::to_string(&m).unwrap()).unwrap(),
         m
@@ -110,27 +115,34 @@ fn serde_round_trips_every_snapshot_type() {
 #[test]
 fn serde_refuses_a_snapshot_of_another_size() {
     let c = busy_chip(Policy::Exact);
-    let json = serde_json::to_string(&c.state()).unwrap();
-    // Two vCPUs read as three, or as one: decoding fails, with the count.
-    let e = serde_json::from_str::<IrqchipState<3>>(&json).unwrap_err();
-    assert!(e.to_string().contains("exactly 3"), "{e}");
-    assert!(serde_json::from_str::<IrqchipState<1>>(&json).is_err());
+    // Two vCPUs read into three-vCPU storage: decoding fails, with the count.
+    let json = serde_json::to_string(&c.state::<Vec<_>>()).unwrap();
+    let e = serde_json::from_str::<IrqchipState<[VcpuState; 3]>>(&json).unwrap_err();
+    assert!(
+        e.to_string().contains("expected an array of length 3"),
+        "{e}"
+    );
+    assert!(serde_json::from_str::<IrqchipState<[VcpuState; 1]>>(&json).is_err());
     // 24 pins read as 16.
     let io = serde_json::to_string(&c.ioapic().state()).unwrap();
     let e = serde_json::from_str::<IoapicState<16>>(&io).unwrap_err();
     assert!(e.to_string().contains("exactly 16"), "{e}");
-    let pc = postcard::to_allocvec(&c.state()).unwrap();
-    assert!(postcard::from_bytes::<IrqchipState<3>>(&pc).is_err());
+    let pc = postcard::to_allocvec(&c.state::<Vec<_>>()).unwrap();
+    assert!(postcard::from_bytes::<IrqchipState<[VcpuState; 3]>>(&pc).is_err());
 }
 
 /// Restoring `bad` into `chip` fails with `want`, and leaves the chip as it was.
-fn refused(bad: &IrqchipState<2>, want: SnapshotError) {
+fn refused(bad: &State, want: SnapshotError) {
     let mut chip = busy_chip(Policy::Exact);
-    let before = chip.state();
+    let before: State = chip.state();
     let got = chip.restore(bad).unwrap_err();
     assert_eq!(got, want);
-    assert_eq!(chip.state(), before, "live state changed on {want:?}");
-    assert!(Irqchip::<2>::from_state(bad).is_err());
+    assert_eq!(
+        chip.state::<Vec<_>>(),
+        before,
+        "live state changed on {want:?}"
+    );
+    assert!(Chip::from_state(bad, [const { VcpuSlot::new() }; 2]).is_err());
     let text = got.to_string();
     assert!(!text.is_empty());
     println!("{text}");
@@ -138,29 +150,29 @@ fn refused(bad: &IrqchipState<2>, want: SnapshotError) {
 
 #[test]
 fn restore_refuses_contradictory_snapshots_and_changes_nothing() {
-    let good = busy_chip(Policy::Exact).state();
+    let good: State = busy_chip(Policy::Exact).state();
     let mut s;
 
-    s = good;
-    s.version = 2;
+    s = good.clone();
+    s.version = 3;
     refused(
         &s,
         SnapshotError::UnsupportedVersion {
-            found: 2,
-            supported: 1,
+            found: 3,
+            supported: 2,
         },
     );
-    s = good;
-    s.vcpu[1].apic.version = 0;
+    s = good.clone();
+    s.vcpus[1].apic.version = 0;
     refused(
         &s,
         SnapshotError::UnsupportedVersion {
             found: 0,
-            supported: 1,
+            supported: 2,
         },
     );
-    s = good;
-    s.vcpus = 3;
+    s = good.clone();
+    s.vcpus.push(s.vcpus[1]);
     refused(
         &s,
         SnapshotError::VcpuCount {
@@ -168,7 +180,7 @@ fn restore_refuses_contradictory_snapshots_and_changes_nothing() {
             found: 3,
         },
     );
-    s = good;
+    s = good.clone();
     s.ioapic.pins = 48;
     refused(
         &s,
@@ -177,7 +189,7 @@ fn restore_refuses_contradictory_snapshots_and_changes_nothing() {
             found: 48,
         },
     );
-    s = good;
+    s = good.clone();
     s.ioapic.line.insert(Pin::new(30));
     refused(
         &s,
@@ -186,7 +198,7 @@ fn restore_refuses_contradictory_snapshots_and_changes_nothing() {
             pin: 30,
         },
     );
-    s = good;
+    s = good.clone();
     s.config.ack_notifier_pins = [Pin::new(200)].into_iter().collect::<PinSet>();
     refused(
         &s,
@@ -195,10 +207,10 @@ fn restore_refuses_contradictory_snapshots_and_changes_nothing() {
             pin: 200,
         },
     );
-    s = good;
+    s = good.clone();
     s.ioapic.entries[2] = RedirectionEntry(0x30 | RedirectionEntry::REMOTE_IRR);
     refused(&s, SnapshotError::RemoteIrrOnEdge { pin: 2 });
-    s = good;
+    s = good.clone();
     s.ioapic.eoi_count[4] = 10_000;
     refused(
         &s,
@@ -207,7 +219,7 @@ fn restore_refuses_contradictory_snapshots_and_changes_nothing() {
             count: 10_000,
         },
     );
-    s = good;
+    s = good.clone();
     s.ioapic.id = 0x10;
     refused(
         &s,
@@ -217,11 +229,11 @@ fn restore_refuses_contradictory_snapshots_and_changes_nothing() {
             value: 0x10,
         },
     );
-    s = good;
+    s = good.clone();
     s.config.ioapic.masked_edge = MaskedEdge::Drop;
     s.ioapic.config.masked_edge = MaskedEdge::Drop;
     refused(&s, SnapshotError::LatchedEdgeWithDrop { pin: 6 });
-    s = good;
+    s = good.clone();
     s.ioapic.config = IoapicConfig {
         id: 3,
         ..IoapicConfig::DEFAULT
@@ -233,8 +245,8 @@ fn restore_refuses_contradictory_snapshots_and_changes_nothing() {
         },
     );
     // LAPIC.
-    s = good;
-    s.vcpu[1].apic.isr.insert(v(0x0e));
+    s = good.clone();
+    s.vcpus[1].apic.isr.insert(v(0x0e));
     refused(
         &s,
         SnapshotError::IllegalVector {
@@ -243,8 +255,8 @@ fn restore_refuses_contradictory_snapshots_and_changes_nothing() {
             vector: 0x0e,
         },
     );
-    s = good;
-    s.vcpu[0].apic.irr.insert(v(0x02));
+    s = good.clone();
+    s.vcpus[0].apic.irr.insert(v(0x02));
     refused(
         &s,
         SnapshotError::IllegalVector {
@@ -253,8 +265,8 @@ fn restore_refuses_contradictory_snapshots_and_changes_nothing() {
             vector: 0x02,
         },
     );
-    s = good;
-    s.vcpu[0].apic.svr = 0x1_01ff;
+    s = good.clone();
+    s.vcpus[0].apic.svr = 0x1_01ff;
     refused(
         &s,
         SnapshotError::InvalidRegister {
@@ -263,8 +275,8 @@ fn restore_refuses_contradictory_snapshots_and_changes_nothing() {
             value: 0x1_01ff,
         },
     );
-    s = good;
-    s.vcpu[0].apic.dfr = 0;
+    s = good.clone();
+    s.vcpus[0].apic.dfr = 0;
     refused(
         &s,
         SnapshotError::InvalidRegister {
@@ -273,9 +285,9 @@ fn restore_refuses_contradictory_snapshots_and_changes_nothing() {
             value: 0,
         },
     );
-    s = good;
-    s.vcpu[1].apic.mode = ApicMode::X2Apic;
-    s.vcpu[1].apic.ldr = 0x0100_0000;
+    s = good.clone();
+    s.vcpus[1].apic.mode = ApicMode::X2Apic;
+    s.vcpus[1].apic.ldr = 0x0100_0000;
     refused(
         &s,
         SnapshotError::InvalidRegister {
@@ -285,8 +297,8 @@ fn restore_refuses_contradictory_snapshots_and_changes_nothing() {
         },
     );
     // EOI-exit maps.
-    s = good;
-    s.vcpu[0].map.policy = PolicyState::new(Policy::KvmLegacy);
+    s = good.clone();
+    s.vcpus[0].map.policy = PolicyState::new(Policy::KvmLegacy);
     refused(
         &s,
         SnapshotError::PolicyMismatch {
@@ -297,8 +309,8 @@ fn restore_refuses_contradictory_snapshots_and_changes_nothing() {
     );
     // Another policy's bookkeeping (a stale set under Exact, say) cannot be
     // written down: each policy's fields live in its own PolicyState variant.
-    s = good;
-    exact(&mut s.vcpu[1].map).inst_two.insert(v(0x77));
+    s = good.clone();
+    exact(&mut s.vcpus[1].map).inst_two.insert(v(0x77));
     refused(
         &s,
         SnapshotError::InstanceTracking {
@@ -307,8 +319,8 @@ fn restore_refuses_contradictory_snapshots_and_changes_nothing() {
             what: "a second instance without a first",
         },
     );
-    s = good;
-    exact(&mut s.vcpu[1].map).need_old.insert(v(0x77));
+    s = good.clone();
+    exact(&mut s.vcpus[1].map).need_old.insert(v(0x77));
     refused(
         &s,
         SnapshotError::InstanceTracking {
@@ -317,11 +329,11 @@ fn restore_refuses_contradictory_snapshots_and_changes_nothing() {
             what: "an untracked instance needs its EOI",
         },
     );
-    s = good;
-    exact(&mut s.vcpu[1].map).inst_one.insert(v(0x77));
-    exact(&mut s.vcpu[1].map).inst_two.insert(v(0x77));
-    exact(&mut s.vcpu[1].map).need_new.insert(v(0x77));
-    s.vcpu[1].map.bitmap.insert(v(0x77));
+    s = good.clone();
+    exact(&mut s.vcpus[1].map).inst_one.insert(v(0x77));
+    exact(&mut s.vcpus[1].map).inst_two.insert(v(0x77));
+    exact(&mut s.vcpus[1].map).need_new.insert(v(0x77));
+    s.vcpus[1].map.bitmap.insert(v(0x77));
     refused(
         &s,
         SnapshotError::InstanceTracking {
@@ -332,9 +344,9 @@ fn restore_refuses_contradictory_snapshots_and_changes_nothing() {
     );
     // The LAPIC's own in-flight 0x40 on vCPU 0 is fine; drop it from ISR and
     // the tracked, intercepted, needed instance contradicts the LAPIC.
-    s = good;
-    assert!(exact(&mut s.vcpu[0].map).need_old.contains(v(0x40)));
-    s.vcpu[0].apic.isr.remove(v(0x40));
+    s = good.clone();
+    assert!(exact(&mut s.vcpus[0].map).need_old.contains(v(0x40)));
+    s.vcpus[0].apic.isr.remove(v(0x40));
     refused(
         &s,
         SnapshotError::InstanceTracking {
@@ -350,14 +362,14 @@ fn kvm_highest_stale_is_the_highest_stale_vector_of_a_restored_map() {
     // KVM keeps `highest_stale_pending_ioapic_eoi` beside the scan result;
     // here it is derived from the stale set, so a saved state cannot
     // contradict it.
-    let mut s = busy_chip(Policy::KvmHighestStale).state();
-    if let PolicyState::KvmHighestStale(k) = &mut s.vcpu[0].map.policy {
+    let mut s: State = busy_chip(Policy::KvmHighestStale).state();
+    if let PolicyState::KvmHighestStale(k) = &mut s.vcpus[0].map.policy {
         k.stale.insert(v(0x30));
         assert_eq!(k.stale.highest(), Some(v(0x40)));
     } else {
         panic!("a KvmHighestStale chip saves KvmHighestStale maps");
     }
-    let chip = Irqchip::<2>::from_state(&s).unwrap();
+    let chip = Chip::from_state(&s, [const { VcpuSlot::new() }; 2]).unwrap();
     assert_eq!(
         chip.vcpu(VcpuId::new(0)).unwrap().map.highest_stale(),
         Some(v(0x40))
@@ -444,12 +456,12 @@ fn display_names_the_problem() {
 #[test]
 fn restore_rebuilds_the_physical_destination_table() {
     use eoi_exit::{Destination, DestinationMode, InterruptMessage, Irqchip, IrqchipConfig};
-    let a: Irqchip<4> = Irqchip::new(IrqchipConfig::default(), eoi_exit::ApicMode::XApic);
-    let _ = a.update_lapic(eoi_exit::VcpuId::new(3), |l| {
-        l.set_id(eoi_exit::ApicId::new(9))
-    });
-    let snap = a.state();
-    let mut b: Irqchip<4> = Irqchip::new(IrqchipConfig::default(), eoi_exit::ApicMode::XApic);
+    let slots = || [const { VcpuSlot::new() }; 4];
+    let a = Irqchip::<_>::new(IrqchipConfig::default(), eoi_exit::ApicMode::XApic, slots());
+    let id = eoi_exit::LapicWrite::SetId(eoi_exit::ApicId::new(9));
+    a.write_lapic(eoi_exit::VcpuId::new(3), id, &mut Effects::new());
+    let snap: State = a.state();
+    let mut b = Irqchip::<_>::new(IrqchipConfig::default(), eoi_exit::ApicMode::XApic, slots());
     b.restore(&snap).unwrap();
     let msg = InterruptMessage {
         destination: Destination {
@@ -460,7 +472,10 @@ fn restore_rebuilds_the_physical_destination_table() {
         vector: eoi_exit::Vector::new(0x40),
         trigger: eoi_exit::TriggerMode::Edge,
     };
-    let fx = b.send_msi(&msg);
-    assert_eq!(fx.deliveries.len(), 1);
-    assert_eq!(fx.deliveries[0].vcpu, eoi_exit::VcpuId::new(3));
+    let mut fx = Effects::new();
+    b.send_msi(&msg, &mut fx);
+    assert_eq!(
+        fx.kick.iter().collect::<Vec<_>>(),
+        [eoi_exit::VcpuId::new(3)]
+    );
 }

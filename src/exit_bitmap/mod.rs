@@ -76,6 +76,12 @@ impl Policy {
         Policy::NoIntercept,
     ];
 
+    /// One of the two policies that model KVM (`KvmLegacy`,
+    /// `KvmHighestStale`), rescans included.
+    pub const fn is_kvm(self) -> bool {
+        matches!(self, Policy::KvmLegacy | Policy::KvmHighestStale)
+    }
+
     /// The policy's type-like name (`"KvmHighestStale"`, ...).
     ///
     /// # Examples
@@ -497,24 +503,67 @@ impl EoiExitMap {
     /// candidate.
     #[inline]
     pub fn scan_entry(&mut self, apic: &LocalApic, entry: &ScanEntry) {
+        if entry.counts_for_kvm() {
+            let matched = apic.matches(entry.destination);
+            self.scan_matched(apic, entry.vector, entry.masked, matched);
+        }
+    }
+
+    /// [`EoiExitMap::scan_entry`] for a counted entry (level, ack notifier or
+    /// RTC) whose destination match the caller already knows (the
+    /// [`Irqchip`](crate::Irqchip) caches each entry's destination set).
+    #[inline]
+    pub(crate) fn scan_matched(
+        &mut self,
+        apic: &LocalApic,
+        vector: Vector,
+        masked: bool,
+        matched: bool,
+    ) {
         match &mut self.policy {
             PolicyState::KvmLegacy(k) | PolicyState::KvmHighestStale(k) => {
-                if !entry.counts_for_kvm() {
-                    return;
-                }
-                if apic.matches(entry.destination) {
-                    k.routed.insert(entry.vector);
-                } else if apic.pending_eoi(entry.vector) {
-                    k.stale.insert(entry.vector);
+                if matched {
+                    k.routed.insert(vector);
+                } else if apic.pending_eoi(vector) {
+                    k.stale.insert(vector);
                 }
             }
             PolicyState::Exact(x) => {
-                if entry.counts_for_exact() && apic.matches(entry.destination) {
-                    x.routed.insert(entry.vector);
+                if matched && !masked {
+                    x.routed.insert(vector);
                 }
             }
             PolicyState::TmrDriven { .. } | PolicyState::NoIntercept => {}
         }
+    }
+
+    /// A whole rescan from the scan's result as sets, for a caller that has
+    /// already matched every counted entry (level, ack notifier, RTC) against
+    /// this vCPU: `matched` holds the vectors of counted entries whose
+    /// destination matches, `matched_unmasked` those of them that are
+    /// unmasked, `unmatched` the vectors of counted entries that do not match.
+    /// The same result as [`EoiExitMap::begin_scan`], one
+    /// [`EoiExitMap::scan_entry`] per entry and [`EoiExitMap::end_scan`].
+    #[inline]
+    pub(crate) fn rescan_sets(
+        &mut self,
+        apic: &LocalApic,
+        matched: &VectorSet,
+        matched_unmasked: &VectorSet,
+        unmatched: &VectorSet,
+    ) {
+        match &mut self.policy {
+            PolicyState::KvmLegacy(k) | PolicyState::KvmHighestStale(k) => {
+                // kvm_scan_ioapic_irq: a matching entry sets its bit; one
+                // that does not match sets it only while the vector is
+                // pending here (IRR or ISR), as a stale candidate.
+                k.routed = *matched;
+                k.stale = unmatched.intersection(&apic.irr().union(apic.isr()));
+            }
+            PolicyState::Exact(x) => x.routed = *matched_unmasked,
+            PolicyState::TmrDriven { .. } | PolicyState::NoIntercept => {}
+        }
+        self.end_scan(apic);
     }
 
     /// Ends a rescan and recomputes the bitmap.

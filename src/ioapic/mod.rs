@@ -378,6 +378,7 @@ impl<const PINS: usize> Ioapic<PINS> {
     /// let _ = io.mmio_write(IOWIN, 4, e.with_remote_irr(true).bits() & 0xffff_ffff);
     /// assert!(!io.entry(pin).unwrap().remote_irr());
     /// ```
+    #[inline]
     pub fn mmio_write(&mut self, offset: u64, size: u32, value: u64) -> IoapicEffects {
         let data = match size {
             1 => value as u8 as u32,
@@ -396,6 +397,7 @@ impl<const PINS: usize> Ioapic<PINS> {
         }
     }
 
+    #[inline]
     fn write_indirect(&mut self, data: u32) -> IoapicEffects {
         match self.ioregsel {
             REG_ID => {
@@ -423,6 +425,7 @@ impl<const PINS: usize> Ioapic<PINS> {
     /// their values, a switch to edge clears remote IRR, the old and new
     /// targets are rescanned, and an asserted level pin that is now deliverable
     /// (e.g. just unmasked) is delivered. Out-of-range pins are ignored.
+    #[inline]
     pub fn write_entry(&mut self, pin: Pin, value: u64) -> IoapicEffects {
         if pin.index() >= PINS {
             return IoapicEffects::NONE;
@@ -430,6 +433,7 @@ impl<const PINS: usize> Ioapic<PINS> {
         self.store_entry(pin.index(), value)
     }
 
+    #[inline]
     fn store_entry(&mut self, i: usize, raw: u64) -> IoapicEffects {
         let pin = Pin::new(i as u8);
         let old = self.entries[i];
@@ -494,6 +498,7 @@ impl<const PINS: usize> Ioapic<PINS> {
     /// // Remote IRR holds further deliveries until the EOI.
     /// assert!(io.set_line(pin, true).deliver.is_empty());
     /// ```
+    #[inline]
     pub fn set_line(&mut self, pin: Pin, level: bool) -> IoapicEffects {
         let i = pin.index();
         if i >= PINS {
@@ -554,6 +559,7 @@ impl<const PINS: usize> Ioapic<PINS> {
     /// assert!(io.eoi(v).is_empty());
     /// assert!(!io.entry(pin).unwrap().remote_irr());
     /// ```
+    #[inline]
     pub fn eoi(&mut self, vector: Vector) -> IoapicEffects {
         let mut actions = IoapicEffects::NONE;
         for i in 0..PINS {
@@ -581,6 +587,7 @@ impl<const PINS: usize> Ioapic<PINS> {
     /// The VMM's timer for a throttled pin (`deliver_later`) fired: deliver it
     /// if it is still a level entry, asserted, unmasked and remote IRR is
     /// clear (KVM's `kvm_ioapic_eoi_inject_work`). Otherwise nothing.
+    #[inline]
     pub fn deliver_later_elapsed(&mut self, pin: Pin) -> IoapicEffects {
         let i = pin.index();
         let mut actions = IoapicEffects::NONE;
@@ -594,6 +601,7 @@ impl<const PINS: usize> Ioapic<PINS> {
     /// unmasked, and for level entries remote IRR clear. Sets remote IRR for
     /// level entries. A reserved delivery mode delivers nothing and sets no
     /// remote IRR (KVM: no LAPIC accepts it, `ret == 0`); an edge is consumed.
+    #[inline]
     fn service(&mut self, i: usize, actions: &mut IoapicEffects) -> bool {
         let e = self.entries[i];
         let pin = Pin::new(i as u8);

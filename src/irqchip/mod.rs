@@ -1,4 +1,5 @@
-//! One I/O APIC plus `VCPUS` local APICs and EOI-exit maps, wired together.
+//! One I/O APIC plus any number of local APICs and EOI-exit maps, wired
+//! together.
 //!
 //! [`Irqchip`] is what a VMM embeds when it wants the whole path: guest MMIO
 //! to the I/O APIC, pin lines, MSIs, interrupt acknowledge and EOI on each
@@ -6,21 +7,45 @@
 //! to the I/O APIC, then rescan, then load the bitmap) and rescans only the
 //! vCPUs a redirection-entry write names.
 //!
+//! # Storage
+//!
+//! The VMM learns its vCPU count at run time and provides one [`VcpuSlot`]
+//! per vCPU: an array, a `heapless::Vec`, a `Box<[VcpuSlot]>` or a borrowed
+//! `&mut [VcpuSlot]` (anything that is `AsRef<[VcpuSlot]>` and
+//! `AsMut<[VcpuSlot]>`), in the spirit of smoltcp's caller-owned storage.
+//! Memory grows with the vCPUs present: one slot is a few hundred bytes, the
+//! shared part (I/O APIC, routing caches) under 2 KiB.
+//!
+//! vCPU indices are 0..=255 (at most 256 vCPUs). APIC IDs are 32-bit: an
+//! x2APIC ID above 255 is matched exactly by physical and logical x2APIC
+//! destinations (MSIs); an I/O APIC entry addresses 8 bits of destination
+//! plus the extended-destination bits, as KVM decodes them.
+//!
 //! # Threads
 //!
-//! Every method takes `&self`. The I/O APIC sits behind a `spin::Mutex`, and
-//! each vCPU's state behind its own; the lock order is I/O APIC first, then
-//! the physical-ID map, then vCPUs in index order, so vCPU threads may call in
-//! parallel.
+//! Every method takes `&self`. The shared part (the I/O APIC and the routing
+//! caches) sits behind one `spin::Mutex`, each vCPU behind its own. Lock
+//! order: the shared lock first, then vCPUs one at a time. No method holds a
+//! lock when it returns and none calls back into caller code, so no sequence
+//! of calls can deadlock. Only [`Irqchip::ack`] and [`Irqchip::vmcs_update`]
+//! take a vCPU lock alone.
 //!
 //! # Caller duties
 //!
 //! * Before a vCPU enters the guest, call [`Irqchip::vmcs_update`] and write
 //!   the returned words to its VMCS.
-//! * A redirection write rescans its old and new destinations *before* it
-//!   delivers anything. A multi-threaded VMM MUST kick the vCPUs listed in
-//!   [`Effects::reload`] out of guest mode and let them load their VMCS update
-//!   before it injects (posts) the interrupts this crate accepted for them.
+//! * After each input, act on the [`Effects`]: a redirection write rescans
+//!   its old and new destinations *before* it delivers anything, so a
+//!   multi-threaded VMM MUST kick the vCPUs in [`Effects::reload`] out of
+//!   guest mode and let them load their VMCS update before it injects (posts)
+//!   the interrupts accepted by the vCPUs in [`Effects::kick`].
+//!
+//! # Panics
+//!
+//! A [`VcpuId`] at or beyond [`Irqchip::vcpus`] is a bug in the VMM, like an
+//! out-of-bounds slice index: the methods that take one panic (and say so).
+//! Guest-controlled inputs (MMIO offsets, sizes and values, pins, EOIs at any
+//! time) never panic.
 
 use spin::Mutex;
 
@@ -29,17 +54,17 @@ mod effects;
 mod state;
 
 pub use config::{Arbitration, EoiForwarding, IrqchipConfig};
-pub use effects::{Delivery, Effects, GuestEoi, MAX_DELIVERIES};
+pub use effects::{Delivery, DeliveryLog, Effects, GuestEoi};
 pub use state::{IrqchipState, VcpuState};
 
 use crate::Ioapic;
-use crate::exit_bitmap::{Accepted, EoiExitMap, ScanEntry, Source, VmcsUpdate};
-use crate::ioapic::{IoapicEffects, PinSet, Rescan};
-use crate::lapic::{self, Acceptance, ApicMode, LocalApic};
+use crate::exit_bitmap::{Accepted, EoiExitMap, Policy, Source, VmcsUpdate};
+use crate::ioapic::{IoapicEffects, REG_REDTBL_BASE, RedirectionEntry, Rescan};
+use crate::lapic::{Acceptance, ApicMode, LocalApic};
 use crate::types::{
     ApicId, DeliveryMode, Destination, DestinationMode, InterruptMessage, Pin, RTC_GSI, VcpuId,
 };
-use crate::vector::Vector;
+use crate::vector::{Vector, VectorSet};
 
 /// Counters a VMM or the simulator can read per vCPU.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, Debug, Default)]
@@ -55,7 +80,20 @@ pub struct VcpuStats {
     pub eoi_exits: u64,
 }
 
-/// One vCPU's interrupt state.
+impl VcpuStats {
+    const ZERO: VcpuStats = VcpuStats {
+        rescans: 0,
+        entries_scanned: 0,
+        vmcs_words: 0,
+        eoi_exits: 0,
+    };
+}
+
+/// A copy of one vCPU's interrupt state, as [`Irqchip::vcpu`] returns it.
+///
+/// It is a copy: changing it changes nothing in the chip. Host-side changes
+/// go through [`Irqchip::write_lapic`] and [`Irqchip::load_vcpu`], which keep
+/// the bitmaps consistent.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 pub struct Vcpu {
     /// Its local APIC.
@@ -66,11 +104,106 @@ pub struct Vcpu {
     pub stats: VcpuStats,
 }
 
+impl Vcpu {
+    const EMPTY: Vcpu = Vcpu {
+        apic: LocalApic::new(ApicId::new(0)),
+        map: EoiExitMap::new(Policy::Exact),
+        stats: VcpuStats::ZERO,
+    };
+}
+
+/// Storage for one vCPU of an [`Irqchip`], provided by the VMM.
+///
+/// Opaque: a slot holds nothing the VMM can read or change except through the
+/// chip that owns it. A fresh slot is blank; [`Irqchip::new`] initializes it.
+///
+/// ```
+/// use eoi_exit::VcpuSlot;
+///
+/// let on_the_stack = [const { VcpuSlot::new() }; 4];
+/// let on_the_heap: Box<[VcpuSlot]> = (0..64).map(|_| VcpuSlot::new()).collect();
+/// # let _ = (on_the_stack, on_the_heap);
+/// ```
+pub struct VcpuSlot(pub(crate) Mutex<Vcpu>);
+
+impl VcpuSlot {
+    /// A blank slot.
+    pub const fn new() -> Self {
+        VcpuSlot(Mutex::new(Vcpu::EMPTY))
+    }
+}
+
+impl Default for VcpuSlot {
+    fn default() -> Self {
+        VcpuSlot::new()
+    }
+}
+
+/// A copy of the slot (taken under its lock).
+impl Clone for VcpuSlot {
+    fn clone(&self) -> Self {
+        VcpuSlot(Mutex::new(*self.0.lock()))
+    }
+}
+
+impl core::fmt::Debug for VcpuSlot {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.write_str("VcpuSlot")
+    }
+}
+
 /// A set of vCPUs (indices 0..=255): a [`Set256`](crate::Set256) of
 /// [`VcpuId`].
 pub type VcpuSet = crate::set::Set256<VcpuId>;
 
-/// One I/O APIC and `VCPUS` vCPUs. See the module docs.
+/// A host-side or trapped guest write to one local APIC's registers, applied
+/// by [`Irqchip::write_lapic`].
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+#[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
+pub enum LapicWrite {
+    /// The xAPIC ID register (offset 0x20; bits 31:24).
+    Id(u32),
+    /// The logical destination register (offset 0xD0).
+    Ldr(u32),
+    /// The destination format register (offset 0xE0).
+    Dfr(u32),
+    /// The spurious-interrupt vector register (offset 0xF0).
+    Svr(u32),
+    /// The task-priority register (offset 0x80): no routing change, no rescan.
+    Tpr(u8),
+    /// An `IA32_APIC_BASE` mode switch ([`LocalApic::set_mode`]).
+    Mode(ApicMode),
+    /// A host-side identity change ([`LocalApic::set_id`]).
+    SetId(ApicId),
+    /// Whether the version register advertises directed EOI (bit 24).
+    DirectedEoi(bool),
+}
+
+/// Physical-ID cache entry: no vCPU has that ID.
+const PHYS_NONE: u16 = u16::MAX;
+/// Physical-ID cache entry: several vCPUs match (shared ID, broadcast).
+const PHYS_MANY: u16 = u16::MAX - 1;
+
+/// What every vCPU shares, behind one lock.
+#[derive(Clone)]
+pub(crate) struct Shared<const PINS: usize> {
+    pub(crate) ioapic: Ioapic<PINS>,
+    /// Per pin: the vCPUs whose LAPIC its entry's destination matches. Kept
+    /// current on every entry write and LAPIC addressing change, so a rescan
+    /// and a delivery are bit tests, not destination matching.
+    dest: [VcpuSet; PINS],
+    /// Physical destinations 0..=255 -> the one matching vCPU, or
+    /// [`PHYS_NONE`] / [`PHYS_MANY`] (KVM's optimized APIC map, with its
+    /// slow path for conflicts), for MSIs.
+    phys: [u16; 256],
+    /// Pins a scan counts even when edge: the ack-notifier pins, and the RTC
+    /// pin under `rtc_tracking` (KVM's `kvm_ioapic_scan_entry`).
+    counted_edge: crate::PinSet,
+}
+
+/// One I/O APIC and a run-time number of vCPUs in caller storage `S`. See
+/// the module docs.
 ///
 /// # Examples
 ///
@@ -78,19 +211,25 @@ pub type VcpuSet = crate::set::Set256<VcpuId>;
 /// state is plain data, so a copy taken mid-interrupt carries on exactly.
 ///
 /// ```
+/// use eoi_exit::irqchip::{Effects, IrqchipState, VcpuState};
 /// use eoi_exit::{
-///     ApicMode, Irqchip, IrqchipConfig, Pin, RedirectionEntry, TriggerMode, VcpuId, Vector,
+///     ApicMode, Irqchip, IrqchipConfig, Pin, RedirectionEntry, TriggerMode, VcpuId, VcpuSlot,
+///     Vector,
 /// };
 ///
-/// let chip: Irqchip<2> = Irqchip::new(IrqchipConfig::default(), ApicMode::XApic);
+/// let vcpus = 2; // known at run time
+/// let storage: Vec<VcpuSlot> = (0..vcpus).map(|_| VcpuSlot::new()).collect();
+/// let chip: Irqchip<_> = Irqchip::new(IrqchipConfig::default(), ApicMode::XApic, storage);
+/// let mut fx = Effects::new();
 /// let (pin, v, vcpu1) = (Pin::new(3), Vector::new(0x40), VcpuId::new(1));
-/// let _ = chip.write_entry(pin, RedirectionEntry::fixed(v, TriggerMode::Level, 1).bits());
+/// chip.write_entry(pin, RedirectionEntry::fixed(v, TriggerMode::Level, 1).bits(), &mut fx);
 /// let _ = chip.vmcs_update(vcpu1);
-/// let _ = chip.set_line(pin, true); // delivered to vCPU 1, remote IRR set
+/// chip.set_line(pin, true, &mut fx); // delivered to vCPU 1, remote IRR set
 ///
-/// let snap = chip.state();
-/// let copy: Irqchip<2> = Irqchip::from_state(&snap).expect("a valid snapshot");
-/// assert_eq!(copy.state(), snap);
+/// let snap: IrqchipState<Vec<VcpuState>> = chip.state();
+/// let copy: Irqchip<_> =
+///     Irqchip::from_state(&snap, [const { VcpuSlot::new() }; 2]).expect("a valid snapshot");
+/// assert_eq!(copy.state::<Vec<_>>(), snap);
 /// assert!(copy.ioapic().entry(pin).unwrap().remote_irr());
 ///
 /// // A fresh VMCS on the destination gets the whole loaded bitmap:
@@ -102,115 +241,145 @@ pub type VcpuSet = crate::set::Set256<VcpuId>;
 ///
 /// // The interrupt completes on the copy.
 /// assert_eq!(copy.ack(vcpu1), Some(v));
-/// let _ = copy.set_line(pin, false);
-/// assert!(copy.guest_eoi(vcpu1).reached_ioapic);
+/// copy.set_line(pin, false, &mut fx);
+/// assert!(copy.guest_eoi(vcpu1, &mut fx).reached_ioapic);
 /// assert!(!copy.ioapic().entry(pin).unwrap().remote_irr());
 /// ```
-pub struct Irqchip<const VCPUS: usize, const PINS: usize = 24> {
+pub struct Irqchip<S, const PINS: usize = 24> {
     config: IrqchipConfig,
-    ioapic: Mutex<Ioapic<PINS>>,
-    /// Physical destinations 0..=255 -> matching vCPUs (KVM's optimized APIC
-    /// map): rebuilt whenever LAPIC addressing changes, so a redirection write
-    /// or a delivery touches only the vCPUs it names.
-    phys_map: Mutex<[VcpuSet; 256]>,
-    vcpus: [Mutex<Vcpu>; VCPUS],
+    pub(crate) shared: Mutex<Shared<PINS>>,
+    pub(crate) vcpus: S,
 }
 
-impl<const VCPUS: usize, const PINS: usize> core::fmt::Debug for Irqchip<VCPUS, PINS> {
+impl<S, const PINS: usize> core::fmt::Debug for Irqchip<S, PINS> {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         f.debug_struct("Irqchip")
             .field("config", &self.config)
-            .field("vcpus", &VCPUS)
-            .finish()
+            .finish_non_exhaustive()
     }
 }
 
-/// A consistent copy: every lock is held at once, taken in the crate's lock
-/// order (I/O APIC, physical-ID map, vCPUs in index order), so a clone made
-/// while other threads call in is a state the chip actually passed through.
-impl<const VCPUS: usize, const PINS: usize> Clone for Irqchip<VCPUS, PINS> {
+/// A consistent copy: the shared lock is held while each vCPU is copied, so
+/// no input is half-seen (only [`Irqchip::ack`] and [`Irqchip::vmcs_update`]
+/// can interleave, and each is atomic on its vCPU).
+impl<S: AsRef<[VcpuSlot]> + Clone, const PINS: usize> Clone for Irqchip<S, PINS> {
     fn clone(&self) -> Self {
-        let io = self.ioapic.lock();
-        let map = self.phys_map.lock();
-        let guards: [_; VCPUS] = core::array::from_fn(|i| self.vcpus[i].lock());
+        let sh = self.shared.lock();
         Irqchip {
             config: self.config,
-            ioapic: Mutex::new(io.clone()),
-            phys_map: Mutex::new(*map),
-            vcpus: core::array::from_fn(|i| Mutex::new(*guards[i])),
+            shared: Mutex::new(sh.clone()),
+            vcpus: self.vcpus.clone(),
         }
     }
 }
 
-impl<const VCPUS: usize, const PINS: usize> Irqchip<VCPUS, PINS> {
-    const CHECK: () = assert!(VCPUS >= 1 && VCPUS <= 256, "1..=256 vCPUs");
-
-    /// vCPU `i` gets APIC ID `i`, software-enabled, in `mode`.
-    pub fn new(config: IrqchipConfig, mode: ApicMode) -> Self {
-        Self::with_apics(
-            config,
-            core::array::from_fn(|i| LocalApic::new_enabled(ApicId::new(i as u32), mode)),
-        )
+impl<S, const PINS: usize> Irqchip<S, PINS>
+where
+    S: AsRef<[VcpuSlot]> + AsMut<[VcpuSlot]>,
+{
+    /// One vCPU per slot of `storage`: vCPU `i` gets APIC ID `i`,
+    /// software-enabled, in `mode` (the state the guest's firmware leaves).
+    ///
+    /// # Panics
+    ///
+    /// If `storage` holds no slot or more than 256.
+    pub fn new(config: IrqchipConfig, mode: ApicMode, storage: S) -> Self {
+        Self::with_apics(config, storage, |i| {
+            LocalApic::new_enabled(ApicId::new(u32::from(i.get())), mode)
+        })
     }
 
-    /// With explicit local APICs (IDs, modes, LDRs set by the caller).
-    pub fn with_apics(config: IrqchipConfig, apics: [LocalApic; VCPUS]) -> Self {
-        #[allow(clippy::let_unit_value)]
-        let () = Self::CHECK;
+    /// With explicit local APICs (IDs, modes, LDRs set by the caller):
+    /// `apic(i)` is vCPU `i`'s.
+    ///
+    /// # Panics
+    ///
+    /// If `storage` holds no slot or more than 256.
+    pub fn with_apics(
+        config: IrqchipConfig,
+        mut storage: S,
+        mut apic: impl FnMut(VcpuId) -> LocalApic,
+    ) -> Self {
+        let n = storage.as_ref().len();
+        assert!(
+            (1..=256).contains(&n),
+            "an Irqchip has 1..=256 vCPUs, got {n}"
+        );
+        for (i, slot) in storage.as_mut().iter_mut().enumerate() {
+            *slot.0.get_mut() = Vcpu {
+                apic: apic(VcpuId::new(i as u16)),
+                map: EoiExitMap::new(config.policy),
+                stats: VcpuStats::ZERO,
+            };
+        }
         let chip = Irqchip {
             config,
-            ioapic: Mutex::new(Ioapic::new(config.ioapic)),
-            phys_map: Mutex::new([VcpuSet::default(); 256]),
-            vcpus: apics.map(|apic| {
-                Mutex::new(Vcpu {
-                    apic,
-                    map: EoiExitMap::new(config.policy),
-                    stats: VcpuStats::default(),
-                })
+            shared: Mutex::new(Shared {
+                ioapic: Ioapic::new(config.ioapic),
+                dest: [VcpuSet::EMPTY; PINS],
+                phys: [PHYS_NONE; 256],
+                counted_edge: counted_edge(&config),
             }),
+            vcpus: storage,
         };
         {
-            let io = chip.ioapic.lock();
-            chip.rebuild_phys_map();
-            for i in 0..VCPUS {
-                chip.rescan_locked(&io, &mut chip.vcpus[i].lock());
+            let mut sh = chip.shared.lock();
+            chip.rebuild_routing(&mut sh);
+            for i in 0..n {
+                chip.rescan_locked(&sh, i, &mut chip.slot(i).lock());
             }
         }
         chip
     }
+}
 
+impl<S: AsRef<[VcpuSlot]>, const PINS: usize> Irqchip<S, PINS> {
     /// The configuration.
     pub fn config(&self) -> &IrqchipConfig {
         &self.config
     }
 
-    /// Locks and returns the I/O APIC (for reads and host-side inspection).
-    pub fn ioapic(&self) -> spin::MutexGuard<'_, Ioapic<PINS>> {
-        self.ioapic.lock()
-    }
-
-    /// Locks and returns one vCPU's state. Do not hold it across other calls.
-    pub fn vcpu(&self, vcpu: VcpuId) -> Option<spin::MutexGuard<'_, Vcpu>> {
-        self.vcpus.get(vcpu.index()).map(|m| m.lock())
-    }
-
     /// Number of vCPUs.
-    pub const fn vcpus(&self) -> usize {
-        VCPUS
+    pub fn vcpus(&self) -> usize {
+        self.vcpus.as_ref().len()
+    }
+
+    /// A copy of the I/O APIC, for inspection.
+    pub fn ioapic(&self) -> Ioapic<PINS> {
+        self.shared.lock().ioapic.clone()
+    }
+
+    /// A copy of one vCPU's state, for inspection; `None` for a vCPU out of
+    /// range.
+    pub fn vcpu(&self, vcpu: VcpuId) -> Option<Vcpu> {
+        self.vcpus.as_ref().get(vcpu.index()).map(|s| *s.0.lock())
     }
 
     // ---- guest MMIO and host inputs ------------------------------------
 
     /// A guest read of the I/O APIC window.
     pub fn mmio_read(&self, offset: u64, size: u32) -> u64 {
-        self.ioapic.lock().mmio_read(offset, size)
+        self.shared.lock().ioapic.mmio_read(offset, size)
     }
 
     /// A guest write to the I/O APIC window.
-    pub fn mmio_write(&self, offset: u64, size: u32, value: u64) -> Effects {
-        let mut io = self.ioapic.lock();
-        let a = io.mmio_write(offset, size, value);
-        self.apply(&mut io, a)
+    pub fn mmio_write<L: DeliveryLog>(
+        &self,
+        offset: u64,
+        size: u32,
+        value: u64,
+        fx: &mut Effects<L>,
+    ) {
+        let mut sh = self.shared.lock();
+        let selected = sh
+            .ioapic
+            .ioregsel()
+            .checked_sub(REG_REDTBL_BASE)
+            .map(|i| usize::from(i / 2))
+            .filter(|&i| i < PINS)
+            .map(|i| (i, sh.ioapic.entries()[i]));
+        let a = sh.ioapic.mmio_write(offset, size, value);
+        self.apply(&mut sh, a, selected, fx);
     }
 
     /// A host-side write of a whole redirection entry.
@@ -218,6 +387,9 @@ impl<const VCPUS: usize, const PINS: usize> Irqchip<VCPUS, PINS> {
     /// It behaves like a guest writing both halves: the entry's old and new
     /// destinations are rescanned (and listed in [`Effects::reload`]) before
     /// anything is delivered, and [`Effects::route_changed`] names the pin.
+    /// A write that changes none of the fields a scan reads (vector, trigger
+    /// mode, mask, destination and its mode) rescans no one, except under the
+    /// two KVM policies, which model KVM's rescan on every write.
     ///
     /// # Examples
     ///
@@ -225,43 +397,54 @@ impl<const VCPUS: usize, const PINS: usize> Irqchip<VCPUS, PINS> {
     /// those two vCPUs: the bit moves with the route.
     ///
     /// ```
+    /// use eoi_exit::irqchip::Effects;
     /// use eoi_exit::{
-    ///     ApicMode, Irqchip, IrqchipConfig, Pin, RedirectionEntry, TriggerMode, VcpuId, Vector,
+    ///     ApicMode, Irqchip, IrqchipConfig, Pin, RedirectionEntry, TriggerMode, VcpuId, VcpuSlot,
+    ///     Vector,
     /// };
     ///
-    /// let chip: Irqchip<4> = Irqchip::new(IrqchipConfig::default(), ApicMode::XApic);
+    /// let chip: Irqchip<_> =
+    ///     Irqchip::new(IrqchipConfig::default(), ApicMode::XApic, [const { VcpuSlot::new() }; 4]);
     /// let (pin, v) = (Pin::new(9), Vector::new(0x51));
     /// let entry = |apic_id| RedirectionEntry::fixed(v, TriggerMode::Level, apic_id).bits();
     ///
     /// // The reset entry (masked) points at APIC ID 0: vCPU 0 is rescanned too.
-    /// let fx = chip.write_entry(pin, entry(2));
+    /// let mut fx = Effects::new();
+    /// chip.write_entry(pin, entry(2), &mut fx);
     /// assert_eq!(fx.reload.iter().map(VcpuId::get).collect::<Vec<_>>(), [0, 2]);
     ///
-    /// let fx = chip.write_entry(pin, entry(3));
+    /// let mut fx = Effects::new();
+    /// chip.write_entry(pin, entry(3), &mut fx);
     /// assert_eq!(fx.reload.iter().map(VcpuId::get).collect::<Vec<_>>(), [2, 3]);
-    /// assert_eq!(fx.route_changed, Some(pin));
-    /// assert!(fx.deliveries.is_empty()); // the line is low
+    /// assert!(fx.route_changed.contains(pin));
+    /// assert!(fx.kick.is_empty()); // the line is low
     /// assert!(!chip.vcpu(VcpuId::new(2)).unwrap().map.intercepts(v));
     /// assert!(chip.vcpu(VcpuId::new(3)).unwrap().map.intercepts(v));
+    ///
+    /// // Writing the same entry again changes nothing a scan reads.
+    /// let mut fx = Effects::new();
+    /// chip.write_entry(pin, entry(3), &mut fx);
+    /// assert!(fx.reload.is_empty());
     /// ```
-    pub fn write_entry(&self, pin: Pin, value: u64) -> Effects {
-        let mut io = self.ioapic.lock();
-        let a = io.write_entry(pin, value);
-        self.apply(&mut io, a)
+    pub fn write_entry<L: DeliveryLog>(&self, pin: Pin, value: u64, fx: &mut Effects<L>) {
+        let mut sh = self.shared.lock();
+        let old = sh.ioapic.entry(pin).map(|e| (pin.index(), e));
+        let a = sh.ioapic.write_entry(pin, value);
+        self.apply(&mut sh, a, old, fx);
     }
 
     /// Sets a pin's electrical level.
-    pub fn set_line(&self, pin: Pin, level: bool) -> Effects {
-        let mut io = self.ioapic.lock();
-        let a = io.set_line(pin, level);
-        self.apply(&mut io, a)
+    pub fn set_line<L: DeliveryLog>(&self, pin: Pin, level: bool, fx: &mut Effects<L>) {
+        let mut sh = self.shared.lock();
+        let a = sh.ioapic.set_line(pin, level);
+        self.apply(&mut sh, a, None, fx);
     }
 
     /// The delay after an EOI-storm throttle has elapsed for `pin`.
-    pub fn deliver_later_elapsed(&self, pin: Pin) -> Effects {
-        let mut io = self.ioapic.lock();
-        let a = io.deliver_later_elapsed(pin);
-        self.apply(&mut io, a)
+    pub fn deliver_later_elapsed<L: DeliveryLog>(&self, pin: Pin, fx: &mut Effects<L>) {
+        let mut sh = self.shared.lock();
+        let a = sh.ioapic.deliver_later_elapsed(pin);
+        self.apply(&mut sh, a, None, fx);
     }
 
     /// Delivers an MSI (edge MSIs are the common case; their EOIs matter to
@@ -270,12 +453,14 @@ impl<const VCPUS: usize, const PINS: usize> Irqchip<VCPUS, PINS> {
     /// # Examples
     ///
     /// ```
+    /// use eoi_exit::irqchip::Effects;
     /// use eoi_exit::{
     ///     ApicMode, DeliveryMode, Destination, DestinationMode, InterruptMessage, Irqchip,
-    ///     IrqchipConfig, Msi, TriggerMode, VcpuId, Vector,
+    ///     IrqchipConfig, Msi, TriggerMode, VcpuId, VcpuSlot, Vector,
     /// };
     ///
-    /// let chip: Irqchip<2> = Irqchip::new(IrqchipConfig::default(), ApicMode::XApic);
+    /// let chip: Irqchip<_> =
+    ///     Irqchip::new(IrqchipConfig::default(), ApicMode::XApic, [const { VcpuSlot::new() }; 2]);
     /// let msg = InterruptMessage {
     ///     destination: Destination { id: 1, mode: DestinationMode::Physical },
     ///     delivery_mode: DeliveryMode::Fixed,
@@ -284,51 +469,71 @@ impl<const VCPUS: usize, const PINS: usize> Irqchip<VCPUS, PINS> {
     /// };
     /// // A device's MSI write arrives as address/data; decode it first.
     /// let msi = Msi::from_message(&msg);
-    /// let fx = chip.send_msi(&msi.message().unwrap());
-    /// assert_eq!(fx.deliveries[0].vcpu, VcpuId::new(1));
-    /// assert!(fx.deliveries[0].pin.is_none()); // not from an I/O APIC pin
+    /// let mut fx = Effects::new();
+    /// chip.send_msi(&msi.message().unwrap(), &mut fx);
+    /// assert_eq!(fx.kick.iter().collect::<Vec<_>>(), [VcpuId::new(1)]);
     /// // An edge MSI's EOI is nobody's business: nothing to intercept.
     /// assert!(chip.vmcs_update(VcpuId::new(1)).is_none());
     /// ```
-    pub fn send_msi(&self, msg: &InterruptMessage) -> Effects {
-        let mut fx = Effects::default();
+    pub fn send_msi<L: DeliveryLog>(&self, msg: &InterruptMessage, fx: &mut Effects<L>) {
         let source = if msg.trigger.is_level() {
             Source::NeedsEoi
         } else {
             Source::Plain
         };
-        self.deliver(msg, None, source, &mut fx);
-        fx
+        let sh = self.shared.lock();
+        let targets = self.vcpus_matching(&sh, msg.destination);
+        self.deliver(msg, None, source, targets, fx);
     }
 
-    /// Applies a change to a vCPU's LAPIC addressing (ID, LDR, DFR, mode,
-    /// SVR). Like KVM's APIC map recalculation, every vCPU is rescanned.
-    #[must_use = "the effects name every vCPU that must reload its VMCS"]
-    pub fn update_lapic<R>(
+    /// Applies a write to one vCPU's LAPIC registers (a trapped guest write
+    /// or a host-side change).
+    ///
+    /// A change of addressing (ID, LDR, DFR, SVR, mode, version) rebuilds the
+    /// routing caches and, like KVM's APIC map recalculation, rescans every
+    /// vCPU (all listed in [`Effects::reload`]). A TPR write rescans no one.
+    ///
+    /// # Panics
+    ///
+    /// If `vcpu` is out of range.
+    pub fn write_lapic<L: DeliveryLog>(
         &self,
         vcpu: VcpuId,
-        f: impl FnOnce(&mut LocalApic) -> R,
-    ) -> Option<(R, Effects)> {
-        let io = self.ioapic.lock();
-        let r = {
-            let mut v = self.vcpus.get(vcpu.index())?.lock();
-            f(&mut v.apic)
-        };
-        self.rebuild_phys_map();
-        let mut fx = Effects::default();
-        for i in 0..VCPUS {
-            self.rescan_locked(&io, &mut self.vcpus[i].lock());
-            fx.reload.insert(VcpuId::new(i as u16));
+        write: LapicWrite,
+        fx: &mut Effects<L>,
+    ) {
+        let mut sh = self.shared.lock();
+        {
+            let mut v = self.slot(vcpu.index()).lock();
+            let apic = &mut v.apic;
+            match write {
+                LapicWrite::Tpr(t) => {
+                    apic.write_tpr(t);
+                    return;
+                }
+                LapicWrite::Id(x) => apic.write_id_register(x),
+                LapicWrite::Ldr(x) => apic.write_ldr(x),
+                LapicWrite::Dfr(x) => apic.write_dfr(x),
+                LapicWrite::Svr(x) => apic.write_svr(x),
+                LapicWrite::Mode(m) => apic.set_mode(m),
+                LapicWrite::SetId(id) => apic.set_id(id),
+                LapicWrite::DirectedEoi(on) => apic.set_directed_eoi_supported(on),
+            }
         }
-        Some((r, fx))
+        self.rebuild_routing(&mut sh);
+        self.rescan_all(&sh, fx);
     }
 
     // ---- the guest on one vCPU ----------------------------------------
 
     /// The guest takes an interrupt (INTA): highest deliverable IRR vector to
     /// ISR. `None` when nothing is deliverable.
+    ///
+    /// # Panics
+    ///
+    /// If `vcpu` is out of range.
     pub fn ack(&self, vcpu: VcpuId) -> Option<Vector> {
-        self.vcpus.get(vcpu.index())?.lock().apic.ack()
+        self.slot(vcpu.index()).lock().apic.ack()
     }
 
     /// The guest writes EOI on `vcpu`.
@@ -336,6 +541,8 @@ impl<const VCPUS: usize, const PINS: usize> Irqchip<VCPUS, PINS> {
     /// The LAPIC retires its highest in-service vector; if the vCPU's bitmap
     /// has it, the EOI exits, is forwarded to the I/O APIC, and the vCPU is
     /// rescanned when its policy asks, in KVM's order (forward, then rescan).
+    /// What the forwarded EOI causes (re-delivery of a line still asserted,
+    /// an EOI-storm throttle) is added to `fx`.
     ///
     /// This models the guest's EOI write itself, intercepted or not, and
     /// [`GuestEoi::intercepted`] says whether the hardware would have exited.
@@ -343,42 +550,49 @@ impl<const VCPUS: usize, const PINS: usize> Irqchip<VCPUS, PINS> {
     /// EOI-induced VM exits (see [APIC
     /// virtualization](crate#apic-virtualization-what-a-vmm-sees)).
     ///
+    /// # Panics
+    ///
+    /// If `vcpu` is out of range.
+    ///
     /// # Examples
     ///
     /// An edge interrupt's EOI completes in hardware; a level one exits and
     /// clears remote IRR.
     ///
     /// ```
+    /// use eoi_exit::irqchip::Effects;
     /// use eoi_exit::{
-    ///     ApicMode, Irqchip, IrqchipConfig, Pin, RedirectionEntry, TriggerMode, VcpuId, Vector,
+    ///     ApicMode, Irqchip, IrqchipConfig, Pin, RedirectionEntry, TriggerMode, VcpuId, VcpuSlot,
+    ///     Vector,
     /// };
     ///
-    /// let chip: Irqchip<1> = Irqchip::new(IrqchipConfig::default(), ApicMode::XApic);
+    /// let chip: Irqchip<_> = Irqchip::new(IrqchipConfig::default(), ApicMode::XApic, [VcpuSlot::new()]);
     /// let vcpu = VcpuId::new(0);
+    /// let mut fx = Effects::new();
     /// let (edge, level) = (Pin::new(1), Pin::new(2));
     /// let entry = |v, trigger| RedirectionEntry::fixed(Vector::new(v), trigger, 0).bits();
-    /// let _ = chip.write_entry(edge, entry(0x31, TriggerMode::Edge));
-    /// let _ = chip.write_entry(level, entry(0x32, TriggerMode::Level));
+    /// chip.write_entry(edge, entry(0x31, TriggerMode::Edge), &mut fx);
+    /// chip.write_entry(level, entry(0x32, TriggerMode::Level), &mut fx);
     ///
-    /// let _ = chip.set_line(edge, true);
+    /// chip.set_line(edge, true, &mut fx);
     /// assert_eq!(chip.ack(vcpu), Some(Vector::new(0x31)));
-    /// let eoi = chip.guest_eoi(vcpu);
+    /// let eoi = chip.guest_eoi(vcpu, &mut fx);
     /// assert!(!eoi.level && !eoi.intercepted && !eoi.reached_ioapic);
     ///
-    /// let _ = chip.set_line(level, true);
+    /// chip.set_line(level, true, &mut fx);
     /// assert_eq!(chip.ack(vcpu), Some(Vector::new(0x32)));
-    /// let _ = chip.set_line(level, false);
-    /// let eoi = chip.guest_eoi(vcpu);
+    /// chip.set_line(level, false, &mut fx);
+    /// let eoi = chip.guest_eoi(vcpu, &mut fx);
     /// assert!(eoi.level && eoi.intercepted && eoi.reached_ioapic);
     /// assert!(!chip.ioapic().entry(level).unwrap().remote_irr());
     ///
     /// // ISR is empty now: a spurious EOI retires nothing.
-    /// assert_eq!(chip.guest_eoi(vcpu).vector, None);
+    /// assert_eq!(chip.guest_eoi(vcpu, &mut fx).vector, None);
     /// ```
-    pub fn guest_eoi(&self, vcpu: VcpuId) -> GuestEoi {
-        let Some(slot) = self.vcpus.get(vcpu.index()) else {
-            return GuestEoi::default();
-        };
+    pub fn guest_eoi<L: DeliveryLog>(&self, vcpu: VcpuId, fx: &mut Effects<L>) -> GuestEoi {
+        let i = vcpu.index();
+        let slot = self.slot(i);
+        let mut sh = self.shared.lock();
         let (eoi, exit) = {
             let mut v = slot.lock();
             let Some(eoi) = v.apic.eoi() else {
@@ -401,214 +615,344 @@ impl<const VCPUS: usize, const PINS: usize> Irqchip<VCPUS, PINS> {
             level: eoi.level,
             intercepted: exit.intercepted,
             reached_ioapic: forward,
-            acked_pins: PinSet::new(),
             rescanned: exit.rescan,
             missed_level: exit.missed_level,
-            effects: Effects::default(),
+            acked_pins: crate::PinSet::EMPTY,
         };
         if !exit.intercepted {
             return out;
         }
-        let mut io = self.ioapic.lock();
-        if !self.config.ack_notifier_pins.is_empty() {
-            for p in self.config.ack_notifier_pins.iter() {
-                if io.entry(p).is_some_and(|e| e.vector() == eoi.vector) {
-                    out.acked_pins.insert(p);
-                }
+        for p in self.config.ack_notifier_pins.iter() {
+            if sh.ioapic.entry(p).is_some_and(|e| e.vector() == eoi.vector) {
+                out.acked_pins.insert(p);
             }
         }
         if forward {
-            let a = io.eoi(eoi.vector);
-            out.effects = self.apply(&mut io, a);
+            let a = sh.ioapic.eoi(eoi.vector);
+            if !a.is_empty() {
+                self.apply(&mut sh, a, None, fx);
+            }
         }
         // KVM's `vcpu_enter_guest` order: KVM_REQ_IOAPIC_EOI_EXIT (forward)
         // before KVM_REQ_SCAN_IOAPIC (rescan), then the bitmap load.
         if exit.rescan {
-            self.rescan_locked(&io, &mut slot.lock());
+            self.rescan_locked(&sh, i, &mut slot.lock());
         }
-        out.effects.reload.insert(vcpu);
+        fx.reload.insert(vcpu);
         out
     }
 
     /// What the VMM must write to `vcpu`'s VMCS before the next entry.
     ///
-    /// `None` when the VMCS already holds the bitmap (and for a vCPU out of
-    /// range). Otherwise only the `EOI_EXIT_BITMAPn` words listed by
-    /// [`VmcsUpdate::changed`] need a VMWRITE; the update counts as loaded
-    /// once returned.
+    /// `None` when the VMCS already holds the bitmap. Otherwise only the
+    /// `EOI_EXIT_BITMAPn` words listed by [`VmcsUpdate::changed`] need a
+    /// VMWRITE; the update counts as loaded once returned.
+    ///
+    /// # Panics
+    ///
+    /// If `vcpu` is out of range.
     ///
     /// # Examples
     ///
     /// ```
+    /// use eoi_exit::irqchip::Effects;
     /// use eoi_exit::{
-    ///     ApicMode, Irqchip, IrqchipConfig, Pin, RedirectionEntry, TriggerMode, VcpuId, Vector,
+    ///     ApicMode, Irqchip, IrqchipConfig, Pin, RedirectionEntry, TriggerMode, VcpuId, VcpuSlot,
+    ///     Vector,
     /// };
     ///
-    /// let chip: Irqchip<1> = Irqchip::new(IrqchipConfig::default(), ApicMode::XApic);
+    /// let chip: Irqchip<_> = Irqchip::new(IrqchipConfig::default(), ApicMode::XApic, [VcpuSlot::new()]);
     /// let vcpu = VcpuId::new(0);
     /// assert!(chip.vmcs_update(vcpu).is_none()); // nothing routed yet
     ///
+    /// let mut fx = Effects::new();
     /// let e = RedirectionEntry::fixed(Vector::new(0xe0), TriggerMode::Level, 0);
-    /// let _ = chip.write_entry(Pin::new(0), e.bits());
+    /// chip.write_entry(Pin::new(0), e.bits(), &mut fx);
     /// let u = chip.vmcs_update(vcpu).unwrap();
     /// // 0xe0 = 224 = word 3, bit 32; words 0..=2 need no VMWRITE.
     /// assert_eq!(u.changed().collect::<Vec<_>>(), [(3, 1 << 32)]);
     /// assert!(chip.vmcs_update(vcpu).is_none()); // loaded
     ///
     /// // Masking the entry drops the bit under `Policy::Exact`.
-    /// let _ = chip.write_entry(Pin::new(0), e.with_mask(true).bits());
+    /// chip.write_entry(Pin::new(0), e.with_mask(true).bits(), &mut fx);
     /// assert_eq!(chip.vmcs_update(vcpu).unwrap().words, [0; 4]);
     /// ```
     #[must_use = "the VMCS words must be written before the vCPU next enters the guest"]
     pub fn vmcs_update(&self, vcpu: VcpuId) -> Option<VmcsUpdate> {
-        let mut v = self.vcpus.get(vcpu.index())?.lock();
+        let mut v = self.slot(vcpu.index()).lock();
         let u = v.map.take_vmcs_update();
         if let Some(u) = &u {
-            v.stats.vmcs_words += u.mask.count_ones() as u64;
+            v.stats.vmcs_words += u64::from(u.mask.count_ones());
         }
         u
     }
 
-    /// Rescans one vCPU now (KVM's `KVM_REQ_SCAN_IOAPIC`).
-    pub fn rescan(&self, vcpu: VcpuId) {
-        if let Some(slot) = self.vcpus.get(vcpu.index()) {
-            let io = self.ioapic.lock();
-            self.rescan_locked(&io, &mut slot.lock());
-        }
+    /// Rescans one vCPU now (KVM's `KVM_REQ_SCAN_IOAPIC`); its bitmap may
+    /// change, so it is added to [`Effects::reload`].
+    ///
+    /// # Panics
+    ///
+    /// If `vcpu` is out of range.
+    pub fn rescan<L: DeliveryLog>(&self, vcpu: VcpuId, fx: &mut Effects<L>) {
+        let slot = self.slot(vcpu.index());
+        let sh = self.shared.lock();
+        self.rescan_locked(&sh, vcpu.index(), &mut slot.lock());
+        fx.reload.insert(vcpu);
     }
 
     // ---- internals ------------------------------------------------------
 
-    fn rescan_locked(&self, io: &Ioapic<PINS>, v: &mut Vcpu) {
+    #[inline]
+    #[track_caller]
+    fn slot(&self, i: usize) -> &Mutex<Vcpu> {
+        match self.vcpus.as_ref().get(i) {
+            Some(s) => &s.0,
+            None => panic!("vCPU {i} out of range: this Irqchip has {}", self.vcpus()),
+        }
+    }
+
+    /// Rescans vCPU `i` against the table, with its lock held (`v`). A bit
+    /// test per pin: the destinations were matched when they last changed.
+    fn rescan_locked(&self, sh: &Shared<PINS>, i: usize, v: &mut Vcpu) {
         let Vcpu { apic, map, stats } = v;
         stats.rescans += 1;
         stats.entries_scanned += PINS as u64;
-        map.begin_scan();
-        for (pin, e) in io.entries().iter().enumerate() {
-            let se = ScanEntry::from_redirection(
-                *e,
-                self.config.ack_notifier_pins.contains(Pin::new(pin as u8)),
-                self.config.rtc_tracking && pin == RTC_GSI.get() as usize,
-            );
-            map.scan_entry(apic, &se);
+        // One bit test of the pin's cached destination set per counted
+        // entry. The sets are built in registers (a memory read-modify-write
+        // per entry would chain on store forwarding).
+        let me = VcpuId::new(i as u16);
+        let kvm = self.config.policy.is_kvm();
+        let mut matched = Words::default();
+        let mut unmasked = Words::default();
+        let mut unmatched = Words::default();
+        for (pin, (e, dest)) in sh.ioapic.entries().iter().zip(sh.dest.iter()).enumerate() {
+            if !(e.is_level() || sh.counted_edge.contains(Pin::new(pin as u8))) {
+                continue;
+            }
+            let v = e.vector();
+            if dest.contains(me) {
+                if !e.masked() {
+                    unmasked.insert(v);
+                }
+                if kvm {
+                    matched.insert(v);
+                }
+            } else if kvm {
+                unmatched.insert(v);
+            }
         }
-        map.end_scan(apic);
+        let [matched, unmasked, unmatched] = [matched, unmasked, unmatched].map(Words::set);
+        map.rescan_sets(apic, &matched, &unmasked, &unmatched);
+    }
+
+    pub(crate) fn rescan_all<L>(&self, sh: &Shared<PINS>, fx: &mut Effects<L>) {
+        for i in 0..self.vcpus() {
+            self.rescan_locked(sh, i, &mut self.slot(i).lock());
+            fx.reload.insert(VcpuId::new(i as u16));
+        }
     }
 
     /// Whether any vCPU still owes an RTC EOI (KVM's `rtc_status.pending_eoi`).
     fn rtc_eoi_owed(&self) -> bool {
-        self.vcpus.iter().any(|v| v.lock().map.rtc_owed().is_some())
+        self.vcpus
+            .as_ref()
+            .iter()
+            .any(|v| v.0.lock().map.rtc_owed().is_some())
     }
 
-    pub(crate) fn rebuild_phys_map(&self) {
-        let mut map = self.phys_map.lock();
-        for (id, set) in map.iter_mut().enumerate() {
-            *set = VcpuSet::default();
-            let d = Destination {
-                id: id as u32,
-                mode: DestinationMode::Physical,
-            };
-            for (i, slot) in self.vcpus.iter().enumerate() {
-                if slot.lock().apic.matches(d) {
+    /// Rebuilds the physical-ID table and every pin's destination set from
+    /// the LAPICs as they are now.
+    fn rebuild_routing(&self, sh: &mut Shared<PINS>) {
+        sh.phys = [PHYS_NONE; 256];
+        sh.dest = [VcpuSet::EMPTY; PINS];
+        let entries = *sh.ioapic.entries();
+        for (i, slot) in self.vcpus.as_ref().iter().enumerate() {
+            let apic = slot.0.lock().apic;
+            for (id, e) in sh.phys.iter_mut().enumerate() {
+                let d = Destination {
+                    id: id as u32,
+                    mode: DestinationMode::Physical,
+                };
+                if apic.matches(d) {
+                    *e = if *e == PHYS_NONE { i as u16 } else { PHYS_MANY };
+                }
+            }
+            for (set, e) in sh.dest.iter_mut().zip(entries.iter()) {
+                if apic.matches(e.destination()) {
                     set.insert(VcpuId::new(i as u16));
                 }
             }
         }
     }
 
-    /// The vCPUs whose LAPIC matches `dest`: a table lookup for physical
-    /// destinations 0..=255, a walk over every vCPU otherwise.
-    fn vcpus_matching(&self, dest: Destination, out: &mut VcpuSet) {
+    /// Recomputes one pin's destination set.
+    fn refresh_dest(&self, sh: &mut Shared<PINS>, pin: usize) {
+        let d = sh.ioapic.entries()[pin].destination();
+        sh.dest[pin] = self.vcpus_matching(sh, d);
+    }
+
+    /// The vCPUs whose LAPIC matches `dest`: a table lookup for a physical
+    /// destination with a single owner, a walk over every vCPU otherwise.
+    fn vcpus_matching(&self, sh: &Shared<PINS>, dest: Destination) -> VcpuSet {
+        let mut out = VcpuSet::EMPTY;
         if dest.mode == DestinationMode::Physical && dest.id < 256 {
-            out.union_with(&self.phys_map.lock()[dest.id as usize]);
-            return;
+            match sh.phys[dest.id as usize] {
+                PHYS_NONE => return out,
+                PHYS_MANY => {}
+                i => {
+                    out.insert(VcpuId::new(i));
+                    return out;
+                }
+            }
         }
-        for (i, slot) in self.vcpus.iter().enumerate() {
-            if slot.lock().apic.matches(dest) {
+        for (i, slot) in self.vcpus.as_ref().iter().enumerate() {
+            if slot.0.lock().apic.matches(dest) {
                 out.insert(VcpuId::new(i as u16));
             }
         }
+        out
     }
 
-    /// Applies I/O APIC actions: rescans first (so a newly routed or
-    /// unmasked entry is in the bitmap before it can deliver), then deliveries.
-    fn apply(&self, io: &mut Ioapic<PINS>, a: IoapicEffects) -> Effects {
-        let mut fx = Effects {
-            deliver_later: a.deliver_later,
-            route_changed: a.route_changed,
-            ..Effects::default()
-        };
-        let mut targets = VcpuSet::default();
-        match a.rescan {
-            Rescan::None => {}
-            Rescan::Targets { old, new } => {
-                for d in [old, new].into_iter().flatten() {
-                    self.vcpus_matching(d, &mut targets);
+    /// Applies I/O APIC actions: routing caches and rescans first (so a newly
+    /// routed or unmasked entry is in the bitmap before it can deliver), then
+    /// deliveries. `written` is the entry a redirection write may have
+    /// changed, as it was before the write.
+    pub(crate) fn apply<L: DeliveryLog>(
+        &self,
+        sh: &mut Shared<PINS>,
+        a: IoapicEffects,
+        written: Option<(usize, RedirectionEntry)>,
+        fx: &mut Effects<L>,
+    ) {
+        // Touch the caller's sink only for what happened: its words were
+        // likely just cleared, and re-reading them costs a store-forwarding
+        // stall on every call.
+        if !a.deliver_later.is_empty() {
+            fx.deliver_later.union_with(&a.deliver_later);
+        }
+        if let Some(p) = a.route_changed {
+            fx.route_changed.insert(p);
+        }
+        match (a.rescan, a.route_changed, written) {
+            (Rescan::None, ..) => {}
+            (_, Some(p), Some((i, old))) if p.index() == i => {
+                let new = sh.ioapic.entries()[i];
+                let mut targets = sh.dest[i];
+                if new.destination() != old.destination() {
+                    self.refresh_dest(sh, i);
+                }
+                if scan_key(new) != scan_key(old) || self.config.policy.is_kvm() {
+                    if a.rescan == Rescan::All {
+                        targets = self.all_vcpus();
+                    } else {
+                        targets.union_with(&sh.dest[i]);
+                    }
+                    self.rescan_set(sh, targets, fx);
                 }
             }
-            Rescan::All => {
-                for i in 0..VCPUS {
-                    targets.insert(VcpuId::new(i as u16));
-                }
+            _ => {
+                // The whole table changed (a register restore), or a write we
+                // cannot attribute: refresh everything, rescan everyone.
+                self.rebuild_routing(sh);
+                self.rescan_all(sh, fx);
             }
         }
-        for i in targets.iter().map(VcpuId::index).take_while(|&i| i < VCPUS) {
-            self.rescan_locked(io, &mut self.vcpus[i].lock());
-        }
-        fx.reload.union_with(&targets);
         for p in a.deliver.iter() {
-            let Some(msg) = io.message(p) else { continue };
-            if self.config.rtc_tracking && p.get() as u32 == RTC_GSI.get() && self.rtc_eoi_owed() {
+            let Some(msg) = sh.ioapic.message(p) else {
+                continue;
+            };
+            let rtc_pin = self.config.rtc_tracking && p.get() as u32 == RTC_GSI.get();
+            if rtc_pin && self.rtc_eoi_owed() {
                 fx.rtc_coalesced = true;
                 continue;
             }
             let source = if msg.trigger.is_level() || self.config.ack_notifier_pins.contains(p) {
                 Source::NeedsEoi
-            } else if self.config.rtc_tracking && p.get() as u32 == RTC_GSI.get() {
+            } else if rtc_pin {
                 Source::Rtc
             } else {
                 Source::Plain
             };
-            self.deliver(&msg, Some(p), source, &mut fx);
+            self.deliver(&msg, Some(p), source, sh.dest[p.index()], fx);
         }
-        fx
     }
 
-    fn deliver(&self, msg: &InterruptMessage, pin: Option<Pin>, source: Source, fx: &mut Effects) {
+    fn all_vcpus(&self) -> VcpuSet {
+        let mut all = VcpuSet::EMPTY;
+        for i in 0..self.vcpus() {
+            all.insert(VcpuId::new(i as u16));
+        }
+        all
+    }
+
+    fn rescan_set<L>(&self, sh: &Shared<PINS>, targets: VcpuSet, fx: &mut Effects<L>) {
+        for id in targets.iter() {
+            if let Some(slot) = self.vcpus.as_ref().get(id.index()) {
+                self.rescan_locked(sh, id.index(), &mut slot.0.lock());
+                fx.reload.insert(id);
+            }
+        }
+    }
+
+    /// Delivers `msg` to the vCPUs in `targets` (those its destination
+    /// matches), or to the lowest-priority winner among them.
+    fn deliver<L: DeliveryLog>(
+        &self,
+        msg: &InterruptMessage,
+        pin: Option<Pin>,
+        source: Source,
+        targets: VcpuSet,
+        fx: &mut Effects<L>,
+    ) {
         if !msg.delivery_mode.uses_vector() {
             return;
         }
         if msg.delivery_mode == DeliveryMode::LowestPriority {
-            let target = {
-                // All vCPU locks, in index order (the documented lock order).
-                let guards: [_; VCPUS] = core::array::from_fn(|i| self.vcpus[i].lock());
-                let apics = guards.iter().map(|v| &v.apic).enumerate();
-                match self.config.arbitration {
-                    Arbitration::KvmVectorHashing => lapic::lowest_priority_kvm(apics, msg),
-                    Arbitration::SdmPriority => lapic::lowest_priority(apics, msg),
+            // Eligible: matching (the targets), hardware- and software-enabled.
+            let mut eligible = VcpuSet::EMPTY;
+            let mut best: Option<(u8, VcpuId)> = None;
+            for id in targets.iter() {
+                let apic = self.slot(id.index()).lock().apic;
+                if !apic.accepts_vectored() {
+                    continue;
                 }
+                eligible.insert(id);
+                let prio = apic.apr();
+                if best.is_none_or(|(p, _)| prio < p) {
+                    best = Some((prio, id));
+                }
+            }
+            let winner = match self.config.arbitration {
+                // KVM's vector hashing: the (vector % n)-th eligible vCPU.
+                Arbitration::KvmVectorHashing => match eligible.len() {
+                    0 => None,
+                    n => eligible.iter().nth(usize::from(msg.vector.get()) % n),
+                },
+                // SDM: lowest arbitration priority, lowest index among equals.
+                Arbitration::SdmPriority => best.map(|(_, id)| id),
             };
-            if let Some(i) = target {
-                self.accept_on(i, msg, pin, source, fx);
+            if let Some(id) = winner {
+                self.accept_on(id, msg, pin, source, fx);
             }
             return;
         }
-        let mut targets = VcpuSet::default();
-        self.vcpus_matching(msg.destination, &mut targets);
-        for i in targets.iter().map(VcpuId::index).take_while(|&i| i < VCPUS) {
-            self.accept_on(i, msg, pin, source, fx);
+        for id in targets.iter() {
+            self.accept_on(id, msg, pin, source, fx);
         }
     }
 
-    fn accept_on(
+    fn accept_on<L: DeliveryLog>(
         &self,
-        i: usize,
+        id: VcpuId,
         msg: &InterruptMessage,
         pin: Option<Pin>,
         source: Source,
-        fx: &mut Effects,
+        fx: &mut Effects<L>,
     ) {
-        let mut v = self.vcpus[i].lock();
+        let Some(slot) = self.vcpus.as_ref().get(id.index()) else {
+            return;
+        };
+        let mut v = slot.0.lock();
         let Vcpu { apic, map, .. } = &mut *v;
         let (vector, trigger, coalesced) = match apic.accept(msg) {
             Acceptance::Accepted { vector, trigger } => (vector, trigger, false),
@@ -627,54 +971,51 @@ impl<const VCPUS: usize, const PINS: usize> Irqchip<VCPUS, PINS> {
             // The VMCS must hold the new bit before the guest can take this
             // interrupt (TmrDriven sets it here; Exact for RTC and untracked
             // level sources).
-            fx.reload.insert(VcpuId::new(i as u16));
+            fx.reload.insert(id);
         }
-        let d = Delivery {
-            vcpu: VcpuId::new(i as u16),
+        fx.kick.insert(id);
+        fx.log.record(Delivery {
+            vcpu: id,
             accepted,
             pin,
-        };
-        if fx.deliveries.push(d).is_err() {
-            fx.overflow += 1;
-        }
+        });
     }
 }
 
-// ---- snapshot hooks (used by src/snapshot; keep additive) ------------------
+/// A vector set being built in four locals.
+#[derive(Default, Clone, Copy)]
+struct Words(u64, u64, u64, u64);
 
-impl<const VCPUS: usize, const PINS: usize> Irqchip<VCPUS, PINS> {
-    /// Locks the I/O APIC, then every vCPU in index order (the documented lock
-    /// order), for a consistent snapshot.
-    pub(crate) fn lock_all(
-        &self,
-    ) -> (
-        spin::MutexGuard<'_, Ioapic<PINS>>,
-        [spin::MutexGuard<'_, Vcpu>; VCPUS],
-    ) {
-        let io = self.ioapic.lock();
-        let vcpus = core::array::from_fn(|i| self.vcpus[i].lock());
-        (io, vcpus)
+impl Words {
+    #[inline(always)]
+    fn insert(&mut self, v: Vector) {
+        let bit = 1u64 << (v.get() & 63);
+        match v.get() >> 6 {
+            0 => self.0 |= bit,
+            1 => self.1 |= bit,
+            2 => self.2 |= bit,
+            _ => self.3 |= bit,
+        }
     }
 
-    /// Exclusive access to every part, for a snapshot restore.
-    pub(crate) fn parts_mut(
-        &mut self,
-    ) -> (
-        &mut IrqchipConfig,
-        &mut Ioapic<PINS>,
-        &mut [Mutex<Vcpu>; VCPUS],
-    ) {
-        (&mut self.config, self.ioapic.get_mut(), &mut self.vcpus)
+    fn set(self) -> VectorSet {
+        VectorSet::from_u64_words([self.0, self.1, self.2, self.3])
     }
+}
 
-    /// Host-side I/O APIC restore as `KVM_SET_IRQCHIP` does it
-    /// ([`Ioapic::set_registers`]: every vCPU rescans, pending pins are re-injected).
-    #[cfg_attr(not(feature = "kvm"), allow(dead_code))]
-    pub(crate) fn restore_ioapic_reinject(&self, state: &crate::IoapicRegisters<PINS>) -> Effects {
-        let mut io = self.ioapic.lock();
-        let a = io.set_registers(state);
-        self.apply(&mut io, a)
+/// Pins whose entries a scan counts even when edge triggered.
+fn counted_edge(config: &IrqchipConfig) -> crate::PinSet {
+    let mut pins = config.ack_notifier_pins;
+    if config.rtc_tracking {
+        pins.insert(Pin::new(RTC_GSI.get() as u8));
     }
+    pins
+}
+
+/// The fields of a redirection entry that a rescan reads: vector, trigger
+/// mode, mask, destination and destination mode.
+fn scan_key(e: RedirectionEntry) -> (Vector, bool, bool, Destination) {
+    (e.vector(), e.is_level(), e.masked(), e.destination())
 }
 
 #[cfg(test)]

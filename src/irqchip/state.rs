@@ -1,14 +1,13 @@
 //! [`IrqchipState`]: the saved state of an [`Irqchip`], beside it.
 
-use super::{Irqchip, IrqchipConfig, Vcpu, VcpuStats};
+use super::{Irqchip, IrqchipConfig, Shared, Vcpu, VcpuSlot, VcpuStats};
 #[cfg(doc)]
 use crate::EoiExitMap;
 use crate::exit_bitmap::EoiExitMapState;
 use crate::ioapic::IoapicState;
 use crate::lapic::{LocalApic, LocalApicState};
-#[cfg(feature = "serde")]
-use crate::snapshot::array;
 use crate::snapshot::{SNAPSHOT_VERSION, SnapshotError, check_version, first_pin_beyond};
+use crate::types::{ApicId, VcpuId};
 
 /// One vCPU of an [`IrqchipState`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -23,31 +22,35 @@ pub struct VcpuState {
 }
 
 /// Everything an [`Irqchip`] holds: configuration, I/O APIC, every vCPU.
+///
+/// `V` holds the vCPUs, by index: a `Vec<VcpuState>`, a `Box<[VcpuState]>`,
+/// an array or a `heapless::Vec`, whatever the VMM's storage is
+/// ([`Irqchip::state`] collects into any `FromIterator`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
-pub struct IrqchipState<const VCPUS: usize, const PINS: usize = 24> {
+pub struct IrqchipState<V, const PINS: usize = 24> {
     /// [`SNAPSHOT_VERSION`].
     pub version: u16,
-    /// `VCPUS` when captured.
-    pub vcpus: u16,
     /// The chip's configuration (policy, ack notifier pins, RTC tracking,
-    /// EOI order, arbitration, I/O APIC configuration).
+    /// arbitration, EOI forwarding, I/O APIC configuration).
     pub config: IrqchipConfig,
     /// The I/O APIC.
     pub ioapic: IoapicState<PINS>,
     /// Every vCPU, by index.
-    #[cfg_attr(feature = "serde", serde(with = "array"))]
-    pub vcpu: [VcpuState; VCPUS],
+    pub vcpus: V,
 }
 
-impl<const VCPUS: usize, const PINS: usize> IrqchipState<VCPUS, PINS> {
-    /// Checks everything [`Irqchip::restore`] checks.
+impl<V: AsRef<[VcpuState]>, const PINS: usize> IrqchipState<V, PINS> {
+    /// Checks everything [`Irqchip::restore`] checks, except the vCPU count
+    /// of the chip restored into: 1..=256 vCPUs, each valid under the
+    /// configuration's policy.
     pub fn validate(&self) -> Result<(), SnapshotError> {
         check_version(self.version)?;
-        if self.vcpus as usize != VCPUS {
+        let vcpus = self.vcpus.as_ref();
+        if !(1..=256).contains(&vcpus.len()) {
             return Err(SnapshotError::VcpuCount {
-                expected: VCPUS,
-                found: self.vcpus as usize,
+                expected: vcpus.len().clamp(1, 256),
+                found: vcpus.len(),
             });
         }
         self.ioapic.validate()?;
@@ -62,19 +65,25 @@ impl<const VCPUS: usize, const PINS: usize> IrqchipState<VCPUS, PINS> {
                 pin,
             });
         }
-        for (i, v) in self.vcpu.iter().enumerate() {
-            let at = |e: SnapshotError| e.at_vcpu(i as u16);
-            v.apic.validate().map_err(at)?;
-            if v.map.policy() != self.config.policy {
-                return Err(SnapshotError::PolicyMismatch {
-                    vcpu: i as u16,
-                    expected: self.config.policy,
-                    found: v.map.policy(),
-                });
-            }
-            v.map.validate_with(&v.apic).map_err(at)?;
+        for (i, v) in vcpus.iter().enumerate() {
+            v.validate(self.config.policy, i as u16)?;
         }
         Ok(())
+    }
+}
+
+impl VcpuState {
+    fn validate(&self, policy: crate::Policy, vcpu: u16) -> Result<(), SnapshotError> {
+        let at = |e: SnapshotError| e.at_vcpu(vcpu);
+        self.apic.validate().map_err(at)?;
+        if self.map.policy() != policy {
+            return Err(SnapshotError::PolicyMismatch {
+                vcpu,
+                expected: policy,
+                found: self.map.policy(),
+            });
+        }
+        self.map.validate_with(&self.apic).map_err(at)
     }
 }
 
@@ -86,51 +95,113 @@ impl Vcpu {
             stats: self.stats,
         }
     }
+
+    fn set_state(&mut self, s: &VcpuState) {
+        s.apic.apply(&mut self.apic);
+        self.map.set_state(&s.map);
+        self.stats = s.stats;
+    }
 }
 
-impl<const VCPUS: usize, const PINS: usize> Irqchip<VCPUS, PINS> {
-    /// A consistent snapshot: takes the I/O APIC lock, then every vCPU's in
-    /// index order (the documented lock order), so no call is half-seen.
-    pub fn state(&self) -> IrqchipState<VCPUS, PINS> {
-        let (io, vcpus) = self.lock_all();
+impl<S: AsRef<[VcpuSlot]>, const PINS: usize> Irqchip<S, PINS> {
+    /// A consistent snapshot, collected into `V` (a `Vec<VcpuState>`, a
+    /// `Box<[VcpuState]>`, a `heapless::Vec`...): the shared lock is held
+    /// while every vCPU is copied, so no input is half-seen.
+    pub fn state<V: FromIterator<VcpuState>>(&self) -> IrqchipState<V, PINS> {
+        let sh = self.shared.lock();
         IrqchipState {
             version: SNAPSHOT_VERSION,
-            vcpus: VCPUS as u16,
-            config: *self.config(),
-            ioapic: io.state(),
-            vcpu: core::array::from_fn(|i| vcpus[i].state()),
+            config: self.config,
+            ioapic: sh.ioapic.state(),
+            vcpus: self
+                .vcpus
+                .as_ref()
+                .iter()
+                .map(|s| s.0.lock().state())
+                .collect(),
         }
     }
 
+    /// Loads one vCPU's saved state verbatim (like `KVM_SET_LAPIC`, plus the
+    /// map): no rescan, as [`Irqchip::restore`] does for the whole chip. The
+    /// routing caches follow its LAPIC addressing, and the vCPU is added to
+    /// [`Effects::reload`](super::Effects::reload): its VMCS must load the
+    /// loaded map. Load what this chip (or one with the same table) saved;
+    /// [`Irqchip::rescan`] re-derives the map from the table if in doubt. On
+    /// error nothing changes.
+    ///
+    /// # Panics
+    ///
+    /// If `vcpu` is out of range.
+    pub fn load_vcpu<L: super::DeliveryLog>(
+        &self,
+        vcpu: VcpuId,
+        state: &VcpuState,
+        fx: &mut super::Effects<L>,
+    ) -> Result<(), SnapshotError> {
+        state.validate(self.config.policy, vcpu.get())?;
+        let mut sh = self.shared.lock();
+        self.slot(vcpu.index()).lock().set_state(state);
+        self.rebuild_routing(&mut sh);
+        fx.reload.insert(vcpu);
+        Ok(())
+    }
+}
+
+impl<S, const PINS: usize> Irqchip<S, PINS>
+where
+    S: AsRef<[VcpuSlot]> + AsMut<[VcpuSlot]>,
+{
     /// Replaces the whole chip (configuration included) with the snapshot,
     /// verbatim: no re-injection, no rescan. The VMM MUST load each vCPU's
     /// VMCS bitmap ([`Irqchip::vmcs_update`], or the whole
     /// [`EoiExitMap::loaded`] bitmap into a fresh VMCS) before it runs, and
-    /// re-arm its `deliver_later` timers. On error nothing changes.
-    pub fn restore(&mut self, s: &IrqchipState<VCPUS, PINS>) -> Result<(), SnapshotError> {
+    /// re-arm its `deliver_later` timers. The snapshot must have as many vCPUs
+    /// as the chip. On error nothing changes.
+    pub fn restore<V: AsRef<[VcpuState]>>(
+        &mut self,
+        s: &IrqchipState<V, PINS>,
+    ) -> Result<(), SnapshotError> {
         s.validate()?;
-        let (config, io, vcpus) = self.parts_mut();
-        *config = s.config;
-        io.restore_exact(s.ioapic.config, &s.ioapic.registers());
-        for (slot, v) in vcpus.iter_mut().zip(s.vcpu.iter()) {
-            let st = slot.get_mut();
-            v.apic.apply(&mut st.apic);
-            st.map.set_state(&v.map);
-            st.stats = v.stats;
+        if s.vcpus.as_ref().len() != self.vcpus() {
+            return Err(SnapshotError::VcpuCount {
+                expected: self.vcpus(),
+                found: s.vcpus.as_ref().len(),
+            });
         }
-        // APIC IDs and logical addressing came back verbatim: the physical
-        // destination table must follow them.
-        self.rebuild_phys_map();
+        self.config = s.config;
+        let sh = self.shared.get_mut();
+        sh.ioapic
+            .restore_exact(s.ioapic.config, &s.ioapic.registers());
+        for (slot, v) in self.vcpus.as_mut().iter_mut().zip(s.vcpus.as_ref()) {
+            slot.0.get_mut().set_state(v);
+        }
+        // APIC IDs, logical addressing and entries came back verbatim: the
+        // routing caches must follow them.
+        let mut sh: Shared<PINS> = self.shared.get_mut().clone();
+        sh.counted_edge = super::counted_edge(&s.config);
+        self.rebuild_routing(&mut sh);
+        *self.shared.get_mut() = sh;
         Ok(())
     }
 
-    /// A new chip equal to the captured one.
-    pub fn from_state(s: &IrqchipState<VCPUS, PINS>) -> Result<Self, SnapshotError> {
+    /// A new chip in `storage` (as many slots as the snapshot has vCPUs),
+    /// equal to the captured one.
+    pub fn from_state<V: AsRef<[VcpuState]>>(
+        s: &IrqchipState<V, PINS>,
+        storage: S,
+    ) -> Result<Self, SnapshotError> {
         s.validate()?;
-        let mut chip = Irqchip::with_apics(
-            s.config,
-            core::array::from_fn(|i| LocalApic::new(crate::ApicId::new(i as u32))),
-        );
+        let found = s.vcpus.as_ref().len();
+        if storage.as_ref().len() != found {
+            return Err(SnapshotError::VcpuCount {
+                expected: storage.as_ref().len(),
+                found,
+            });
+        }
+        let mut chip = Irqchip::with_apics(s.config, storage, |i| {
+            LocalApic::new(ApicId::new(u32::from(i.get())))
+        });
         chip.restore(s)?;
         Ok(chip)
     }

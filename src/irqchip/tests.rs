@@ -4,6 +4,16 @@ use super::*;
 use crate::RedirectionEntry;
 use crate::types::TriggerMode;
 
+type Chip<const N: usize> = Irqchip<[VcpuSlot; N]>;
+
+fn chip<const N: usize>() -> Chip<N> {
+    Irqchip::new(
+        IrqchipConfig::default(),
+        ApicMode::XApic,
+        [const { VcpuSlot::new() }; N],
+    )
+}
+
 fn msg(dest: u32) -> InterruptMessage {
     InterruptMessage {
         destination: Destination {
@@ -16,62 +26,141 @@ fn msg(dest: u32) -> InterruptMessage {
     }
 }
 
+fn kicked<const N: usize>(c: &Chip<N>, m: &InterruptMessage) -> std::vec::Vec<u16> {
+    let mut fx = Effects::new();
+    c.send_msi(m, &mut fx);
+    fx.kick.iter().map(VcpuId::get).collect()
+}
+
 #[test]
 fn physical_delivery_follows_an_apic_id_change() {
-    let c: Irqchip<4> = Irqchip::new(IrqchipConfig::default(), ApicMode::XApic);
-    let _ = c.update_lapic(VcpuId::new(3), |a| a.set_id(ApicId::new(9)));
-    let fx = c.send_msi(&msg(9));
-    assert_eq!(fx.deliveries.len(), 1);
-    assert_eq!(fx.deliveries[0].vcpu, VcpuId::new(3));
-    assert!(
-        c.send_msi(&msg(3)).deliveries.is_empty(),
-        "nobody has ID 3 any more"
-    );
+    let c = chip::<4>();
+    let mut fx = Effects::new();
+    c.write_lapic(VcpuId::new(3), LapicWrite::SetId(ApicId::new(9)), &mut fx);
+    assert_eq!(kicked(&c, &msg(9)), [3]);
+    assert!(kicked(&c, &msg(3)).is_empty(), "nobody has ID 3 any more");
 }
 
 #[test]
 fn xapic_physical_broadcast_reaches_every_vcpu() {
-    let c: Irqchip<4> = Irqchip::new(IrqchipConfig::default(), ApicMode::XApic);
-    assert_eq!(c.send_msi(&msg(0xff)).deliveries.len(), 4);
+    assert_eq!(kicked(&chip::<4>(), &msg(0xff)), [0, 1, 2, 3]);
 }
 
 #[test]
 fn duplicate_apic_ids_both_accept_a_physical_message() {
-    let c: Irqchip<4> = Irqchip::new(IrqchipConfig::default(), ApicMode::XApic);
-    let _ = c.update_lapic(VcpuId::new(2), |a| a.set_id(ApicId::new(1)));
-    let fx = c.send_msi(&msg(1));
-    let got: heapless::Vec<u16, 4> = fx.deliveries.iter().map(|d| d.vcpu.get()).collect();
-    assert_eq!(&got[..], &[1, 2]);
+    let c = chip::<4>();
+    let mut fx = Effects::new();
+    c.write_lapic(VcpuId::new(2), LapicWrite::SetId(ApicId::new(1)), &mut fx);
+    assert_eq!(kicked(&c, &msg(1)), [1, 2]);
 }
 
 #[test]
-fn update_lapic_rescans_every_vcpu_like_a_kvm_apic_map_change() {
-    let c: Irqchip<3> = Irqchip::new(IrqchipConfig::default(), ApicMode::XApic);
-    let before: [u64; 3] = core::array::from_fn(|i| c.vcpus[i].lock().stats.rescans);
-    let (_, fx) = c
-        .update_lapic(VcpuId::new(0), |a| a.write_tpr(0x20))
-        .unwrap();
+fn an_addressing_write_rescans_every_vcpu_like_a_kvm_apic_map_change() {
+    let c = chip::<3>();
+    let rescans = |c: &Chip<3>| -> [u64; 3] {
+        core::array::from_fn(|i| c.vcpu(VcpuId::new(i as u16)).unwrap().stats.rescans)
+    };
+    let before = rescans(&c);
+    let mut fx = Effects::new();
+    c.write_lapic(VcpuId::new(0), LapicWrite::Ldr(1 << 24), &mut fx);
     assert_eq!(fx.reload.len(), 3);
-    for (i, b) in before.iter().enumerate() {
-        assert_eq!(c.vcpus[i].lock().stats.rescans, b + 1);
+    let after = rescans(&c);
+    for i in 0..3 {
+        assert_eq!(after[i], before[i] + 1);
     }
+    // TPR is not addressing: no rescan, nothing to reload.
+    let mut fx = Effects::new();
+    c.write_lapic(VcpuId::new(0), LapicWrite::Tpr(0x20), &mut fx);
+    assert!(fx.is_empty());
+    assert_eq!(rescans(&c), after);
+    assert_eq!(c.vcpu(VcpuId::new(0)).unwrap().apic.tpr(), 0x20);
 }
 
 #[test]
 fn spurious_guest_eoi_does_nothing() {
-    let c: Irqchip<1> = Irqchip::new(IrqchipConfig::default(), ApicMode::XApic);
-    let e = c.guest_eoi(VcpuId::new(0));
+    let c = chip::<1>();
+    let mut fx = Effects::new();
+    let e = c.guest_eoi(VcpuId::new(0), &mut fx);
     assert!(e.vector.is_none() && !e.intercepted);
-    assert!(
-        c.guest_eoi(VcpuId::new(7)).vector.is_none(),
-        "out-of-range vCPU ignored"
-    );
+    assert!(fx.is_empty());
+}
+
+#[test]
+#[should_panic(expected = "vCPU 7 out of range")]
+fn an_out_of_range_vcpu_is_a_documented_panic_not_a_spurious_eoi() {
+    let _ = chip::<1>().guest_eoi(VcpuId::new(7), &mut Effects::new());
+}
+
+#[test]
+#[should_panic(expected = "1..=256 vCPUs")]
+fn empty_storage_is_refused() {
+    let _: Irqchip<[VcpuSlot; 0]> = Irqchip::new(IrqchipConfig::default(), ApicMode::XApic, []);
 }
 
 #[test]
 fn reserved_delivery_mode_entry_delivers_nothing() {
-    let c: Irqchip<1> = Irqchip::new(IrqchipConfig::default(), ApicMode::XApic);
+    let c = chip::<1>();
+    let mut fx = Effects::new();
     let e = RedirectionEntry::fixed(Vector::new(0x40), TriggerMode::Edge, 0).bits() | 3 << 8;
-    let _ = c.write_entry(Pin::new(1), e);
-    assert!(c.set_line(Pin::new(1), true).deliveries.is_empty());
+    c.write_entry(Pin::new(1), e, &mut fx);
+    fx.clear();
+    c.set_line(Pin::new(1), true, &mut fx);
+    assert!(fx.kick.is_empty());
+}
+
+#[test]
+fn a_write_that_changes_no_scanned_field_rescans_no_one_outside_kvm_policies() {
+    for policy in Policy::ALL {
+        let c: Chip<2> = Irqchip::new(
+            IrqchipConfig {
+                policy,
+                ..IrqchipConfig::default()
+            },
+            ApicMode::XApic,
+            [const { VcpuSlot::new() }; 2],
+        );
+        let e = RedirectionEntry::fixed(Vector::new(0x40), TriggerMode::Level, 1);
+        let mut fx = Effects::new();
+        c.write_entry(Pin::new(3), e.bits(), &mut fx);
+        assert!(fx.reload.contains(VcpuId::new(1)), "{policy:?}");
+        // Same entry, and then a delivery-mode change (lowest priority is not
+        // something the scan reads).
+        for again in [e.bits(), e.bits() | 1 << 8] {
+            let mut fx = Effects::new();
+            c.write_entry(Pin::new(3), again, &mut fx);
+            assert!(fx.route_changed.contains(Pin::new(3)));
+            assert_eq!(fx.reload.is_empty(), !policy.is_kvm(), "{policy:?}");
+        }
+    }
+}
+
+#[test]
+fn a_256_vcpu_chip_is_built_snapshotted_and_restored_on_a_2_mib_stack() {
+    let t = std::thread::Builder::new()
+        .stack_size(2 << 20)
+        .spawn(|| {
+            let slots =
+                || -> std::boxed::Box<[VcpuSlot]> { (0..256).map(|_| VcpuSlot::new()).collect() };
+            let c = Irqchip::<_, 24>::new(IrqchipConfig::default(), ApicMode::X2Apic, slots());
+            let mut fx = Effects::new();
+            let e = RedirectionEntry::fixed(Vector::new(0x40), TriggerMode::Level, 200);
+            c.write_entry(Pin::new(2), e.bits(), &mut fx);
+            c.set_line(Pin::new(2), true, &mut fx);
+            assert_eq!(
+                fx.kick
+                    .iter()
+                    .map(VcpuId::get)
+                    .collect::<std::vec::Vec<_>>(),
+                [200]
+            );
+            let s: IrqchipState<std::vec::Vec<VcpuState>> = c.state();
+            let copy = Irqchip::from_state(&s, slots()).unwrap();
+            assert_eq!(copy.state::<std::vec::Vec<_>>(), s);
+            let mut back =
+                Irqchip::<_, 24>::new(IrqchipConfig::default(), ApicMode::XApic, slots());
+            back.restore(&s).unwrap();
+            assert_eq!(back.ack(VcpuId::new(200)), Some(Vector::new(0x40)));
+        })
+        .unwrap();
+    t.join().unwrap();
 }

@@ -53,9 +53,9 @@ use super::{LocalApicState, SNAPSHOT_VERSION, SnapshotError};
 use crate::exit_bitmap::Policy;
 use crate::ioapic::validate_ioapic_state;
 use crate::ioapic::{IoapicRegisters, PinSet, RedirectionEntry};
-use crate::irqchip::{Effects, Irqchip, IrqchipConfig};
+use crate::irqchip::{DeliveryLog, Effects, Irqchip, IrqchipConfig, VcpuSlot};
 use crate::lapic::{ApicMode, LocalApic, x2apic_ldr};
-use crate::types::{ApicId, Pin, Polarity, RTC_GSI, VcpuId};
+use crate::types::{ApicId, Pin, Polarity, RTC_GSI};
 use crate::vector::VectorSet;
 
 /// Pins of KVM's in-kernel I/O APIC (`KVM_IOAPIC_NUM_PINS`).
@@ -329,21 +329,24 @@ pub fn lapic_to_kvm(state: &LocalApicState, x2apic_format: bool) -> kvm_lapic_st
 
 /// What a migration import produced.
 #[derive(Debug)]
-pub struct KvmImport<const VCPUS: usize> {
-    /// The chip, in the state KVM's restore would leave it.
-    pub chip: Irqchip<VCPUS, KVM_IOAPIC_NUM_PINS>,
-    /// What the import's re-injection did (as `KVM_SET_IRQCHIP` re-injects
-    /// asserted level pins without remote IRR and latched edges): the VMM MUST
-    /// inject these deliveries, and load every vCPU's VMCS bitmap.
-    pub effects: Effects,
+pub struct KvmImport<S> {
+    /// The chip, in the state KVM's restore would leave it. What the import's
+    /// re-injection did (as `KVM_SET_IRQCHIP` re-injects asserted level pins
+    /// without remote IRR and latched edges) went to the `Effects` passed in:
+    /// the VMM MUST act on it, and load every vCPU's VMCS bitmap.
+    pub chip: Irqchip<S, KVM_IOAPIC_NUM_PINS>,
     /// KVM's `base_address`, for the export back.
     pub base_address: u64,
 }
 
-impl<const VCPUS: usize> Irqchip<VCPUS, KVM_IOAPIC_NUM_PINS> {
-    /// Imports KVM's in-kernel irqchip: the I/O APIC state and one LAPIC page
-    /// per vCPU (vCPU `i` is `lapics[i]`, with `who[i]` giving what the page
-    /// lacks), under the model `config`.
+impl<S> Irqchip<S, KVM_IOAPIC_NUM_PINS>
+where
+    S: AsRef<[VcpuSlot]> + AsMut<[VcpuSlot]>,
+{
+    /// Imports KVM's in-kernel irqchip into `storage`: the I/O APIC state and
+    /// one LAPIC page per vCPU (vCPU `i` is `lapics[i]`, with `who[i]` giving
+    /// what the page lacks), under the model `config`. `lapics`, `who` and
+    /// `storage` must have the same length.
     ///
     /// What KVM's formats lack is rebuilt the way KVM's own restore does it:
     ///
@@ -364,12 +367,14 @@ impl<const VCPUS: usize> Irqchip<VCPUS, KVM_IOAPIC_NUM_PINS> {
     ///    (a fresh VMCS): [`Irqchip::vmcs_update`] returns every non-zero word.
     ///
     /// Statistics count the import's rescans.
-    pub fn import_kvm(
+    pub fn import_kvm<L: DeliveryLog>(
         config: IrqchipConfig,
         ioapic: &kvm_ioapic_state,
-        lapics: &[kvm_lapic_state; VCPUS],
-        who: &[KvmLapicIdentity; VCPUS],
-    ) -> Result<KvmImport<VCPUS>, SnapshotError> {
+        lapics: &[kvm_lapic_state],
+        who: &[KvmLapicIdentity],
+        storage: S,
+        fx: &mut Effects<L>,
+    ) -> Result<KvmImport<S>, SnapshotError> {
         let io = ioapic_from_kvm(ioapic)?;
         validate_ioapic_state(&config.ioapic, &io.state)?;
         if let Some(pin) = super::first_pin_beyond(&config.ack_notifier_pins, KVM_IOAPIC_NUM_PINS) {
@@ -378,48 +383,68 @@ impl<const VCPUS: usize> Irqchip<VCPUS, KVM_IOAPIC_NUM_PINS> {
                 pin,
             });
         }
-        let mut apics = [LocalApic::new(ApicId::new(0)); VCPUS];
-        for i in 0..VCPUS {
-            let s = lapic_from_kvm(&lapics[i], &who[i]).map_err(|e| e.at_vcpu(i as u16))?;
-            s.apply(&mut apics[i]);
-        }
-        // 1. LAPICs set, every vCPU scanned (with_apics rescans all).
-        let chip = Irqchip::with_apics(config, apics);
-        // 2. KVM_SET_IRQCHIP: rescans all, re-injects.
-        let mut effects = chip.restore_ioapic_reinject(&io.state);
-        // 3. RTC EOI tracking restore.
-        if config.rtc_tracking && config.policy != Policy::NoIntercept {
-            let rtc = chip.ioapic().entries()[RTC_GSI.get() as usize];
-            for i in 0..VCPUS {
-                let mut v = chip.vcpu(VcpuId::new(i as u16)).expect("in range");
-                let owed = v.apic.matches(rtc.destination()) && v.apic.pending_eoi(rtc.vector());
-                v.map.set_rtc_owed(owed.then_some(rtc.vector()));
+        let n = storage.as_ref().len();
+        for found in [lapics.len(), who.len()] {
+            if found != n || !(1..=256).contains(&n) {
+                return Err(SnapshotError::VcpuCount { expected: n, found });
             }
         }
-        // 4. Rescan so the bitmaps carry the RTC EOIs owed.
-        for i in 0..VCPUS {
-            chip.rescan(VcpuId::new(i as u16));
-            effects.reload.insert(crate::VcpuId::new(i as u16));
+        for (i, (page, id)) in lapics.iter().zip(who).enumerate() {
+            lapic_from_kvm(page, id).map_err(|e| e.at_vcpu(i as u16))?;
+        }
+        // 1. LAPICs set, every vCPU scanned (with_apics rescans all).
+        let chip = Irqchip::with_apics(config, storage, |i| {
+            let mut apic = LocalApic::new(ApicId::new(0));
+            lapic_from_kvm(&lapics[i.index()], &who[i.index()])
+                .expect("validated above")
+                .apply(&mut apic);
+            apic
+        });
+        {
+            let mut sh = chip.shared.lock();
+            // 2. KVM_SET_IRQCHIP: rescans all, re-injects.
+            let a = sh.ioapic.set_registers(&io.state);
+            chip.apply(&mut sh, a, None, fx);
+            // 3. RTC EOI tracking restore.
+            if config.rtc_tracking && config.policy != Policy::NoIntercept {
+                let rtc = sh.ioapic.entries()[RTC_GSI.get() as usize];
+                for slot in chip.vcpus.as_ref() {
+                    let mut v = slot.0.lock();
+                    let owed =
+                        v.apic.matches(rtc.destination()) && v.apic.pending_eoi(rtc.vector());
+                    v.map.set_rtc_owed(owed.then_some(rtc.vector()));
+                }
+            }
+            // 4. Rescan so the bitmaps carry the RTC EOIs owed.
+            chip.rescan_all(&sh, fx);
         }
         Ok(KvmImport {
             chip,
-            effects,
             base_address: io.base_address,
         })
     }
+}
 
+impl<S: AsRef<[VcpuSlot]>> Irqchip<S, KVM_IOAPIC_NUM_PINS> {
     /// Exports the chip as KVM's in-kernel irqchip state: the I/O APIC
     /// (`KVM_SET_IRQCHIP`) and one LAPIC page per vCPU (`KVM_SET_LAPIC`;
     /// covered registers only, see [`lapic_to_kvm`]; patch them into the
-    /// source pages with [`write_lapic`] to keep the timer and LVTs).
-    pub fn export_kvm(
+    /// source pages with [`write_lapic`] to keep the timer and LVTs),
+    /// collected into `V` (a `Vec`, a `Box<[_]>`...). Consistent: the shared
+    /// lock is held while the pages are written.
+    pub fn export_kvm<V: FromIterator<kvm_lapic_state>>(
         &self,
         base_address: u64,
         x2apic_format: bool,
-    ) -> (kvm_ioapic_state, [kvm_lapic_state; VCPUS]) {
-        let (io, vcpus) = self.lock_all();
-        let k = ioapic_to_kvm(&io.registers(), base_address);
-        let pages = core::array::from_fn(|i| lapic_to_kvm(&vcpus[i].apic.state(), x2apic_format));
+    ) -> (kvm_ioapic_state, V) {
+        let sh = self.shared.lock();
+        let k = ioapic_to_kvm(&sh.ioapic.registers(), base_address);
+        let pages = self
+            .vcpus
+            .as_ref()
+            .iter()
+            .map(|s| lapic_to_kvm(&s.0.lock().apic.state(), x2apic_format))
+            .collect();
         (k, pages)
     }
 }

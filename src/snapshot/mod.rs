@@ -82,7 +82,7 @@ pub use crate::lapic::LocalApicState;
 use crate::{EoiExitMap, Ioapic, Irqchip, LocalApic, MaskedEdge};
 
 /// The snapshot format version this crate writes and reads.
-pub const SNAPSHOT_VERSION: u16 = 1;
+pub const SNAPSHOT_VERSION: u16 = 2;
 
 // ---- errors -----------------------------------------------------------------
 

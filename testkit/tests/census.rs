@@ -147,7 +147,7 @@ fn every_workload_is_named_documented_and_runnable() {
     for w in WORKLOADS.iter() {
         assert!(!w.doc.is_empty() && !w.doc.contains('\n'), "{}", w.name);
         assert_eq!(sim::workload(w.name), Some(w));
-        assert!(sim::SUPPORTED_VCPUS.contains(&w.vcpus), "{}", w.name);
+        assert!((1..=256).contains(&w.vcpus), "{}", w.name);
     }
     let names: Vec<&str> = WORKLOADS.iter().map(|w| w.name).collect();
     assert_eq!(

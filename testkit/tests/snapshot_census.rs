@@ -22,10 +22,7 @@ fn json_trip(s: AnySnapshot) -> AnySnapshot {
 #[test]
 fn census_after_a_serialized_restore_equals_the_uninterrupted_run() {
     let mut compared = 0;
-    // `large` (256 vCPUs) is left out: run_restored supports up to 8 vCPUs,
-    // because serde-decoding a 256-vCPU snapshot currently takes minutes to
-    // compile in release (see the CHANGELOG's known issues).
-    for w in WORKLOADS.iter().filter(|w| w.vcpus <= 8) {
+    for w in WORKLOADS.iter() {
         let events = 4_000;
         for seed in SEEDS {
             for p in Policy::ALL {
@@ -55,14 +52,11 @@ fn a_lossy_restore_is_detected_by_the_census() {
     let w = sim::workload("seed").unwrap();
     let p = Policy::KvmHighestStale;
     let straight = sim::run(w, p, 7, 4_000);
-    let mut lossy = |s: AnySnapshot| match s {
-        AnySnapshot::V2(mut b) => {
-            for v in b.vcpu.iter_mut() {
-                v.map = eoi_exit::EoiExitMap::new(p).state();
-            }
-            AnySnapshot::V2(b)
+    let mut lossy = |mut s: AnySnapshot| {
+        for v in s.vcpus.iter_mut() {
+            v.map = eoi_exit::EoiExitMap::new(p).state();
         }
-        other => other,
+        s
     };
     let broken = sim::run_restored(w, p, 7, 4_000, 1_000, &mut lossy);
     assert_ne!(broken, straight);

@@ -8,16 +8,27 @@
 //! with the uninterrupted run.
 #![cfg(feature = "serde")]
 
-use eoi_exit::irqchip::Arbitration;
+use eoi_exit::irqchip::{Arbitration, Delivery, VcpuState};
 use eoi_exit::snapshot::IrqchipState;
 use eoi_exit::{
-    ApicId, ApicMode, DeliveryMode, Destination, DestinationMode, InterruptMessage, Irqchip,
-    IrqchipConfig, LocalApic, Pin, PinSet, Policy, TriggerMode, VcpuId, Vector,
+    ApicId, ApicMode, DeliveryMode, Destination, DestinationMode, Effects, InterruptMessage,
+    Irqchip, IrqchipConfig, LapicWrite, LocalApic, Pin, PinSet, Policy, TriggerMode, VcpuId,
+    VcpuSlot, Vector,
 };
 use eoi_exit_testkit::race::SplitMix64;
 
 const VCPUS: usize = 4;
-type Chip = Irqchip<VCPUS, 24>;
+type Chip = Irqchip<[VcpuSlot; VCPUS], 24>;
+type State = IrqchipState<Vec<VcpuState>, 24>;
+
+fn storage() -> [VcpuSlot; VCPUS] {
+    [const { VcpuSlot::new() }; VCPUS]
+}
+
+/// A fresh sink per call: what that one call did, every delivery included.
+fn fx() -> Effects<Vec<Delivery>> {
+    Effects::with_log(Vec::new())
+}
 
 /// A small vector pool so vectors collide across pins, MSIs and vCPUs.
 const VECTORS: [u8; 8] = [0x30, 0x31, 0x38, 0x40, 0x41, 0x50, 0x51, 0x60];
@@ -154,35 +165,54 @@ fn config(policy: Policy, seed: u64) -> IrqchipConfig {
 }
 
 fn chip(policy: Policy, seed: u64) -> Chip {
-    let apics = core::array::from_fn(|i| {
-        let mut a = LocalApic::new_enabled(ApicId::new(i as u32), ApicMode::XApic);
-        a.write_ldr(1 << (24 + i));
+    Irqchip::with_apics(config(policy, seed), storage(), |i| {
+        let mut a = LocalApic::new_enabled(ApicId::new(u32::from(i.get())), ApicMode::XApic);
+        a.write_ldr(1 << (24 + i.index()));
         a
-    });
-    Irqchip::with_apics(config(policy, seed), apics)
+    })
 }
 
 /// Runs one op and returns what it did, as text (every observable).
 fn run(c: &Chip, op: Op) -> String {
     let v = |i: u16| VcpuId::new(i);
+    let mut fx = fx();
     match op {
-        Op::WriteEntry { pin, bits } => format!("{:?}", c.write_entry(Pin::new(pin), bits)),
+        Op::WriteEntry { pin, bits } => {
+            c.write_entry(Pin::new(pin), bits, &mut fx);
+            format!("{fx:?}")
+        }
         Op::GuestWrite { reg, value } => {
-            let a = c.mmio_write(0x00, 4, reg as u64);
-            let b = c.mmio_write(0x10, 4, value as u64);
-            format!("{a:?} {b:?}")
+            c.mmio_write(0x00, 4, reg as u64, &mut fx);
+            let mut b = self::fx();
+            c.mmio_write(0x10, 4, value as u64, &mut b);
+            format!("{fx:?} {b:?}")
         }
-        Op::SetLine { pin, level } => format!("{:?}", c.set_line(Pin::new(pin), level)),
-        Op::Msi { msg } => format!("{:?}", c.send_msi(&msg)),
+        Op::SetLine { pin, level } => {
+            c.set_line(Pin::new(pin), level, &mut fx);
+            format!("{fx:?}")
+        }
+        Op::Msi { msg } => {
+            c.send_msi(&msg, &mut fx);
+            format!("{fx:?}")
+        }
         Op::Ack(i) => format!("{:?}", c.ack(v(i))),
-        Op::Eoi(i) => format!("{:?}", c.guest_eoi(v(i))),
-        Op::Vmcs(i) => format!("{:?}", c.vmcs_update(v(i))),
-        Op::DeliverLater(pin) => format!("{:?}", c.deliver_later_elapsed(Pin::new(pin))),
-        Op::Rescan(i) => {
-            c.rescan(v(i));
-            String::new()
+        Op::Eoi(i) => {
+            let g = c.guest_eoi(v(i), &mut fx);
+            format!("{g:?} {fx:?}")
         }
-        Op::Tpr(i, tpr) => format!("{:?}", c.update_lapic(v(i), |a| a.write_tpr(tpr))),
+        Op::Vmcs(i) => format!("{:?}", c.vmcs_update(v(i))),
+        Op::DeliverLater(pin) => {
+            c.deliver_later_elapsed(Pin::new(pin), &mut fx);
+            format!("{fx:?}")
+        }
+        Op::Rescan(i) => {
+            c.rescan(v(i), &mut fx);
+            format!("{fx:?}")
+        }
+        Op::Tpr(i, tpr) => {
+            c.write_lapic(v(i), LapicWrite::Tpr(tpr), &mut fx);
+            format!("{fx:?}")
+        }
     }
 }
 
@@ -206,13 +236,13 @@ fn continuation(policy: Policy, seed: u64, n: usize, m: usize, cov: &mut Coverag
     // The uninterrupted run.
     let a = chip(policy, seed);
     let log_a = run_all(&a, &all);
-    let end_a = a.state();
+    let end_a: State = a.state();
 
     // Run N, snapshot, serialize both ways.
     let b = chip(policy, seed);
     let log_b = run_all(&b, before);
     assert_eq!(log_b[..], log_a[..n]);
-    let snap = b.state();
+    let snap: State = b.state();
     cov.remote_irr_at_snapshot += snap
         .ioapic
         .entries
@@ -220,21 +250,21 @@ fn continuation(policy: Policy, seed: u64, n: usize, m: usize, cov: &mut Coverag
         .filter(|e| e.remote_irr())
         .count() as u64;
     cov.in_flight_at_snapshot += snap
-        .vcpu
+        .vcpus
         .iter()
         .map(|v| v.apic.irr.union(&v.apic.isr).len() as u64)
         .sum::<u64>();
 
     let bytes = postcard::to_allocvec(&snap).unwrap();
-    let from_postcard: IrqchipState<VCPUS> = postcard::from_bytes(&bytes).unwrap();
+    let from_postcard: State = postcard::from_bytes(&bytes).unwrap();
     let json = serde_json::to_string(&snap).unwrap();
-    let from_json: IrqchipState<VCPUS> = serde_json::from_str(&json).unwrap();
+    let from_json: State = serde_json::from_str(&json).unwrap();
     assert_eq!(from_postcard, snap);
     assert_eq!(from_json, snap);
 
     // Restore three ways.
-    let c = Chip::from_state(&from_postcard).unwrap();
-    let d = Chip::from_state(&from_json).unwrap();
+    let c = Chip::from_state(&from_postcard, storage()).unwrap();
+    let d = Chip::from_state(&from_json, storage()).unwrap();
     let mut e = chip(policy, seed ^ 0xdead);
     let _ = run_all(&e, &ops(seed ^ 0xbeef, 50));
     e.restore(&from_json).unwrap();
@@ -244,7 +274,7 @@ fn continuation(policy: Policy, seed: u64, n: usize, m: usize, cov: &mut Coverag
         ("restore into used chip", &e),
     ] {
         assert_eq!(
-            x.state(),
+            x.state::<Vec<_>>(),
             snap,
             "{} seed {seed} via {name}: restored snapshot differs",
             policy.name()
@@ -261,13 +291,13 @@ fn continuation(policy: Policy, seed: u64, n: usize, m: usize, cov: &mut Coverag
             );
         }
         assert_eq!(
-            x.state(),
+            x.state::<Vec<_>>(),
             end_a,
             "{} seed {seed} via {name}: final state differs",
             policy.name()
         );
     }
-    for v in &end_a.vcpu {
+    for v in &end_a.vcpus {
         cov.eoi_exits += v.stats.eoi_exits;
         cov.rescans += v.stats.rescans;
     }
@@ -303,25 +333,28 @@ fn eoi_storm_counter_survives_a_snapshot() {
         let run_storm = |c: &Chip, eois: usize| -> Vec<bool> {
             let mut throttled = Vec::new();
             for _ in 0..eois {
-                c.ack(VcpuId::new(0));
-                let g = c.guest_eoi(VcpuId::new(0));
-                throttled.push(!g.effects.deliver_later.is_empty());
+                let _ = c.ack(VcpuId::new(0));
+                let mut fx = Effects::new();
+                let _ = c.guest_eoi(VcpuId::new(0), &mut fx);
+                throttled.push(!fx.deliver_later.is_empty());
             }
             throttled
         };
+        let mut fx = Effects::new();
         let a = chip(policy, 0);
-        let _ = a.write_entry(Pin::new(5), 0x40 | 1 << 15);
-        let _ = a.set_line(Pin::new(5), true);
+        a.write_entry(Pin::new(5), 0x40 | 1 << 15, &mut fx);
+        a.set_line(Pin::new(5), true, &mut fx);
         let b = chip(policy, 0);
-        let _ = b.write_entry(Pin::new(5), 0x40 | 1 << 15);
-        let _ = b.set_line(Pin::new(5), true);
+        b.write_entry(Pin::new(5), 0x40 | 1 << 15, &mut fx);
+        b.set_line(Pin::new(5), true, &mut fx);
         let full = run_storm(&a, 10_005);
         assert_eq!(full.iter().position(|&t| t), Some(9_999));
         let first = run_storm(&b, 9_990);
-        let snap = b.state();
+        let snap: State = b.state();
         assert_eq!(snap.ioapic.eoi_count[5], 9_990);
         let bytes = postcard::to_allocvec(&snap).unwrap();
-        let c = Chip::from_state(&postcard::from_bytes(&bytes).unwrap()).unwrap();
+        let back: State = postcard::from_bytes(&bytes).unwrap();
+        let c = Chip::from_state(&back, storage()).unwrap();
         let rest = run_storm(&c, 15);
         assert_eq!([first, rest].concat(), full);
     }
@@ -331,11 +364,12 @@ fn eoi_storm_counter_survives_a_snapshot() {
 #[test]
 fn pending_vmcs_update_survives_a_snapshot() {
     let a = chip(Policy::Exact, 0);
-    let _ = a.write_entry(Pin::new(5), 0x40 | 1 << 15);
-    let snap = a.state();
-    assert_ne!(snap.vcpu[0].map.bitmap, snap.vcpu[0].map.loaded);
+    a.write_entry(Pin::new(5), 0x40 | 1 << 15, &mut Effects::new());
+    let snap: State = a.state();
+    assert_ne!(snap.vcpus[0].map.bitmap, snap.vcpus[0].map.loaded);
     let json = serde_json::to_string(&snap).unwrap();
-    let c = Chip::from_state(&serde_json::from_str(&json).unwrap()).unwrap();
+    let back: State = serde_json::from_str(&json).unwrap();
+    let c = Chip::from_state(&back, storage()).unwrap();
     let want = a.vmcs_update(VcpuId::new(0));
     assert!(want.is_some());
     assert_eq!(c.vmcs_update(VcpuId::new(0)), want);

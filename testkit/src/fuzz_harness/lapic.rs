@@ -3,13 +3,16 @@
 
 use arbitrary::{Arbitrary, Result, Unstructured};
 
+use eoi_exit::LapicWrite;
 use eoi_exit::lapic::{self, ApicMode, LocalApic};
 use eoi_exit::types::{ApicId, DeliveryMode, InterruptMessage};
 use eoi_exit::vector::Vector;
 
 use super::{MAX_OPS, gen_message, gen_vector};
 
-/// A change to one vCPU's LAPIC, applied through `Irqchip::update_lapic`.
+/// A change to one LAPIC's registers, applied directly to a [`LocalApic`] (the
+/// fuzz input's counterpart of [`LapicWrite`], which an `Irqchip` applies with
+/// `Irqchip::write_lapic`).
 #[derive(Clone, Copy, Debug, Arbitrary)]
 pub enum LapicChange {
     /// Guest ID register write.
@@ -28,6 +31,21 @@ pub enum LapicChange {
     SetId(u32),
     /// Advertise directed EOI or not.
     SetDirectedEoi(bool),
+}
+
+impl From<LapicChange> for LapicWrite {
+    fn from(c: LapicChange) -> LapicWrite {
+        match c {
+            LapicChange::WriteId(v) => LapicWrite::Id(v),
+            LapicChange::WriteLdr(v) => LapicWrite::Ldr(v),
+            LapicChange::WriteDfr(v) => LapicWrite::Dfr(v),
+            LapicChange::WriteSvr(v) => LapicWrite::Svr(v),
+            LapicChange::WriteTpr(v) => LapicWrite::Tpr(v),
+            LapicChange::SetMode(m) => LapicWrite::Mode(m),
+            LapicChange::SetId(id) => LapicWrite::SetId(ApicId::new(id)),
+            LapicChange::SetDirectedEoi(on) => LapicWrite::DirectedEoi(on),
+        }
+    }
 }
 
 fn apply_lapic_change(apic: &mut LocalApic, c: LapicChange) {

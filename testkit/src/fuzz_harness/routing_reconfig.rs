@@ -192,7 +192,7 @@ fn run_race_policy<const V: usize, const P: usize>(
 
 /// Harness of the `routing_reconfig` target: one [`race::Op`](Op) sequence,
 /// run under the race invariant checker ([`race::Harness`](RaceHarness)) on
-/// an `Irqchip<4>` with 24 pins for every [`Policy`].
+/// a 4-vCPU `Irqchip` with 24 pins for every [`Policy`].
 ///
 /// The input picks the chip configuration (I/O APIC version and masked-edge
 /// behaviour, ack notifier pins, RTC tracking, EOI order, arbitration), the

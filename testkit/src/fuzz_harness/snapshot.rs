@@ -6,11 +6,13 @@ use arbitrary::{Result, Unstructured};
 use crate::race::{Harness as RaceHarness, HarnessConfig, LossCause, Op};
 use eoi_exit::exit_bitmap::{EoiExitMap, Policy};
 use eoi_exit::ioapic::{MaskedEdge, Rescan};
+use eoi_exit::irqchip::{IrqchipState, VcpuState};
 use eoi_exit::lapic::LocalApic;
 #[cfg(all(target_os = "linux", target_arch = "x86_64"))]
 use eoi_exit::types::ApicId;
 use eoi_exit::types::{Pin, VcpuId};
-use eoi_exit::{Ioapic, IoapicConfig, RedirectionEntry};
+use eoi_exit::{Ioapic, IoapicConfig, RedirectionEntry, VcpuSlot};
+use std::vec::Vec;
 
 use super::ioapic_mmio::{IoChecker, IoOp};
 #[cfg(all(target_os = "linux", target_arch = "x86_64"))]
@@ -180,7 +182,7 @@ fn check_chip_snapshots(u: &mut Unstructured<'_>) -> Result<()> {
         let _ = h.step(op);
     }
     let chip = h.chip();
-    let io = chip.ioapic().clone();
+    let io = chip.ioapic();
     let s = io.state();
     assert_eq!(
         Ioapic::from_state(&s).expect("Ioapic snapshot restores"),
@@ -191,7 +193,6 @@ fn check_chip_snapshots(u: &mut Unstructured<'_>) -> Result<()> {
     for i in 0..V {
         let g = chip.vcpu(VcpuId::new(i as u16)).expect("vCPU exists");
         let (apic, map) = (g.apic, g.map);
-        drop(g);
         let a = apic.state();
         let back = LocalApic::from_state(&a).expect("LocalApic snapshot restores");
         assert!(back.is_consistent());
@@ -218,9 +219,10 @@ fn check_chip_snapshots(u: &mut Unstructured<'_>) -> Result<()> {
             }
         }
     }
-    let cs = chip.state();
-    let copy = eoi_exit::Irqchip::<V, 24>::from_state(&cs).expect("Irqchip snapshot restores");
-    assert_eq!(copy.state(), cs, "Irqchip snapshot round trip");
+    let cs: IrqchipState<Vec<VcpuState>> = chip.state();
+    let copy = eoi_exit::Irqchip::from_state(&cs, [const { VcpuSlot::new() }; V])
+        .expect("Irqchip snapshot restores");
+    assert_eq!(copy.state::<Vec<_>>(), cs, "Irqchip snapshot round trip");
     Ok(())
 }
 

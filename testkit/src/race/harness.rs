@@ -3,25 +3,33 @@
 use core::fmt;
 use core::hash::{Hash, Hasher};
 
-use eoi_exit::Irqchip;
+use std::vec::Vec;
+
 use eoi_exit::exit_bitmap::{ScanEntry, Source};
 use eoi_exit::ioapic::{IOEOI, IoapicVersion, MMIO_LEN, PinSet, RedirectionEntry};
-use eoi_exit::irqchip::{Effects, Vcpu, VcpuStats};
+use eoi_exit::irqchip::{Delivery, Effects, IrqchipState, LapicWrite, VcpuState, VcpuStats};
 use eoi_exit::lapic::{ApicMode, LocalApic};
 use eoi_exit::types::{
     DeliveryMode, Destination, DestinationMode, InterruptMessage, Pin, TriggerMode, VcpuId,
 };
 use eoi_exit::vector::{Vector, VectorSet};
+use eoi_exit::{Irqchip, VcpuSlot};
 
 use super::{
     Checker, HarnessConfig, Instance, Kick, LossCause, Mutant, Need, Op, RTC_PIN, Saved, StepInfo,
     Tolerated, Violation,
 };
 
+/// The Irqchip a [`Harness`] drives: `VCPUS` vCPUs in an array.
+pub type Chip<const VCPUS: usize, const PINS: usize = 24> = Irqchip<[VcpuSlot; VCPUS], PINS>;
+
+/// What one op did, with every delivery logged in order.
+type OpEffects = Effects<Vec<Delivery>>;
+
 /// One Irqchip under the invariant checker.
 pub struct Harness<const VCPUS: usize, const PINS: usize = 24> {
     pub(super) config: HarnessConfig,
-    pub(super) chip: Irqchip<VCPUS, PINS>,
+    pub(super) chip: Chip<VCPUS, PINS>,
     checker: Checker<VCPUS>,
     saved: Option<Saved<VCPUS, PINS>>,
 }
@@ -40,7 +48,11 @@ impl<const VCPUS: usize, const PINS: usize> Harness<VCPUS, PINS> {
     pub fn new(config: HarnessConfig) -> Self {
         Harness {
             config,
-            chip: Irqchip::new(config.chip, ApicMode::XApic),
+            chip: Irqchip::new(
+                config.chip,
+                ApicMode::XApic,
+                [const { VcpuSlot::new() }; VCPUS],
+            ),
             checker: Checker::default(),
             saved: None,
         }
@@ -66,7 +78,7 @@ impl<const VCPUS: usize, const PINS: usize> Harness<VCPUS, PINS> {
     }
 
     /// The Irqchip under test.
-    pub fn chip(&self) -> &Irqchip<VCPUS, PINS> {
+    pub fn chip(&self) -> &Chip<VCPUS, PINS> {
         &self.chip
     }
 
@@ -85,10 +97,13 @@ impl<const VCPUS: usize, const PINS: usize> Harness<VCPUS, PINS> {
 
     /// An exact copy (counters reset).
     pub fn fork(&self) -> Self {
-        let chip = self.chip.clone();
-        for i in 0..VCPUS {
-            chip.vcpu(VcpuId::new(i as u16)).expect("in range").stats = VcpuStats::default();
+        let mut chip = self.chip.clone();
+        let mut st: IrqchipState<Vec<VcpuState>, PINS> = chip.state();
+        for v in st.vcpus.iter_mut() {
+            v.stats = VcpuStats::default();
         }
+        chip.restore(&st)
+            .expect("a chip's own snapshot restores into its copy");
         Harness {
             config: self.config,
             chip,
@@ -97,8 +112,8 @@ impl<const VCPUS: usize, const PINS: usize> Harness<VCPUS, PINS> {
         }
     }
 
-    pub(super) fn vstate(&self, i: usize) -> Vcpu {
-        *self.chip.vcpu(VcpuId::new(i as u16)).expect("in range")
+    pub(super) fn vstate(&self, i: usize) -> eoi_exit::irqchip::Vcpu {
+        self.chip.vcpu(VcpuId::new(i as u16)).expect("in range")
     }
 
     /// Applies every op in order; stops at the first violation and returns it
@@ -131,7 +146,7 @@ impl<const VCPUS: usize, const PINS: usize> Harness<VCPUS, PINS> {
         let pre_entries = *self.chip.ioapic().entries();
         let pre_tmr: [VectorSet; VCPUS] = core::array::from_fn(|i| *self.vstate(i).apic.tmr());
         let mut info = StepInfo::default();
-        let mut fx = Effects::default();
+        let mut fx: OpEffects = Effects::with_log(Vec::new());
         // The vector of an EOI forwarded to the I/O APIC by this op.
         let mut forwarded: Option<Vector> = None;
         let mut forwarded_edge = false;
@@ -140,12 +155,11 @@ impl<const VCPUS: usize, const PINS: usize> Harness<VCPUS, PINS> {
             Op::Write { pin, field } => {
                 let p = Pin::new((pin as usize % PINS) as u8);
                 let e = self.chip.ioapic().entry(p).map_or(0, |e| e.bits());
-                fx = self.chip.write_entry(p, field.apply(e));
+                self.chip.write_entry(p, field.apply(e), &mut fx);
             }
             Op::WriteEntry { pin, value } => {
-                fx = self
-                    .chip
-                    .write_entry(Pin::new((pin as usize % PINS) as u8), value);
+                self.chip
+                    .write_entry(Pin::new((pin as usize % PINS) as u8), value, &mut fx);
             }
             Op::Mmio {
                 offset,
@@ -159,39 +173,45 @@ impl<const VCPUS: usize, const PINS: usize> Harness<VCPUS, PINS> {
                 {
                     forwarded = Some(Vector::new(value as u8));
                 }
-                fx = self.chip.mmio_write(off, size as u32, value as u64);
+                self.chip
+                    .mmio_write(off, size as u32, value as u64, &mut fx);
             }
             Op::SetLine { pin, high } => {
-                fx = self
-                    .chip
-                    .set_line(Pin::new((pin as usize % PINS) as u8), high);
+                self.chip
+                    .set_line(Pin::new((pin as usize % PINS) as u8), high, &mut fx);
             }
             Op::Msi {
                 dest,
                 vector,
                 level,
             } => {
-                fx = self.chip.send_msi(&InterruptMessage {
-                    destination: Destination {
-                        id: dest as u32,
-                        mode: DestinationMode::Physical,
+                self.chip.send_msi(
+                    &InterruptMessage {
+                        destination: Destination {
+                            id: dest as u32,
+                            mode: DestinationMode::Physical,
+                        },
+                        delivery_mode: DeliveryMode::Fixed,
+                        vector: Vector::new(vector),
+                        trigger: TriggerMode::from_bit(level),
                     },
-                    delivery_mode: DeliveryMode::Fixed,
-                    vector: Vector::new(vector),
-                    trigger: TriggerMode::from_bit(level),
-                });
+                    &mut fx,
+                );
             }
             Op::Accept { vcpu, vector } => {
                 let id = self.vstate(vcpu as usize % VCPUS).apic.id();
-                fx = self.chip.send_msi(&InterruptMessage {
-                    destination: Destination {
-                        id: id.get(),
-                        mode: DestinationMode::Physical,
+                self.chip.send_msi(
+                    &InterruptMessage {
+                        destination: Destination {
+                            id: id.get(),
+                            mode: DestinationMode::Physical,
+                        },
+                        delivery_mode: DeliveryMode::Fixed,
+                        vector: Vector::new(vector),
+                        trigger: TriggerMode::Edge,
                     },
-                    delivery_mode: DeliveryMode::Fixed,
-                    vector: Vector::new(vector),
-                    trigger: TriggerMode::Edge,
-                });
+                    &mut fx,
+                );
             }
             Op::Ack { vcpu } => {
                 let c = vcpu as usize % VCPUS;
@@ -206,7 +226,7 @@ impl<const VCPUS: usize, const PINS: usize> Harness<VCPUS, PINS> {
             Op::Eoi { vcpu } => {
                 let c = vcpu as usize % VCPUS;
                 let isr = self.vstate(c).apic.isr().highest();
-                let ge = self.chip.guest_eoi(VcpuId::new(c as u16));
+                let ge = self.chip.guest_eoi(VcpuId::new(c as u16), &mut fx);
                 if let Some(v) = ge.vector {
                     debug_assert_eq!(Some(v), isr);
                     let hw = VectorSet::from_u64_words(self.checker.hw[c]).contains(v);
@@ -223,29 +243,38 @@ impl<const VCPUS: usize, const PINS: usize> Harness<VCPUS, PINS> {
                     }
                     self.retire(c, v, ge.intercepted, ge.level, &pre_entries)?;
                 }
-                fx = ge.effects;
             }
             Op::Rescan { vcpu } => {
                 let c = vcpu as usize % VCPUS;
-                self.chip.rescan(VcpuId::new(c as u16));
-                fx.reload.insert(VcpuId::new(c as u16));
+                self.chip.rescan(VcpuId::new(c as u16), &mut fx);
             }
             Op::Enter { vcpu } => {
                 self.enter(vcpu as usize % VCPUS)?;
             }
             Op::Snapshot => {
                 self.saved = Some(Saved {
-                    ioapic: self.chip.ioapic().clone(),
+                    ioapic: self.chip.ioapic(),
                     apics: core::array::from_fn(|i| self.vstate(i).apic),
                     checker: self.checker.clone(),
                 });
             }
             Op::Restore => {
                 if let Some(s) = &self.saved {
-                    let chip = Irqchip::with_apics(self.config.chip, s.apics);
-                    *chip.ioapic() = s.ioapic.clone();
+                    let mut chip = Irqchip::with_apics(
+                        self.config.chip,
+                        [const { VcpuSlot::new() }; VCPUS],
+                        |i| s.apics[i.index()],
+                    );
+                    // The saved I/O APIC, verbatim: the maps stay as the
+                    // construction's scan left them until the rescan below.
+                    let mut st: IrqchipState<Vec<VcpuState>, PINS> = chip.state();
+                    st.ioapic = s.ioapic.state();
+                    chip.restore(&st)
+                        .expect("a saved I/O APIC restores into a chip of its configuration");
+                    // The restore's own duties: every vCPU is kicked below.
+                    let mut restore_fx = Effects::new();
                     for i in 0..VCPUS {
-                        chip.rescan(VcpuId::new(i as u16));
+                        chip.rescan(VcpuId::new(i as u16), &mut restore_fx);
                     }
                     self.chip = chip;
                     self.checker = s.checker.clone();
@@ -255,29 +284,21 @@ impl<const VCPUS: usize, const PINS: usize> Harness<VCPUS, PINS> {
                 }
             }
             Op::DeliverLater { pin } => {
-                fx = self
-                    .chip
-                    .deliver_later_elapsed(Pin::new((pin as usize % PINS) as u8));
+                self.chip
+                    .deliver_later_elapsed(Pin::new((pin as usize % PINS) as u8), &mut fx);
             }
             Op::Ldr { vcpu, logical_id } => {
                 let c = VcpuId::new((vcpu as usize % VCPUS) as u16);
-                if let Some(((), f)) = self
-                    .chip
-                    .update_lapic(c, |a| a.write_ldr((logical_id as u32) << 24))
-                {
-                    fx = f;
-                }
+                self.chip
+                    .write_lapic(c, LapicWrite::Ldr((logical_id as u32) << 24), &mut fx);
             }
             Op::Tpr { vcpu, tpr } => {
-                // TPR is guest state with no effect on routing: write it
-                // directly through the vCPU guard (no rescan).
+                // TPR is guest state with no effect on routing: no rescan.
                 let c = VcpuId::new((vcpu as usize % VCPUS) as u16);
-                if let Some(mut v) = self.chip.vcpu(c) {
-                    v.apic.write_tpr(tpr);
-                }
+                self.chip.write_lapic(c, LapicWrite::Tpr(tpr), &mut fx);
             }
         }
-        info.accepted = fx.deliveries.len() as u32;
+        info.accepted = fx.log.len() as u32;
         if self.config.mutant == Some(Mutant::ScanIgnoresPending) {
             self.rescan_ignoring_pending(&fx);
         }
@@ -301,11 +322,14 @@ impl<const VCPUS: usize, const PINS: usize> Harness<VCPUS, PINS> {
         Ok(info)
     }
 
-    fn rescan_ignoring_pending(&self, fx: &Effects) {
-        let io = self.chip.ioapic().clone();
+    fn rescan_ignoring_pending(&self, fx: &OpEffects) {
+        let io = self.chip.ioapic();
+        // Loading a vCPU names it for a reload: it is in `fx.reload` already.
+        let mut load_fx = Effects::new();
         for c in fx.reload.iter().map(VcpuId::index).filter(|&c| c < VCPUS) {
-            let mut g = self.chip.vcpu(VcpuId::new(c as u16)).expect("in range");
-            let Vcpu { apic, map, .. } = &mut *g;
+            let id = VcpuId::new(c as u16);
+            let mut v = self.chip.vcpu(id).expect("in range");
+            let (apic, map) = (&v.apic, &mut v.map);
             // The same LAPIC with nothing pending: what a scan without KVM's
             // pending check sees.
             let mut st = apic.state();
@@ -325,6 +349,14 @@ impl<const VCPUS: usize, const PINS: usize> Harness<VCPUS, PINS> {
                 map.scan_entry(&blind, &se);
             }
             map.end_scan(apic);
+            let st = VcpuState {
+                apic: v.apic.state(),
+                map: v.map.state(),
+                stats: v.stats,
+            };
+            self.chip
+                .load_vcpu(id, &st, &mut load_fx)
+                .expect("a map scanned by its own methods loads");
         }
     }
 
@@ -422,7 +454,7 @@ impl<const VCPUS: usize, const PINS: usize> Harness<VCPUS, PINS> {
     /// Records what an op's effects did: kicks and new instances.
     fn absorb(
         &mut self,
-        fx: &Effects,
+        fx: &OpEffects,
         pre: &[RedirectionEntry; PINS],
         forwarded: Option<Vector>,
     ) -> Result<(), Violation> {
@@ -436,7 +468,7 @@ impl<const VCPUS: usize, const PINS: usize> Harness<VCPUS, PINS> {
         // instance of theirs stops being current.
         let mut new_cycle = PinSet::EMPTY;
         let mut accepted = PinSet::EMPTY;
-        for d in fx.deliveries.iter() {
+        for d in fx.log.iter() {
             if let Some(p) = d.pin
                 && d.accepted.trigger.is_level()
             {
@@ -462,7 +494,7 @@ impl<const VCPUS: usize, const PINS: usize> Harness<VCPUS, PINS> {
                 }
             }
         }
-        for d in fx.deliveries.iter() {
+        for d in fx.log.iter() {
             let c = d.vcpu.index();
             if c < VCPUS && self.config.kick == Kick::ReloadAndDeliveries {
                 self.checker.kicked[c] = true;
@@ -500,11 +532,11 @@ impl<const VCPUS: usize, const PINS: usize> Harness<VCPUS, PINS> {
         Ok(())
     }
 
-    fn check_tmr(&self, pre: &[VectorSet; VCPUS], fx: &Effects) -> Result<(), Violation> {
+    fn check_tmr(&self, pre: &[VectorSet; VCPUS], fx: &OpEffects) -> Result<(), Violation> {
         for (c, before) in pre.iter().enumerate() {
             let now = *self.vstate(c).apic.tmr();
             let mut changed = now.difference(before).union(&before.difference(&now));
-            for d in fx.deliveries.iter() {
+            for d in fx.log.iter() {
                 if d.vcpu.index() == c {
                     changed.remove(d.accepted.vector);
                 }
@@ -525,7 +557,7 @@ impl<const VCPUS: usize, const PINS: usize> Harness<VCPUS, PINS> {
         forwarded: Option<Vector>,
         restored: bool,
     ) -> Result<(), Violation> {
-        let io = self.chip.ioapic().clone();
+        let io = self.chip.ioapic();
         for (i, (a, b)) in pre.iter().zip(io.entries().iter()).enumerate() {
             let pin = i as u8;
             let p = Pin::new(pin);

@@ -100,7 +100,9 @@ impl<const VCPUS: usize, const PINS: usize> Lockstep<VCPUS, PINS> {
     pub fn explain(&self, upper: usize, c: usize, v: Vector) -> Option<InclusionGap> {
         let h = &self.harnesses[upper];
         let probe = h.fork();
-        probe.chip.rescan(VcpuId::new(c as u16));
+        probe
+            .chip
+            .rescan(VcpuId::new(c as u16), &mut eoi_exit::Effects::new());
         if probe.bitmap(c).contains(v) {
             return Some(InclusionGap::NotRescanned);
         }

@@ -31,8 +31,8 @@
 //! * **Bitmap inclusion** `Exact ⊆ KvmHighestStale ⊆ KvmLegacy`, checked by
 //!   [`Lockstep`] over three Irqchips fed the same ops.
 //!
-//! Everything here is `no_std` without allocation: op sequences are slices,
-//! the checker's state is fixed-size. The proptest `Strategy`
+//! Op sequences are slices and the checker's state is fixed-size; only the
+//! log of one op's deliveries (a `Vec`) allocates. The proptest `Strategy`
 //! is behind feature `proptest` (module `proptest_support`), `arbitrary::Arbitrary` for [`Op`] behind
 //! feature `arbitrary`.
 //!
@@ -108,7 +108,7 @@ mod rng;
 
 pub use checker::{Checker, Instance, MAX_INSTANCES, Need, Saved, StepInfo, Violation};
 pub use config::{HarnessConfig, Kick, LossCause, Mutant, Tolerated};
-pub use harness::Harness;
+pub use harness::{Chip, Harness};
 pub use ioapic_check::{IoapicStep, check_ioapic_state, check_ioapic_step, expected_iowin};
 pub use lockstep::{InclusionGap, Lockstep, NESTED};
 pub use ops::{Field, Op, RTC_PIN, Trace};

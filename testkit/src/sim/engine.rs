@@ -8,7 +8,7 @@ use super::Census;
 use super::oracle::{Class, Oracle, PinRoles, Tag};
 use super::workload::Workload;
 use crate::race::SplitMix64;
-use eoi_exit::irqchip::{Effects, Irqchip, IrqchipConfig};
+use eoi_exit::irqchip::{Delivery, Effects, Irqchip, IrqchipConfig, VcpuSlot};
 use eoi_exit::lapic::ApicMode;
 use eoi_exit::types::{
     ApicId, DeliveryMode, Destination, DestinationMode, InterruptMessage, Pin, TriggerMode, VcpuId,
@@ -67,9 +67,22 @@ struct Guest {
     reused: Option<Vector>,
 }
 
-struct Sim<const V: usize> {
+/// The simulator's Irqchip: one slot per vCPU, on the heap.
+pub(crate) type SimChip = Irqchip<Box<[VcpuSlot]>>;
+
+/// What one input did, with every delivery logged in order (the oracle
+/// follows each instance).
+type SimEffects = Effects<Vec<Delivery>>;
+
+fn new_fx() -> SimEffects {
+    Effects::with_log(Vec::new())
+}
+
+struct Sim {
     w: Workload,
-    chip: Box<Irqchip<V>>,
+    /// Number of vCPUs (`w.vcpus`).
+    n: usize,
+    chip: SimChip,
     oracle: Oracle,
     guests: Vec<Guest>,
     roles: [Role; 24],
@@ -91,29 +104,32 @@ struct Sim<const V: usize> {
 
 /// Runs one workload under one policy. `progress(done)` is called every 4096
 /// events.
-pub(crate) fn run_n<const V: usize>(
+pub(crate) fn run_n(
     w: &Workload,
     policy: Policy,
     seed: u64,
     events: u64,
     progress: &mut dyn FnMut(u64),
 ) -> Census {
-    run_hooked::<V>(w, policy, seed, events, progress, None)
+    run_hooked(w, policy, seed, events, progress, None)
 }
 
 /// A snapshot/restore hook: after this many events, pass the Irqchip's
 /// snapshot through the function and continue on a restored copy.
-pub(crate) type RestoreHook<'a, const V: usize> = Option<(u64, &'a mut dyn FnMut(&mut Irqchip<V>))>;
+pub(crate) type RestoreHook<'a> = Option<(u64, &'a mut dyn FnMut(&mut SimChip))>;
 
-pub(crate) fn run_hooked<const V: usize>(
+/// Runs one workload under one policy, with an optional restore hook.
+///
+/// Panics unless `w.vcpus` is in 1..=256.
+pub(crate) fn run_hooked(
     w: &Workload,
     policy: Policy,
     seed: u64,
     events: u64,
     progress: &mut dyn FnMut(u64),
-    mut hook: RestoreHook<'_, V>,
+    mut hook: RestoreHook<'_>,
 ) -> Census {
-    let mut sim = Sim::<V>::new(w, policy);
+    let mut sim = Sim::new(w, policy);
     let mut rng = SplitMix64::new(seed ^ 0x5EED_0000_E0E1_u64);
     let total = w.weights.total().max(1);
     for e in 0..events {
@@ -140,7 +156,7 @@ pub(crate) fn run_hooked<const V: usize>(
     sim.finish(events)
 }
 
-impl<const V: usize> Sim<V> {
+impl Sim {
     fn new(w: &Workload, policy: Policy) -> Self {
         let mut roles = [Role::Unused; 24];
         let mut level_pins = Vec::new();
@@ -167,20 +183,26 @@ impl<const V: usize> Sim<V> {
             rtc_tracking: w.rtc,
             ..IrqchipConfig::default()
         };
-        let mode = if V > 8 {
+        let n = w.vcpus;
+        assert!(
+            (1..=256).contains(&n),
+            "sim: {n} vCPUs (a workload has 1..=256)"
+        );
+        let mode = if n > 8 {
             ApicMode::X2Apic
         } else {
             ApicMode::XApic
         };
-        let apics = core::array::from_fn(|i| {
-            eoi_exit::lapic::LocalApic::new_enabled(ApicId::new(apic_id(i)), mode)
+        let storage: Box<[VcpuSlot]> = (0..n).map(|_| VcpuSlot::new()).collect();
+        let chip = Irqchip::with_apics(config, storage, |i| {
+            eoi_exit::lapic::LocalApic::new_enabled(ApicId::new(apic_id(i.index())), mode)
         });
-        let chip = Box::new(Irqchip::<V>::with_apics(config, apics));
         let mut sim = Sim {
             w: *w,
+            n,
             chip,
-            oracle: Oracle::new(V),
-            guests: (0..V).map(|_| Guest::default()).collect(),
+            oracle: Oracle::new(n),
+            guests: (0..n).map(|_| Guest::default()).collect(),
             roles,
             level_pins,
             special_pins,
@@ -204,12 +226,13 @@ impl<const V: usize> Sim<V> {
         for p in 0..24u8 {
             let (trigger, t) = match sim.roles[p as usize] {
                 Role::Unused => continue,
-                Role::Level { .. } => (TriggerMode::Level, p as usize % V),
+                Role::Level { .. } => (TriggerMode::Level, p as usize % n),
                 Role::Notifier | Role::Rtc => (TriggerMode::Edge, 0),
             };
             sim.target[p as usize] = t;
             let e = RedirectionEntry::fixed(pin_vector(p, 0), trigger, apic_id(t));
-            let fx = sim.chip.write_entry(Pin::new(p), e.bits());
+            let mut fx = new_fx();
+            sim.chip.write_entry(Pin::new(p), e.bits(), &mut fx);
             sim.effects(fx);
         }
         sim
@@ -228,11 +251,11 @@ impl<const V: usize> Sim<V> {
         }
     }
 
-    fn effects(&mut self, fx: Effects) {
+    fn effects(&mut self, fx: SimEffects) {
         if fx.rtc_coalesced {
             self.c.rtc_coalesced += 1;
         }
-        for d in fx.deliveries.iter() {
+        for d in fx.log.iter() {
             let tag = self.tag(d.pin, d.accepted.trigger.is_level());
             self.oracle
                 .accept(d.vcpu.index(), d.accepted.vector, d.accepted.coalesced, tag);
@@ -249,7 +272,6 @@ impl<const V: usize> Sim<V> {
                 );
             }
         }
-        self.oracle.mismatches += fx.overflow as u64;
         for p in fx.deliver_later.iter() {
             self.c.storms_throttled += 1;
             self.timers.push((self.now + self.w.deliver_later_delay, p));
@@ -271,7 +293,8 @@ impl<const V: usize> Sim<V> {
             }
         });
         for p in due {
-            let fx = self.chip.deliver_later_elapsed(p);
+            let mut fx = new_fx();
+            self.chip.deliver_later_elapsed(p, &mut fx);
             self.effects(fx);
         }
     }
@@ -291,9 +314,9 @@ impl<const V: usize> Sim<V> {
             pick -= wt as u64;
         }
         match kind {
-            0 => self.step((r[1] % V as u64) as usize, r[2]),
+            0 => self.step((r[1] % self.n as u64) as usize, r[2]),
             1 => self.assert(r[1]),
-            2 => self.msi((r[1] % V as u64) as usize, r[2], r[3]),
+            2 => self.msi((r[1] % self.n as u64) as usize, r[2], r[3]),
             3 => self.reroute(r[1], r[2], r[3]),
             4 => self.mask(r[1], r[2]),
             5 => self.pulse(RTC_PIN),
@@ -310,7 +333,8 @@ impl<const V: usize> Sim<V> {
         }
         let p = Pin::new(self.level_pins[(r % self.level_pins.len() as u64) as usize]);
         if !self.chip.ioapic().line(p) {
-            let fx = self.chip.set_line(p, true);
+            let mut fx = new_fx();
+            self.chip.set_line(p, true, &mut fx);
             self.effects(fx);
         }
     }
@@ -320,9 +344,11 @@ impl<const V: usize> Sim<V> {
             return;
         }
         let pin = Pin::new(p);
-        let fx = self.chip.set_line(pin, true);
+        let mut fx = new_fx();
+        self.chip.set_line(pin, true, &mut fx);
         self.effects(fx);
-        let fx = self.chip.set_line(pin, false);
+        let mut fx = new_fx();
+        self.chip.set_line(pin, false, &mut fx);
         self.effects(fx);
     }
 
@@ -334,7 +360,8 @@ impl<const V: usize> Sim<V> {
         let p = Pin::new(self.level_pins[(r1 % n) as usize]);
         if !self.broken.contains(p) {
             self.broken.insert(p);
-            let fx = self.chip.set_line(p, true);
+            let mut fx = new_fx();
+            self.chip.set_line(p, true, &mut fx);
             self.effects(fx);
         } else if r2.is_multiple_of(1024) {
             // The driver is fixed: its next handler deasserts the line.
@@ -382,7 +409,8 @@ impl<const V: usize> Sim<V> {
             vector,
             trigger: TriggerMode::Edge,
         };
-        let fx = self.chip.send_msi(&msg);
+        let mut fx = new_fx();
+        self.chip.send_msi(&msg, &mut fx);
         self.effects(fx);
     }
 
@@ -427,7 +455,8 @@ impl<const V: usize> Sim<V> {
         if self.trace {
             std::eprintln!("{:>8} write pin{p} {e:?}", self.now);
         }
-        let fx = self.chip.write_entry(Pin::new(p), e.bits());
+        let mut fx = new_fx();
+        self.chip.write_entry(Pin::new(p), e.bits(), &mut fx);
         self.effects(fx);
     }
 
@@ -440,7 +469,7 @@ impl<const V: usize> Sim<V> {
     }
 
     fn reroute(&mut self, r1: u64, r2: u64, r3: u64) {
-        if V < 2 {
+        if self.n < 2 {
             return;
         }
         let pins = self.movable();
@@ -449,9 +478,9 @@ impl<const V: usize> Sim<V> {
         }
         let first = pins[(r1 % pins.len() as u64) as usize];
         let from = self.target[first as usize];
-        let mut to = (r2 % V as u64) as usize;
+        let mut to = (r2 % self.n as u64) as usize;
         if to == from {
-            to = (to + 1) % V;
+            to = (to + 1) % self.n;
         }
         let group: Vec<u8> = if self.w.group_reroute {
             pins.iter()
@@ -566,7 +595,8 @@ impl<const V: usize> Sim<V> {
         if let Some(inst) = self.oracle.in_service(v, h.vector) {
             let p = inst.level_pin;
             if (p as usize) < 24 && !self.broken.contains(Pin::new(p)) {
-                let fx = self.chip.set_line(Pin::new(p), false);
+                let mut fx = new_fx();
+                self.chip.set_line(Pin::new(p), false, &mut fx);
                 self.effects(fx);
             }
         }
@@ -596,7 +626,8 @@ impl<const V: usize> Sim<V> {
         let class = self
             .oracle
             .classify(v, vector, &inst, &apic, &entries, &self.pin_roles);
-        let ge = self.chip.guest_eoi(id);
+        let mut fx = new_fx();
+        let ge = self.chip.guest_eoi(id, &mut fx);
         if self.trace {
             std::eprintln!(
                 "{:>8} eoi vcpu{v} {vector:?} {inst:?} {class:?} exit={} level={}",
@@ -637,7 +668,7 @@ impl<const V: usize> Sim<V> {
                     .count() as u64;
             }
         }
-        self.effects(ge.effects);
+        self.effects(fx);
     }
 
     // ---- end of run ------------------------------------------------------
@@ -647,14 +678,15 @@ impl<const V: usize> Sim<V> {
         self.broken = PinSet::EMPTY;
         for p in 0..24u8 {
             if self.roles[p as usize] != Role::Unused {
-                let fx = self.chip.set_line(Pin::new(p), false);
+                let mut fx = new_fx();
+                self.chip.set_line(Pin::new(p), false, &mut fx);
                 self.effects(fx);
             }
         }
         for _round in 0..64 {
             self.fire_timers(true);
             let mut busy = false;
-            for v in 0..V {
+            for v in 0..self.n {
                 for h in self.guests[v].stack.iter_mut() {
                     h.remaining = 0;
                 }
@@ -690,7 +722,7 @@ impl<const V: usize> Sim<V> {
 
     fn finish(mut self, events: u64) -> Census {
         self.c.events = events;
-        for v in 0..V {
+        for v in 0..self.n {
             let s = self.chip.vcpu(VcpuId::new(v as u16)).expect("vcpu").stats;
             self.c.rescans += s.rescans;
             self.c.entries_scanned += s.entries_scanned;

@@ -102,6 +102,7 @@
 //! 10,000 successive EOIs with the line asserted.
 
 use std::boxed::Box;
+use std::vec::Vec;
 
 mod engine;
 mod oracle;
@@ -109,9 +110,9 @@ mod workload;
 
 pub use crate::race::SplitMix64;
 pub use oracle::{Class, Instance, Oracle, PinRoles, Tag};
-pub use workload::{SUPPORTED_VCPUS, WORKLOADS, Weights, Workload, workload};
+pub use workload::{WORKLOADS, Weights, Workload, workload};
 
-use eoi_exit::Policy;
+use eoi_exit::{Policy, VcpuSlot};
 
 /// The default seed of the census.
 pub const DEFAULT_SEED: u64 = 0x00E0_1E41;
@@ -170,67 +171,18 @@ pub fn run(w: &Workload, policy: Policy, seed: u64, events: u64) -> Census {
     run_with_progress(w, policy, seed, events, &mut |_| {})
 }
 
-fn restored<const V: usize>(
-    w: &Workload,
-    policy: Policy,
-    seed: u64,
-    events: u64,
-    at: u64,
-    through: &mut dyn FnMut(AnySnapshot) -> AnySnapshot,
-) -> Census
-where
-    eoi_exit::snapshot::IrqchipState<V>: Into<AnySnapshot> + TryFrom<AnySnapshot>,
-{
-    let mut swap = |chip: &mut eoi_exit::Irqchip<V>| {
-        let snap: AnySnapshot = chip.state().into();
-        let back = eoi_exit::snapshot::IrqchipState::<V>::try_from(through(snap))
-            .unwrap_or_else(|_| panic!("sim: restored snapshot has another vCPU count"));
-        *chip = eoi_exit::Irqchip::<V>::from_state(&back)
-            .unwrap_or_else(|e| panic!("sim: restored snapshot is invalid: {e}"));
-    };
-    engine::run_hooked::<V>(w, policy, seed, events, &mut |_| {}, Some((at, &mut swap)))
-}
-
-/// An [`IrqchipState`](eoi_exit::snapshot::IrqchipState) of any size up to
-/// 8 vCPUs, so a caller can serialize it without knowing `VCPUS`. (256 is left
-/// out: deriving serde for it makes release builds take minutes.)
-#[derive(Clone, Debug, PartialEq, Eq)]
-#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
-#[allow(missing_docs)]
-pub enum AnySnapshot {
-    V1(Box<eoi_exit::snapshot::IrqchipState<1>>),
-    V2(Box<eoi_exit::snapshot::IrqchipState<2>>),
-    V4(Box<eoi_exit::snapshot::IrqchipState<4>>),
-    V8(Box<eoi_exit::snapshot::IrqchipState<8>>),
-}
-
-macro_rules! any_snapshot {
-    ($($n:literal => $v:ident),*) => {$(
-        impl From<eoi_exit::snapshot::IrqchipState<$n>> for AnySnapshot {
-            fn from(s: eoi_exit::snapshot::IrqchipState<$n>) -> Self {
-                AnySnapshot::$v(Box::new(s))
-            }
-        }
-        impl TryFrom<AnySnapshot> for eoi_exit::snapshot::IrqchipState<$n> {
-            type Error = AnySnapshot;
-            fn try_from(a: AnySnapshot) -> Result<Self, AnySnapshot> {
-                match a {
-                    AnySnapshot::$v(s) => Ok(*s),
-                    other => Err(other),
-                }
-            }
-        }
-    )*};
-}
-any_snapshot!(1 => V1, 2 => V2, 4 => V4, 8 => V8);
+/// An [`IrqchipState`](eoi_exit::snapshot::IrqchipState) of the simulator's
+/// Irqchip, of any vCPU count: what [`run_restored`] hands its `through`
+/// function (serializable with the `serde` feature).
+pub type AnySnapshot = eoi_exit::snapshot::IrqchipState<Vec<eoi_exit::irqchip::VcpuState>>;
 
 /// As [`run`], but after `at` events the Irqchip is snapshotted, handed to
 /// `through` (which may serialize and deserialize it), and replaced by a fresh
 /// Irqchip restored from what `through` returns; the guest, devices and
 /// oracle carry on. A lossless snapshot gives the same census as [`run`].
 ///
-/// Supports workloads of up to 8 vCPUs (see [`AnySnapshot`]). Panics if
-/// `through` returns a snapshot of another size or one that does not validate.
+/// Panics if `through` returns a snapshot of another vCPU count or one that
+/// does not validate.
 pub fn run_restored(
     w: &Workload,
     policy: Policy,
@@ -239,18 +191,18 @@ pub fn run_restored(
     at: u64,
     through: &mut dyn FnMut(AnySnapshot) -> AnySnapshot,
 ) -> Census {
-    match w.vcpus {
-        1 => restored::<1>(w, policy, seed, events, at, through),
-        2 => restored::<2>(w, policy, seed, events, at, through),
-        4 => restored::<4>(w, policy, seed, events, at, through),
-        8 => restored::<8>(w, policy, seed, events, at, through),
-        n => panic!("sim: run_restored supports workloads of 1, 2, 4 or 8 vCPUs, not {n}"),
-    }
+    let mut swap = |chip: &mut engine::SimChip| {
+        let back = through(chip.state());
+        let storage: Box<[VcpuSlot]> = (0..chip.vcpus()).map(|_| VcpuSlot::new()).collect();
+        *chip = eoi_exit::Irqchip::from_state(&back, storage)
+            .unwrap_or_else(|e| panic!("sim: restored snapshot is invalid: {e}"));
+    };
+    engine::run_hooked(w, policy, seed, events, &mut |_| {}, Some((at, &mut swap)))
 }
 
 /// As [`run`], calling `progress(events_done)` every few thousand events.
 ///
-/// Panics if `w.vcpus` is not one of [`SUPPORTED_VCPUS`].
+/// Panics unless `w.vcpus` is in 1..=256.
 pub fn run_with_progress(
     w: &Workload,
     policy: Policy,
@@ -258,12 +210,5 @@ pub fn run_with_progress(
     events: u64,
     progress: &mut dyn FnMut(u64),
 ) -> Census {
-    match w.vcpus {
-        1 => engine::run_n::<1>(w, policy, seed, events, progress),
-        2 => engine::run_n::<2>(w, policy, seed, events, progress),
-        4 => engine::run_n::<4>(w, policy, seed, events, progress),
-        8 => engine::run_n::<8>(w, policy, seed, events, progress),
-        256 => engine::run_n::<256>(w, policy, seed, events, progress),
-        n => panic!("sim: {n} vCPUs is not one of {SUPPORTED_VCPUS:?}"),
-    }
+    engine::run_n(w, policy, seed, events, progress)
 }

@@ -10,14 +10,15 @@
 //!
 //! Only compiled with feature `kvm` (see `main.rs`).
 
+use eoi_exit::irqchip::Delivery;
 use eoi_exit::snapshot::kvm::{
     IOAPIC_DEFAULT_BASE_ADDRESS, KVM_IOAPIC_NUM_PINS, KvmLapicIdentity, apic_mode_from_base,
     ioapic_from_kvm, ioapic_to_kvm, kvm_representable, lapic_from_kvm, lapic_to_kvm, write_lapic,
 };
 use eoi_exit::snapshot::{LocalApicState, SNAPSHOT_VERSION};
 use eoi_exit::{
-    ApicId, ApicMode, IoapicRegisters, Irqchip, IrqchipConfig, LocalApic, Pin, PinSet, Policy,
-    RedirectionEntry, VcpuId, Vector, VectorSet,
+    ApicId, ApicMode, Effects, IoapicRegisters, Irqchip, IrqchipConfig, LocalApic, Pin, PinSet,
+    Policy, RedirectionEntry, VcpuId, VcpuSlot, Vector, VectorSet,
 };
 use kvm_bindings::{
     KVM_IRQCHIP_IOAPIC, kvm_ioapic_state, kvm_ioapic_state__bindgen_ty_1, kvm_irqchip,
@@ -336,20 +337,22 @@ fn ioapic_from_kvm_refuses_out_of_range_state() {
 fn import_rebuilds_rtc_owed_and_bitmaps_and_reinjects() {
     // Source: a model chip with the RTC pending on vCPU 1, a level 0x40 in
     // service on vCPU 0, and an asserted level pin whose remote IRR is clear.
-    let src = Irqchip::<2>::new(
+    let src: Irqchip<_> = Irqchip::new(
         IrqchipConfig {
             rtc_tracking: true,
             ..IrqchipConfig::default()
         },
         ApicMode::X2Apic,
+        [const { VcpuSlot::new() }; 2],
     );
-    let _ = src.write_entry(Pin::new(8), 0x38 | 1 << 56);
-    let _ = src.set_line(Pin::new(8), true);
-    let _ = src.set_line(Pin::new(8), false);
-    let _ = src.write_entry(Pin::new(5), 0x40 | 1 << 15);
-    let _ = src.set_line(Pin::new(5), true);
+    let mut fx = Effects::new();
+    src.write_entry(Pin::new(8), 0x38 | 1 << 56, &mut fx);
+    src.set_line(Pin::new(8), true, &mut fx);
+    src.set_line(Pin::new(8), false, &mut fx);
+    src.write_entry(Pin::new(5), 0x40 | 1 << 15, &mut fx);
+    src.set_line(Pin::new(5), true, &mut fx);
     let _ = src.ack(VcpuId::new(0));
-    let (mut kio, pages) = src.export_kvm(IOAPIC_DEFAULT_BASE_ADDRESS, true);
+    let (mut kio, pages) = src.export_kvm::<Vec<_>>(IOAPIC_DEFAULT_BASE_ADDRESS, true);
     // Pin 9: level, asserted, remote IRR clear (as after an EOI-storm throttle).
     kio.redirtbl[9] = kvm_ioapic_state__bindgen_ty_1 {
         bits: 0x59 | 1 << 15 | 1 << 56,
@@ -366,15 +369,17 @@ fn import_rebuilds_rtc_owed_and_bitmaps_and_reinjects() {
             rtc_tracking: true,
             ..IrqchipConfig::default()
         };
-        let imp = Irqchip::<2>::import_kvm(cfg, &kio, &pages, &who).unwrap();
+        let mut fx = Effects::with_log(Vec::<Delivery>::new());
+        let storage = [const { VcpuSlot::new() }; 2];
+        let imp = Irqchip::import_kvm(cfg, &kio, &pages, &who, storage, &mut fx).unwrap();
         let c = &imp.chip;
         // Re-injected: pin 9 to vCPU 1, remote IRR now set.
-        assert_eq!(imp.effects.deliveries.len(), 1, "{policy:?}");
-        assert_eq!(imp.effects.deliveries[0].pin, Some(Pin::new(9)));
+        assert_eq!(fx.log.len(), 1, "{policy:?}");
+        assert_eq!(fx.log[0].pin, Some(Pin::new(9)));
         assert!(c.ioapic().entries()[9].remote_irr());
         assert!(c.ioapic().entries()[5].remote_irr());
-        let v0 = *c.vcpu(VcpuId::new(0)).unwrap();
-        let v1 = *c.vcpu(VcpuId::new(1)).unwrap();
+        let v0 = c.vcpu(VcpuId::new(0)).unwrap();
+        let v1 = c.vcpu(VcpuId::new(1)).unwrap();
         assert!(v1.apic.irr().contains(Vector::new(0x38)));
         if policy == Policy::NoIntercept {
             assert_eq!(v1.map.rtc_owed(), None);
@@ -387,13 +392,14 @@ fn import_rebuilds_rtc_owed_and_bitmaps_and_reinjects() {
         assert!(v0.map.intercepts(Vector::new(0x40)), "{policy:?}");
         assert!(v1.map.intercepts(Vector::new(0x59)), "{policy:?}");
         // The export gives KVM's state back, plus what the import did.
-        let (k2, p2) = c.export_kvm(imp.base_address, true);
+        let (k2, p2) = c.export_kvm::<Vec<_>>(imp.base_address, true);
         assert_eq!(k2.irr, kio.irr);
         assert_eq!(bits_of(&k2, 5), bits_of(&kio, 5));
         assert_eq!(get32(&p2[0], reg::ISR + 2 * reg::STRIDE), 1); // 0x40
         // The EOI of the in-service 0x40 exits and clears remote IRR.
-        let _ = c.set_line(Pin::new(5), false);
-        let g = c.guest_eoi(VcpuId::new(0));
+        let mut fx = Effects::new();
+        c.set_line(Pin::new(5), false, &mut fx);
+        let g = c.guest_eoi(VcpuId::new(0), &mut fx);
         assert!(g.intercepted, "{policy:?}");
         assert!(!c.ioapic().entries()[5].remote_irr());
     }
@@ -421,6 +427,9 @@ fn raw_ioapic(t: &TestVm) -> support::Result<kvm_ioapic_state> {
     // SAFETY: chip_id IOAPIC selects the `ioapic` member.
     Ok(unsafe { chip.chip.ioapic })
 }
+
+/// The migrated chip: two vCPUs.
+type Chip = Irqchip<[VcpuSlot; 2]>;
 
 struct KvmState {
     ioapic: kvm_ioapic_state,
@@ -457,8 +466,8 @@ fn take_state(t: &TestVm) -> support::Result<KvmState> {
 
 /// Compares what both sides expose: the redirection table (remote IRR
 /// included), KVM's `irr`, and each LAPIC's ID, LDR, DFR, SVR, TPR, IRR, ISR, TMR.
-fn compare(kvm: &KvmState, model: &Irqchip<2>, what: &str) -> Result<(), String> {
-    let (mio, mpages) = model.export_kvm(kvm.ioapic.base_address, false);
+fn compare(kvm: &KvmState, model: &Chip, what: &str) -> Result<(), String> {
+    let (mio, mpages) = model.export_kvm::<Vec<_>>(kvm.ioapic.base_address, false);
     let mut diffs = Vec::new();
     for i in 0..KVM_IOAPIC_NUM_PINS {
         if bits_of(&mio, i) != bits_of(&kvm.ioapic, i) {
@@ -537,15 +546,18 @@ fn migrate_from_kvm_in_kernel_irqchip() -> support::Result<String> {
             rtc_tracking: true,
             ..IrqchipConfig::default()
         };
-        let imp = Irqchip::<2>::import_kvm(cfg, &src.ioapic, &src.lapics, &src.who)
-            .map_err(|e| support::HarnessError(format!("import ({policy:?}): {e}")))?;
+        let mut fx = Effects::new();
+        let storage = [const { VcpuSlot::new() }; 2];
+        let imp: eoi_exit::snapshot::kvm::KvmImport<[VcpuSlot; 2]> =
+            Irqchip::import_kvm(cfg, &src.ioapic, &src.lapics, &src.who, storage, &mut fx)
+                .map_err(|e| support::HarnessError(format!("import ({policy:?}): {e}")))?;
         // Nothing is re-injected: both level pins wait for their EOI, the
         // others are masked.
-        assert!(imp.effects.deliveries.is_empty(), "{policy:?}");
+        assert!(fx.kick.is_empty(), "{policy:?}");
         compare(&src, &imp.chip, &format!("{policy:?}: right after import"))
             .map_err(support::HarnessError)?;
         if policy != Policy::NoIntercept {
-            let v1 = *imp.chip.vcpu(VcpuId::new(1)).unwrap();
+            let v1 = imp.chip.vcpu(VcpuId::new(1)).unwrap();
             assert_eq!(v1.map.rtc_owed(), Some(Vector::new(0x38)), "{policy:?}");
         }
         chips.push((policy, imp.chip));
@@ -574,18 +586,19 @@ fn migrate_from_kvm_in_kernel_irqchip() -> support::Result<String> {
     // The same events on the model.
     for (policy, c) in &chips {
         let (v0, v1) = (VcpuId::new(0), VcpuId::new(1));
-        let _ = c.set_line(Pin::new(5), false);
-        let _ = c.set_line(Pin::new(6), false);
+        let mut fx = Effects::new();
+        c.set_line(Pin::new(5), false, &mut fx);
+        c.set_line(Pin::new(6), false, &mut fx);
         assert_eq!(c.ack(v0), Some(Vector::new(0x51)));
-        let e51 = c.guest_eoi(v0);
-        let e45 = c.guest_eoi(v0);
+        let e51 = c.guest_eoi(v0, &mut fx);
+        let e45 = c.guest_eoi(v0, &mut fx);
         assert_eq!(c.ack(v1), Some(Vector::new(0x62)));
-        let e62 = c.guest_eoi(v1);
+        let e62 = c.guest_eoi(v1, &mut fx);
         assert_eq!(c.ack(v1), Some(Vector::new(0x38)));
-        let e38 = c.guest_eoi(v1);
-        let _ = c.write_entry(Pin::new(9), level(0x59, 1));
-        let _ = c.set_line(Pin::new(8), true);
-        let _ = c.set_line(Pin::new(8), false);
+        let e38 = c.guest_eoi(v1, &mut fx);
+        c.write_entry(Pin::new(9), level(0x59, 1), &mut fx);
+        c.set_line(Pin::new(8), true, &mut fx);
+        c.set_line(Pin::new(8), false, &mut fx);
         if *policy == Policy::NoIntercept {
             // TDX-style: the level EOIs never reach the I/O APIC, so remote
             // IRR stays set where KVM cleared it. The model says so.
