@@ -308,7 +308,7 @@ fn masked_entry_in_service_stays_intercepted_under_exact_until_its_eoi() {
     assert!(!c.vcpu(V0).unwrap().map.intercepts(Vector::new(0x40)));
 }
 
-fn rescans<const N: usize>(c: &Chip<N>) -> [u64; N] {
+fn rescans<const N: usize>(c: &Chip<N>) -> [u32; N] {
     core::array::from_fn(|i| c.vcpu(VcpuId::new(i as u16)).unwrap().stats.rescans)
 }
 
@@ -320,7 +320,7 @@ fn entry_write_rescans_only_the_old_and_new_destination() {
     let fx = run(|fx| c.write_entry(P5, entry(0x40, TriggerMode::Level, 5), fx));
     let after = rescans(&c);
     for i in 0..8 {
-        let want = u64::from(i == 2 || i == 5);
+        let want = u32::from(i == 2 || i == 5);
         assert_eq!(after[i] - before[i], want, "vCPU{i}");
     }
     assert_eq!(fx.reload.len(), 2);

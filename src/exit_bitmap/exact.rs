@@ -5,6 +5,11 @@
 //! needed (it came from a level entry, an ack-notifier pin or the RTC). EOIs
 //! the hardware did not intercept are learnt lazily, by comparing the queue
 //! with the LAPIC's IRR and ISR.
+//!
+//! Live, the seven states a vector can be in (no instance; one, needed or
+//! not; two, each needed or not) take three bits, in three bit planes
+//! ([`Packed`]); the saved state ([`ExactTracking`]) spells them out as four
+//! sets.
 
 use super::{Accepted, ExactTracking, Source};
 use crate::lapic::LocalApic;
@@ -27,46 +32,163 @@ impl ExactTracking {
             .intersection(&self.inst_one)
             .union(&self.need_new.intersection(&self.inst_two))
     }
+}
 
-    /// Records an acceptance; returns whether its EOI is needed (the caller
-    /// then sets the vector's bit).
+/// One vector's outstanding instances, oldest first.
+#[derive(Clone, Copy, PartialEq, Eq, Debug, Default)]
+struct Inst {
+    /// 0, 1 or 2.
+    n: u8,
+    /// The oldest needs its EOI (meaningful when `n >= 1`).
+    old: bool,
+    /// The newer needs its EOI (meaningful when `n == 2`).
+    new: bool,
+}
+
+impl Inst {
+    /// State code 0..=6 (0 none; 1, 2 one not needed / needed; 3..=6 two,
+    /// with (old, new) needed = (n, n), (y, n), (n, y), (y, y)).
+    const fn code(self) -> u8 {
+        match (self.n, self.old, self.new) {
+            (0, ..) => 0,
+            (1, false, _) => 1,
+            (1, true, _) => 2,
+            (_, false, false) => 3,
+            (_, true, false) => 4,
+            (_, false, true) => 5,
+            (_, true, true) => 6,
+        }
+    }
+
+    const fn from_code(c: u8) -> Inst {
+        let (n, old, new) = match c {
+            0 | 7 => (0, false, false),
+            1 => (1, false, false),
+            2 => (1, true, false),
+            3 => (2, false, false),
+            4 => (2, true, false),
+            5 => (2, false, true),
+            _ => (2, true, true),
+        };
+        Inst { n, old, new }
+    }
+
+    fn needs(self) -> bool {
+        (self.n >= 1 && self.old) || (self.n == 2 && self.new)
+    }
+
+    /// A newer instance arrives.
+    fn push(&mut self, need: bool) {
+        match self.n {
+            0 => {
+                *self = Inst {
+                    n: 1,
+                    old: need,
+                    new: false,
+                }
+            }
+            1 => {
+                self.n = 2;
+                self.new = need;
+            }
+            // A third instance cannot exist (IRR and ISR hold one each); if
+            // the LAPIC says otherwise the sync step already shrank the queue.
+            _ => self.new |= need,
+        }
+    }
+
+    /// An instance the map never saw arrives in front (older).
+    fn push_front_unknown(&mut self) {
+        *self = match self.n {
+            0 => Inst {
+                n: 1,
+                old: true,
+                new: false,
+            },
+            _ => Inst {
+                n: 2,
+                old: true,
+                new: self.old,
+            },
+        };
+    }
+
+    /// Retires the oldest instance.
+    fn pop(&mut self) {
+        *self = match self.n {
+            0 | 1 => Inst::default(),
+            _ => Inst {
+                n: 1,
+                old: self.new,
+                new: false,
+            },
+        };
+    }
+}
+
+/// `Exact`'s live bookkeeping: the routes to this vCPU and the instance
+/// states, three bits per vector in three planes (`a`, `b`, `c` are bits 2,
+/// 1, 0 of [`Inst::code`]).
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
+pub(super) struct Packed {
+    /// Counted, unmasked entries that target this vCPU.
+    pub(super) routed: VectorSet,
+    planes: [VectorSet; 3],
+}
+
+impl Packed {
+    pub(super) const EMPTY: Packed = Packed {
+        routed: VectorSet::EMPTY,
+        planes: [VectorSet::EMPTY; 3],
+    };
+
+    #[inline]
+    fn get(&self, v: Vector) -> Inst {
+        let [a, b, c] = &self.planes;
+        Inst::from_code(
+            u8::from(a.contains(v)) << 2 | u8::from(b.contains(v)) << 1 | u8::from(c.contains(v)),
+        )
+    }
+
+    #[inline]
+    fn put(&mut self, v: Vector, i: Inst) {
+        let code = i.code();
+        for (k, plane) in self.planes.iter_mut().enumerate() {
+            plane.set(v, code >> (2 - k) & 1 != 0);
+        }
+    }
+
+    /// Whether an outstanding instance of `v` needs its EOI.
+    #[inline]
+    pub(super) fn needs(&self, v: Vector) -> bool {
+        self.get(v).needs()
+    }
+
+    /// Vectors with an outstanding instance whose EOI is needed: codes 2, 4,
+    /// 5, 6, i.e. `(a | b) & !c | a & (b ^ c)`.
+    #[inline]
+    pub(super) fn needed_in_flight(&self) -> VectorSet {
+        let [a, b, c] = self.planes.map(|p| p.as_u64_words());
+        VectorSet::from_u64_words(core::array::from_fn(|i| {
+            ((a[i] | b[i]) & !c[i]) | (a[i] & (b[i] ^ c[i]))
+        }))
+    }
+
+    /// Records an acceptance; returns whether its EOI is needed.
     pub(super) fn on_accept(&mut self, apic: &LocalApic, a: Accepted) -> bool {
         // Instances before this one: IRR+ISR count, minus this one unless it
         // merged into an existing IRR bit.
         self.sync_instances(apic, a.vector, if a.coalesced { 0 } else { 1 });
         let need = a.source != Source::Plain;
-        let v = a.vector;
-        if a.coalesced {
+        let mut i = self.get(a.vector);
+        match (a.coalesced, i.n) {
             // Merge into the newest instance.
-            if self.inst_two.contains(v) {
-                if need {
-                    self.need_new.insert(v);
-                }
-            } else if self.inst_one.contains(v) {
-                if need {
-                    self.need_old.insert(v);
-                }
-            } else {
-                self.push_instance(v, need);
-            }
-        } else {
-            self.push_instance(v, need);
+            (true, 2) => i.new |= need,
+            (true, 1) => i.old |= need,
+            _ => i.push(need),
         }
+        self.put(a.vector, i);
         need
-    }
-
-    fn push_instance(&mut self, v: Vector, need: bool) {
-        if !self.inst_one.contains(v) {
-            self.inst_one.insert(v);
-            self.need_old.set(v, need);
-            self.need_new.remove(v);
-        } else {
-            // A third instance cannot exist (IRR and ISR hold one each); if
-            // the LAPIC says otherwise the sync step already shrank the queue.
-            self.inst_two.insert(v);
-            let keep = self.need_new.contains(v) && self.inst_two.contains(v);
-            self.need_new.set(v, need || keep);
-        }
     }
 
     /// Brings the instance queue of `v` in line with the LAPIC, where `extra`
@@ -80,46 +202,53 @@ impl ExactTracking {
     /// the entries (one may have been rewritten while the instance was in
     /// flight). The cost is one exit per such instance, once.
     pub(super) fn sync_instances(&mut self, apic: &LocalApic, v: Vector, extra: u8) {
-        let lapic = apic.irr().contains(v) as u8 + apic.isr().contains(v) as u8;
+        let lapic = u8::from(apic.irr().contains(v)) + u8::from(apic.isr().contains(v));
         let lapic = lapic.saturating_sub(extra);
-        let mut known = self.inst_one.contains(v) as u8 + self.inst_two.contains(v) as u8;
-        while known > lapic {
-            self.pop_instance(v);
-            known -= 1;
+        let mut i = self.get(v);
+        if i.n == lapic {
+            return;
         }
-        while known < lapic {
+        while i.n > lapic {
+            i.pop();
+        }
+        while i.n < lapic {
             // Unknown older instances: conservative.
-            self.push_front_unknown(v, true);
-            known += 1;
+            i.push_front_unknown();
         }
+        self.put(v, i);
     }
 
-    fn push_front_unknown(&mut self, v: Vector, need: bool) {
-        if !self.inst_one.contains(v) {
-            self.inst_one.insert(v);
-            self.need_old.set(v, need);
-        } else {
-            // The known one becomes the newer instance.
-            self.inst_two.insert(v);
-            let old = self.need_old.contains(v);
-            self.need_new.set(v, old);
-            self.need_old.set(v, need);
+    /// The saved form.
+    pub(super) fn tracking(&self) -> ExactTracking {
+        let mut t = ExactTracking {
+            routed: self.routed,
+            ..ExactTracking::EMPTY
+        };
+        let [a, b, c] = &self.planes;
+        for v in a.union(b).union(c).iter() {
+            let i = self.get(v);
+            t.inst_one.set(v, i.n >= 1);
+            t.inst_two.set(v, i.n == 2);
+            t.need_old.set(v, i.n >= 1 && i.old);
+            t.need_new.set(v, i.n == 2 && i.new);
         }
+        t
     }
 
-    /// Retires the oldest instance; returns whether it needed its EOI.
-    fn pop_instance(&mut self, v: Vector) -> bool {
-        if !self.inst_one.contains(v) {
-            return false;
+    /// From the saved form (validated: `inst_two ⊆ inst_one`, needs within).
+    pub(super) fn from_tracking(t: &ExactTracking) -> Packed {
+        let mut p = Packed {
+            routed: t.routed,
+            ..Packed::EMPTY
+        };
+        for v in t.inst_one.iter() {
+            let i = Inst {
+                n: 1 + u8::from(t.inst_two.contains(v)),
+                old: t.need_old.contains(v),
+                new: t.need_new.contains(v),
+            };
+            p.put(v, i);
         }
-        let needed = self.need_old.contains(v);
-        if self.inst_two.remove(v) {
-            let n = self.need_new.remove(v);
-            self.need_old.set(v, n);
-        } else {
-            self.inst_one.remove(v);
-            self.need_old.remove(v);
-        }
-        needed
+        p
     }
 }

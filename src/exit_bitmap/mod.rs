@@ -262,21 +262,52 @@ impl VmcsUpdate {
 
 /// One vCPU's EOI-exit bitmap under one [`Policy`].
 ///
-/// Fixed size, no allocation. What a policy needs beyond the bitmap lives in
-/// its own [`PolicyState`] variant, so a map cannot hold another policy's
-/// bookkeeping. See the module docs for the call order.
+/// Fixed size, no allocation. What a policy needs lives in its own variant,
+/// so a map cannot hold another policy's bookkeeping, and the bitmap is
+/// stored only where it is state of its own (`TmrDriven`, and the KVM
+/// policies, whose bitmap keeps a retired RTC vector until the next scan as
+/// KVM's does); `Exact` derives it from its reasons. The VMCS is tracked as
+/// the words changed since the last load, not as a copy. See the module docs
+/// for the call order.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
 pub struct EoiExitMap {
-    /// The bitmap the hardware should use.
-    bitmap: VectorSet,
-    /// The bitmap last handed out by `take_vmcs_update`.
-    loaded: VectorSet,
+    book: Book,
+}
+
+/// What every policy keeps besides its own bookkeeping. Inside each variant
+/// of [`Book`], where it fills the padding after the discriminant.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug, Default)]
+struct Header {
+    /// VMCS words changed since the last `take_vmcs_update` (bit `n` = word
+    /// `n`).
+    dirty: u8,
     /// RTC EOI owed by this vCPU (KVM's `rtc_status.dest_map`), and its vector.
     rtc_owed: Option<Vector>,
-    /// Inside begin_scan/end_scan.
-    scanning: bool,
-    /// The policy and its own bookkeeping.
-    policy: PolicyState,
+}
+
+/// The live bookkeeping of each policy.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
+enum Book {
+    Kvm {
+        hdr: Header,
+        /// `KvmHighestStale` (else `KvmLegacy`).
+        highest_stale: bool,
+        bitmap: VectorSet,
+        scan: KvmScan,
+    },
+    TmrDriven {
+        hdr: Header,
+        bitmap: VectorSet,
+        /// TMR ∩ (IRR ∪ ISR) at the last scan.
+        adopted_level: VectorSet,
+    },
+    Exact {
+        hdr: Header,
+        x: exact::Packed,
+    },
+    NoIntercept {
+        hdr: Header,
+    },
 }
 
 /// A policy and the bookkeeping only it needs, one variant per [`Policy`].
@@ -369,40 +400,119 @@ impl Default for EoiExitMap {
     }
 }
 
+impl Book {
+    #[inline]
+    fn hdr(&self) -> &Header {
+        match self {
+            Book::Kvm { hdr, .. }
+            | Book::TmrDriven { hdr, .. }
+            | Book::Exact { hdr, .. }
+            | Book::NoIntercept { hdr } => hdr,
+        }
+    }
+
+    #[inline]
+    fn hdr_mut(&mut self) -> &mut Header {
+        match self {
+            Book::Kvm { hdr, .. }
+            | Book::TmrDriven { hdr, .. }
+            | Book::Exact { hdr, .. }
+            | Book::NoIntercept { hdr } => hdr,
+        }
+    }
+}
+
+/// The VMCS words in which `a` and `b` differ, as a mask.
+#[inline]
+fn words_differing(a: &VectorSet, b: &VectorSet) -> u8 {
+    let (a, b) = (a.as_u64_words(), b.as_u64_words());
+    (0..4).fold(0, |m, i| m | (u8::from(a[i] != b[i]) << i))
+}
+
+/// The VMCS words holding a set bit.
+#[inline]
+fn words_nonzero(a: &VectorSet) -> u8 {
+    words_differing(a, &VectorSet::EMPTY)
+}
+
 impl EoiExitMap {
     /// An empty map under `policy`.
     pub const fn new(policy: Policy) -> Self {
-        EoiExitMap {
-            bitmap: VectorSet::EMPTY,
-            loaded: VectorSet::EMPTY,
+        let hdr = Header {
+            dirty: 0,
             rtc_owed: None,
-            scanning: false,
-            policy: PolicyState::new(policy),
-        }
+        };
+        let book = match policy {
+            Policy::KvmLegacy | Policy::KvmHighestStale => Book::Kvm {
+                hdr,
+                highest_stale: matches!(policy, Policy::KvmHighestStale),
+                bitmap: VectorSet::EMPTY,
+                scan: KvmScan {
+                    routed: VectorSet::EMPTY,
+                    stale: VectorSet::EMPTY,
+                },
+            },
+            Policy::TmrDriven => Book::TmrDriven {
+                hdr,
+                bitmap: VectorSet::EMPTY,
+                adopted_level: VectorSet::EMPTY,
+            },
+            Policy::Exact => Book::Exact {
+                hdr,
+                x: exact::Packed::EMPTY,
+            },
+            Policy::NoIntercept => Book::NoIntercept { hdr },
+        };
+        EoiExitMap { book }
     }
 
     /// The policy.
     #[inline]
     pub const fn policy(&self) -> Policy {
-        self.policy.policy()
+        match &self.book {
+            Book::Kvm {
+                highest_stale: false,
+                ..
+            } => Policy::KvmLegacy,
+            Book::Kvm { .. } => Policy::KvmHighestStale,
+            Book::TmrDriven { .. } => Policy::TmrDriven,
+            Book::Exact { .. } => Policy::Exact,
+            Book::NoIntercept { .. } => Policy::NoIntercept,
+        }
     }
 
     /// The bitmap the hardware must use: a vector's EOI exits iff it is here.
     #[inline]
-    pub const fn bitmap(&self) -> &VectorSet {
-        &self.bitmap
+    pub fn bitmap(&self) -> VectorSet {
+        match &self.book {
+            Book::Kvm { bitmap, .. } | Book::TmrDriven { bitmap, .. } => *bitmap,
+            Book::Exact { hdr, x } => {
+                let mut b = x.routed.union(&x.needed_in_flight());
+                if let Some(v) = hdr.rtc_owed {
+                    b.insert(v);
+                }
+                b
+            }
+            Book::NoIntercept { .. } => VectorSet::EMPTY,
+        }
     }
 
     /// Whether an EOI of `vector` is intercepted now.
     #[inline]
     pub fn intercepts(&self, vector: Vector) -> bool {
-        self.bitmap.contains(vector)
+        match &self.book {
+            Book::Kvm { bitmap, .. } | Book::TmrDriven { bitmap, .. } => bitmap.contains(vector),
+            Book::Exact { hdr, x } => {
+                x.routed.contains(vector) || x.needs(vector) || hdr.rtc_owed == Some(vector)
+            }
+            Book::NoIntercept { .. } => false,
+        }
     }
 
     /// The four VMCS `EOI_EXIT_BITMAP0..3` words.
     #[inline]
-    pub const fn vmcs_words(&self) -> [u64; 4] {
-        self.bitmap.as_u64_words()
+    pub fn vmcs_words(&self) -> [u64; 4] {
+        self.bitmap().as_u64_words()
     }
 
     /// KVM's policies: the highest vector set at the last scan only because
@@ -410,30 +520,34 @@ impl EoiExitMap {
     /// a rescan).
     #[inline]
     pub fn highest_stale(&self) -> Option<Vector> {
-        match &self.policy {
-            PolicyState::KvmLegacy(k) | PolicyState::KvmHighestStale(k) => k.stale.highest(),
+        match &self.book {
+            Book::Kvm { scan, .. } => scan.stale.highest(),
             _ => None,
         }
     }
 
     /// The RTC vector whose EOI this vCPU still owes, if any.
     #[inline]
-    pub const fn rtc_owed(&self) -> Option<Vector> {
-        self.rtc_owed
+    pub fn rtc_owed(&self) -> Option<Vector> {
+        self.book.hdr().rtc_owed
     }
 
     /// `Exact`: vectors with an outstanding instance whose EOI is needed
     /// (empty under the other policies).
     #[inline]
     pub fn needed_in_flight(&self) -> VectorSet {
-        match &self.policy {
-            PolicyState::Exact(x) => x.needed_in_flight(),
+        match &self.book {
+            Book::Exact { x, .. } => x.needed_in_flight(),
             _ => VectorSet::EMPTY,
         }
     }
 
-    /// The words that changed since the last call, or `None` when the VMCS is
-    /// current. Call before every VM entry.
+    /// The words that changed since the last call, or `None` when none did.
+    /// Call before every VM entry.
+    ///
+    /// A word is reported when the bitmap changed in it since the last load;
+    /// a bit set and cleared again in between reports its word with the value
+    /// it already had (one harmless VMWRITE; KVM writes all four every time).
     ///
     /// # Examples
     ///
@@ -459,39 +573,44 @@ impl EoiExitMap {
     #[inline]
     #[must_use = "the VMCS words must be written before the next VM entry"]
     pub fn take_vmcs_update(&mut self) -> Option<VmcsUpdate> {
-        let new = self.bitmap.as_u64_words();
-        let old = self.loaded.as_u64_words();
-        let mut mask = 0u8;
-        for i in 0..4 {
-            if new[i] != old[i] {
-                mask |= 1 << i;
-            }
-        }
+        let hdr = self.book.hdr_mut();
+        let mask = core::mem::take(&mut hdr.dirty);
         if mask == 0 {
             return None;
         }
-        self.loaded = self.bitmap;
-        Some(VmcsUpdate { mask, words: new })
+        Some(VmcsUpdate {
+            mask,
+            words: self.vmcs_words(),
+        })
     }
 
-    /// The bitmap as last handed to the VMCS.
+    /// Marks the words where the bitmap now differs from `before`.
     #[inline]
-    pub const fn loaded(&self) -> &VectorSet {
-        &self.loaded
+    fn mark(&mut self, before: &VectorSet) {
+        let now = self.bitmap();
+        self.book.hdr_mut().dirty |= words_differing(before, &now);
     }
 
     // ---- scanning -------------------------------------------------------
 
     /// Starts a rescan (KVM's `vcpu_scan_ioapic`: the bitmap and the highest
     /// stale vector are reset).
+    ///
+    /// The three-call scan cannot compare the bitmap before and after, so it
+    /// reports every word that held a bit before or after it as changed;
+    /// [`EoiExitMap::scan_table`] and [`Irqchip`](crate::Irqchip)'s rescans
+    /// report only the words that changed.
     pub fn begin_scan(&mut self) {
-        self.scanning = true;
-        match &mut self.policy {
-            PolicyState::KvmLegacy(k) | PolicyState::KvmHighestStale(k) => {
-                *k = KvmScan::default();
-            }
-            PolicyState::Exact(x) => x.routed.clear(),
-            PolicyState::TmrDriven { .. } | PolicyState::NoIntercept => {}
+        let before = words_nonzero(&self.bitmap());
+        self.book.hdr_mut().dirty |= before;
+        self.clear_scan();
+    }
+
+    fn clear_scan(&mut self) {
+        match &mut self.book {
+            Book::Kvm { scan, .. } => *scan = KvmScan::default(),
+            Book::Exact { x, .. } => x.routed.clear(),
+            Book::TmrDriven { .. } | Book::NoIntercept { .. } => {}
         }
     }
 
@@ -503,37 +622,24 @@ impl EoiExitMap {
     /// candidate.
     #[inline]
     pub fn scan_entry(&mut self, apic: &LocalApic, entry: &ScanEntry) {
-        if entry.counts_for_kvm() {
-            let matched = apic.matches(entry.destination);
-            self.scan_matched(apic, entry.vector, entry.masked, matched);
+        if !entry.counts_for_kvm() {
+            return;
         }
-    }
-
-    /// [`EoiExitMap::scan_entry`] for a counted entry (level, ack notifier or
-    /// RTC) whose destination match the caller already knows (the
-    /// [`Irqchip`](crate::Irqchip) caches each entry's destination set).
-    #[inline]
-    pub(crate) fn scan_matched(
-        &mut self,
-        apic: &LocalApic,
-        vector: Vector,
-        masked: bool,
-        matched: bool,
-    ) {
-        match &mut self.policy {
-            PolicyState::KvmLegacy(k) | PolicyState::KvmHighestStale(k) => {
+        let matched = apic.matches(entry.destination);
+        match &mut self.book {
+            Book::Kvm { scan, .. } => {
                 if matched {
-                    k.routed.insert(vector);
-                } else if apic.pending_eoi(vector) {
-                    k.stale.insert(vector);
+                    scan.routed.insert(entry.vector);
+                } else if apic.pending_eoi(entry.vector) {
+                    scan.stale.insert(entry.vector);
                 }
             }
-            PolicyState::Exact(x) => {
-                if matched && !masked {
-                    x.routed.insert(vector);
+            Book::Exact { x, .. } => {
+                if matched && !entry.masked {
+                    x.routed.insert(entry.vector);
                 }
             }
-            PolicyState::TmrDriven { .. } | PolicyState::NoIntercept => {}
+            Book::TmrDriven { .. } | Book::NoIntercept { .. } => {}
         }
     }
 
@@ -543,7 +649,8 @@ impl EoiExitMap {
     /// destination matches, `matched_unmasked` those of them that are
     /// unmasked, `unmatched` the vectors of counted entries that do not match.
     /// The same result as [`EoiExitMap::begin_scan`], one
-    /// [`EoiExitMap::scan_entry`] per entry and [`EoiExitMap::end_scan`].
+    /// [`EoiExitMap::scan_entry`] per entry and [`EoiExitMap::end_scan`], with
+    /// only the words that changed marked for the VMCS.
     #[inline]
     pub(crate) fn rescan_sets(
         &mut self,
@@ -552,28 +659,53 @@ impl EoiExitMap {
         matched_unmasked: &VectorSet,
         unmatched: &VectorSet,
     ) {
-        match &mut self.policy {
-            PolicyState::KvmLegacy(k) | PolicyState::KvmHighestStale(k) => {
+        let before = self.bitmap();
+        match &mut self.book {
+            Book::Kvm { scan, .. } => {
                 // kvm_scan_ioapic_irq: a matching entry sets its bit; one
                 // that does not match sets it only while the vector is
                 // pending here (IRR or ISR), as a stale candidate.
-                k.routed = *matched;
-                k.stale = unmatched.intersection(&apic.irr().union(apic.isr()));
+                scan.routed = *matched;
+                scan.stale = unmatched.intersection(&apic.irr().union(apic.isr()));
             }
-            PolicyState::Exact(x) => x.routed = *matched_unmasked,
-            PolicyState::TmrDriven { .. } | PolicyState::NoIntercept => {}
+            Book::Exact { x, .. } => x.routed = *matched_unmasked,
+            Book::TmrDriven { .. } | Book::NoIntercept { .. } => {}
         }
-        self.end_scan(apic);
+        self.finish_scan(apic);
+        self.mark(&before);
     }
 
     /// Ends a rescan and recomputes the bitmap.
     pub fn end_scan(&mut self, apic: &LocalApic) {
-        self.scanning = false;
-        match &mut self.policy {
-            PolicyState::TmrDriven { adopted_level } => {
-                *adopted_level = apic.tmr().intersection(&apic.irr().union(apic.isr()));
+        self.finish_scan(apic);
+        let after = words_nonzero(&self.bitmap());
+        self.book.hdr_mut().dirty |= after;
+    }
+
+    fn finish_scan(&mut self, apic: &LocalApic) {
+        let rtc = self.rtc_owed();
+        match &mut self.book {
+            Book::Kvm { bitmap, scan, .. } => {
+                *bitmap = scan.routed.union(&scan.stale);
+                if let Some(v) = rtc {
+                    bitmap.insert(v);
+                }
             }
-            PolicyState::Exact(x) => {
+            Book::TmrDriven {
+                bitmap,
+                adopted_level,
+                ..
+            } => {
+                // A scan never clears a TmrDriven bit; it adopts level
+                // instances the map did not see accepted (state planted or
+                // restored).
+                *adopted_level = apic.tmr().intersection(&apic.irr().union(apic.isr()));
+                bitmap.union_with(adopted_level);
+                if let Some(v) = rtc {
+                    bitmap.insert(v);
+                }
+            }
+            Book::Exact { x, .. } => {
                 // Instances the map never saw accepted (state planted by the
                 // host, restored without a map, imported from KVM) are
                 // adopted as needing their EOI.
@@ -581,9 +713,8 @@ impl EoiExitMap {
                     x.sync_instances(apic, v, 0);
                 }
             }
-            _ => {}
+            Book::NoIntercept { .. } => {}
         }
-        self.recompute();
     }
 
     /// Convenience: a full scan of a redirection table.
@@ -619,27 +750,14 @@ impl EoiExitMap {
         ack_notifier: F,
         rtc_pin: Option<usize>,
     ) {
-        self.begin_scan();
+        let before = self.bitmap();
+        self.clear_scan();
         for (pin, e) in entries.iter().enumerate() {
             let se = ScanEntry::from_redirection(*e, ack_notifier(pin), rtc_pin == Some(pin));
             self.scan_entry(apic, &se);
         }
-        self.end_scan(apic);
-    }
-
-    fn recompute(&mut self) {
-        let mut b = match &self.policy {
-            PolicyState::KvmLegacy(k) | PolicyState::KvmHighestStale(k) => k.routed.union(&k.stale),
-            PolicyState::Exact(x) => x.routed.union(&x.needed_in_flight()),
-            // A scan never clears a TmrDriven bit; it adopts level instances
-            // the map did not see accepted (state planted or restored).
-            PolicyState::TmrDriven { adopted_level } => self.bitmap.union(adopted_level),
-            PolicyState::NoIntercept => return self.bitmap.clear(),
-        };
-        if let Some(v) = self.rtc_owed {
-            b.insert(v);
-        }
-        self.bitmap = b;
+        self.finish_scan(apic);
+        self.mark(&before);
     }
 
     // ---- acceptance -------------------------------------------------------
@@ -648,29 +766,42 @@ impl EoiExitMap {
     /// `LocalApic::accept`, with the LAPIC in its new state).
     #[inline]
     pub fn on_accept(&mut self, apic: &LocalApic, a: Accepted) {
-        match &mut self.policy {
-            PolicyState::TmrDriven { .. } => {
+        let v = a.vector;
+        let was = self.intercepts(v);
+        let old_rtc = self.rtc_owed();
+        match &mut self.book {
+            Book::TmrDriven { bitmap, .. } => {
                 // Xen/ACRN key the bit on the trigger mode of the latest
                 // acceptance. A KVM ack-notifier or RTC pin is treated like a
                 // level source: its EOI is needed even though it is edge.
-                self.bitmap
-                    .set(a.vector, a.trigger.is_level() || a.source != Source::Plain);
+                bitmap.set(v, a.trigger.is_level() || a.source != Source::Plain);
             }
-            PolicyState::Exact(x) => {
-                if x.on_accept(apic, a) {
-                    self.bitmap.insert(a.vector);
-                }
+            Book::Exact { x, .. } => {
+                x.on_accept(apic, a);
             }
-            PolicyState::NoIntercept => return,
-            PolicyState::KvmLegacy(_) | PolicyState::KvmHighestStale(_) => {}
+            Book::NoIntercept { .. } => return,
+            Book::Kvm { .. } => {}
         }
         if a.source == Source::Rtc {
             // KVM records the owed EOI in the RTC dest_map; its scans read it.
             // `Exact` sets the bit at once so the owed EOI is never missed.
-            self.rtc_owed = Some(a.vector);
-            if matches!(self.policy, PolicyState::Exact(_)) {
-                self.bitmap.insert(a.vector);
-            }
+            self.book.hdr_mut().rtc_owed = Some(v);
+        }
+        self.mark_vector(v, was);
+        if let (Book::Exact { .. }, Some(r)) = (&self.book, old_rtc)
+            && r != v
+            && a.source == Source::Rtc
+        {
+            // The previous owed vector may have lost its last reason.
+            self.mark_vector(r, true);
+        }
+    }
+
+    /// Marks `v`'s word if its bit changed from `was`.
+    #[inline]
+    fn mark_vector(&mut self, v: Vector, was: bool) {
+        if self.intercepts(v) != was {
+            self.book.hdr_mut().dirty |= 1 << (v.get() >> 6);
         }
     }
 
@@ -719,11 +850,11 @@ impl EoiExitMap {
     /// ```
     #[inline]
     pub fn send_eoi(&mut self, apic: &LocalApic, vector: Vector, level: bool) -> EoiExit {
-        if !self.bitmap.contains(vector) {
+        if !self.intercepts(vector) {
             return EoiExit {
                 intercepted: false,
                 rescan: false,
-                missed_level: level && matches!(self.policy, PolicyState::NoIntercept),
+                missed_level: level && matches!(self.book, Book::NoIntercept { .. }),
             };
         }
         let mut exit = EoiExit {
@@ -731,25 +862,26 @@ impl EoiExitMap {
             rescan: false,
             missed_level: false,
         };
-        if self.rtc_owed == Some(vector) {
-            self.rtc_owed = None;
+        let hdr = self.book.hdr_mut();
+        if hdr.rtc_owed == Some(vector) {
+            hdr.rtc_owed = None;
         }
-        match &mut self.policy {
-            PolicyState::KvmHighestStale(k) => {
-                exit.rescan = k.stale.highest() == Some(vector);
+        match &mut self.book {
+            Book::Kvm {
+                highest_stale: true,
+                scan,
+                ..
+            } => {
+                exit.rescan = scan.stale.highest() == Some(vector);
             }
-            PolicyState::Exact(x) => {
+            Book::Exact { x, .. } => {
                 // The EOI retired the oldest instance (the LAPIC already
                 // popped it: one more existed before).
                 x.sync_instances(apic, vector, 0);
-                let keep = x.routed.contains(vector)
-                    || x.needed_in_flight().contains(vector)
-                    || self.rtc_owed == Some(vector);
-                self.bitmap.set(vector, keep);
+                self.mark_vector(vector, true);
             }
             // An RTC EOI owed only shows in the next scan's result, as in KVM.
-            PolicyState::KvmLegacy(_) => {}
-            PolicyState::TmrDriven { .. } | PolicyState::NoIntercept => {}
+            Book::Kvm { .. } | Book::TmrDriven { .. } | Book::NoIntercept { .. } => {}
         }
         exit
     }

@@ -1,6 +1,7 @@
 //! [`EoiExitMapState`]: the saved state of an [`EoiExitMap`], beside it.
 
-use super::{EoiExitMap, ExactTracking, Policy, PolicyState};
+use super::exact::Packed;
+use super::{Book, EoiExitMap, ExactTracking, Header, Policy, PolicyState};
 use crate::snapshot::{LocalApicState, SNAPSHOT_VERSION, SnapshotError, check_version};
 use crate::vector::{Vector, VectorSet};
 
@@ -14,15 +15,15 @@ use crate::vector::{Vector, VectorSet};
 pub struct EoiExitMapState {
     /// [`SNAPSHOT_VERSION`].
     pub version: u16,
-    /// The bitmap the hardware must use.
+    /// The bitmap the hardware must use. Under `Exact` it follows from the
+    /// bookkeeping (routes, needed instances, the RTC EOI owed) and must
+    /// agree with it.
     pub bitmap: VectorSet,
-    /// The bitmap the VMCS holds (last `take_vmcs_update`): the pending VMCS
-    /// update is `bitmap` against this.
-    pub loaded: VectorSet,
+    /// VMCS words changed since the last `take_vmcs_update` (bit `n` = word
+    /// `n`): the pending VMCS update. A fresh VMCS needs all of `bitmap`.
+    pub dirty: u8,
     /// The RTC vector whose EOI this vCPU owes.
     pub rtc_owed: Option<Vector>,
-    /// Captured between `begin_scan` and `end_scan`.
-    pub scanning: bool,
     /// The policy and its bookkeeping.
     pub policy: PolicyState,
 }
@@ -54,7 +55,25 @@ impl EoiExitMapState {
                     field,
                 })
             }
-            PolicyState::Exact(x) => x.validate(),
+            PolicyState::Exact(x) => {
+                x.validate()?;
+                let mut derived = x.routed.union(&x.needed_in_flight());
+                if let Some(v) = self.rtc_owed {
+                    derived.insert(v);
+                }
+                match derived
+                    .difference(&self.bitmap)
+                    .union(&self.bitmap.difference(&derived))
+                    .lowest()
+                {
+                    Some(v) => Err(SnapshotError::InstanceTracking {
+                        vcpu: None,
+                        vector: v.get(),
+                        what: "the bitmap disagrees with the routes, the needed instances and the RTC EOI owed",
+                    }),
+                    None => Ok(()),
+                }
+            }
             _ => Ok(()),
         }
     }
@@ -112,13 +131,26 @@ impl ExactTracking {
 impl EoiExitMap {
     /// The whole state, as plain data.
     pub fn state(&self) -> EoiExitMapState {
+        let policy = match &self.book {
+            Book::Kvm {
+                highest_stale: false,
+                scan,
+                ..
+            } => PolicyState::KvmLegacy(*scan),
+            Book::Kvm { scan, .. } => PolicyState::KvmHighestStale(*scan),
+            Book::TmrDriven { adopted_level, .. } => PolicyState::TmrDriven {
+                adopted_level: *adopted_level,
+            },
+            Book::Exact { x, .. } => PolicyState::Exact(x.tracking()),
+            Book::NoIntercept { .. } => PolicyState::NoIntercept,
+        };
+        let hdr = self.book.hdr();
         EoiExitMapState {
             version: SNAPSHOT_VERSION,
-            bitmap: self.bitmap,
-            loaded: self.loaded,
-            rtc_owed: self.rtc_owed,
-            scanning: self.scanning,
-            policy: self.policy,
+            bitmap: self.bitmap(),
+            dirty: hdr.dirty,
+            rtc_owed: hdr.rtc_owed,
+            policy,
         }
     }
 
@@ -151,19 +183,36 @@ impl EoiExitMap {
     /// bit).
     #[cfg_attr(not(feature = "kvm"), allow(dead_code))]
     pub(crate) fn set_rtc_owed(&mut self, v: Option<Vector>) {
-        if !matches!(self.policy, PolicyState::NoIntercept) {
-            self.rtc_owed = v;
+        if !matches!(self.book, Book::NoIntercept { .. }) {
+            let before = self.bitmap();
+            self.book.hdr_mut().rtc_owed = v;
+            self.mark(&before);
         }
     }
 
     /// Loads a state the caller validated.
     pub(crate) fn set_state(&mut self, s: &EoiExitMapState) {
-        *self = EoiExitMap {
-            bitmap: s.bitmap,
-            loaded: s.loaded,
+        let hdr = Header {
+            dirty: s.dirty & 0xf,
             rtc_owed: s.rtc_owed,
-            scanning: s.scanning,
-            policy: s.policy,
+        };
+        self.book = match &s.policy {
+            PolicyState::KvmLegacy(scan) | PolicyState::KvmHighestStale(scan) => Book::Kvm {
+                hdr,
+                highest_stale: matches!(s.policy, PolicyState::KvmHighestStale(_)),
+                bitmap: s.bitmap,
+                scan: *scan,
+            },
+            PolicyState::TmrDriven { adopted_level } => Book::TmrDriven {
+                hdr,
+                bitmap: s.bitmap,
+                adopted_level: *adopted_level,
+            },
+            PolicyState::Exact(x) => Book::Exact {
+                hdr,
+                x: Packed::from_tracking(x),
+            },
+            PolicyState::NoIntercept => Book::NoIntercept { hdr },
         };
     }
 }

@@ -155,7 +155,7 @@ where
     /// Replaces the whole chip (configuration included) with the snapshot,
     /// verbatim: no re-injection, no rescan. The VMM MUST load each vCPU's
     /// VMCS bitmap ([`Irqchip::vmcs_update`], or the whole
-    /// [`EoiExitMap::loaded`] bitmap into a fresh VMCS) before it runs, and
+    /// [`EoiExitMap::vmcs_words`] into a fresh VMCS) before it runs, and
     /// re-arm its `deliver_later` timers. The snapshot must have as many vCPUs
     /// as the chip. On error nothing changes.
     pub fn restore<V: AsRef<[VcpuState]>>(

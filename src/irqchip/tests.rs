@@ -57,7 +57,7 @@ fn duplicate_apic_ids_both_accept_a_physical_message() {
 #[test]
 fn an_addressing_write_rescans_every_vcpu_like_a_kvm_apic_map_change() {
     let c = chip::<3>();
-    let rescans = |c: &Chip<3>| -> [u64; 3] {
+    let rescans = |c: &Chip<3>| -> [u32; 3] {
         core::array::from_fn(|i| c.vcpu(VcpuId::new(i as u16)).unwrap().stats.rescans)
     };
     let before = rescans(&c);

@@ -40,7 +40,7 @@
 //!   [`Ioapic::set_registers`] and the KVM import, which behave like
 //!   `KVM_SET_IRQCHIP`.) After a restore, the VMM MUST still write
 //!   [`EoiExitMap::take_vmcs_update`]'s words (or the whole
-//!   [`EoiExitMap::loaded`] bitmap, for a fresh VMCS) before the vCPU runs,
+//!   [`EoiExitMap::vmcs_words`], for a fresh VMCS) before the vCPU runs,
 //!   and re-arm its `deliver_later` timers, which are VMM state.
 //!
 //! # What KVM's formats do not save

@@ -54,7 +54,11 @@ pub enum Violation {
         /// The vector.
         vector: u8,
     },
-    /// `vmcs_update` did not return exactly the changed words.
+    /// `vmcs_update` missed a word that differs from the VMCS, or reported a
+    /// word with a value that is not the bitmap's. (A word it reports that
+    /// already holds that value is a harmless extra VMWRITE: the map tracks
+    /// the words changed since the last load, and a bit set and cleared again
+    /// in between reports its word.)
     VmcsUpdateNotDiff {
         /// The vCPU.
         vcpu: u16,
@@ -118,7 +122,10 @@ impl fmt::Display for Violation {
                 )
             }
             Violation::VmcsUpdateNotDiff { vcpu } => {
-                write!(f, "VMCS update of vCPU{vcpu} is not the diff")
+                write!(
+                    f,
+                    "VMCS update of vCPU{vcpu} misses a changed word or writes a wrong one"
+                )
             }
             Violation::StaleVmcs { vcpu, vector } => write!(
                 f,

@@ -91,7 +91,7 @@ impl<const VCPUS: usize, const PINS: usize> Harness<VCPUS, PINS> {
     pub fn bitmap(&self, vcpu: usize) -> VectorSet {
         self.chip
             .vcpu(VcpuId::new(vcpu as u16))
-            .map(|v| *v.map.bitmap())
+            .map(|v| v.map.bitmap())
             .unwrap_or_default()
     }
 
@@ -374,7 +374,7 @@ impl<const VCPUS: usize, const PINS: usize> Harness<VCPUS, PINS> {
         }
         let ok = match u {
             None => mask == 0,
-            Some(u) => u.mask == mask && u.changed().all(|(i, w)| w == want[i]),
+            Some(u) => u.mask & mask == mask && u.changed().all(|(i, w)| w == want[i]),
         };
         if !ok {
             return Err(Violation::VmcsUpdateNotDiff { vcpu: c as u16 });

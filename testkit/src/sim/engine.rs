@@ -724,9 +724,9 @@ impl Sim {
         self.c.events = events;
         for v in 0..self.n {
             let s = self.chip.vcpu(VcpuId::new(v as u16)).expect("vcpu").stats;
-            self.c.rescans += s.rescans;
-            self.c.entries_scanned += s.entries_scanned;
-            self.c.vmcs_words += s.vmcs_words;
+            self.c.rescans += u64::from(s.rescans);
+            self.c.entries_scanned += u64::from(s.entries_scanned);
+            self.c.vmcs_words += u64::from(s.vmcs_words);
         }
         self.c.stuck_remote_irr = self
             .chip
