@@ -821,6 +821,7 @@ impl<S: AsRef<[VcpuSlot]>, const PINS: usize> Irqchip<S, PINS> {
     /// routed or unmasked entry is in the bitmap before it can deliver), then
     /// deliveries. `written` is the entry a redirection write may have
     /// changed, as it was before the write.
+    #[inline(always)]
     pub(crate) fn apply<L: DeliveryLog>(
         &self,
         sh: &mut Shared<PINS>,
