@@ -48,7 +48,7 @@ fn vector_set(c: &mut Criterion) {
     let mut g = c.benchmark_group("vector_set");
     // A realistic ISR/IRR: a few vectors, the highest in word 0 or 3.
     let vs: [u8; 4] = [0x31, 0x41, 0x61, 0xef];
-    let mut words = VectorSet::new();
+    let mut words = VectorSet::EMPTY;
     let mut bits = BitvecSet::default();
     for v in vs {
         words.insert(Vector::new(v));
@@ -66,7 +66,7 @@ fn vector_set(c: &mut Criterion) {
         b.iter(|| black_box(&sparse_b).highest())
     });
     g.bench_function("insert_remove/words", |b| {
-        let mut s = VectorSet::new();
+        let mut s = VectorSet::EMPTY;
         b.iter(|| {
             for v in black_box(vs) {
                 s.insert(Vector::new(v));

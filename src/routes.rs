@@ -33,15 +33,13 @@ pub struct Msi {
 
 impl Msi {
     /// The fixed upper bits of every MSI address.
-    pub const ADDRESS_BASE: u32 = 0xFEE0_0000;
+    pub(crate) const ADDRESS_BASE: u32 = 0xFEE0_0000;
     /// Data bit 15: trigger mode.
-    pub const DATA_LEVEL_TRIGGER: u32 = 1 << 15;
+    pub(crate) const DATA_LEVEL_TRIGGER: u32 = 1 << 15;
     /// Data bit 14: level (assert).
-    pub const DATA_ASSERT: u32 = 1 << 14;
+    pub(crate) const DATA_ASSERT: u32 = 1 << 14;
     /// Address bit 2: destination mode.
-    pub const ADDR_LOGICAL: u32 = 1 << 2;
-    /// Address bit 3: redirection hint.
-    pub const ADDR_REDIRECTION_HINT: u32 = 1 << 3;
+    pub(crate) const ADDR_LOGICAL: u32 = 1 << 2;
 
     /// Encodes an interrupt message. Destination bits 14:8 go to address bits
     /// 11:5, bits 31:15 to `address_hi` (x2APIC).

@@ -100,7 +100,7 @@ impl<T> Set256<T> {
 
     /// The empty set.
     #[inline]
-    pub const fn new() -> Self {
+    pub(crate) const fn new() -> Self {
         Self::EMPTY
     }
 
@@ -174,7 +174,7 @@ impl<T> Set256<T> {
 
     /// Adds every member of `other`.
     #[inline]
-    pub fn union_with(&mut self, other: &Self) {
+    pub(crate) fn union_with(&mut self, other: &Self) {
         *self = self.union(other);
     }
 }
@@ -258,7 +258,7 @@ impl<T: SetElement> Set256<T> {
     /// ```
     /// use eoi_exit::{VcpuId, VcpuSet};
     ///
-    /// let mut reload = VcpuSet::new();
+    /// let mut reload = VcpuSet::EMPTY;
     /// reload.insert(VcpuId::new(7));
     /// reload.insert(VcpuId::new(2));
     /// assert!(!reload.insert(VcpuId::new(300))); // beyond 255: never a member

@@ -172,7 +172,7 @@ u8_enum! {
 impl TriggerMode {
     /// `Level` for `true`.
     #[inline]
-    pub const fn from_bit(level: bool) -> Self {
+    pub(crate) const fn from_bit(level: bool) -> Self {
         if level {
             TriggerMode::Level
         } else {
@@ -226,7 +226,7 @@ u8_enum! {
 impl DestinationMode {
     /// `Logical` for `true`.
     #[inline]
-    pub const fn from_bit(logical: bool) -> Self {
+    pub(crate) const fn from_bit(logical: bool) -> Self {
         if logical {
             DestinationMode::Logical
         } else {

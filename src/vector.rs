@@ -90,7 +90,7 @@ impl fmt::Display for Vector {
 /// ```
 /// use eoi_exit::{Vector, VectorSet};
 ///
-/// let mut s = VectorSet::new();
+/// let mut s = VectorSet::EMPTY;
 /// assert!(s.insert(Vector::new(0x40)));
 /// assert!(!s.insert(Vector::new(0x40))); // already there
 /// s.insert(Vector::new(0xfe));
@@ -137,7 +137,7 @@ mod tests {
 
     #[test]
     fn highest_is_none_for_the_empty_set_and_the_top_bit_otherwise() {
-        let mut s = VectorSet::new();
+        let mut s = VectorSet::EMPTY;
         assert_eq!(s.highest(), None);
         s.insert(Vector(0x20));
         s.insert(Vector(0x41));
@@ -170,7 +170,7 @@ mod tests {
 
     #[test]
     fn insert_and_remove_report_whether_the_set_changed() {
-        let mut s = VectorSet::new();
+        let mut s = VectorSet::EMPTY;
         assert!(s.insert(Vector(7)));
         assert!(!s.insert(Vector(7)));
         assert!(s.remove(Vector(7)));
@@ -189,7 +189,7 @@ mod tests {
         #[test]
         fn set_behaves_like_a_sorted_set(ops in proptest::collection::vec((proptest::bool::ANY, 0u8..=255), 0..64)) {
             let mut model = std::collections::BTreeSet::new();
-            let mut s = VectorSet::new();
+            let mut s = VectorSet::EMPTY;
             for (ins, v) in ops {
                 if ins { proptest::prop_assert_eq!(s.insert(Vector(v)), model.insert(v)); }
                 else { proptest::prop_assert_eq!(s.remove(Vector(v)), model.remove(&v)); }

@@ -178,7 +178,7 @@ fn stale_bit_is_dropped_after_the_in_flight_eoi_except_by_kvm_legacy() {
 #[test]
 fn edge_eoi_of_an_ack_notifier_pin_rerouted_in_flight_is_not_lost() {
     for p in Policy::ALL {
-        let mut ack_notifier_pins = PinSet::new();
+        let mut ack_notifier_pins = PinSet::EMPTY;
         ack_notifier_pins.insert(P5);
         let c: Chip<2> = Irqchip::new(
             IrqchipConfig {

@@ -298,7 +298,7 @@ fn restore_refuses_contradictory_snapshots_and_changes_nothing() {
     );
     // EOI-exit maps.
     s = good.clone();
-    s.vcpus[0].map.policy = PolicyState::new(Policy::KvmLegacy);
+    s.vcpus[0].map.policy = EoiExitMap::new(Policy::KvmLegacy).state().policy;
     refused(
         &s,
         SnapshotError::PolicyMismatch {

@@ -17,7 +17,7 @@ use crate::vector::{Vector, VectorSet};
 
 impl ExactTracking {
     /// Nothing routed, nothing in flight.
-    pub const EMPTY: Self = ExactTracking {
+    pub(crate) const EMPTY: Self = ExactTracking {
         routed: VectorSet::EMPTY,
         inst_one: VectorSet::EMPTY,
         inst_two: VectorSet::EMPTY,

@@ -173,7 +173,7 @@ impl ScanEntry {
 
     /// Whether KVM's scan counts the entry: level, ack notifier or RTC.
     #[inline]
-    pub const fn counts_for_kvm(&self) -> bool {
+    pub(crate) const fn counts_for_kvm(&self) -> bool {
         self.level || self.ack_notifier || self.rtc
     }
 
@@ -185,7 +185,8 @@ impl ScanEntry {
     /// tracked by its acceptance ([`Source::NeedsEoi`], the RTC's owed EOI),
     /// not by the route.
     #[inline]
-    pub const fn counts_for_exact(&self) -> bool {
+    #[cfg(test)]
+    pub(crate) const fn counts_for_exact(&self) -> bool {
         self.counts_for_kvm() && !self.masked
     }
 }
@@ -365,23 +366,6 @@ pub struct ExactTracking {
 }
 
 impl PolicyState {
-    /// The empty bookkeeping of `policy`.
-    pub const fn new(policy: Policy) -> Self {
-        const EMPTY: KvmScan = KvmScan {
-            routed: VectorSet::EMPTY,
-            stale: VectorSet::EMPTY,
-        };
-        match policy {
-            Policy::KvmLegacy => PolicyState::KvmLegacy(EMPTY),
-            Policy::KvmHighestStale => PolicyState::KvmHighestStale(EMPTY),
-            Policy::TmrDriven => PolicyState::TmrDriven {
-                adopted_level: VectorSet::EMPTY,
-            },
-            Policy::Exact => PolicyState::Exact(ExactTracking::EMPTY),
-            Policy::NoIntercept => PolicyState::NoIntercept,
-        }
-    }
-
     /// Which policy this is.
     pub const fn policy(&self) -> Policy {
         match self {

@@ -93,7 +93,7 @@ impl Rescan {
 ///    that pin until an EOI of its vector.
 /// 4. `deliver_later`: EOI-storm throttle. For each pin, the VMM MUST call
 ///    [`Ioapic::deliver_later_elapsed`](super::Ioapic::deliver_later_elapsed)
-///    after a delay ([`DELIVER_LATER_DELAY_NS`](super::DELIVER_LATER_DELAY_NS),
+///    after a delay (10 ms, KVM's `IOAPIC_RECV_DELAY`,
 ///    KVM's `HZ / 100`); otherwise the still-asserted line is never re-delivered.
 #[must_use = "the VMM must deliver every pin in `deliver`, schedule `deliver_later`, apply `rescan` and re-install `route_changed`"]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]

@@ -57,7 +57,7 @@ impl Default for RedirectionEntry {
 
 impl RedirectionEntry {
     /// Bit 12: delivery status (read-only to the guest).
-    pub const DELIVERY_STATUS: u64 = 1 << 12;
+    pub(crate) const DELIVERY_STATUS: u64 = 1 << 12;
     /// Bit 13: polarity, 1 = active low.
     pub const POLARITY_LOW: u64 = 1 << 13;
     /// Bit 14: remote IRR (read-only to the guest).
@@ -93,8 +93,8 @@ impl RedirectionEntry {
     ///     0x1234,
     /// );
     /// assert_eq!(e.delivery_mode(), Ok(DeliveryMode::LowestPriority));
-    /// assert_eq!(e.destination_id(), 0x34); // bits 63:56
-    /// assert_eq!(e.extended_destination_id(), 0x12); // bits 55:49
+    /// assert_eq!(e.bits() >> 56, 0x34); // destination ID, bits 63:56
+    /// assert_eq!(e.bits() >> 49 & 0x7f, 0x12); // extended destination ID, bits 55:49
     /// assert_eq!(e.destination().id, 0x1234);
     /// assert!(e.masked() && !e.with_mask(false).masked());
     /// ```
@@ -134,7 +134,7 @@ impl RedirectionEntry {
     /// assert_eq!(e.destination_mode(), DestinationMode::Physical);
     /// assert_eq!(e.polarity(), Polarity::ActiveHigh);
     /// assert!(e.is_level() && !e.masked() && !e.remote_irr());
-    /// assert_eq!(e.destination_id(), 1);
+    /// assert_eq!(e.destination().id, 1);
     /// ```
     pub const fn fixed(vector: Vector, trigger: TriggerMode, apic_id: u32) -> Self {
         Self::new(
@@ -160,7 +160,7 @@ impl RedirectionEntry {
     }
     /// Bits 10:8 as a raw number (0..=7).
     #[inline]
-    pub const fn delivery_mode_bits(self) -> u8 {
+    pub(crate) const fn delivery_mode_bits(self) -> u8 {
         ((self.0 >> 8) & 7) as u8
     }
     /// Bits 10:8; `Err` for the reserved encodings 3 and 6.
@@ -209,17 +209,17 @@ impl RedirectionEntry {
     }
     /// Bits 63:56: the 8-bit destination.
     #[inline]
-    pub const fn destination_id(self) -> u8 {
+    pub(crate) const fn destination_id(self) -> u8 {
         (self.0 >> 56) as u8
     }
     /// Bits 55:49: the extended destination ID (destination bits 14:8).
     #[inline]
-    pub const fn extended_destination_id(self) -> u8 {
+    pub(crate) const fn extended_destination_id(self) -> u8 {
         ((self.0 >> 49) & 0x7f) as u8
     }
     /// The full destination: bits 63:56 plus the extended ID as bits 14:8.
     #[inline]
-    pub const fn destination_id_full(self) -> u32 {
+    pub(crate) const fn destination_id_full(self) -> u32 {
         self.destination_id() as u32 | (self.extended_destination_id() as u32) << 8
     }
     /// Destination plus mode.
@@ -249,16 +249,6 @@ impl RedirectionEntry {
             RedirectionEntry(self.0 | Self::MASK)
         } else {
             RedirectionEntry(self.0 & !Self::MASK)
-        }
-    }
-    /// Returns the entry with delivery status set or cleared.
-    #[inline]
-    #[must_use]
-    pub const fn with_delivery_status(self, on: bool) -> Self {
-        if on {
-            RedirectionEntry(self.0 | Self::DELIVERY_STATUS)
-        } else {
-            RedirectionEntry(self.0 & !Self::DELIVERY_STATUS)
         }
     }
 

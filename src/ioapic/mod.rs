@@ -100,10 +100,7 @@ pub const REG_REDTBL_BASE: u8 = 0x10;
 
 /// KVM's `IOAPIC_SUCCESSIVE_IRQ_MAX_COUNT`: the EOI that finds a level line
 /// still asserted for the 10,000th time in a row defers the re-delivery.
-pub const SUCCESSIVE_IRQ_MAX_COUNT: u16 = 10_000;
-
-/// The delay KVM waits before retrying a throttled pin (`HZ / 100`, 10 ms).
-pub const DELIVER_LATER_DELAY_NS: u64 = 10_000_000;
+pub(crate) const SUCCESSIVE_IRQ_MAX_COUNT: u16 = 10_000;
 
 /// The registers and pin state of an [`Ioapic`] without its configuration,
 /// as KVM's `kvm_ioapic_state` carries them: what [`Ioapic::registers`] reads
@@ -534,7 +531,7 @@ impl<const PINS: usize> Ioapic<PINS> {
     ///
     /// For every level entry with this vector: remote IRR is cleared; if the
     /// entry is unmasked and its line still asserted it is re-delivered, except
-    /// that the [`SUCCESSIVE_IRQ_MAX_COUNT`]th such EOI in a row puts the pin
+    /// that the 10,000th (KVM's `IOAPIC_SUCCESSIVE_IRQ_MAX_COUNT`) such EOI in a row puts the pin
     /// in `deliver_later` instead and restarts the count; an EOI that finds the
     /// line low (or the entry masked) restarts the count.
     ///

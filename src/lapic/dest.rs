@@ -12,15 +12,15 @@ pub const XAPIC_BROADCAST: u32 = 0xFF;
 pub const X2APIC_BROADCAST: u32 = 0xFFFF_FFFF;
 
 /// DFR value of the flat model (bits 31:28 = `1111`).
-pub const DFR_FLAT: u32 = 0xFFFF_FFFF;
+pub(crate) const DFR_FLAT: u32 = 0xFFFF_FFFF;
 /// DFR value of the cluster model (bits 31:28 = `0000`).
-pub const DFR_CLUSTER: u32 = 0x0FFF_FFFF;
+pub(crate) const DFR_CLUSTER: u32 = 0x0FFF_FFFF;
 
 /// The read-only x2APIC LDR derived from an x2APIC ID (SDM "Logical
 /// Destination Mode in x2APIC Mode"): cluster `id >> 4` in bits 31:16 and bit
 /// `id & 0xF` of bits 15:0.
 #[inline]
-pub const fn x2apic_ldr(id: u32) -> u32 {
+pub(crate) const fn x2apic_ldr(id: u32) -> u32 {
     ((id >> 4) << 16) | (1 << (id & 0xF))
 }
 

@@ -33,10 +33,8 @@ mod state;
 
 pub use state::LocalApicState;
 
-pub use dest::{
-    DFR_CLUSTER, DFR_FLAT, X2APIC_BROADCAST, XAPIC_BROADCAST, lowest_priority, lowest_priority_kvm,
-    x2apic_ldr,
-};
+pub(crate) use dest::{DFR_FLAT, x2apic_ldr};
+pub use dest::{X2APIC_BROADCAST, XAPIC_BROADCAST, lowest_priority, lowest_priority_kvm};
 
 use crate::types::{ApicId, DeliveryMode, InterruptMessage, TriggerMode};
 use crate::vector::{Vector, VectorSet};
@@ -118,7 +116,8 @@ pub enum Acceptance {
 impl Acceptance {
     /// Whether IRR holds the vector afterwards (accepted or coalesced).
     #[inline]
-    pub const fn is_pending(&self) -> bool {
+    #[cfg(test)]
+    pub(crate) const fn is_pending(&self) -> bool {
         !matches!(self, Acceptance::Ignored(_))
     }
 }
@@ -369,8 +368,8 @@ impl LocalApic {
     }
 
     /// Guest write of the DFR: only the model bits 31:28 are writable, bits
-    /// 27:0 read as 1 (KVM stores `v | 0x0FFF_FFFF`). [`DFR_FLAT`] selects the
-    /// flat model, [`DFR_CLUSTER`] the cluster model; any other value matches
+    /// 27:0 read as 1 (KVM stores `v | 0x0FFF_FFFF`). `0xFFFF_FFFF` selects the
+    /// flat model, `0x0FFF_FFFF` the cluster model; any other value matches
     /// no logical destination. Ignored in x2APIC mode (no DFR) and when
     /// disabled.
     pub fn write_dfr(&mut self, v: u32) {

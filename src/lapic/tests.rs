@@ -152,7 +152,7 @@ fn ldr_write_keeps_bits_31_24_only() {
 fn dfr_write_keeps_model_bits_31_28_only() {
     let mut a = enabled_xapic(0);
     a.write_dfr(0);
-    assert_eq!(a.dfr(), DFR_CLUSTER);
+    assert_eq!(a.dfr(), super::dest::DFR_CLUSTER);
     a.write_dfr(0xF000_0000);
     assert_eq!(a.dfr(), DFR_FLAT);
 }

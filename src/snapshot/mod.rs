@@ -155,7 +155,7 @@ pub enum SnapshotError {
         pin: u8,
     },
     /// An EOI-storm counter at or above
-    /// [`SUCCESSIVE_IRQ_MAX_COUNT`] (the model restarts it there).
+    /// `IOAPIC_SUCCESSIVE_IRQ_MAX_COUNT` (the model restarts it there).
     EoiCountOutOfRange {
         /// The pin.
         pin: u8,

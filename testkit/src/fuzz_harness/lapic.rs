@@ -99,7 +99,8 @@ impl LapicOp {
                 match u.int_in_range(0u8..=5)? {
                     0 => LapicChange::WriteTpr(u.arbitrary()?),
                     1 => LapicChange::WriteDfr(
-                        [lapic::DFR_FLAT, lapic::DFR_CLUSTER, u.arbitrary()?][u.choose_index(3)?],
+                        // Flat, cluster (SDM DFR models), or anything.
+                        [0xFFFF_FFFF, 0x0FFF_FFFF, u.arbitrary()?][u.choose_index(3)?],
                     ),
                     2 => LapicChange::WriteLdr(u32::from(u.arbitrary::<u8>()?) << 24),
                     3 => LapicChange::WriteSvr(
@@ -129,7 +130,9 @@ pub(super) fn check_registers(a: &LocalApic) {
     let _ = a.version();
     match a.mode() {
         ApicMode::X2Apic => {
-            assert_eq!(a.ldr(), lapic::x2apic_ldr(a.initial_id().get()));
+            // SDM: x2APIC LDR = cluster (ID[19:4]) << 16 | 1 << ID[3:0].
+            let id = a.initial_id().get();
+            assert_eq!(a.ldr(), (id >> 4) << 16 | 1 << (id & 0xf));
             assert_eq!(a.id(), a.initial_id());
             assert_eq!(a.id_register(), a.initial_id().get());
         }

@@ -193,7 +193,11 @@ impl<const VCPUS: usize, const PINS: usize> Harness<VCPUS, PINS> {
                         },
                         delivery_mode: DeliveryMode::Fixed,
                         vector: Vector::new(vector),
-                        trigger: TriggerMode::from_bit(level),
+                        trigger: if level {
+                            TriggerMode::Level
+                        } else {
+                            TriggerMode::Edge
+                        },
                     },
                     &mut fx,
                 );

@@ -114,16 +114,19 @@ impl<const VCPUS: usize, const PINS: usize> Lockstep<VCPUS, PINS> {
             .iter()
             .enumerate()
             .any(|(pin, e)| {
-                e.vector() == v
-                    && ScanEntry::from_redirection(
+                e.vector() == v && {
+                    // KVM's scan counts level entries, ack-notifier pins
+                    // and the RTC pin.
+                    let se = ScanEntry::from_redirection(
                         *e,
                         h.config
                             .chip
                             .ack_notifier_pins
                             .contains(Pin::new(pin as u8)),
                         h.config.chip.rtc_tracking && pin == RTC_PIN as usize,
-                    )
-                    .counts_for_kvm()
+                    );
+                    se.level || se.ack_notifier || se.rtc
+                }
             });
         (pending && !in_entry).then_some(InclusionGap::InFlightVectorInNoEntry)
     }

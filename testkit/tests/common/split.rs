@@ -44,7 +44,11 @@ pub fn msi(dest: u32, vector: u8, level: bool) -> Msi {
         },
         delivery_mode: DeliveryMode::Fixed,
         vector: Vector::new(vector),
-        trigger: TriggerMode::from_bit(level),
+        trigger: if level {
+            TriggerMode::Level
+        } else {
+            TriggerMode::Edge
+        },
     })
 }
 

@@ -160,7 +160,7 @@ fn page_lapic() -> impl Strategy<Value = (LocalApicState, bool)> {
                     },
                     mode,
                     ldr: if mode == ApicMode::X2Apic {
-                        eoi_exit::lapic::x2apic_ldr(id)
+                        (id >> 4) << 16 | 1 << (id & 0xf) // SDM x2APIC LDR
                     } else {
                         ldr
                     },
