@@ -140,11 +140,11 @@ pub mod exit_bitmap;
 pub mod ioapic;
 pub mod irqchip;
 pub mod lapic;
-pub mod routes;
-pub mod set;
+mod routes;
+mod set;
 pub mod snapshot;
-pub mod types;
-pub mod vector;
+mod types;
+mod vector;
 
 pub use exit_bitmap::{EoiExit, EoiExitMap, Policy, VmcsUpdate};
 pub use ioapic::{
@@ -155,7 +155,7 @@ pub use irqchip::VcpuSet;
 pub use irqchip::{Effects, GuestEoi, Irqchip, IrqchipConfig, LapicWrite, VcpuSlot};
 pub use lapic::{Acceptance, ApicMode, Eoi, LocalApic};
 pub use routes::Msi;
-pub use set::Set256;
+pub use set::{Set256, Set256Iter, SetElement};
 pub use types::{
     ApicId, DeliveryMode, Destination, DestinationMode, Gsi, InterruptMessage, InvalidValue, Pin,
     Polarity, RTC_GSI, TriggerMode, VcpuId,

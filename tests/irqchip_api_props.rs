@@ -99,11 +99,28 @@ fn msi() -> impl Strategy<Value = InterruptMessage> {
 
 fn lapic_write() -> impl Strategy<Value = LapicWrite> {
     prop_oneof![
-        (0u32..4).prop_map(|id| LapicWrite::Id(id << 24)),
-        (0u32..8).prop_map(|b| LapicWrite::Ldr(1 << (24 + b))),
-        prop_oneof![Just(0xffff_ffffu32), Just(0x0fff_ffff)].prop_map(LapicWrite::Dfr),
-        prop_oneof![Just(0x1ffu32), Just(0xff)].prop_map(LapicWrite::Svr),
-        any::<u8>().prop_map(LapicWrite::Tpr),
+        (0u32..4).prop_map(|id| LapicWrite::Register {
+            offset: 0x20,
+            value: id << 24
+        }),
+        (0u32..8).prop_map(|b| LapicWrite::Register {
+            offset: 0xD0,
+            value: 1 << (24 + b)
+        }),
+        prop_oneof![Just(0xffff_ffffu32), Just(0x0fff_ffff)].prop_map(|value| {
+            LapicWrite::Register {
+                offset: 0xE0,
+                value,
+            }
+        }),
+        prop_oneof![Just(0x1ffu32), Just(0xff)].prop_map(|value| LapicWrite::Register {
+            offset: 0xF0,
+            value
+        }),
+        any::<u8>().prop_map(|t| LapicWrite::Register {
+            offset: 0x80,
+            value: u32::from(t)
+        }),
         prop_oneof![Just(ApicMode::XApic), Just(ApicMode::X2Apic)].prop_map(LapicWrite::Mode),
         (0u32..6).prop_map(|id| LapicWrite::SetId(ApicId::new(id))),
     ]

@@ -333,8 +333,22 @@ fn old_destination_is_computed_with_the_old_destination_mode() {
     let c = chip::<8>(Policy::Exact);
     for i in 0..8u16 {
         let mut fx = Effects::new();
-        c.write_lapic(VcpuId::new(i), LapicWrite::Dfr(0xFFFF_FFFF), &mut fx);
-        c.write_lapic(VcpuId::new(i), LapicWrite::Ldr(1 << (24 + i)), &mut fx);
+        c.write_lapic(
+            VcpuId::new(i),
+            LapicWrite::Register {
+                offset: 0xE0,
+                value: 0xFFFF_FFFF,
+            },
+            &mut fx,
+        );
+        c.write_lapic(
+            VcpuId::new(i),
+            LapicWrite::Register {
+                offset: 0xD0,
+                value: 1 << (24 + i),
+            },
+            &mut fx,
+        );
     }
     let logical = RedirectionEntry::new(
         Vector::new(0x40),

@@ -160,22 +160,21 @@ impl core::fmt::Debug for VcpuSlot {
 /// [`VcpuId`].
 pub type VcpuSet = crate::set::Set256<VcpuId>;
 
-/// A host-side or trapped guest write to one local APIC's registers, applied
+/// A trapped guest write to one local APIC, or a host-side change, applied
 /// by [`Irqchip::write_lapic`].
 #[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
 #[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 #[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
 pub enum LapicWrite {
-    /// The xAPIC ID register (offset 0x20; bits 31:24).
-    Id(u32),
-    /// The logical destination register (offset 0xD0).
-    Ldr(u32),
-    /// The destination format register (offset 0xE0).
-    Dfr(u32),
-    /// The spurious-interrupt vector register (offset 0xF0).
-    Svr(u32),
-    /// The task-priority register (offset 0x80): no routing change, no rescan.
-    Tpr(u8),
+    /// A guest write of the xAPIC register at `offset` (an APIC-write exit;
+    /// x2APIC MSR `0x800 + offset / 16`), as [`LocalApic::write_register`]
+    /// applies it: 0x20 ID, 0x80 TPR, 0xD0 LDR, 0xE0 DFR, 0xF0 SVR.
+    Register {
+        /// Offset from the APIC base.
+        offset: u32,
+        /// The value written.
+        value: u32,
+    },
     /// An `IA32_APIC_BASE` mode switch ([`LocalApic::set_mode`]).
     Mode(ApicMode),
     /// A host-side identity change ([`LocalApic::set_id`]).
@@ -183,6 +182,9 @@ pub enum LapicWrite {
     /// Whether the version register advertises directed EOI (bit 24).
     DirectedEoi(bool),
 }
+
+/// The TPR's offset: a write there changes no routing.
+const TPR: u32 = 0x80;
 
 /// Physical-ID cache entry: no vCPU has that ID.
 const PHYS_NONE: u16 = u16::MAX;
@@ -495,7 +497,8 @@ impl<S: AsRef<[VcpuSlot]>, const PINS: usize> Irqchip<S, PINS> {
     ///
     /// A change of addressing (ID, LDR, DFR, SVR, mode, version) rebuilds the
     /// routing caches and, like KVM's APIC map recalculation, rescans every
-    /// vCPU (all listed in [`Effects::reload`]). A TPR write rescans no one.
+    /// vCPU (all listed in [`Effects::reload`]). A TPR write, and a write to a
+    /// register the model does not hold, rescans no one.
     ///
     /// # Panics
     ///
@@ -511,14 +514,13 @@ impl<S: AsRef<[VcpuSlot]>, const PINS: usize> Irqchip<S, PINS> {
             let mut v = self.slot(vcpu.index()).lock();
             let apic = &mut v.apic;
             match write {
-                LapicWrite::Tpr(t) => {
-                    apic.write_tpr(t);
-                    return;
+                LapicWrite::Register { offset, value } => {
+                    // Nothing else this model holds is writable; the TPR
+                    // changes no routing.
+                    if !apic.write_register(offset, value) || offset == TPR {
+                        return;
+                    }
                 }
-                LapicWrite::Id(x) => apic.write_id_register(x),
-                LapicWrite::Ldr(x) => apic.write_ldr(x),
-                LapicWrite::Dfr(x) => apic.write_dfr(x),
-                LapicWrite::Svr(x) => apic.write_svr(x),
                 LapicWrite::Mode(m) => apic.set_mode(m),
                 LapicWrite::SetId(id) => apic.set_id(id),
                 LapicWrite::DirectedEoi(on) => apic.set_directed_eoi_supported(on),

@@ -62,7 +62,14 @@ fn an_addressing_write_rescans_every_vcpu_like_a_kvm_apic_map_change() {
     };
     let before = rescans(&c);
     let mut fx = Effects::new();
-    c.write_lapic(VcpuId::new(0), LapicWrite::Ldr(1 << 24), &mut fx);
+    c.write_lapic(
+        VcpuId::new(0),
+        LapicWrite::Register {
+            offset: 0xD0,
+            value: 1 << 24,
+        },
+        &mut fx,
+    );
     assert_eq!(fx.reload.len(), 3);
     let after = rescans(&c);
     for i in 0..3 {
@@ -70,7 +77,14 @@ fn an_addressing_write_rescans_every_vcpu_like_a_kvm_apic_map_change() {
     }
     // TPR is not addressing: no rescan, nothing to reload.
     let mut fx = Effects::new();
-    c.write_lapic(VcpuId::new(0), LapicWrite::Tpr(0x20), &mut fx);
+    c.write_lapic(
+        VcpuId::new(0),
+        LapicWrite::Register {
+            offset: 0x80,
+            value: 0x20,
+        },
+        &mut fx,
+    );
     assert!(fx.is_empty());
     assert_eq!(rescans(&c), after);
     assert_eq!(c.vcpu(VcpuId::new(0)).unwrap().apic.tpr(), 0x20);

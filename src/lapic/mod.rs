@@ -57,7 +57,7 @@ pub enum ApicMode {
 bitflags::bitflags! {
     /// Flag bits of the spurious-interrupt vector register (SVR, offset 0xF0).
     /// The spurious vector in bits 7:0 is not a flag: read it with
-    /// [`LocalApic::spurious_vector`] (mask `Svr::VECTOR_MASK`).
+    /// `svr & 0xFF`.
     #[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
     pub(crate) struct Svr: u32 {
         /// Bit 8: APIC software enable; clear = software-disabled.
@@ -71,8 +71,6 @@ bitflags::bitflags! {
 }
 
 impl Svr {
-    /// Bits 7:0 of the SVR: the spurious-interrupt vector.
-    pub const VECTOR_MASK: u32 = 0xFF;
     /// SVR value at power-on and reset: vector 0xFF, software-disabled.
     pub const RESET: u32 = 0xFF;
 }
@@ -189,7 +187,7 @@ pub struct Eoi {
 ///
 /// // INTA: IRR -> ISR; the processor priority rises to the vector's class.
 /// assert_eq!(apic.ack(), Some(v));
-/// assert_eq!(apic.ppr(), 0x40);
+/// assert_eq!(apic.read_register(0xA0), Some(0x40)); // PPR
 ///
 /// // EOI: TMR says level, so the I/O APIC must see it (remote IRR).
 /// let eoi = apic.eoi().expect("0x40 was in service");
@@ -282,7 +280,7 @@ impl LocalApic {
     /// Guest write of the xAPIC ID register: bits 31:24 become the xAPIC ID;
     /// the initial ID is unchanged. Ignored in x2APIC mode (read-only, KVM
     /// injects #GP) and when disabled.
-    pub fn write_id_register(&mut self, v: u32) {
+    pub(crate) fn write_id_register(&mut self, v: u32) {
         if self.mode == ApicMode::XApic {
             self.xapic_id = (v >> 24) as u8;
         }
@@ -290,12 +288,80 @@ impl LocalApic {
 
     /// The ID register as the guest reads it: `id << 24` in xAPIC mode, the
     /// 32-bit ID in x2APIC mode (0 when disabled).
-    pub fn id_register(&self) -> u32 {
+    pub(crate) fn id_register(&self) -> u32 {
         match self.mode {
             ApicMode::XApic => u32::from(self.xapic_id) << 24,
             ApicMode::X2Apic => self.initial_id,
             ApicMode::Disabled => 0,
         }
+    }
+
+    /// A read of the xAPIC register at `offset` from the APIC base (SDM
+    /// Vol. 3, "Local APIC Register Address Map"; the x2APIC MSR is
+    /// `0x800 + offset / 16`), as the guest sees it. The registers this model
+    /// holds: 0x20 ID, 0x30 version, 0x80 TPR, 0x90 APR, 0xA0 PPR, 0xD0 LDR,
+    /// 0xE0 DFR (xAPIC only: x2APIC has none), 0xF0 SVR, and the 32-bit words
+    /// of ISR (0x100..=0x170), TMR (0x180..=0x1F0) and IRR (0x200..=0x270).
+    /// `None` for any other offset (the LVTs, timer and ICR are not
+    /// modelled).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use eoi_exit::{ApicId, ApicMode, Destination, DestinationMode, LocalApic};
+    ///
+    /// let logical = |id| Destination { id, mode: DestinationMode::Logical };
+    /// let mut apic = LocalApic::new_enabled(ApicId::new(2), ApicMode::XApic);
+    /// assert_eq!(apic.read_register(0x20), Some(2 << 24)); // ID
+    /// assert!(apic.write_register(0xD0, 0x04 << 24)); // LDR: logical ID bit 2
+    /// assert!(apic.matches(logical(0x04)));
+    /// assert!(apic.matches(logical(0x0f))); // a mask of CPUs 0-3
+    /// assert!(!apic.matches(logical(0x08)));
+    /// assert!(apic.matches(logical(0xff))); // broadcast
+    ///
+    /// // In x2APIC mode the LDR is derived from the ID (cluster 0, bit 2)
+    /// // and guest writes are ignored; there is no DFR.
+    /// apic.set_mode(ApicMode::X2Apic);
+    /// apic.write_register(0xD0, 0x01 << 24);
+    /// assert_eq!(apic.read_register(0xD0), Some(0x0000_0004));
+    /// assert!(apic.matches(logical(0x0000_0004)));
+    /// assert_eq!(apic.read_register(0xE0), None);
+    /// ```
+    pub fn read_register(&self, offset: u32) -> Option<u32> {
+        let word = |set: &VectorSet, base: u32| set.as_u32_words()[((offset - base) / 16) as usize];
+        Some(match offset {
+            0x20 => self.id_register(),
+            0x30 => self.version(),
+            0x80 => u32::from(self.tpr()),
+            0x90 => u32::from(self.apr()),
+            0xA0 => u32::from(self.ppr()),
+            0xD0 => self.ldr(),
+            0xE0 if self.mode != ApicMode::X2Apic => self.dfr(),
+            0xF0 => self.svr(),
+            o if o % 16 != 0 => return None,
+            0x100..=0x170 => word(&self.isr, 0x100),
+            0x180..=0x1F0 => word(&self.tmr, 0x180),
+            0x200..=0x270 => word(&self.irr, 0x200),
+            _ => return None,
+        })
+    }
+
+    /// A guest write of the xAPIC register at `offset` (see
+    /// [`LocalApic::read_register`]): 0x20 ID, 0x80 TPR, 0xD0 LDR, 0xE0 DFR,
+    /// 0xF0 SVR, each with the SDM's and KVM's write rules (read-only bits
+    /// kept, x2APIC-mode ID and LDR writes ignored). Returns `false` for any
+    /// other offset (read-only and unmodelled registers; the EOI register is
+    /// [`LocalApic::eoi`]).
+    pub fn write_register(&mut self, offset: u32, value: u32) -> bool {
+        match offset {
+            0x20 => self.write_id_register(value),
+            0x80 => self.write_tpr(value as u8),
+            0xD0 => self.write_ldr(value),
+            0xE0 => self.write_dfr(value),
+            0xF0 => self.write_svr(value),
+            _ => return false,
+        }
+        true
     }
 
     /// The current mode.
@@ -331,30 +397,7 @@ impl LocalApic {
     /// Ignored in x2APIC mode (read-only, derived from the ID) and when
     /// disabled.
     ///
-    /// # Examples
-    ///
-    /// Logical destinations in the xAPIC flat model (the reset DFR): a
-    /// destination matches when it shares a bit with the LDR's bits 31:24.
-    ///
-    /// ```
-    /// use eoi_exit::{ApicId, ApicMode, Destination, DestinationMode, LocalApic};
-    ///
-    /// let logical = |id| Destination { id, mode: DestinationMode::Logical };
-    /// let mut apic = LocalApic::new_enabled(ApicId::new(2), ApicMode::XApic);
-    /// apic.write_ldr(0x04 << 24); // logical ID bit 2
-    /// assert!(apic.matches(logical(0x04)));
-    /// assert!(apic.matches(logical(0x0f))); // a mask of CPUs 0-3
-    /// assert!(!apic.matches(logical(0x08)));
-    /// assert!(apic.matches(logical(0xff))); // broadcast
-    ///
-    /// // In x2APIC mode the LDR is derived from the ID (cluster 0, bit 2)
-    /// // and guest writes are ignored.
-    /// apic.set_mode(ApicMode::X2Apic);
-    /// apic.write_ldr(0x01 << 24);
-    /// assert_eq!(apic.ldr(), 0x0000_0004);
-    /// assert!(apic.matches(logical(0x0000_0004)));
-    /// ```
-    pub fn write_ldr(&mut self, v: u32) {
+    pub(crate) fn write_ldr(&mut self, v: u32) {
         if self.mode == ApicMode::XApic {
             self.ldr = v & 0xFF00_0000;
         }
@@ -363,7 +406,7 @@ impl LocalApic {
     /// The LDR: logical ID in bits 31:24 (xAPIC), or cluster in 31:16 and
     /// member bit in 15:0 (x2APIC).
     #[inline]
-    pub fn ldr(&self) -> u32 {
+    pub(crate) fn ldr(&self) -> u32 {
         self.ldr
     }
 
@@ -372,7 +415,7 @@ impl LocalApic {
     /// flat model, `0x0FFF_FFFF` the cluster model; any other value matches
     /// no logical destination. Ignored in x2APIC mode (no DFR) and when
     /// disabled.
-    pub fn write_dfr(&mut self, v: u32) {
+    pub(crate) fn write_dfr(&mut self, v: u32) {
         if self.mode == ApicMode::XApic {
             self.dfr = v | 0x0FFF_FFFF;
         }
@@ -380,7 +423,7 @@ impl LocalApic {
 
     /// The DFR (its last xAPIC value in x2APIC mode, where it does not exist).
     #[inline]
-    pub fn dfr(&self) -> u32 {
+    pub(crate) fn dfr(&self) -> u32 {
         self.dfr
     }
 
@@ -390,7 +433,7 @@ impl LocalApic {
     /// register advertises directed EOI (KVM's SPIV write mask); the rest read
     /// as 0. Clearing bit 8 software-disables the APIC: pending IRR/ISR bits
     /// are kept (SDM) but nothing new is accepted.
-    pub fn write_svr(&mut self, v: u32) {
+    pub(crate) fn write_svr(&mut self, v: u32) {
         let mut mask = SVR_WRITABLE;
         if self.directed_eoi_supported {
             mask |= Svr::SUPPRESS_EOI_BROADCAST.bits();
@@ -400,7 +443,7 @@ impl LocalApic {
 
     /// The raw SVR.
     #[inline]
-    pub fn svr(&self) -> u32 {
+    pub(crate) fn svr(&self) -> u32 {
         self.svr
     }
 
@@ -411,15 +454,9 @@ impl LocalApic {
         Svr::from_bits_truncate(self.svr)
     }
 
-    /// SVR bits 7:0.
-    #[inline]
-    pub fn spurious_vector(&self) -> Vector {
-        Vector::new((self.svr & Svr::VECTOR_MASK) as u8)
-    }
-
     /// SVR bit 8.
     #[inline]
-    pub fn software_enabled(&self) -> bool {
+    pub(crate) fn software_enabled(&self) -> bool {
         self.svr & Svr::APIC_SOFTWARE_ENABLE.bits() != 0
     }
 
@@ -431,16 +468,10 @@ impl LocalApic {
         self.directed_eoi_supported = on;
     }
 
-    /// Whether directed EOI is advertised.
-    #[inline]
-    pub fn directed_eoi_supported(&self) -> bool {
-        self.directed_eoi_supported
-    }
-
     /// The version register: version 0x14 (an integrated APIC, KVM's
     /// `APIC_VERSION`), max LVT entry 5 in bits 23:16, and bit 24 when
     /// directed EOI is advertised.
-    pub fn version(&self) -> u32 {
+    pub(crate) fn version(&self) -> u32 {
         let mut v = APIC_VERSION | (MAX_LVT << 16);
         if self.directed_eoi_supported {
             v |= VERSION_DIRECTED_EOI;
@@ -451,7 +482,7 @@ impl LocalApic {
     /// Whether EOIs are currently not broadcast: directed EOI advertised and
     /// SVR bit 12 set.
     #[inline]
-    pub fn suppresses_eoi_broadcast(&self) -> bool {
+    pub(crate) fn suppresses_eoi_broadcast(&self) -> bool {
         self.directed_eoi_supported && self.svr & Svr::SUPPRESS_EOI_BROADCAST.bits() != 0
     }
 
@@ -460,13 +491,13 @@ impl LocalApic {
     /// Guest write of the TPR (all 8 bits are kept, as KVM does; CR8 writes
     /// are `cr8 << 4`).
     #[inline]
-    pub fn write_tpr(&mut self, v: u8) {
+    pub(crate) fn write_tpr(&mut self, v: u8) {
         self.tpr = v;
     }
 
     /// The TPR.
     #[inline]
-    pub fn tpr(&self) -> u8 {
+    pub(crate) fn tpr(&self) -> u8 {
         self.tpr
     }
 
@@ -474,7 +505,7 @@ impl LocalApic {
     /// `TPR[7:4] >= ISRV[7:4]`, else `ISRV & 0xF0`, where ISRV is the highest
     /// ISR vector (0 if none).
     #[inline]
-    pub fn ppr(&self) -> u8 {
+    pub(crate) fn ppr(&self) -> u8 {
         let isrv = match self.highest_isr_cache {
             Some(v) => v.get(),
             None => 0,
@@ -490,7 +521,7 @@ impl LocalApic {
     /// lowest-priority arbitration): TPR when `TPR[7:4] >= IRRV[7:4]` and
     /// `TPR[7:4] > ISRV[7:4]`, else `max(TPR[7:4], ISRV[7:4], IRRV[7:4]) << 4`,
     /// with IRRV/ISRV the highest IRR/ISR vectors (0 if none).
-    pub fn apr(&self) -> u8 {
+    pub(crate) fn apr(&self) -> u8 {
         let tpr = self.tpr >> 4;
         let isrv = self.highest_isr_cache.map_or(0, |v| v.priority_class());
         let irrv = self.irr.highest().map_or(0, |v| v.priority_class());
@@ -615,9 +646,9 @@ impl LocalApic {
     ///
     /// let mut apic = LocalApic::new_enabled(ApicId::new(0), ApicMode::XApic);
     /// apic.set_pending(Vector::new(0x45), false); // host side, as KVM_SET_LAPIC
-    /// apic.write_tpr(0x50);
+    /// apic.write_register(0x80, 0x50); // TPR
     /// assert_eq!(apic.ack(), None); // class 4 <= TPR class 5
-    /// apic.write_tpr(0x30);
+    /// apic.write_register(0x80, 0x30);
     /// assert_eq!(apic.ack(), Some(Vector::new(0x45)));
     /// assert!(apic.isr().contains(Vector::new(0x45)) && apic.irr().is_empty());
     /// ```

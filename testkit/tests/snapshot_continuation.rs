@@ -167,7 +167,7 @@ fn config(policy: Policy, seed: u64) -> IrqchipConfig {
 fn chip(policy: Policy, seed: u64) -> Chip {
     Irqchip::with_apics(config(policy, seed), storage(), |i| {
         let mut a = LocalApic::new_enabled(ApicId::new(u32::from(i.get())), ApicMode::XApic);
-        a.write_ldr(1 << (24 + i.index()));
+        a.write_register(0xD0, 1 << (24 + i.index())); // LDR
         a
     })
 }
@@ -210,7 +210,14 @@ fn run(c: &Chip, op: Op) -> String {
             format!("{fx:?}")
         }
         Op::Tpr(i, tpr) => {
-            c.write_lapic(v(i), LapicWrite::Tpr(tpr), &mut fx);
+            c.write_lapic(
+                v(i),
+                LapicWrite::Register {
+                    offset: 0x80,
+                    value: u32::from(tpr),
+                },
+                &mut fx,
+            );
             format!("{fx:?}")
         }
     }

@@ -7,9 +7,9 @@ use crate::race::{IoapicStep, check_ioapic_state, check_ioapic_step, expected_io
 use eoi_exit::ioapic::{
     IOEOI, IOREGSEL, IOWIN, IoapicEffects, MMIO_LEN, MaskedEdge, REG_ARB, REG_ID, REG_REDTBL_BASE,
 };
-use eoi_exit::types::{Pin, Polarity};
-use eoi_exit::vector::{Vector, VectorSet};
 use eoi_exit::{Ioapic, IoapicConfig, IoapicVersion};
+use eoi_exit::{Pin, Polarity};
+use eoi_exit::{Vector, VectorSet};
 
 use super::{MAX_OPS, gen_entry, gen_offset, gen_size, gen_vector};
 

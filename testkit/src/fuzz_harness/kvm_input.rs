@@ -3,13 +3,13 @@ use eoi_exit::snapshot::kvm::kvm_bindings::{
     kvm_ioapic_state, kvm_ioapic_state__bindgen_ty_1, kvm_lapic_state,
 };
 
+use eoi_exit::ApicId;
 use eoi_exit::lapic::{ApicMode, LocalApic};
 use eoi_exit::snapshot::IoapicState;
 use eoi_exit::snapshot::kvm::{
     KVM_IOAPIC_NUM_PINS, KvmLapicIdentity, ioapic_from_kvm, ioapic_to_kvm, kvm_representable,
     lapic_from_kvm, lapic_to_kvm,
 };
-use eoi_exit::types::ApicId;
 use eoi_exit::{Ioapic, IoapicConfig, IoapicRegisters};
 
 /// A `kvm_ioapic_state`: every field arbitrary, entries usually

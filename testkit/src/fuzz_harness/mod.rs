@@ -18,13 +18,13 @@
 
 use arbitrary::{Result, Unstructured};
 
+use eoi_exit::Vector;
 #[cfg(doc)]
 use eoi_exit::exit_bitmap::Policy;
 use eoi_exit::ioapic::{IOEOI, IOREGSEL, IOWIN, MMIO_LEN};
 #[cfg(doc)]
 use eoi_exit::lapic::LocalApic;
-use eoi_exit::types::{DeliveryMode, Destination, DestinationMode, InterruptMessage, Pin};
-use eoi_exit::vector::Vector;
+use eoi_exit::{DeliveryMode, Destination, DestinationMode, InterruptMessage, Pin};
 use eoi_exit::{PinSet, RedirectionEntry};
 
 mod ioapic_mmio;

@@ -8,9 +8,9 @@ use arbitrary::{Result, Unstructured};
 use crate::race::{
     Field, Harness as RaceHarness, HarnessConfig, Kick, Op, Trace as RaceTrace, Violation,
 };
+use eoi_exit::VcpuId;
 use eoi_exit::exit_bitmap::{EoiExitMap, Policy};
 use eoi_exit::irqchip::Arbitration;
-use eoi_exit::types::VcpuId;
 use eoi_exit::{IoapicConfig, PinSet};
 
 use super::{MAX_OPS, gen_entry, pin_mask_to_set};

@@ -4,14 +4,14 @@
 use arbitrary::{Result, Unstructured};
 
 use crate::race::{Harness as RaceHarness, HarnessConfig, LossCause, Op};
+#[cfg(all(target_os = "linux", target_arch = "x86_64"))]
+use eoi_exit::ApicId;
 use eoi_exit::exit_bitmap::{EoiExitMap, Policy};
 use eoi_exit::ioapic::{MaskedEdge, Rescan};
 use eoi_exit::irqchip::{IrqchipState, VcpuState};
 use eoi_exit::lapic::LocalApic;
-#[cfg(all(target_os = "linux", target_arch = "x86_64"))]
-use eoi_exit::types::ApicId;
-use eoi_exit::types::{Pin, VcpuId};
 use eoi_exit::{Ioapic, IoapicConfig, RedirectionEntry, VcpuSlot};
+use eoi_exit::{Pin, VcpuId};
 use std::vec::Vec;
 
 use super::ioapic_mmio::{IoChecker, IoOp};

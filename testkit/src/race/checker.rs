@@ -3,9 +3,9 @@
 
 use core::fmt;
 
+use eoi_exit::Vector;
 use eoi_exit::ioapic::PinSet;
 use eoi_exit::lapic::LocalApic;
-use eoi_exit::vector::Vector;
 use eoi_exit::{Ioapic, Policy};
 
 use super::LossCause;

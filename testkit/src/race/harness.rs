@@ -9,11 +9,11 @@ use eoi_exit::exit_bitmap::{ScanEntry, Source};
 use eoi_exit::ioapic::{IOEOI, IoapicVersion, MMIO_LEN, PinSet, RedirectionEntry};
 use eoi_exit::irqchip::{Delivery, Effects, IrqchipState, LapicWrite, VcpuState, VcpuStats};
 use eoi_exit::lapic::{ApicMode, LocalApic};
-use eoi_exit::types::{
+use eoi_exit::{
     DeliveryMode, Destination, DestinationMode, InterruptMessage, Pin, TriggerMode, VcpuId,
 };
-use eoi_exit::vector::{Vector, VectorSet};
 use eoi_exit::{Irqchip, VcpuSlot};
+use eoi_exit::{Vector, VectorSet};
 
 use super::{
     Checker, HarnessConfig, Instance, Kick, LossCause, Mutant, Need, Op, RTC_PIN, Saved, StepInfo,
@@ -293,13 +293,26 @@ impl<const VCPUS: usize, const PINS: usize> Harness<VCPUS, PINS> {
             }
             Op::Ldr { vcpu, logical_id } => {
                 let c = VcpuId::new((vcpu as usize % VCPUS) as u16);
-                self.chip
-                    .write_lapic(c, LapicWrite::Ldr((logical_id as u32) << 24), &mut fx);
+                self.chip.write_lapic(
+                    c,
+                    LapicWrite::Register {
+                        offset: 0xD0,
+                        value: (logical_id as u32) << 24,
+                    },
+                    &mut fx,
+                );
             }
             Op::Tpr { vcpu, tpr } => {
                 // TPR is guest state with no effect on routing: no rescan.
                 let c = VcpuId::new((vcpu as usize % VCPUS) as u16);
-                self.chip.write_lapic(c, LapicWrite::Tpr(tpr), &mut fx);
+                self.chip.write_lapic(
+                    c,
+                    LapicWrite::Register {
+                        offset: 0x80,
+                        value: u32::from(tpr),
+                    },
+                    &mut fx,
+                );
             }
         }
         info.accepted = fx.log.len() as u32;
@@ -654,13 +667,7 @@ impl<const VCPUS: usize, const PINS: usize> Hash for Harness<VCPUS, PINS> {
 }
 
 fn hash_apic<H: Hasher>(a: &LocalApic, h: &mut H) {
-    a.irr().hash(h);
-    a.isr().hash(h);
-    a.tmr().hash(h);
-    a.tpr().hash(h);
-    a.ldr().hash(h);
-    a.dfr().hash(h);
-    a.svr().hash(h);
-    a.id_register().hash(h);
-    (a.mode() as u8).hash(h);
+    // Everything the LAPIC holds, hidden registers (an x2APIC-mode DFR)
+    // included.
+    a.state().hash(h);
 }

@@ -7,10 +7,10 @@
 //! 82093AA rule it enforces.
 
 use eoi_exit::Ioapic;
+use eoi_exit::Pin;
 use eoi_exit::ioapic::{
     IOREGSEL, IOWIN, IoapicEffects, REG_ARB, REG_ID, REG_REDTBL_BASE, REG_VERSION,
 };
-use eoi_exit::types::Pin;
 use eoi_exit::{RedirectionEntry, Vector};
 
 /// What one op did to the I/O APIC, as its caller decodes it from the op.

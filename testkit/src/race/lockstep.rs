@@ -1,9 +1,9 @@
 //! The bitmap inclusion check: [`NESTED`], [`Lockstep`], [`InclusionGap`].
 
 use eoi_exit::Policy;
+use eoi_exit::Vector;
 use eoi_exit::exit_bitmap::ScanEntry;
-use eoi_exit::types::{Pin, VcpuId};
-use eoi_exit::vector::Vector;
+use eoi_exit::{Pin, VcpuId};
 
 use super::{Harness, HarnessConfig, Op, RTC_PIN, Violation};
 

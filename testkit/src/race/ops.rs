@@ -2,8 +2,8 @@
 
 use core::fmt;
 
+use eoi_exit::RTC_GSI;
 use eoi_exit::ioapic::RedirectionEntry;
-use eoi_exit::types::RTC_GSI;
 
 /// One field of a redirection entry, with its new value.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]

@@ -8,12 +8,12 @@ use super::Census;
 use super::oracle::{Class, Oracle, PinRoles, Tag};
 use super::workload::Workload;
 use crate::race::SplitMix64;
+use eoi_exit::Vector;
 use eoi_exit::irqchip::{Delivery, Effects, Irqchip, IrqchipConfig, VcpuSlot};
 use eoi_exit::lapic::ApicMode;
-use eoi_exit::types::{
+use eoi_exit::{
     ApicId, DeliveryMode, Destination, DestinationMode, InterruptMessage, Pin, TriggerMode, VcpuId,
 };
-use eoi_exit::vector::Vector;
 use eoi_exit::{PinSet, Policy, RedirectionEntry};
 
 /// Pin 0: the edge pin with an ack notifier.

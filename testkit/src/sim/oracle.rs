@@ -3,11 +3,11 @@
 
 use std::vec::Vec;
 
+use eoi_exit::Pin;
 use eoi_exit::PinSet;
 use eoi_exit::RedirectionEntry;
+use eoi_exit::Vector;
 use eoi_exit::lapic::LocalApic;
-use eoi_exit::types::Pin;
-use eoi_exit::vector::Vector;
 
 /// No pin.
 const NONE: u8 = 0xFF;
@@ -244,7 +244,7 @@ impl Oracle {
 mod tests {
     use super::*;
     use eoi_exit::lapic::ApicMode;
-    use eoi_exit::types::{ApicId, TriggerMode};
+    use eoi_exit::{ApicId, TriggerMode};
 
     fn level_entry(vector: u8, dest: u32, rirr: bool) -> RedirectionEntry {
         RedirectionEntry::fixed(Vector::new(vector), TriggerMode::Level, dest).with_remote_irr(rirr)
