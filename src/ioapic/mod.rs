@@ -137,11 +137,50 @@ pub struct IoapicRegisters<const PINS: usize = 24> {
 pub struct Ioapic<const PINS: usize = 24> {
     config: IoapicConfig,
     entries: [RedirectionEntry; PINS],
-    line: PinSet,
-    pending_edge: PinSet,
-    eoi_count: [u16; PINS],
+    /// Per pin: line level, latched edge and EOI-storm count in 16 bits.
+    pins: [PinState; PINS],
     ioregsel: u8,
     id: u8,
+}
+
+/// One pin's state besides its entry: bit 15 the electrical level, bit 14 a
+/// latched edge, bits 13:0 the successive EOIs that found the line asserted
+/// (below [`SUCCESSIVE_IRQ_MAX_COUNT`], which is under 2^14).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+struct PinState(u16);
+
+impl PinState {
+    const LINE: u16 = 1 << 15;
+    const PENDING: u16 = 1 << 14;
+    const COUNT: u16 = (1 << 14) - 1;
+
+    #[inline]
+    const fn line(self) -> bool {
+        self.0 & Self::LINE != 0
+    }
+    #[inline]
+    const fn pending(self) -> bool {
+        self.0 & Self::PENDING != 0
+    }
+    #[inline]
+    const fn count(self) -> u16 {
+        self.0 & Self::COUNT
+    }
+    #[inline]
+    fn set_line(&mut self, on: bool) {
+        self.0 = (self.0 & !Self::LINE) | if on { Self::LINE } else { 0 };
+    }
+    #[inline]
+    fn set_pending(&mut self, on: bool) {
+        self.0 = (self.0 & !Self::PENDING) | if on { Self::PENDING } else { 0 };
+    }
+    /// Counts at or above the threshold are kept just below it: the next
+    /// asserted EOI reaches it, as it would have.
+    #[inline]
+    fn set_count(&mut self, n: u16) {
+        let n = n.min(SUCCESSIVE_IRQ_MAX_COUNT - 1);
+        self.0 = (self.0 & !Self::COUNT) | n;
+    }
 }
 
 impl<const PINS: usize> Default for Ioapic<PINS> {
@@ -163,9 +202,7 @@ impl<const PINS: usize> Ioapic<PINS> {
         Ioapic {
             config,
             entries: [RedirectionEntry::RESET; PINS],
-            line: PinSet::EMPTY,
-            pending_edge: PinSet::EMPTY,
-            eoi_count: [0; PINS],
+            pins: [PinState(0); PINS],
             ioregsel: 0,
             id: config.id & 0xf,
         }
@@ -199,7 +236,7 @@ impl<const PINS: usize> Ioapic<PINS> {
     /// (`false` for a pin out of range).
     #[inline]
     pub fn line(&self, pin: Pin) -> bool {
-        pin.index() < PINS && self.line.contains(pin)
+        self.pins.get(pin.index()).is_some_and(|p| p.line())
     }
 
     /// Whether the pin is asserted: its level with the entry's polarity
@@ -207,7 +244,7 @@ impl<const PINS: usize> Ioapic<PINS> {
     #[inline]
     pub fn asserted(&self, pin: Pin) -> bool {
         match self.entries.get(pin.index()) {
-            Some(e) => self.line.contains(pin) != matches!(e.polarity(), Polarity::ActiveLow),
+            Some(e) => self.pins[pin.index()].line() != matches!(e.polarity(), Polarity::ActiveLow),
             None => false,
         }
     }
@@ -249,9 +286,9 @@ impl<const PINS: usize> Ioapic<PINS> {
     pub fn registers(&self) -> IoapicRegisters<PINS> {
         IoapicRegisters {
             entries: self.entries,
-            line: self.line,
-            pending_edge: self.pending_edge,
-            eoi_count: self.eoi_count,
+            line: self.pin_set(PinState::line),
+            pending_edge: self.pin_set(PinState::pending),
+            eoi_count: core::array::from_fn(|i| self.pins[i].count()),
             ioregsel: self.ioregsel,
             id: self.id,
         }
@@ -268,20 +305,20 @@ impl<const PINS: usize> Ioapic<PINS> {
     /// re-install every pin's route (`route_changed` cannot say "all").
     pub fn set_registers(&mut self, state: &IoapicRegisters<PINS>) -> IoapicEffects {
         self.entries = state.entries;
-        self.line = PinSet::EMPTY;
-        self.pending_edge = PinSet::EMPTY;
         for i in 0..PINS {
             let pin = Pin::new(i as u8);
             let e = self.entries[i];
             if !e.is_level() {
                 self.entries[i] = e.with_remote_irr(false);
             }
-            self.line.set(pin, state.line.contains(pin));
-            if self.config.masked_edge == MaskedEdge::Latch {
-                self.pending_edge.set(pin, state.pending_edge.contains(pin));
-            }
+            let mut p = PinState::default();
+            p.set_line(state.line.contains(pin));
+            p.set_pending(
+                self.config.masked_edge == MaskedEdge::Latch && state.pending_edge.contains(pin),
+            );
+            p.set_count(state.eoi_count[i]);
+            self.pins[i] = p;
         }
-        self.eoi_count = state.eoi_count;
         self.ioregsel = state.ioregsel;
         self.id = state.id & 0xf;
 
@@ -296,7 +333,7 @@ impl<const PINS: usize> Ioapic<PINS> {
                 if self.asserted(pin) {
                     self.service(i, &mut actions);
                 }
-            } else if self.pending_edge.contains(pin) && !e.masked() {
+            } else if self.pins[i].pending() && !e.masked() {
                 self.service(i, &mut actions);
             }
         }
@@ -502,12 +539,12 @@ impl<const PINS: usize> Ioapic<PINS> {
             return IoapicEffects::NONE;
         }
         let was_asserted = self.asserted(pin);
-        self.line.set(pin, level);
+        self.pins[i].set_line(level);
         let e = self.entries[i];
         let mut actions = IoapicEffects::NONE;
         if !self.asserted(pin) {
             // KVM clears the pin's `irr`, which also forgets a latched edge.
-            self.pending_edge.remove(pin);
+            self.pins[i].set_pending(false);
         } else if e.is_level() {
             // KVM retries every assert of a level pin (it only succeeds when
             // remote IRR is clear and the entry unmasked).
@@ -515,7 +552,7 @@ impl<const PINS: usize> Ioapic<PINS> {
         } else if !was_asserted {
             if e.masked() {
                 if self.config.masked_edge == MaskedEdge::Latch {
-                    self.pending_edge.insert(pin);
+                    self.pins[i].set_pending(true);
                 }
             } else {
                 self.service(i, &mut actions);
@@ -567,15 +604,16 @@ impl<const PINS: usize> Ioapic<PINS> {
             let pin = Pin::new(i as u8);
             self.entries[i] = e.with_remote_irr(false);
             if !e.masked() && self.asserted(pin) {
-                self.eoi_count[i] = self.eoi_count[i].saturating_add(1);
-                if self.eoi_count[i] >= SUCCESSIVE_IRQ_MAX_COUNT {
-                    self.eoi_count[i] = 0;
+                let n = self.pins[i].count() + 1;
+                if n >= SUCCESSIVE_IRQ_MAX_COUNT {
+                    self.pins[i].set_count(0);
                     actions.deliver_later.insert(pin);
                 } else {
+                    self.pins[i].set_count(n);
                     self.service(i, &mut actions);
                 }
             } else {
-                self.eoi_count[i] = 0;
+                self.pins[i].set_count(0);
             }
         }
         actions
@@ -605,7 +643,7 @@ impl<const PINS: usize> Ioapic<PINS> {
         if e.masked() || (e.is_level() && e.remote_irr()) {
             return false;
         }
-        self.pending_edge.remove(pin);
+        self.pins[i].set_pending(false);
         if e.delivery_mode().is_err() {
             return false;
         }
@@ -626,11 +664,24 @@ impl<const PINS: usize> Ioapic<PINS> {
     pub(crate) fn restore_exact(&mut self, config: IoapicConfig, state: &IoapicRegisters<PINS>) {
         self.config = config;
         self.entries = state.entries;
-        self.line = state.line;
-        self.pending_edge = state.pending_edge;
-        self.eoi_count = state.eoi_count;
+        for i in 0..PINS {
+            let pin = Pin::new(i as u8);
+            let mut p = PinState::default();
+            p.set_line(state.line.contains(pin));
+            p.set_pending(state.pending_edge.contains(pin));
+            p.set_count(state.eoi_count[i]);
+            self.pins[i] = p;
+        }
         self.ioregsel = state.ioregsel;
         self.id = state.id;
+    }
+
+    /// The pins whose state has `bit`.
+    fn pin_set(&self, bit: fn(PinState) -> bool) -> PinSet {
+        (0..PINS)
+            .filter(|&i| bit(self.pins[i]))
+            .map(|i| Pin::new(i as u8))
+            .collect()
     }
 }
 
