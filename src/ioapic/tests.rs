@@ -573,7 +573,7 @@ fn deliver_later_elapsed_does_nothing_unless_still_pending() {
         p(3),
         RedirectionEntry(level(0x40, 1)).with_mask(true).bits(),
     );
-    io.line.insert(p(3));
+    io.pins[3].set_line(true);
     assert!(io.deliver_later_elapsed(p(3)).is_empty());
     // Edge entries are never retried.
     let _ = io.write_entry(p(3), edge(0x40, 1));
@@ -584,7 +584,7 @@ fn deliver_later_elapsed_does_nothing_unless_still_pending() {
 #[test]
 fn reassert_during_the_deliver_later_window_delivers_immediately() {
     let mut io = level_in_service();
-    io.eoi_count[3] = SUCCESSIVE_IRQ_MAX_COUNT - 1;
+    io.pins[3].set_count(SUCCESSIVE_IRQ_MAX_COUNT - 1);
     assert_eq!(io.eoi(v(0x40)).deliver_later, only(3));
     // KVM services every assert of a level pin.
     assert_eq!(io.set_line(p(3), true).deliver, only(3));
@@ -815,7 +815,7 @@ fn msi_route_is_returned_for_masked_entries() {
 fn restore_round_trips_and_reinjects_asserted_level_pins() {
     let mut io = level_in_service();
     let _ = io.write_entry(p(8), level(0x48, 0));
-    io.line.insert(p(8)); // asserted but not yet serviced (as after a throttle)
+    io.pins[8].set_line(true); // asserted but not yet serviced (as after a throttle)
     let st = io.registers();
     let mut other = Io::default();
     let a = other.set_registers(&st);
