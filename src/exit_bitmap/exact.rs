@@ -126,20 +126,75 @@ impl Inst {
     }
 }
 
+/// A set of the legal vectors 16..=255 (vectors 0-15 are never accepted:
+/// SDM illegal vectors), in 15 `u16` chunks: 30 bytes, 2-byte aligned, so
+/// `Exact`'s four sets and the map's header fit in 128 bytes.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug, Default)]
+pub(super) struct Legal([u16; 15]);
+
+impl Legal {
+    const EMPTY: Legal = Legal([0; 15]);
+
+    #[inline]
+    fn slot(v: Vector) -> Option<(usize, u16)> {
+        let v = v.get();
+        (v >= 16).then(|| (usize::from(v / 16) - 1, 1u16 << (v % 16)))
+    }
+
+    #[inline]
+    pub(super) fn contains(&self, v: Vector) -> bool {
+        Self::slot(v).is_some_and(|(i, b)| self.0[i] & b != 0)
+    }
+
+    #[inline]
+    fn set(&mut self, v: Vector, on: bool) {
+        if let Some((i, b)) = Self::slot(v) {
+            self.0[i] = if on { self.0[i] | b } else { self.0[i] & !b };
+        }
+    }
+
+    #[inline]
+    pub(super) fn insert(&mut self, v: Vector) {
+        self.set(v, true);
+    }
+
+    /// The set as four VMCS words (vectors 0-15 clear).
+    #[inline]
+    pub(super) fn words(&self) -> [u64; 4] {
+        let chunk = |k: usize| if k == 0 { 0 } else { u64::from(self.0[k - 1]) };
+        core::array::from_fn(|w| (0..4).fold(0, |acc, j| acc | chunk(4 * w + j) << (16 * j)))
+    }
+
+    #[inline]
+    pub(super) fn set_of(&self) -> VectorSet {
+        VectorSet::from_u64_words(self.words())
+    }
+
+    /// The legal vectors of `s` (vectors 0-15 dropped).
+    #[inline]
+    pub(super) fn from_set(s: &VectorSet) -> Legal {
+        let w = s.as_u64_words();
+        Legal(core::array::from_fn(|k| {
+            (w[(k + 1) / 4] >> (16 * ((k + 1) % 4))) as u16
+        }))
+    }
+}
+
 /// `Exact`'s live bookkeeping: the routes to this vCPU and the instance
 /// states, three bits per vector in three planes (`a`, `b`, `c` are bits 2,
-/// 1, 0 of [`Inst::code`]).
+/// 1, 0 of [`Inst::code`]), legal vectors only (120 bytes).
 #[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
 pub(super) struct Packed {
-    /// Counted, unmasked entries that target this vCPU.
-    pub(super) routed: VectorSet,
-    planes: [VectorSet; 3],
+    /// Counted, unmasked entries that target this vCPU (their vectors 16-255:
+    /// an illegal vector is never accepted, so its EOI never comes).
+    pub(super) routed: Legal,
+    planes: [Legal; 3],
 }
 
 impl Packed {
     pub(super) const EMPTY: Packed = Packed {
-        routed: VectorSet::EMPTY,
-        planes: [VectorSet::EMPTY; 3],
+        routed: Legal::EMPTY,
+        planes: [Legal::EMPTY; 3],
     };
 
     #[inline]
@@ -168,14 +223,20 @@ impl Packed {
     /// 5, 6, i.e. `(a | b) & !c | a & (b ^ c)`.
     #[inline]
     pub(super) fn needed_in_flight(&self) -> VectorSet {
-        let [a, b, c] = self.planes.map(|p| p.as_u64_words());
-        VectorSet::from_u64_words(core::array::from_fn(|i| {
-            ((a[i] | b[i]) & !c[i]) | (a[i] & (b[i] ^ c[i]))
+        let [a, b, c] = &self.planes;
+        Legal(core::array::from_fn(|i| {
+            let (a, b, c) = (a.0[i], b.0[i], c.0[i]);
+            ((a | b) & !c) | (a & (b ^ c))
         }))
+        .set_of()
     }
 
     /// Records an acceptance; returns whether its EOI is needed.
     pub(super) fn on_accept(&mut self, apic: &LocalApic, a: Accepted) -> bool {
+        if Legal::slot(a.vector).is_none() {
+            // An illegal vector is never accepted by a LAPIC; nothing to track.
+            return false;
+        }
         // Instances before this one: IRR+ISR count, minus this one unless it
         // merged into an existing IRR bit.
         self.sync_instances(apic, a.vector, if a.coalesced { 0 } else { 1 });
@@ -221,11 +282,11 @@ impl Packed {
     /// The saved form.
     pub(super) fn tracking(&self) -> ExactTracking {
         let mut t = ExactTracking {
-            routed: self.routed,
+            routed: self.routed.set_of(),
             ..ExactTracking::EMPTY
         };
-        let [a, b, c] = &self.planes;
-        for v in a.union(b).union(c).iter() {
+        let [a, b, c] = self.planes.map(|p| p.set_of());
+        for v in a.union(&b).union(&c).iter() {
             let i = self.get(v);
             t.inst_one.set(v, i.n >= 1);
             t.inst_two.set(v, i.n == 2);
@@ -238,7 +299,7 @@ impl Packed {
     /// From the saved form (validated: `inst_two ⊆ inst_one`, needs within).
     pub(super) fn from_tracking(t: &ExactTracking) -> Packed {
         let mut p = Packed {
-            routed: t.routed,
+            routed: Legal::from_set(&t.routed),
             ..Packed::EMPTY
         };
         for v in t.inst_one.iter() {

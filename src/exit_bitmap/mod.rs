@@ -471,7 +471,7 @@ impl EoiExitMap {
         match &self.book {
             Book::Kvm { bitmap, .. } | Book::TmrDriven { bitmap, .. } => *bitmap,
             Book::Exact { hdr, x } => {
-                let mut b = x.routed.union(&x.needed_in_flight());
+                let mut b = x.routed.set_of().union(&x.needed_in_flight());
                 if let Some(v) = hdr.rtc_owed {
                     b.insert(v);
                 }
@@ -593,7 +593,7 @@ impl EoiExitMap {
     fn clear_scan(&mut self) {
         match &mut self.book {
             Book::Kvm { scan, .. } => *scan = KvmScan::default(),
-            Book::Exact { x, .. } => x.routed.clear(),
+            Book::Exact { x, .. } => x.routed = exact::Legal::default(),
             Book::TmrDriven { .. } | Book::NoIntercept { .. } => {}
         }
     }
@@ -652,7 +652,7 @@ impl EoiExitMap {
                 scan.routed = *matched;
                 scan.stale = unmatched.intersection(&apic.irr().union(apic.isr()));
             }
-            Book::Exact { x, .. } => x.routed = *matched_unmasked,
+            Book::Exact { x, .. } => x.routed = exact::Legal::from_set(matched_unmasked),
             Book::TmrDriven { .. } | Book::NoIntercept { .. } => {}
         }
         self.finish_scan(apic);

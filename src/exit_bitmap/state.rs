@@ -113,6 +113,20 @@ impl ExactTracking {
             }),
             None => Ok(()),
         };
+        let illegal = VectorSet::from_u64_words([0xffff, 0, 0, 0]);
+        tracking(
+            [
+                self.routed,
+                self.inst_one,
+                self.inst_two,
+                self.need_old,
+                self.need_new,
+            ]
+            .iter()
+            .fold(VectorSet::EMPTY, |acc, s| acc.union(s))
+            .intersection(&illegal),
+            "an illegal vector (0-15) is routed or tracked (no LAPIC accepts it)",
+        )?;
         tracking(
             self.inst_two.difference(&self.inst_one),
             "a second instance without a first",
