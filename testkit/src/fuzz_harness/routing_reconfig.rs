@@ -10,7 +10,6 @@ use crate::race::{
 };
 use eoi_exit::exit_bitmap::{EoiExitMap, Policy};
 use eoi_exit::irqchip::Arbitration;
-use eoi_exit::types::VcpuId;
 use eoi_exit::{IoapicConfig, PinSet};
 
 use super::{MAX_OPS, gen_entry, pin_mask_to_set};
@@ -114,8 +113,8 @@ pub struct ChipStats {
 /// Checks the race checker does not make: LAPIC caches, the map's policy,
 /// and that `NoIntercept` never intercepts.
 fn check_race_extra<const V: usize, const P: usize>(h: &RaceHarness<V, P>, policy: Policy) {
-    for i in 0..V {
-        let s = h.chip().vcpu(VcpuId::new(i as u16)).expect("vCPU exists");
+    // The copies the race checker took after the step, not fresh ones.
+    for (i, s) in h.vcpus().iter().enumerate() {
         assert!(s.apic.is_consistent(), "vCPU{i}: LAPIC caches inconsistent");
         check_map(&s.map, policy);
     }
@@ -138,13 +137,7 @@ fn run_race_policy<const V: usize, const P: usize>(
         let eoi_of = match op {
             Op::Eoi { vcpu } => {
                 let c = usize::from(vcpu) % V;
-                let top = h
-                    .chip()
-                    .vcpu(VcpuId::new(c as u16))
-                    .expect("vCPU exists")
-                    .apic
-                    .isr()
-                    .highest();
+                let top = h.vcpus()[c].apic.isr().highest();
                 let followed = top.is_some_and(|v| {
                     h.checker().instances[c]
                         .iter()

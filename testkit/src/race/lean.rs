@@ -34,6 +34,42 @@ pub(crate) fn each_pin(set: &PinSet, mut f: impl FnMut(Pin)) {
     each_index(set.as_u64_words(), |i| f(Pin::new(i as u8)));
 }
 
+/// The pins of `set` in ascending order, as an iterator (for loops that
+/// return early); see [`each_index`].
+#[inline]
+pub(crate) fn pins(set: &PinSet) -> Pins {
+    let words = set.as_u64_words();
+    let k = if words[0] | words[1] | words[2] | words[3] == 0 {
+        4
+    } else {
+        0
+    };
+    Pins { words, k }
+}
+
+/// Iterator of [`pins`].
+pub(crate) struct Pins {
+    words: [u64; 4],
+    k: usize,
+}
+
+impl Iterator for Pins {
+    type Item = Pin;
+
+    #[inline]
+    fn next(&mut self) -> Option<Pin> {
+        while self.k < 4 {
+            let w = self.words[self.k];
+            if w != 0 {
+                self.words[self.k] = w & (w - 1);
+                return Some(Pin::new((64 * self.k) as u8 + w.trailing_zeros() as u8));
+            }
+            self.k += 1;
+        }
+        None
+    }
+}
+
 /// The words of the set of pins `0..pins` (so that "every member is below
 /// `pins`" is one AND with the complement).
 #[inline]
@@ -59,6 +95,18 @@ pub(crate) const fn pins_below(pins: usize) -> [u64; 4] {
 pub(crate) fn has_pin_from(set: &PinSet, pins: usize) -> bool {
     let (w, ok) = (set.as_u64_words(), pins_below(pins));
     (w[0] & !ok[0]) | (w[1] & !ok[1]) | (w[2] & !ok[2]) | (w[3] & !ok[3]) != 0
+}
+
+/// The pins whose entries have remote IRR set, gathered with shifts (no
+/// comparison per entry).
+#[inline]
+pub(crate) fn remote_irr_pins(entries: &[RedirectionEntry]) -> PinSet {
+    const SHIFT: u32 = RedirectionEntry::REMOTE_IRR.trailing_zeros();
+    let mut w = [0u64; 4];
+    for (i, e) in entries.iter().enumerate().take(256) {
+        w[i / 64] |= ((e.bits() >> SHIFT) & 1) << (i % 64);
+    }
+    PinSet::from_u64_words(w)
 }
 
 /// OR of `a[i] ^ b[i]` over the entries' bits: zero exactly when the tables
@@ -121,6 +169,8 @@ mod tests {
         assert_eq!(got, [0, 63, 133, 254, 255]);
         let set = PinSet::from_u64_words(words);
         assert_eq!(got, set.iter().map(|p| p.index()).collect::<Vec<_>>());
+        assert_eq!(got, pins(&set).map(|p| p.index()).collect::<Vec<_>>());
+        assert_eq!(pins(&PinSet::EMPTY).count(), 0);
         each_index([0; 4], |_| panic!("empty"));
     }
 
@@ -138,6 +188,21 @@ mod tests {
             assert_eq!(changed_entries(&a, &b), want);
         }
         assert!(changed_entries(&a, &a).is_empty());
+    }
+
+    #[test]
+    fn remote_irr_pins_is_the_filter() {
+        let mut t = [RedirectionEntry::RESET; 240];
+        for i in [0usize, 5, 63, 64, 200, 239] {
+            t[i] = RedirectionEntry(RedirectionEntry::REMOTE_IRR | RedirectionEntry::LEVEL);
+        }
+        t[7] = RedirectionEntry(!RedirectionEntry::REMOTE_IRR);
+        let want: PinSet = (0..240u8)
+            .filter(|&i| t[usize::from(i)].remote_irr())
+            .map(Pin::new)
+            .collect();
+        assert_eq!(remote_irr_pins(&t), want);
+        assert_eq!(remote_irr_pins(&t[..24]).len(), 2);
     }
 
     #[test]
