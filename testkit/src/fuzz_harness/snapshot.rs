@@ -3,6 +3,7 @@
 
 use arbitrary::{Result, Unstructured};
 
+use crate::race::lean::{changed_entries, each_pin, registers_eq};
 use crate::race::{Harness as RaceHarness, HarnessConfig, LossCause, Op};
 use eoi_exit::exit_bitmap::{EoiExitMap, Policy};
 use eoi_exit::ioapic::{MaskedEdge, Rescan};
@@ -29,8 +30,18 @@ fn check_round_trip<const P: usize>(io: &Ioapic<P>) {
     let got = fresh.registers();
     // Restore re-injects what KVM's kvm_ioapic_inject_all would: exactly the
     // delivered pins may differ (remote IRR now set, latched edge consumed).
-    for i in 0..P {
-        let pin = Pin::new(i as u8);
+    // A pin that was not delivered, whose entry and latched edge came back
+    // unchanged, passes every rule below: only the others are visited (see
+    // `race::lean` for why the pins are not walked one by one).
+    let mut visit = changed_entries(&st.entries, &got.entries);
+    visit.union_with(&a.deliver);
+    visit.union_with(&st.pending_edge.difference(&got.pending_edge));
+    visit.union_with(&got.pending_edge.difference(&st.pending_edge));
+    each_pin(&visit, |pin| {
+        let i = pin.index();
+        if i >= P {
+            return;
+        }
         let (s, g) = (st.entries[i], got.entries[i]);
         if a.deliver.contains(pin) {
             assert!(!s.masked());
@@ -58,7 +69,7 @@ fn check_round_trip<const P: usize>(io: &Ioapic<P>) {
                 assert_eq!(was, is, "pin {i}: latched edge appeared in a round trip");
             }
         }
-    }
+    });
     assert_eq!(st.line, got.line);
     assert_eq!(st.eoi_count, got.eoi_count);
     assert_eq!((st.ioregsel, st.id), (got.ioregsel, got.id));
@@ -67,14 +78,20 @@ fn check_round_trip<const P: usize>(io: &Ioapic<P>) {
     let mut again = Ioapic::<P>::new(*io.config());
     let a2 = again.set_registers(&st2);
     if a2.deliver.is_empty() {
-        assert_eq!(again.registers(), st2, "second round trip not exact");
+        let r2 = again.registers();
+        if !registers_eq(&r2, &st2) {
+            assert_eq!(r2, st2, "second round trip not exact");
+        }
     }
     // A restore applied to an equal instance is what restoring a fresh one
     // gives: restore does not depend on the old state.
     let mut copy = io.clone();
     let a3 = copy.set_registers(&st);
     assert_eq!(a3, a);
-    assert_eq!(copy.registers(), got);
+    let r3 = copy.registers();
+    if !registers_eq(&r3, &got) {
+        assert_eq!(r3, got);
+    }
 }
 
 /// Checks a restore of arbitrary state: it must normalise it.

@@ -9,7 +9,7 @@
 //! tables (XOR/OR folds, which have no comparison per element) and fall back
 //! to a per-element walk only where the fold found something.
 
-use eoi_exit::ioapic::{PinSet, RedirectionEntry};
+use eoi_exit::ioapic::{IoapicRegisters, PinSet, RedirectionEntry};
 use eoi_exit::types::Pin;
 
 /// Calls `f` with the index of every member of the 256-bit set whose words
@@ -142,6 +142,26 @@ pub(crate) fn changed_entries<const P: usize>(
         }
     }
     out
+}
+
+/// `a == b` (the derived equality), with the redirection tables compared by
+/// one [`entries_diff`] fold instead of a comparison per entry.
+pub(crate) fn registers_eq<const P: usize>(a: &IoapicRegisters<P>, b: &IoapicRegisters<P>) -> bool {
+    let IoapicRegisters {
+        entries,
+        line,
+        pending_edge,
+        eoi_count,
+        ioregsel,
+        id,
+    } = a;
+    // `[u16; P] ==` compiles to one memcmp.
+    entries_diff(entries, &b.entries) == 0
+        && *line == b.line
+        && *pending_edge == b.pending_edge
+        && *eoi_count == b.eoi_count
+        && *ioregsel == b.ioregsel
+        && *id == b.id
 }
 
 #[cfg(test)]
