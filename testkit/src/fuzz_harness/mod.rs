@@ -16,16 +16,22 @@
 //! Run them with `cargo fuzz run -s none TARGET` (stable, no sanitizer) or
 //! `cargo +nightly fuzz run TARGET` (ASan); see `fuzz/README.md`.
 
+use std::any::Any;
+use std::cell::RefCell;
+
 use arbitrary::{Result, Unstructured};
 
 #[cfg(doc)]
 use eoi_exit::exit_bitmap::Policy;
 use eoi_exit::ioapic::{IOEOI, IOREGSEL, IOWIN, MMIO_LEN};
+use eoi_exit::lapic::ApicMode;
 #[cfg(doc)]
 use eoi_exit::lapic::LocalApic;
 use eoi_exit::types::{DeliveryMode, Destination, DestinationMode, InterruptMessage, Pin};
 use eoi_exit::vector::Vector;
-use eoi_exit::{PinSet, RedirectionEntry};
+use eoi_exit::{Irqchip, IrqchipConfig, PinSet, RedirectionEntry, VcpuSlot};
+
+use crate::race::{Chip, Harness as RaceHarness, HarnessConfig};
 
 mod ioapic_mmio;
 /// KVM state structs built from fuzz bytes, and the checks of the
@@ -161,6 +167,39 @@ fn gen_message(u: &mut Unstructured<'_>) -> Result<InterruptMessage> {
         trigger: u.arbitrary()?,
     })
 }
+
+/// A fresh race harness for `config`, its chip cloned from a per-thread cache
+/// of pristine chips (the last [`PRISTINE_CHIPS`] configurations) rather than
+/// built: building one rebuilds the routing caches, every APIC ID against
+/// every vCPU, which under cargo-fuzz's comparison tracing cost about as much
+/// as 15 ops of a run. A clone is the same chip (`Irqchip::new` is
+/// deterministic), so the run is the same.
+fn fresh_harness<const V: usize, const P: usize>(config: HarnessConfig) -> RaceHarness<V, P> {
+    type Pristine = Vec<(IrqchipConfig, Box<dyn Any>)>;
+    thread_local! {
+        static CACHE: RefCell<Pristine> = const { RefCell::new(Vec::new()) };
+    }
+    let chip = CACHE.with_borrow_mut(|cache| {
+        let hit = cache
+            .iter()
+            .filter(|(c, _)| *c == config.chip)
+            .find_map(|(_, chip)| chip.downcast_ref::<Chip<V, P>>());
+        if let Some(chip) = hit {
+            return chip.clone();
+        }
+        let chip: Chip<V, P> =
+            Irqchip::new(config.chip, ApicMode::XApic, [const { VcpuSlot::new() }; V]);
+        if cache.len() == PRISTINE_CHIPS {
+            cache.remove(0);
+        }
+        cache.push((config.chip, Box::new(chip.clone())));
+        chip
+    });
+    RaceHarness::with_fresh_chip(config, chip)
+}
+
+/// How many configurations [`fresh_harness`] keeps a pristine chip of.
+const PRISTINE_CHIPS: usize = 64;
 
 fn pin_mask_to_set(mask: u32) -> PinSet {
     let mut s = PinSet::EMPTY;

@@ -12,7 +12,7 @@ use eoi_exit::exit_bitmap::{EoiExitMap, Policy};
 use eoi_exit::irqchip::Arbitration;
 use eoi_exit::{IoapicConfig, PinSet};
 
-use super::{MAX_OPS, gen_entry, pin_mask_to_set};
+use super::{MAX_OPS, fresh_harness, gen_entry, pin_mask_to_set};
 
 /// Number of vCPUs of the `routing_reconfig` irqchip.
 pub const CHIP_VCPUS: usize = 4;
@@ -191,7 +191,7 @@ fn run_race_policy<const V: usize, const P: usize>(
     stats: &mut ChipStats,
 ) {
     let policy = cfg.chip.policy;
-    let mut h = RaceHarness::<V, P>::with_entries(cfg, init);
+    let mut h = fresh_harness::<V, P>(cfg).programmed(init);
     check_race_extra(&h, policy);
     for (n, &op) in ops.iter().enumerate() {
         // What an EOI is about to retire: the highest ISR vector, and whether
@@ -335,7 +335,7 @@ mod tests {
         for policy in [Policy::KvmLegacy, Policy::KvmHighestStale] {
             let cfg = HarnessConfig::new(policy).tolerating_known_losses();
             for _ in 0..2 {
-                // Clean, then planted (twice).
+                // Clean, then planted (twice: built, then from the cache).
                 run_race_policy::<2, 4>(cfg, &init, &ops, &mut ChipStats::default());
                 let bad = cfg.with_mutant(Mutant::ScanIgnoresPending);
                 let e = std::panic::catch_unwind(|| {

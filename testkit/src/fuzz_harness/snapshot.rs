@@ -4,7 +4,7 @@
 use arbitrary::{Result, Unstructured};
 
 use crate::race::lean::{changed_entries, each_pin, registers_eq};
-use crate::race::{Harness as RaceHarness, HarnessConfig, LossCause};
+use crate::race::{HarnessConfig, LossCause};
 use eoi_exit::exit_bitmap::{EoiExitMap, Policy};
 use eoi_exit::ioapic::{MaskedEdge, Rescan};
 use eoi_exit::irqchip::{IrqchipState, VcpuState};
@@ -19,7 +19,7 @@ use super::ioapic_mmio::{IoChecker, IoOp};
 #[cfg(all(target_os = "linux", target_arch = "x86_64"))]
 use super::kvm_input;
 use super::routing_reconfig::{gen_op, narrow_op};
-use super::{MAX_OPS, gen_entry};
+use super::{MAX_OPS, fresh_harness, gen_entry};
 
 /// Checks an `Ioapic::registers` -> `set_registers` round trip of a model-produced state.
 fn check_round_trip<const P: usize>(io: &Ioapic<P>) {
@@ -190,7 +190,7 @@ fn check_chip_snapshots(u: &mut Unstructured<'_>) -> Result<()> {
         .tolerating(LossCause::Plain)
         .tolerating(LossCause::SharedWithEdge)
         .tolerating(LossCause::VectorRewrittenInFlight);
-    let mut h = RaceHarness::<V, 24>::new(cfg);
+    let mut h = fresh_harness::<V, 24>(cfg);
     let n = u.int_in_range(0..=48u8)?;
     for _ in 0..n {
         let op = narrow_op(gen_op(u)?, 4);

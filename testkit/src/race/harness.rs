@@ -57,10 +57,30 @@ impl<const VCPUS: usize, const PINS: usize> fmt::Debug for Harness<VCPUS, PINS> 
 impl<const VCPUS: usize, const PINS: usize> Harness<VCPUS, PINS> {
     /// A fresh Irqchip (every entry masked, vCPU `i` has xAPIC ID `i`).
     pub fn new(config: HarnessConfig) -> Self {
-        let chip = Irqchip::new(
+        Self::with_fresh_chip(
+            config,
+            Irqchip::new(
+                config.chip,
+                ApicMode::XApic,
+                [const { VcpuSlot::new() }; VCPUS],
+            ),
+        )
+    }
+
+    /// Like [`Harness::new`], with the fresh chip given: `chip` must be what
+    /// `Irqchip::new(config.chip, ApicMode::XApic, ..)` builds, untouched
+    /// (or a clone of one), since the checker's bookkeeping starts from that
+    /// state. For callers that keep pristine chips to clone, because building
+    /// one rebuilds the routing caches (every APIC ID against every vCPU).
+    ///
+    /// # Panics
+    ///
+    /// If `chip`'s configuration is not `config.chip`.
+    pub fn with_fresh_chip(config: HarnessConfig, chip: Chip<VCPUS, PINS>) -> Self {
+        assert_eq!(
+            *chip.config(),
             config.chip,
-            ApicMode::XApic,
-            [const { VcpuSlot::new() }; VCPUS],
+            "a chip of another configuration"
         );
         Harness {
             post: vcpus_of(&chip),
@@ -74,15 +94,24 @@ impl<const VCPUS: usize, const PINS: usize> Harness<VCPUS, PINS> {
     /// A fresh Irqchip whose pins are then programmed with `entries` (host
     /// writes, in pin order; lines stay low).
     pub fn with_entries(config: HarnessConfig, entries: &[u64]) -> Self {
-        let mut h = Self::new(config);
+        Self::new(config).programmed(entries)
+    }
+
+    /// This harness after host writes of `entries` to pins `0..` in order
+    /// (what [`Harness::with_entries`] does after [`Harness::new`]).
+    ///
+    /// # Panics
+    ///
+    /// If a write breaks an invariant.
+    pub fn programmed(mut self, entries: &[u64]) -> Self {
         for (pin, &e) in entries.iter().enumerate().take(PINS) {
-            h.step(Op::WriteEntry {
+            self.step(Op::WriteEntry {
                 pin: pin as u8,
                 value: e,
             })
             .expect("programming entries cannot break an invariant");
         }
-        h
+        self
     }
 
     /// The configuration.
