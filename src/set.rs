@@ -174,7 +174,7 @@ impl<T> Set256<T> {
 
     /// Adds every member of `other`.
     #[inline]
-    pub(crate) fn union_with(&mut self, other: &Self) {
+    pub fn union_with(&mut self, other: &Self) {
         *self = self.union(other);
     }
 }

@@ -9,8 +9,8 @@ use eoi_exit_testkit::fuzz_harness::{Harness, TARGETS};
 use eoi_exit_testkit::race::SplitMix64;
 
 /// Random inputs per target (fewer in debug builds, where the harnesses are
-/// ~20x slower, and under Miri). Inputs run up to 4 KiB, i.e. up to
-/// `MAX_OPS` operations.
+/// ~20x slower, and under Miri). Inputs run up to 4 KiB, i.e. past every
+/// target's op cap (`MAX_OPS` and the lower per-target ones).
 const RANDOM_INPUTS: usize = if cfg!(miri) {
     4
 } else if cfg!(debug_assertions) {
@@ -61,7 +61,7 @@ fn replay_random(name: &str, seed: u64) {
     let h = harness(name);
     let mut rng = SplitMix64::new(seed);
     for i in 0..RANDOM_INPUTS {
-        // Mostly short inputs, some long enough to hit MAX_OPS.
+        // Mostly short inputs, some long enough to hit the op caps.
         let len = match rng.next_u64() % 8 {
             0 => (rng.next_u64() % 16) as usize,
             1..=5 => (rng.next_u64() % 512) as usize,

@@ -3,15 +3,25 @@
 
 use arbitrary::{Result, Unstructured};
 
-use crate::race::{IoapicStep, check_ioapic_state, check_ioapic_step, expected_iowin};
-use eoi_exit::ioapic::{
-    IOEOI, IOREGSEL, IOWIN, IoapicEffects, MMIO_LEN, MaskedEdge, REG_ARB, REG_ID, REG_REDTBL_BASE,
+use crate::race::lean::{changed_entries, each_pin, registers_eq};
+use crate::race::{
+    IoapicStep, check_ioapic_state, check_ioapic_step, expected_iowin, expected_iowin_table,
 };
-use eoi_exit::{Ioapic, IoapicConfig, IoapicVersion};
+use eoi_exit::ioapic::{
+    IOEOI, IOREGSEL, IOWIN, IoapicEffects, MMIO_LEN, MaskedEdge, PinSet, REG_ARB, REG_ID,
+    REG_REDTBL_BASE,
+};
+use eoi_exit::{Ioapic, IoapicConfig, IoapicVersion, RedirectionEntry};
 use eoi_exit::{Pin, Polarity};
 use eoi_exit::{Vector, VectorSet};
 
-use super::{MAX_OPS, gen_entry, gen_offset, gen_size, gen_vector};
+use super::{gen_entry, gen_offset, gen_size, gen_vector};
+
+/// Ops per `ioapic_mmio` input. Each runs on four I/O APICs, one of 240
+/// pins, under the per-op checks; the end of a run reads all 256 indirect
+/// registers of each back (a fixed cost of about 30 ops). 48 ops keep a run
+/// under 0.1 ms with cargo-fuzz's instrumentation.
+pub const IOAPIC_MMIO_OPS: usize = 48;
 
 /// One I/O APIC operation.
 #[derive(Clone, Copy, Debug)]
@@ -198,7 +208,12 @@ impl<const P: usize> IoChecker<P> {
                 let expect = expected_read(io, offset, size);
                 let r = io.mmio_read(offset, size);
                 assert_eq!(r, expect, "read of {offset:#x}/{size}");
-                assert!(*io == before, "an MMIO read changed the state");
+                // `*io == before`, without a traced comparison per entry.
+                assert!(
+                    io.config() == before.config()
+                        && registers_eq(&io.registers(), &before.registers()),
+                    "an MMIO read changed the state"
+                );
                 IoapicEffects::NONE
             }
             IoOp::SelWrite { reg, value } => {
@@ -228,30 +243,58 @@ impl<const P: usize> IoChecker<P> {
         };
         let actions = self.apply(op);
         check_ioapic_step(&before, &self.io, step, &actions);
-        for pin in actions.deliver.iter() {
+        each_pin(&actions.deliver, |pin| {
             let e = self.io.entries()[pin.index()];
             if e.is_level() {
                 self.delivered.insert(e.vector());
             }
-        }
+        });
         actions
     }
 
     /// Reads every indirect register through IOREGSEL/IOWIN (on a copy) and
     /// compares it with `entries()`, the ID and the version.
+    ///
+    /// The reads are collected first and compared with what
+    /// [`expected_iowin`] says for each (from [`expected_iowin_table`]) as a
+    /// whole: one comparison per table rather than several traced ones per
+    /// register (see `race::lean`). The per-register assertions run only when
+    /// the tables differ.
     fn check_full_readback(&self) {
         let mut io = self.io.clone();
+        let table = expected_iowin_table(&io);
+        let (mut want, mut got4, mut got2) = ([0u32; 256], [0u32; 256], [0u16; 256]);
         for sel in 0..=255u8 {
             let _ = io.mmio_write(IOREGSEL, 1, u64::from(sel));
-            let expect = expected_iowin(&io);
-            assert_eq!(
-                io.mmio_read(IOWIN, 4),
-                u64::from(expect),
-                "register {sel:#x}"
-            );
-            assert_eq!(io.mmio_read(IOWIN, 2), u64::from(expect & 0xffff));
+            let k = usize::from(sel);
+            // What `expected_iowin(&io)` says (the write changes only
+            // IOREGSEL, which the last check below confirms).
+            want[k] = table[usize::from(io.ioregsel())];
+            got4[k] = io.mmio_read(IOWIN, 4) as u32;
+            got2[k] = io.mmio_read(IOWIN, 2) as u16;
         }
-        assert_eq!(io.entries(), self.io.entries(), "reads changed entries");
+        let want2 = want.map(|w| w as u16);
+        if got4 != want || got2 != want2 {
+            let mut io = self.io.clone();
+            for sel in 0..=255u8 {
+                let _ = io.mmio_write(IOREGSEL, 1, u64::from(sel));
+                let expect = expected_iowin(&io);
+                assert_eq!(
+                    io.mmio_read(IOWIN, 4),
+                    u64::from(expect),
+                    "register {sel:#x}"
+                );
+                assert_eq!(io.mmio_read(IOWIN, 2), u64::from(expect & 0xffff));
+            }
+        }
+        if changed_entries(io.entries(), self.io.entries()) != PinSet::EMPTY {
+            assert_eq!(io.entries(), self.io.entries(), "reads changed entries");
+        }
+        assert_eq!(
+            expected_iowin_table(&io),
+            table,
+            "IOREGSEL writes and reads changed the ID, version or entries"
+        );
     }
 
     /// Lowers every line and EOIs every vector: no remote IRR may survive.
@@ -294,11 +337,15 @@ impl<const P: usize> IoChecker<P> {
             let a = self.step(&op);
             assert!(a.deliver.is_empty() && a.deliver_later.is_empty());
         }
-        for (i, e) in self.io.entries().iter().enumerate() {
-            assert!(
-                !e.remote_irr(),
-                "pin {i}: remote IRR survives settle: {e:?}"
-            );
+        let remote_irr = self.io.entries().iter().fold(0, |acc, e| acc | e.bits())
+            & RedirectionEntry::REMOTE_IRR;
+        if remote_irr != 0 {
+            for (i, e) in self.io.entries().iter().enumerate() {
+                assert!(
+                    !e.remote_irr(),
+                    "pin {i}: remote IRR survives settle: {e:?}"
+                );
+            }
         }
     }
 }
@@ -330,7 +377,7 @@ fn run_ioapic_mmio(u: &mut Unstructured<'_>) -> Result<()> {
     let mut big = IoChecker::<240>::new(cfg(IoapicVersion::V20));
     let mut one = IoChecker::<1>::new(cfg(IoapicVersion::V11));
     let mut n = 0;
-    while !u.is_empty() && n < MAX_OPS {
+    while !u.is_empty() && n < IOAPIC_MMIO_OPS {
         n += 1;
         let op = IoOp::generate(u)?;
         let mirror = match v20.eoi_vector(&op) {
@@ -340,11 +387,10 @@ fn run_ioapic_mmio(u: &mut Unstructured<'_>) -> Result<()> {
         let a20 = v20.step(&op);
         let a11 = v11.step(&mirror);
         assert_eq!(a11, a20, "V11 and V20 diverge on {op:?}");
-        assert_eq!(
-            v11.io.registers(),
-            v20.io.registers(),
-            "V11 and V20 diverge on {op:?}"
-        );
+        let (r11, r20) = (v11.io.registers(), v20.io.registers());
+        if !registers_eq(&r11, &r20) {
+            assert_eq!(r11, r20, "V11 and V20 diverge on {op:?}");
+        }
         let _ = big.step(&op);
         let _ = one.step(&op);
     }

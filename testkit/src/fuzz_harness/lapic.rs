@@ -263,8 +263,10 @@ fn lapic_step(apics: &mut [LocalApic; LAPICS], op: &LapicOp) {
                 }
             }
             for (a, b) in apics.iter().zip(&before) {
-                check_registers(a);
-                let _ = b;
+                // An unchanged APIC passed these checks after the last op.
+                if a != b {
+                    check_registers(a);
+                }
             }
             return;
         }
@@ -340,6 +342,13 @@ fn lapic_step(apics: &mut [LocalApic; LAPICS], op: &LapicOp) {
         }
     }
     for (i, (a, b)) in apics.iter().zip(&before).enumerate() {
+        // Every check below holds for an APIC the op left unchanged (it
+        // passed `check_registers` after the last op, or at the start): skip
+        // it rather than recompute the PPR, APR and highest vectors of all
+        // three per op under cargo-fuzz's comparison tracing.
+        if a == b {
+            continue;
+        }
         check_registers(a);
         if touched_tmr != Some(i) {
             assert_eq!(a.tmr(), b.tmr(), "APIC {i}: TMR changed by {op:?}");

@@ -2,19 +2,26 @@
 //! (`testkit/tests/fuzz_replay.rs`).
 //!
 //! Each harness takes raw bytes, decodes them with [`arbitrary::Unstructured`]
-//! into a bounded sequence of operations, runs them against the model and
-//! panics when an invariant of ARCHITECTURE.md section 7 breaks. Every harness returns
-//! early (without panicking) when the bytes run out, so any input is valid.
+//! into a bounded sequence of operations ([`MAX_OPS`]), runs them against the
+//! model and panics when an invariant of ARCHITECTURE.md section 7 breaks.
+//! Every harness returns early (without panicking) when the bytes run out, so
+//! any input is valid. The checks are written for cargo-fuzz's
+//! instrumentation, where every comparison costs a call into libFuzzer: they
+//! look at what an op changed and compare whole tables with bit arithmetic
+//! (`race::lean`).
 //!
 //! | harness | what it drives |
 //! |---|---|
 //! | [`ioapic_mmio`] | raw MMIO (offset, size, value), lines, EOIs on `Ioapic<24>` V11 and V20 (differentially), `Ioapic<240>` and `Ioapic<1>` |
-//! | [`routing_reconfig`] | `race::Op` sequences on a 4-vCPU `Irqchip` under the race invariant checker, for every [`Policy`] |
+//! | [`routing_reconfig`] | `race::Op` sequences on a 4-vCPU `Irqchip` under the race invariant checker, for the [`Policy`] the input names |
 //! | [`lapic()`] | accept, ack, EOI and register writes on three [`LocalApic`]s |
 //! | [`snapshot`] | `Ioapic::registers`/`set_registers` round trips, loads of arbitrary registers, `state`/`from_state` round trips and the KVM state conversions |
 //!
 //! Run them with `cargo fuzz run -s none TARGET` (stable, no sanitizer) or
 //! `cargo +nightly fuzz run TARGET` (ASan); see `fuzz/README.md`.
+
+use std::any::Any;
+use std::cell::RefCell;
 
 use arbitrary::{Result, Unstructured};
 
@@ -22,10 +29,13 @@ use eoi_exit::Vector;
 #[cfg(doc)]
 use eoi_exit::exit_bitmap::Policy;
 use eoi_exit::ioapic::{IOEOI, IOREGSEL, IOWIN, MMIO_LEN};
+use eoi_exit::lapic::ApicMode;
 #[cfg(doc)]
 use eoi_exit::lapic::LocalApic;
 use eoi_exit::{DeliveryMode, Destination, DestinationMode, InterruptMessage, Pin};
-use eoi_exit::{PinSet, RedirectionEntry};
+use eoi_exit::{Irqchip, IrqchipConfig, PinSet, RedirectionEntry, VcpuSlot};
+
+use crate::race::{Chip, Harness as RaceHarness, HarnessConfig};
 
 mod ioapic_mmio;
 /// KVM state structs built from fuzz bytes, and the checks of the
@@ -36,12 +46,23 @@ mod lapic;
 mod routing_reconfig;
 mod snapshot;
 
-pub use ioapic_mmio::{IoOp, ioapic_mmio};
+pub use ioapic_mmio::{IOAPIC_MMIO_OPS, IoOp, ioapic_mmio};
 pub use lapic::{LapicChange, LapicOp, lapic};
-pub use routing_reconfig::{CHIP_VCPUS, ChipStats, routing_reconfig, run_routing_reconfig};
-pub use snapshot::snapshot;
+pub use routing_reconfig::{
+    CHIP_VCPUS, ChipStats, ROUTING_OPS, routing_reconfig, run_routing_reconfig,
+};
+pub use snapshot::{SNAPSHOT_OPS, snapshot};
 
-/// Operations per input: bounds the work of one run.
+/// Operations per input, the most any target runs (the `lapic` target's
+/// cap): bounds the work of one run.
+///
+/// The other targets stop earlier ([`IOAPIC_MMIO_OPS`], [`ROUTING_OPS`],
+/// [`SNAPSHOT_OPS`]): under cargo-fuzz every comparison the code makes is a
+/// call into libFuzzer's comparison tracing, which puts an op of theirs at
+/// about a microsecond (four I/O APICs per op for `ioapic_mmio`, a whole
+/// `Irqchip` and the race checker for `routing_reconfig`) against a budget
+/// of 100 µs per run for 10,000 runs per second. Their bugs so far took a
+/// few to a dozen ops.
 pub const MAX_OPS: usize = 256;
 
 /// A harness: bytes in, panic on a broken invariant.
@@ -161,6 +182,39 @@ fn gen_message(u: &mut Unstructured<'_>) -> Result<InterruptMessage> {
         trigger: u.arbitrary()?,
     })
 }
+
+/// A fresh race harness for `config`, its chip cloned from a per-thread cache
+/// of pristine chips (the last [`PRISTINE_CHIPS`] configurations) rather than
+/// built: building one rebuilds the routing caches, every APIC ID against
+/// every vCPU, which under cargo-fuzz's comparison tracing cost about as much
+/// as 15 ops of a run. A clone is the same chip (`Irqchip::new` is
+/// deterministic), so the run is the same.
+fn fresh_harness<const V: usize, const P: usize>(config: HarnessConfig) -> RaceHarness<V, P> {
+    type Pristine = Vec<(IrqchipConfig, Box<dyn Any>)>;
+    thread_local! {
+        static CACHE: RefCell<Pristine> = const { RefCell::new(Vec::new()) };
+    }
+    let chip = CACHE.with_borrow_mut(|cache| {
+        let hit = cache
+            .iter()
+            .filter(|(c, _)| *c == config.chip)
+            .find_map(|(_, chip)| chip.downcast_ref::<Chip<V, P>>());
+        if let Some(chip) = hit {
+            return chip.clone();
+        }
+        let chip: Chip<V, P> =
+            Irqchip::new(config.chip, ApicMode::XApic, [const { VcpuSlot::new() }; V]);
+        if cache.len() == PRISTINE_CHIPS {
+            cache.remove(0);
+        }
+        cache.push((config.chip, Box::new(chip.clone())));
+        chip
+    });
+    RaceHarness::with_fresh_chip(config, chip)
+}
+
+/// How many configurations [`fresh_harness`] keeps a pristine chip of.
+const PRISTINE_CHIPS: usize = 64;
 
 fn pin_mask_to_set(mask: u32) -> PinSet {
     let mut s = PinSet::EMPTY;

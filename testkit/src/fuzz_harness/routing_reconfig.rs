@@ -1,5 +1,5 @@
 //! The `routing_reconfig` target: race ops under the race invariant checker,
-//! for every policy.
+//! for the policy the input names.
 
 use std::vec::Vec;
 
@@ -8,12 +8,11 @@ use arbitrary::{Result, Unstructured};
 use crate::race::{
     Field, Harness as RaceHarness, HarnessConfig, Kick, Op, Trace as RaceTrace, Violation,
 };
-use eoi_exit::VcpuId;
 use eoi_exit::exit_bitmap::{EoiExitMap, Policy};
 use eoi_exit::irqchip::Arbitration;
 use eoi_exit::{IoapicConfig, PinSet};
 
-use super::{MAX_OPS, gen_entry, pin_mask_to_set};
+use super::{fresh_harness, gen_entry, pin_mask_to_set};
 
 /// Number of vCPUs of the `routing_reconfig` irqchip.
 pub const CHIP_VCPUS: usize = 4;
@@ -71,6 +70,77 @@ pub(super) fn narrow_op(op: Op, pins: u8) -> Op {
     }
 }
 
+/// Ops per `routing_reconfig` input.
+///
+/// Race counterexamples are short (the model check's have 6 ops, the
+/// longest fuzz find had 8 after 3 initial entries); under cargo-fuzz's
+/// instrumentation an op costs about a microsecond, a restore or an LDR
+/// write (which rebuild the chip's routing caches) 10-30, so 48 ops keep a
+/// run well under 0.1 ms.
+pub const ROUTING_OPS: usize = 48;
+
+/// One race op, in the proportions of the race property suites
+/// (`race::proptest_support::op`): mostly entry field writes, lines, ack
+/// and EOI. Restores and LDR writes rebuild the chip's routing caches and
+/// cost 10-30 ops' worth each under cargo-fuzz: one op in 128. The selector
+/// byte is taken modulo 128, so the values libFuzzer favours (0x00, 0xff,
+/// 0x7f, 0x80, exhausted input) select cheap ops.
+pub(super) fn gen_op(u: &mut Unstructured<'_>) -> Result<Op> {
+    Ok(match u.int_in_range(0u8..=127)? {
+        0..=23 => Op::Write {
+            pin: u.arbitrary()?,
+            field: u.arbitrary()?,
+        },
+        24..=41 => Op::SetLine {
+            pin: u.arbitrary()?,
+            high: u.arbitrary()?,
+        },
+        42..=58 | 126 => Op::Ack {
+            vcpu: u.arbitrary()?,
+        },
+        59..=78 | 127 => Op::Eoi {
+            vcpu: u.arbitrary()?,
+        },
+        79..=82 => Op::Rescan {
+            vcpu: u.arbitrary()?,
+        },
+        83..=88 => Op::Enter {
+            vcpu: u.arbitrary()?,
+        },
+        89..=91 => Op::Snapshot,
+        92 => Op::Restore,
+        93 => Op::Ldr {
+            vcpu: u.arbitrary()?,
+            logical_id: u.arbitrary()?,
+        },
+        94..=97 => Op::DeliverLater {
+            pin: u.arbitrary()?,
+        },
+        98..=101 => Op::Tpr {
+            vcpu: u.arbitrary()?,
+            tpr: u.arbitrary()?,
+        },
+        102..=109 => Op::Accept {
+            vcpu: u.arbitrary()?,
+            vector: u.arbitrary()?,
+        },
+        110..=113 => Op::Msi {
+            dest: u.arbitrary()?,
+            vector: u.arbitrary()?,
+            level: u.arbitrary()?,
+        },
+        114..=117 => Op::WriteEntry {
+            pin: u.arbitrary()?,
+            value: u.arbitrary()?,
+        },
+        _ => Op::Mmio {
+            offset: u.arbitrary()?,
+            size: u.arbitrary()?,
+            value: u.arbitrary()?,
+        },
+    })
+}
+
 /// The configuration of one `routing_reconfig` run (the policy is set per run).
 fn race_config(u: &mut Unstructured<'_>) -> Result<HarnessConfig> {
     let mut cfg = HarnessConfig::new(Policy::Exact);
@@ -92,7 +162,7 @@ fn race_config(u: &mut Unstructured<'_>) -> Result<HarnessConfig> {
     Ok(cfg)
 }
 
-/// What one [`run_routing_reconfig`] saw, summed over the policies.
+/// What one [`run_routing_reconfig`] saw.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct ChipStats {
     /// Guest EOIs that retired a vector (not spurious).
@@ -103,8 +173,8 @@ pub struct ChipStats {
     pub necessary: u32,
     /// EOIs that exited (intercepted).
     pub exits: u32,
-    /// Runs (one per policy) in which the checker recorded a lost EOI of a
-    /// cause known for that policy ([`HarnessConfig::tolerating_known_losses`]).
+    /// Runs in which the checker recorded a lost EOI of a cause known for
+    /// the run's policy ([`HarnessConfig::tolerating_known_losses`]).
     pub tolerated_losses: u32,
     /// Runs cut short by the checker's own instance-table capacity
     /// ([`Violation::CheckerCapacity`], not a crate bug).
@@ -114,8 +184,8 @@ pub struct ChipStats {
 /// Checks the race checker does not make: LAPIC caches, the map's policy,
 /// and that `NoIntercept` never intercepts.
 fn check_race_extra<const V: usize, const P: usize>(h: &RaceHarness<V, P>, policy: Policy) {
-    for i in 0..V {
-        let s = h.chip().vcpu(VcpuId::new(i as u16)).expect("vCPU exists");
+    // The copies the race checker took after the step, not fresh ones.
+    for (i, s) in h.vcpus().iter().enumerate() {
         assert!(s.apic.is_consistent(), "vCPU{i}: LAPIC caches inconsistent");
         check_map(&s.map, policy);
     }
@@ -130,7 +200,7 @@ fn run_race_policy<const V: usize, const P: usize>(
     stats: &mut ChipStats,
 ) {
     let policy = cfg.chip.policy;
-    let mut h = RaceHarness::<V, P>::with_entries(cfg, init);
+    let mut h = fresh_harness::<V, P>(cfg).programmed(init);
     check_race_extra(&h, policy);
     for (n, &op) in ops.iter().enumerate() {
         // What an EOI is about to retire: the highest ISR vector, and whether
@@ -138,13 +208,7 @@ fn run_race_policy<const V: usize, const P: usize>(
         let eoi_of = match op {
             Op::Eoi { vcpu } => {
                 let c = usize::from(vcpu) % V;
-                let top = h
-                    .chip()
-                    .vcpu(VcpuId::new(c as u16))
-                    .expect("vCPU exists")
-                    .apic
-                    .isr()
-                    .highest();
+                let top = h.vcpus()[c].apic.isr().highest();
                 let followed = top.is_some_and(|v| {
                     h.checker().instances[c]
                         .iter()
@@ -192,19 +256,25 @@ fn run_race_policy<const V: usize, const P: usize>(
 
 /// Harness of the `routing_reconfig` target: one [`race::Op`](Op) sequence,
 /// run under the race invariant checker ([`race::Harness`](RaceHarness)) on
-/// a 4-vCPU `Irqchip` with 24 pins for every [`Policy`].
+/// a 4-vCPU `Irqchip` with 24 pins, for the [`Policy`] the input names.
 ///
-/// The input picks the chip configuration (I/O APIC version and masked-edge
-/// behaviour, ack notifier pins, RTC tracking, EOI order, arbitration), the
-/// harness's kick rule, a few initial entries and whether pins and vectors are
-/// folded into a small range (so that ops collide), then decodes the ops with
-/// `Arbitrary`. Every [`Violation`] fails the run (no lost EOI, remote IRR
-/// consistency, TMR changes only on acceptance, VMCS updates are the diff,
-/// no stale VMCS, interception matches the loaded bitmap), except the lost
-/// EOIs of the causes known for the policy ([`HarnessConfig::tolerating_known_losses`]) and the
-/// checker's own capacity limit. On top: LAPIC caches stay consistent, every
-/// map keeps its policy, `NoIntercept` intercepts nothing, and an EOI retires
-/// the highest ISR vector.
+/// The input picks the policy, the chip configuration (I/O APIC version and
+/// masked-edge behaviour, ack notifier pins, RTC tracking, EOI order,
+/// arbitration), the harness's kick rule, a few initial entries and whether
+/// pins and vectors are folded into a small range (so that ops collide),
+/// then up to [`ROUTING_OPS`] ops. Every [`Violation`] fails the run (no lost
+/// EOI, remote IRR consistency, TMR changes only on acceptance, VMCS updates
+/// are the diff, no stale VMCS, interception matches the loaded bitmap),
+/// except the lost EOIs of the causes known for the policy
+/// ([`HarnessConfig::tolerating_known_losses`]) and the checker's own
+/// capacity limit. On top: LAPIC caches stay consistent, every map keeps its
+/// policy, `NoIntercept` intercepts nothing, and an EOI retires the highest
+/// ISR vector.
+///
+/// One policy per input rather than all five: the runs of different policies
+/// share nothing but the decoded ops, so five runs per input cost five times
+/// as much for the same checks, and the fuzzer reaches the other policies by
+/// mutating the policy bytes (the first four).
 pub fn routing_reconfig(data: &[u8]) {
     let _ = run_routing_reconfig(data);
 }
@@ -212,38 +282,78 @@ pub fn routing_reconfig(data: &[u8]) {
 /// Like [`routing_reconfig`], returning what it saw.
 pub fn run_routing_reconfig(data: &[u8]) -> Result<ChipStats> {
     let mut u = Unstructured::new(data);
-    let cfg = race_config(&mut u)?;
+    let policy: Policy = u.arbitrary()?;
+    let mut cfg = race_config(&mut u)?;
     let narrow = u.ratio(3u8, 4)?;
     let pins = u.int_in_range(1u8..=24)?;
     let n_init = u.int_in_range(0..=4usize)?;
-    let mut init = Vec::with_capacity(n_init);
-    for _ in 0..n_init {
-        let e = gen_entry(&mut u)?;
-        init.push(if narrow {
-            (e & !0xff) | u64::from(SHARED_VECTORS[(e & 3) as usize])
+    let mut init = [0u64; 4];
+    for e in init.iter_mut().take(n_init) {
+        let x = gen_entry(&mut u)?;
+        *e = if narrow {
+            (x & !0xff) | u64::from(SHARED_VECTORS[(x & 3) as usize])
         } else {
-            e
-        });
+            x
+        };
     }
-    let mut ops = Vec::new();
-    while !u.is_empty() && ops.len() < MAX_OPS {
-        match u.arbitrary::<Op>() {
+    let mut ops = Vec::with_capacity(ROUTING_OPS);
+    while !u.is_empty() && ops.len() < ROUTING_OPS {
+        match gen_op(&mut u) {
             Ok(op) => ops.push(if narrow { narrow_op(op, pins) } else { op }),
             Err(_) => break,
         }
     }
     let mut stats = ChipStats::default();
-    for policy in Policy::ALL {
-        let mut c = cfg;
-        c.chip.policy = policy;
-        if !matches!(policy, Policy::KvmLegacy | Policy::KvmHighestStale) {
-            // Ack notifiers and RTC tracking are KVM mechanisms: `TmrDriven`
-            // does not know them, and `Exact` loses an ack-notifier EOI across
-            // a restore (tests/race_props.rs tests them with KVM policies only).
-            c.chip.ack_notifier_pins = PinSet::EMPTY;
-            c.chip.rtc_tracking = false;
-        }
-        run_race_policy::<CHIP_VCPUS, 24>(c.tolerating_known_losses(), &init, &ops, &mut stats);
+    cfg.chip.policy = policy;
+    if !matches!(policy, Policy::KvmLegacy | Policy::KvmHighestStale) {
+        // Ack notifiers and RTC tracking are KVM mechanisms: `TmrDriven`
+        // does not know them, and `Exact` loses an ack-notifier EOI across
+        // a restore (tests/race_props.rs tests them with KVM policies only).
+        cfg.chip.ack_notifier_pins = PinSet::EMPTY;
+        cfg.chip.rtc_tracking = false;
     }
+    run_race_policy::<CHIP_VCPUS, 24>(
+        cfg.tolerating_known_losses(),
+        &init[..n_init],
+        &ops,
+        &mut stats,
+    );
     Ok(stats)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::race::Mutant;
+
+    /// The target's run still fails on the planted scan bug (the model
+    /// check's 4-op counterexample), through the pristine-chip cache.
+    #[test]
+    fn planted_scan_without_pending_check_fails_the_run() {
+        let level = 1u64 << 15;
+        let init = [0x31 | level, 0x41 | level | 1 << 56];
+        let ops = [
+            Op::SetLine { pin: 0, high: true },
+            Op::Write {
+                pin: 0,
+                field: Field::Dest(1),
+            },
+            Op::Ack { vcpu: 0 },
+            Op::Eoi { vcpu: 0 },
+        ];
+        for policy in [Policy::KvmLegacy, Policy::KvmHighestStale] {
+            let cfg = HarnessConfig::new(policy).tolerating_known_losses();
+            for _ in 0..2 {
+                // Clean, then planted (twice: built, then from the cache).
+                run_race_policy::<2, 4>(cfg, &init, &ops, &mut ChipStats::default());
+                let bad = cfg.with_mutant(Mutant::ScanIgnoresPending);
+                let e = std::panic::catch_unwind(|| {
+                    run_race_policy::<2, 4>(bad, &init, &ops, &mut ChipStats::default())
+                })
+                .expect_err("the planted bug must fail the run");
+                let msg = e.downcast_ref::<String>().cloned().unwrap_or_default();
+                assert!(msg.contains("lost EOI (Plain)"), "{msg}");
+            }
+        }
+    }
 }

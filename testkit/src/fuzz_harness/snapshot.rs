@@ -3,7 +3,8 @@
 
 use arbitrary::{Result, Unstructured};
 
-use crate::race::{Harness as RaceHarness, HarnessConfig, LossCause, Op};
+use crate::race::lean::{changed_entries, each_pin, registers_eq};
+use crate::race::{HarnessConfig, LossCause};
 #[cfg(all(target_os = "linux", target_arch = "x86_64"))]
 use eoi_exit::ApicId;
 use eoi_exit::exit_bitmap::{EoiExitMap, Policy};
@@ -17,8 +18,13 @@ use std::vec::Vec;
 use super::ioapic_mmio::{IoChecker, IoOp};
 #[cfg(all(target_os = "linux", target_arch = "x86_64"))]
 use super::kvm_input;
-use super::routing_reconfig::narrow_op;
-use super::{MAX_OPS, gen_entry};
+use super::routing_reconfig::{gen_op, narrow_op};
+use super::{fresh_harness, gen_entry};
+
+/// I/O APIC ops per `snapshot` input after a model-produced state (round
+/// trips every 8 ops), half as many after an arbitrary one (see
+/// [`crate::fuzz_harness::MAX_OPS`] for why the targets stop early).
+pub const SNAPSHOT_OPS: usize = 64;
 
 /// Checks an `Ioapic::registers` -> `set_registers` round trip of a model-produced state.
 fn check_round_trip<const P: usize>(io: &Ioapic<P>) {
@@ -29,8 +35,18 @@ fn check_round_trip<const P: usize>(io: &Ioapic<P>) {
     let got = fresh.registers();
     // Restore re-injects what KVM's kvm_ioapic_inject_all would: exactly the
     // delivered pins may differ (remote IRR now set, latched edge consumed).
-    for i in 0..P {
-        let pin = Pin::new(i as u8);
+    // A pin that was not delivered, whose entry and latched edge came back
+    // unchanged, passes every rule below: only the others are visited (see
+    // `race::lean` for why the pins are not walked one by one).
+    let mut visit = changed_entries(&st.entries, &got.entries);
+    visit.union_with(&a.deliver);
+    visit.union_with(&st.pending_edge.difference(&got.pending_edge));
+    visit.union_with(&got.pending_edge.difference(&st.pending_edge));
+    each_pin(&visit, |pin| {
+        let i = pin.index();
+        if i >= P {
+            return;
+        }
         let (s, g) = (st.entries[i], got.entries[i]);
         if a.deliver.contains(pin) {
             assert!(!s.masked());
@@ -58,7 +74,7 @@ fn check_round_trip<const P: usize>(io: &Ioapic<P>) {
                 assert_eq!(was, is, "pin {i}: latched edge appeared in a round trip");
             }
         }
-    }
+    });
     assert_eq!(st.line, got.line);
     assert_eq!(st.eoi_count, got.eoi_count);
     assert_eq!((st.ioregsel, st.id), (got.ioregsel, got.id));
@@ -67,14 +83,20 @@ fn check_round_trip<const P: usize>(io: &Ioapic<P>) {
     let mut again = Ioapic::<P>::new(*io.config());
     let a2 = again.set_registers(&st2);
     if a2.deliver.is_empty() {
-        assert_eq!(again.registers(), st2, "second round trip not exact");
+        let r2 = again.registers();
+        if !registers_eq(&r2, &st2) {
+            assert_eq!(r2, st2, "second round trip not exact");
+        }
     }
     // A restore applied to an equal instance is what restoring a fresh one
     // gives: restore does not depend on the old state.
     let mut copy = io.clone();
     let a3 = copy.set_registers(&st);
     assert_eq!(a3, a);
-    assert_eq!(copy.registers(), got);
+    let r3 = copy.registers();
+    if !registers_eq(&r3, &got) {
+        assert_eq!(r3, got);
+    }
 }
 
 /// Checks a restore of arbitrary state: it must normalise it.
@@ -173,10 +195,10 @@ fn check_chip_snapshots(u: &mut Unstructured<'_>) -> Result<()> {
         .tolerating(LossCause::Plain)
         .tolerating(LossCause::SharedWithEdge)
         .tolerating(LossCause::VectorRewrittenInFlight);
-    let mut h = RaceHarness::<V, 24>::new(cfg);
+    let mut h = fresh_harness::<V, 24>(cfg);
     let n = u.int_in_range(0..=48u8)?;
     for _ in 0..n {
-        let op = narrow_op(u.arbitrary::<Op>()?, 4);
+        let op = narrow_op(gen_op(u)?, 4);
         // Invariants are the routing_reconfig target's job; this one only
         // needs reached states.
         let _ = h.step(op);
@@ -241,7 +263,7 @@ fn run_snapshot(u: &mut Unstructured<'_>) -> Result<()> {
         let small = arbitrary_state::<1>(u)?;
         check_arbitrary_restore(&mut Ioapic::<1>::new(cfg), &small);
         let mut n = 0;
-        while !u.is_empty() && n < MAX_OPS / 2 {
+        while !u.is_empty() && n < SNAPSHOT_OPS / 2 {
             n += 1;
             let op = IoOp::generate(u)?;
             let _ = c.step(&op);
@@ -252,7 +274,7 @@ fn run_snapshot(u: &mut Unstructured<'_>) -> Result<()> {
         // (1) model-produced states, round-tripped after every few ops.
         let mut c = IoChecker::<24>::new(cfg);
         let mut n = 0;
-        while !u.is_empty() && n < MAX_OPS {
+        while !u.is_empty() && n < SNAPSHOT_OPS {
             n += 1;
             let op = IoOp::generate(u)?;
             let _ = c.step(&op);

@@ -7,14 +7,15 @@ use std::vec::Vec;
 
 use eoi_exit::exit_bitmap::{ScanEntry, Source};
 use eoi_exit::ioapic::{IOEOI, IoapicVersion, MMIO_LEN, PinSet, RedirectionEntry};
-use eoi_exit::irqchip::{Delivery, Effects, IrqchipState, LapicWrite, VcpuState, VcpuStats};
+use eoi_exit::irqchip::{Delivery, Effects, IrqchipState, LapicWrite, Vcpu, VcpuState, VcpuStats};
 use eoi_exit::lapic::{ApicMode, LocalApic};
 use eoi_exit::{
     DeliveryMode, Destination, DestinationMode, InterruptMessage, Pin, TriggerMode, VcpuId,
 };
-use eoi_exit::{Irqchip, VcpuSlot};
+use eoi_exit::{Ioapic, Irqchip, VcpuSlot};
 use eoi_exit::{Vector, VectorSet};
 
+use super::lean::{changed_entries, each_pin, pins as lean_pins, remote_irr_pins};
 use super::{
     Checker, HarnessConfig, Instance, Kick, LossCause, Mutant, Need, Op, RTC_PIN, Saved, StepInfo,
     Tolerated, Violation,
@@ -26,12 +27,22 @@ pub type Chip<const VCPUS: usize, const PINS: usize = 24> = Irqchip<[VcpuSlot; V
 /// What one op did, with every delivery logged in order.
 type OpEffects = Effects<Vec<Delivery>>;
 
+/// Copies of every vCPU of `chip`.
+fn vcpus_of<const VCPUS: usize, const PINS: usize>(chip: &Chip<VCPUS, PINS>) -> [Vcpu; VCPUS] {
+    core::array::from_fn(|i| chip.vcpu(VcpuId::new(i as u16)).expect("in range"))
+}
+
 /// One Irqchip under the invariant checker.
 pub struct Harness<const VCPUS: usize, const PINS: usize = 24> {
     pub(super) config: HarnessConfig,
     pub(super) chip: Chip<VCPUS, PINS>,
     checker: Checker<VCPUS>,
     saved: Option<Saved<VCPUS, PINS>>,
+    /// Copies of every vCPU taken after the last step changed them (the op,
+    /// a planted rescan, a VM entry): the post-op checks and
+    /// [`Harness::vcpus`] read these instead of copying each vCPU out of its
+    /// lock once per check.
+    post: [Vcpu; VCPUS],
 }
 
 impl<const VCPUS: usize, const PINS: usize> fmt::Debug for Harness<VCPUS, PINS> {
@@ -46,13 +57,35 @@ impl<const VCPUS: usize, const PINS: usize> fmt::Debug for Harness<VCPUS, PINS> 
 impl<const VCPUS: usize, const PINS: usize> Harness<VCPUS, PINS> {
     /// A fresh Irqchip (every entry masked, vCPU `i` has xAPIC ID `i`).
     pub fn new(config: HarnessConfig) -> Self {
-        Harness {
+        Self::with_fresh_chip(
             config,
-            chip: Irqchip::new(
+            Irqchip::new(
                 config.chip,
                 ApicMode::XApic,
                 [const { VcpuSlot::new() }; VCPUS],
             ),
+        )
+    }
+
+    /// Like [`Harness::new`], with the fresh chip given: `chip` must be what
+    /// `Irqchip::new(config.chip, ApicMode::XApic, ..)` builds, untouched
+    /// (or a clone of one), since the checker's bookkeeping starts from that
+    /// state. For callers that keep pristine chips to clone, because building
+    /// one rebuilds the routing caches (every APIC ID against every vCPU).
+    ///
+    /// # Panics
+    ///
+    /// If `chip`'s configuration is not `config.chip`.
+    pub fn with_fresh_chip(config: HarnessConfig, chip: Chip<VCPUS, PINS>) -> Self {
+        assert_eq!(
+            *chip.config(),
+            config.chip,
+            "a chip of another configuration"
+        );
+        Harness {
+            post: vcpus_of(&chip),
+            config,
+            chip,
             checker: Checker::default(),
             saved: None,
         }
@@ -61,15 +94,24 @@ impl<const VCPUS: usize, const PINS: usize> Harness<VCPUS, PINS> {
     /// A fresh Irqchip whose pins are then programmed with `entries` (host
     /// writes, in pin order; lines stay low).
     pub fn with_entries(config: HarnessConfig, entries: &[u64]) -> Self {
-        let mut h = Self::new(config);
+        Self::new(config).programmed(entries)
+    }
+
+    /// This harness after host writes of `entries` to pins `0..` in order
+    /// (what [`Harness::with_entries`] does after [`Harness::new`]).
+    ///
+    /// # Panics
+    ///
+    /// If a write breaks an invariant.
+    pub fn programmed(mut self, entries: &[u64]) -> Self {
         for (pin, &e) in entries.iter().enumerate().take(PINS) {
-            h.step(Op::WriteEntry {
+            self.step(Op::WriteEntry {
                 pin: pin as u8,
                 value: e,
             })
             .expect("programming entries cannot break an invariant");
         }
-        h
+        self
     }
 
     /// The configuration.
@@ -85,6 +127,12 @@ impl<const VCPUS: usize, const PINS: usize> Harness<VCPUS, PINS> {
     /// The checker's bookkeeping.
     pub fn checker(&self) -> &Checker<VCPUS> {
         &self.checker
+    }
+
+    /// Every vCPU as the last [`Harness::step`] left it (copies: not updated
+    /// when the chip is driven directly through [`Harness::chip`]).
+    pub fn vcpus(&self) -> &[Vcpu; VCPUS] {
+        &self.post
     }
 
     /// The current EOI-exit bitmap of `vcpu` (as the crate computes it).
@@ -105,6 +153,7 @@ impl<const VCPUS: usize, const PINS: usize> Harness<VCPUS, PINS> {
         chip.restore(&st)
             .expect("a chip's own snapshot restores into its copy");
         Harness {
+            post: vcpus_of(&chip),
             config: self.config,
             chip,
             checker: self.checker.clone(),
@@ -112,7 +161,7 @@ impl<const VCPUS: usize, const PINS: usize> Harness<VCPUS, PINS> {
         }
     }
 
-    pub(super) fn vstate(&self, i: usize) -> eoi_exit::irqchip::Vcpu {
+    pub(super) fn vstate(&self, i: usize) -> Vcpu {
         self.chip.vcpu(VcpuId::new(i as u16)).expect("in range")
     }
 
@@ -319,7 +368,15 @@ impl<const VCPUS: usize, const PINS: usize> Harness<VCPUS, PINS> {
         if self.config.mutant == Some(Mutant::ScanIgnoresPending) {
             self.rescan_ignoring_pending(&fx);
         }
-        self.absorb(&fx, &pre_entries, forwarded)?;
+        // Nothing below changes the chip until the eager entries: one copy
+        // of the I/O APIC and of each vCPU serves every check.
+        for (i, v) in self.post.iter_mut().enumerate() {
+            // In place: `array::from_fn` of 272-byte `Vcpu`s moved each
+            // several times.
+            *v = self.chip.vcpu(VcpuId::new(i as u16)).expect("in range");
+        }
+        let io = self.chip.ioapic();
+        self.absorb(&fx, io.entries(), &pre_entries, forwarded)?;
         if !restored {
             self.check_tmr(&pre_tmr, &fx)?;
         }
@@ -327,11 +384,12 @@ impl<const VCPUS: usize, const PINS: usize> Harness<VCPUS, PINS> {
             Some(_) if forwarded_edge && !self.config.edge_eoi_clears_remote_irr => None,
             f => f,
         };
-        self.check_remote_irr(&pre_entries, clearing, restored)?;
+        self.check_remote_irr(&io, &pre_entries, clearing, restored)?;
         if self.config.eager_enter {
             for c in 0..VCPUS {
                 if self.checker.kicked[c] {
                     self.enter(c)?;
+                    self.post[c] = self.vstate(c);
                 }
             }
         }
@@ -472,6 +530,7 @@ impl<const VCPUS: usize, const PINS: usize> Harness<VCPUS, PINS> {
     fn absorb(
         &mut self,
         fx: &OpEffects,
+        entries: &[RedirectionEntry; PINS],
         pre: &[RedirectionEntry; PINS],
         forwarded: Option<Vector>,
     ) -> Result<(), Violation> {
@@ -480,7 +539,6 @@ impl<const VCPUS: usize, const PINS: usize> Harness<VCPUS, PINS> {
                 self.checker.kicked[i] = true;
             }
         }
-        let entries = *self.chip.ioapic().entries();
         // Pins that started a new remote-IRR cycle in this op: every older
         // instance of theirs stops being current.
         let mut new_cycle = PinSet::EMPTY;
@@ -492,13 +550,15 @@ impl<const VCPUS: usize, const PINS: usize> Harness<VCPUS, PINS> {
                 accepted.insert(p);
             }
         }
-        for (i, (a, b)) in pre.iter().zip(entries.iter()).enumerate() {
-            let p = Pin::new(i as u8);
+        // Only a pin with remote IRR set now can start a cycle (see
+        // `race::lean` for why the pins are not walked one by one).
+        each_pin(&remote_irr_pins(entries), |p| {
+            let a = pre[p.index()];
             let renewed = a.remote_irr() && a.is_level() && forwarded == Some(a.vector());
-            if b.remote_irr() && (!a.remote_irr() || renewed || accepted.contains(p)) {
+            if !a.remote_irr() || renewed || accepted.contains(p) {
                 new_cycle.insert(p);
             }
-        }
+        });
         for p in new_cycle.iter() {
             // A cycle no LAPIC accepted (no destination matched, or a
             // non-vectored delivery mode) is orphaned: its remote IRR stays.
@@ -551,14 +611,15 @@ impl<const VCPUS: usize, const PINS: usize> Harness<VCPUS, PINS> {
 
     fn check_tmr(&self, pre: &[VectorSet; VCPUS], fx: &OpEffects) -> Result<(), Violation> {
         for (c, before) in pre.iter().enumerate() {
-            let now = *self.vstate(c).apic.tmr();
+            let now = *self.post[c].apic.tmr();
             let mut changed = now.difference(before).union(&before.difference(&now));
             for d in fx.log.iter() {
                 if d.vcpu.index() == c {
                     changed.remove(d.accepted.vector);
                 }
             }
-            if let Some(v) = changed.lowest() {
+            // `is_empty` is one comparison, `lowest` one per word.
+            if let Some(v) = (!changed.is_empty()).then(|| changed.lowest()).flatten() {
                 return Err(Violation::TmrChangedWithoutAcceptance {
                     vcpu: c as u16,
                     vector: v.get(),
@@ -570,14 +631,26 @@ impl<const VCPUS: usize, const PINS: usize> Harness<VCPUS, PINS> {
 
     fn check_remote_irr(
         &mut self,
+        io: &Ioapic<PINS>,
         pre: &[RedirectionEntry; PINS],
         forwarded: Option<Vector>,
         restored: bool,
     ) -> Result<(), Violation> {
-        let io = self.chip.ioapic();
-        for (i, (a, b)) in pre.iter().zip(io.entries().iter()).enumerate() {
+        // A pin whose entry did not change, without remote IRR and not
+        // orphaned passes every rule below and has no bookkeeping to update:
+        // only the others are visited, in pin order as before, so that the
+        // first violation reported is the same (see `race::lean` for why the
+        // pins are not walked one by one).
+        let rirr = remote_irr_pins(io.entries());
+        let mut visit = rirr;
+        if !restored {
+            visit.union_with(&changed_entries(pre, io.entries()));
+            visit.union_with(&self.checker.orphan);
+        }
+        for p in lean_pins(&visit).filter(|p| p.index() < PINS) {
+            let i = p.index();
+            let (a, b) = (&pre[i], &io.entries()[i]);
             let pin = i as u8;
-            let p = Pin::new(pin);
             if b.remote_irr() && !b.is_level() {
                 return Err(Violation::RemoteIrrOnEdge { pin });
             }
@@ -629,9 +702,9 @@ impl<const VCPUS: usize, const PINS: usize> Harness<VCPUS, PINS> {
                 continue;
             }
             let hw = VectorSet::from_u64_words(self.checker.hw[c]);
-            let b = self.bitmap(c);
+            let b = self.post[c].map.bitmap();
             let d = b.difference(&hw).union(&hw.difference(&b));
-            if let Some(v) = d.lowest() {
+            if let Some(v) = (!d.is_empty()).then(|| d.lowest()).flatten() {
                 return Err(Violation::StaleVmcs {
                     vcpu: c as u16,
                     vector: v.get(),

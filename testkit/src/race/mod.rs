@@ -100,6 +100,7 @@ mod checker;
 mod config;
 mod harness;
 mod ioapic_check;
+pub(crate) mod lean;
 mod lockstep;
 mod ops;
 #[cfg(feature = "proptest")]
@@ -109,7 +110,9 @@ mod rng;
 pub use checker::{Checker, Instance, MAX_INSTANCES, Need, Saved, StepInfo, Violation};
 pub use config::{HarnessConfig, Kick, LossCause, Mutant, Tolerated};
 pub use harness::{Chip, Harness};
-pub use ioapic_check::{IoapicStep, check_ioapic_state, check_ioapic_step, expected_iowin};
+pub use ioapic_check::{
+    IoapicStep, check_ioapic_state, check_ioapic_step, expected_iowin, expected_iowin_table,
+};
 pub use lockstep::{InclusionGap, Lockstep, NESTED};
 pub use ops::{Field, Op, RTC_PIN, Trace};
 pub use rng::SplitMix64;
