@@ -118,7 +118,7 @@ impl LocalApic {
 /// Lowest-priority arbitration (SDM "Lowest Priority Delivery Mode"): among
 /// the candidates that match `msg.destination` and can accept a vectored
 /// interrupt ([`LocalApic::accepts_vectored`]), the index of the one with the
-/// lowest *arbitration priority* ([`LocalApic::apr`], the SDM's APR formula).
+/// lowest *arbitration priority* (the APR, offset 0x90 of [`LocalApic::read_register`], the SDM's formula).
 ///
 /// **Tie-break:** the lowest index wins (the first candidate in iteration
 /// order among equals). This is a deterministic stand-in for hardware's

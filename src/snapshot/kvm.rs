@@ -316,7 +316,7 @@ pub fn write_lapic(state: &LocalApicState, x2apic_format: bool, page: &mut kvm_l
 }
 
 /// The model's LAPIC as a fresh KVM register page: the covered registers
-/// ([`write_lapic`]) and the version register ([`LocalApic::version`]);
+/// ([`write_lapic`]) and the version register (offset 0x30 of [`LocalApic::read_register`]);
 /// every other register is 0.
 pub fn lapic_to_kvm(state: &LocalApicState, x2apic_format: bool) -> kvm_lapic_state {
     let mut page = kvm_lapic_state { regs: [0; 1024] };
