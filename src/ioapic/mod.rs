@@ -286,8 +286,8 @@ impl<const PINS: usize> Ioapic<PINS> {
     pub fn registers(&self) -> IoapicRegisters<PINS> {
         IoapicRegisters {
             entries: self.entries,
-            line: self.pin_set(PinState::line),
-            pending_edge: self.pin_set(PinState::pending),
+            line: self.pin_set(15),
+            pending_edge: self.pin_set(14),
             eoi_count: core::array::from_fn(|i| self.pins[i].count()),
             ioregsel: self.ioregsel,
             id: self.id,
@@ -676,12 +676,30 @@ impl<const PINS: usize> Ioapic<PINS> {
         self.id = state.id;
     }
 
-    /// The pins whose state has `bit`.
-    fn pin_set(&self, bit: fn(PinState) -> bool) -> PinSet {
-        (0..PINS)
-            .filter(|&i| bit(self.pins[i]))
-            .map(|i| Pin::new(i as u8))
-            .collect()
+    /// The pins whose state has bit `shift` set: eight pins per step with
+    /// shifts only (a per-pin comparison is a libFuzzer callback per pin
+    /// under cargo-fuzz, and `registers` runs after every fuzzed op).
+    fn pin_set(&self, shift: u32) -> PinSet {
+        let mut words = [0u64; 4];
+        let bit = |p: &PinState| u64::from((p.0 >> shift) & 1);
+        let mut chunks = self.pins.chunks_exact(8);
+        for (k, c) in chunks.by_ref().enumerate() {
+            let byte = bit(&c[0])
+                | bit(&c[1]) << 1
+                | bit(&c[2]) << 2
+                | bit(&c[3]) << 3
+                | bit(&c[4]) << 4
+                | bit(&c[5]) << 5
+                | bit(&c[6]) << 6
+                | bit(&c[7]) << 7;
+            words[k / 8] |= byte << (k % 8 * 8);
+        }
+        let base = PINS / 8 * 8;
+        for (j, p) in chunks.remainder().iter().enumerate() {
+            let i = base + j;
+            words[i / 64] |= bit(p) << (i % 64);
+        }
+        PinSet::from_u64_words(words)
     }
 }
 
