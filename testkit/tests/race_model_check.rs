@@ -29,7 +29,9 @@ use eoi_exit_testkit::race::{
     Field, Harness, HarnessConfig, Kick, LossCause, Mutant, Op, Trace, Violation,
 };
 
-type H = Harness<2, 2>;
+/// The harness searched: 2 vCPUs and `P` pins (2, or KVM's 24 for the
+/// searches that restore through KVM's formats; the ops touch pins 0 and 1).
+type H<const P: usize> = Harness<2, P>;
 
 const V: [u8; 2] = [0x31, 0x41];
 
@@ -39,11 +41,21 @@ const MAIN: &str = "vmdl";
 /// The broad run adds trigger switches and edge acceptances
 /// (`RACE_BROAD_DEPTH`, default 7).
 const BROAD: &str = "vtmdla";
-/// The migration run: vector rewrites, reroutes, lines, edge acceptances, ack
-/// and EOI, plus `s`: a snapshot of the architectural state and its restore,
-/// which rebuilds every EOI-exit map from the LAPICs as a migration from KVM
-/// does (`RACE_MIGRATE_DEPTH`).
-const MIGRATE: &str = "vdlas";
+/// The rollback run: vector rewrites, reroutes, lines, edge acceptances, ack
+/// and EOI, plus `s`: a snapshot of the architectural state and its restore
+/// (any number of ops later), which rebuilds every EOI-exit map from the
+/// LAPICs as a migration from KVM does, and (feature `kvm`) `k`: a restore of
+/// that snapshot through KVM's formats (`export_kvm`, then `import_kvm`)
+/// (`RACE_ROLLBACK_DEPTH`). The snapshot is part of the state, so the space
+/// is about the square of the one without it.
+#[cfg(feature = "kvm")]
+const ROLLBACK: &str = "vdlask";
+#[cfg(not(feature = "kvm"))]
+const ROLLBACK: &str = "vdlas";
+/// The migration run: the same ops, plus `g`: a live migration (snapshot and
+/// restore in one step) and (feature `kvm`) the same through KVM's formats
+/// (`RACE_MIGRATE_DEPTH`, default 10).
+const MIGRATE: &str = "vdlag";
 
 fn env_depth(var: &str, default: usize) -> usize {
     std::env::var(var)
@@ -127,6 +139,15 @@ fn alphabet(families: &str) -> Vec<Op> {
         ops.push(Op::Snapshot);
         ops.push(Op::Restore);
     }
+    #[cfg(feature = "kvm")]
+    if families.contains('k') {
+        ops.push(Op::RestoreKvm);
+    }
+    if families.contains('g') {
+        ops.push(Op::Migrate);
+        #[cfg(feature = "kvm")]
+        ops.push(Op::MigrateKvm);
+    }
     for vcpu in 0..2u8 {
         ops.push(Op::Ack { vcpu });
         ops.push(Op::Eoi { vcpu });
@@ -140,9 +161,9 @@ fn alphabet(families: &str) -> Vec<Op> {
 }
 
 /// pin0: level V0 -> vCPU0, pin1: level V1 -> vCPU1, both unmasked, lines low.
-fn initial(cfg: HarnessConfig) -> H {
+fn initial<const P: usize>(cfg: HarnessConfig) -> H<P> {
     let level = 1u64 << 15;
-    H::with_entries(
+    H::<P>::with_entries(
         cfg.eager(),
         &[V[0] as u64 | level, V[1] as u64 | level | 1 << 56],
     )
@@ -199,7 +220,7 @@ impl Fp128 {
             .wrapping_mul(0xBF58_476D_1CE4_E5B9)
             .rotate_left(31);
     }
-    fn of(h: &H) -> u128 {
+    fn of<T: Hash>(h: &T) -> u128 {
         let mut f = Fp128 {
             a: 0x243F_6A88_85A3_08D3,
             b: 0x1319_8A2E_0370_7344,
@@ -283,14 +304,14 @@ impl Tree {
 /// order, so consecutive nodes share all but the last step or two of their
 /// paths and a replay costs about one step per node. Only the fingerprints of
 /// visited states and this stack of at most `depth + 1` states are kept.
-fn replay<'a>(
-    stack: &'a mut Vec<(u32, H)>,
+fn replay<'a, const P: usize>(
+    stack: &'a mut Vec<(u32, H<P>)>,
     chain: &mut Vec<u32>,
     tree: &Tree,
     n: u32,
     alphabet: &[Op],
     seen: &FpSet,
-) -> &'a H {
+) -> &'a H<P> {
     tree.chain(n, chain);
     let common = chain
         .iter()
@@ -329,10 +350,10 @@ fn reset_peak_rss() {
 static ONE_SEARCH: Mutex<()> = Mutex::new(());
 
 /// BFS to `max_depth`; stops at the first violation (a shortest one).
-fn explore(cfg: HarnessConfig, max_depth: usize, families: &str) -> Outcome {
+fn explore<const P: usize>(cfg: HarnessConfig, max_depth: usize, families: &str) -> Outcome {
     let alphabet = alphabet(families);
     assert!(alphabet.len() <= u8::MAX as usize);
-    let root = initial(cfg);
+    let root = initial::<P>(cfg);
     let mut seen = FpSet::default();
     seen.insert(Fp128::of(&root));
     let mut tree = Tree {
@@ -400,11 +421,21 @@ fn set_bytes(s: &FpSet) -> usize {
 /// One search, alone: prints a line when it starts, progress while it runs,
 /// and the states explored and its peak memory when it ends.
 fn search(name: &str, cfg: HarnessConfig, depth: usize, families: &str) -> Outcome {
+    search_in::<2>(name, cfg, depth, families)
+}
+
+/// [`search`] with `P` pins.
+fn search_in<const P: usize>(
+    name: &str,
+    cfg: HarnessConfig,
+    depth: usize,
+    families: &str,
+) -> Outcome {
     let _alone = ONE_SEARCH.lock().unwrap_or_else(|e| e.into_inner());
     println!("{name}: searching to depth {depth}");
     reset_peak_rss();
     let t = Instant::now();
-    let o = explore(cfg, depth, families);
+    let o = explore::<P>(cfg, depth, families);
     let peak = peak_rss_kib().map_or("unknown".into(), |k| format!("{} MiB", k / 1024));
     println!(
         "{name}: states explored: {} (depth {}), peak RSS {peak}, tables {} MiB, {:.1?}",
@@ -571,16 +602,41 @@ fn tmr_driven_acceptance_reloads_the_vcpu() {
     }
 }
 
-/// No policy loses an EOI across a snapshot and a map-less restore beyond its
-/// known causes: the restore adopts every instance the map never saw accepted
-/// (issue 17's minimized fuzz finding is the 8-op regression test in
-/// `race_props`; this searches every interleaving to the migration depth).
+/// No policy loses an EOI across a live migration, the crate's own or
+/// through KVM's formats, beyond its known causes: both restores adopt every
+/// instance the map never saw accepted (issue 17's minimized fuzz finding is
+/// the 8-op regression test in `race_props`). Every interleaving to depth 10.
+/// The harness has KVM's 24 pins, so that `import_kvm` takes its I/O APIC;
+/// the ops touch pins 0 and 1 and the others stay masked, so the state space
+/// is that of 2 pins.
 #[test]
 fn no_policy_loses_more_across_a_migration() {
-    // `Exact`'s shortest restore loss needs 9 ops (line high, an edge
-    // acceptance coalescing into the level instance, vector rewrite, ack,
-    // reroute, snapshot, restore, vector written back, EOI), so `Exact` is
-    // searched one level deeper than the policies whose known losses cover it.
+    let d = env_depth(
+        "RACE_MIGRATE_DEPTH",
+        if cfg!(debug_assertions) { 5 } else { 10 },
+    );
+    for policy in Policy::ALL {
+        let cfg = HarnessConfig::new(policy).tolerating_known_losses();
+        let name = format!("{} [{MIGRATE}]", policy.name());
+        let o = search_in::<24>(&name, cfg, d, MIGRATE);
+        if let Some((ops, v)) = &o.counterexample {
+            panic!("{name}: {v} after\n{}", Trace(ops));
+        }
+        assert_eq!(
+            o.depth_reached, d,
+            "{name}: the state space ran out before depth {d}"
+        );
+    }
+}
+
+/// The same across a rollback: a snapshot, any ops, then a restore of that
+/// snapshot (the crate's, or through KVM's formats). `Exact`'s shortest
+/// restore loss before the fix needed 9 ops (line high, an edge acceptance
+/// coalescing into the level instance, vector rewrite, ack, reroute,
+/// snapshot, restore, vector written back, EOI), so `Exact` is searched one
+/// level deeper than the policies whose known losses cover it.
+#[test]
+fn no_policy_loses_more_across_a_rollback() {
     let (deep, other) = if cfg!(debug_assertions) {
         (5, 5)
     } else {
@@ -588,12 +644,12 @@ fn no_policy_loses_more_across_a_migration() {
     };
     for policy in Policy::ALL {
         let d = env_depth(
-            "RACE_MIGRATE_DEPTH",
+            "RACE_ROLLBACK_DEPTH",
             if policy == Policy::Exact { deep } else { other },
         );
         let cfg = HarnessConfig::new(policy).tolerating_known_losses();
-        let name = format!("{} [{MIGRATE}]", policy.name());
-        let o = search(&name, cfg, d, MIGRATE);
+        let name = format!("{} [{ROLLBACK}]", policy.name());
+        let o = search_in::<24>(&name, cfg, d, ROLLBACK);
         if let Some((ops, v)) = &o.counterexample {
             panic!("{name}: {v} after\n{}", Trace(ops));
         }

@@ -81,8 +81,9 @@ pub const ROUTING_OPS: usize = 48;
 
 /// One race op, in the proportions of the race property suites
 /// (`race::proptest_support::op`): mostly entry field writes, lines, ack
-/// and EOI. Restores and LDR writes rebuild the chip's routing caches and
-/// cost 10-30 ops' worth each under cargo-fuzz: one op in 128. The selector
+/// and EOI. Restores (the crate's and through KVM's formats) and LDR writes
+/// rebuild the chip's routing caches and cost 10-30 ops' worth each under
+/// cargo-fuzz: one op in 128 each. The selector
 /// byte is taken modulo 128, so the values libFuzzer favours (0x00, 0xff,
 /// 0x7f, 0x80, exhausted input) select cheap ops.
 pub(super) fn gen_op(u: &mut Unstructured<'_>) -> Result<Op> {
@@ -107,7 +108,8 @@ pub(super) fn gen_op(u: &mut Unstructured<'_>) -> Result<Op> {
         83..=88 => Op::Enter {
             vcpu: u.arbitrary()?,
         },
-        89..=91 => Op::Snapshot,
+        89..=90 => Op::Snapshot,
+        91 => Op::RestoreKvm,
         92 => Op::Restore,
         93 => Op::Ldr {
             vcpu: u.arbitrary()?,
@@ -279,22 +281,34 @@ pub fn routing_reconfig(data: &[u8]) {
     let _ = run_routing_reconfig(data);
 }
 
-/// Like [`routing_reconfig`], returning what it saw.
-pub fn run_routing_reconfig(data: &[u8]) -> Result<ChipStats> {
+/// One decoded `routing_reconfig` input: the harness configuration (policy
+/// included), the initial entries and the ops.
+#[derive(Clone, Debug, PartialEq)]
+pub struct RoutingInput {
+    /// The harness configuration, policy included.
+    pub config: HarnessConfig,
+    /// Raw values host-written to pins `0..` before the ops.
+    pub init: Vec<u64>,
+    /// The ops, folded if the input asked for it.
+    pub ops: Vec<Op>,
+}
+
+/// Decodes a `routing_reconfig` input as [`routing_reconfig`] runs it.
+pub fn decode_routing_reconfig(data: &[u8]) -> Result<RoutingInput> {
     let mut u = Unstructured::new(data);
     let policy: Policy = u.arbitrary()?;
     let mut cfg = race_config(&mut u)?;
     let narrow = u.ratio(3u8, 4)?;
     let pins = u.int_in_range(1u8..=24)?;
     let n_init = u.int_in_range(0..=4usize)?;
-    let mut init = [0u64; 4];
-    for e in init.iter_mut().take(n_init) {
+    let mut init = Vec::with_capacity(n_init);
+    for _ in 0..n_init {
         let x = gen_entry(&mut u)?;
-        *e = if narrow {
+        init.push(if narrow {
             (x & !0xff) | u64::from(SHARED_VECTORS[(x & 3) as usize])
         } else {
             x
-        };
+        });
     }
     let mut ops = Vec::with_capacity(ROUTING_OPS);
     while !u.is_empty() && ops.len() < ROUTING_OPS {
@@ -303,7 +317,6 @@ pub fn run_routing_reconfig(data: &[u8]) -> Result<ChipStats> {
             Err(_) => break,
         }
     }
-    let mut stats = ChipStats::default();
     cfg.chip.policy = policy;
     if !matches!(policy, Policy::KvmLegacy | Policy::KvmHighestStale) {
         // Ack notifiers and RTC tracking are KVM mechanisms: `TmrDriven`
@@ -312,10 +325,21 @@ pub fn run_routing_reconfig(data: &[u8]) -> Result<ChipStats> {
         cfg.chip.ack_notifier_pins = PinSet::EMPTY;
         cfg.chip.rtc_tracking = false;
     }
+    Ok(RoutingInput {
+        config: cfg,
+        init,
+        ops,
+    })
+}
+
+/// Like [`routing_reconfig`], returning what it saw.
+pub fn run_routing_reconfig(data: &[u8]) -> Result<ChipStats> {
+    let input = decode_routing_reconfig(data)?;
+    let mut stats = ChipStats::default();
     run_race_policy::<CHIP_VCPUS, 24>(
-        cfg.tolerating_known_losses(),
-        &init[..n_init],
-        &ops,
+        input.config.tolerating_known_losses(),
+        &input.init,
+        &input.ops,
         &mut stats,
     );
     Ok(stats)
@@ -353,6 +377,114 @@ mod tests {
                 .expect_err("the planted bug must fail the run");
                 let msg = e.downcast_ref::<String>().cloned().unwrap_or_default();
                 assert!(msg.contains("lost EOI (Plain)"), "{msg}");
+            }
+        }
+    }
+
+    /// Bytes that `arbitrary` decodes as variant `i` of a derived enum of
+    /// `n` variants (`(u32 * n) >> 32`).
+    fn variant(i: u64, n: u64) -> [u8; 4] {
+        let x = (i << 32).div_ceil(n) as u32;
+        assert_eq!((u64::from(x) * n) >> 32, i);
+        x.to_le_bytes()
+    }
+
+    /// The issue-17 fuzz finding as a `routing_reconfig` input: `Exact`,
+    /// `Kick::Reload`, SDM arbitration, the three entries and the 8 ops
+    /// (with `restore` as the sixth), unfolded.
+    fn issue17_input(restore: Op) -> Vec<u8> {
+        let mut b = Vec::new();
+        b.extend(variant(3, 5)); // Policy::Exact
+        b.extend(variant(0, 2)); // IoapicVersion::V11
+        b.extend(variant(0, 2)); // MaskedEdge::Latch
+        b.push(0); // I/O APIC ID
+        b.extend([3, 3]); // no ack-notifier pins, no RTC tracking
+        b.extend(variant(1, 2)); // Arbitration::SdmPriority
+        b.extend(variant(0, 2)); // Kick::Reload
+        b.push(3); // no eager entry
+        b.push(3); // not folded
+        b.push(23); // 24 pins
+        b.push(3); // three initial entries, raw
+        for e in [
+            0x0100_0000_0000_a031u64,
+            0x443f_898d_8d89_8d51,
+            0xff00_0000_0000_0031,
+        ] {
+            b.push(0);
+            b.extend(e.to_le_bytes());
+        }
+        let write = |b: &mut Vec<u8>, field: (u64, u8)| {
+            b.extend([0, 0]); // Write, pin 0
+            b.extend(variant(field.0, 7));
+            b.push(field.1);
+        };
+        b.extend([102, 1, 0x31]); // Accept { vcpu: 1, vector: 0x31 }
+        write(&mut b, (0, 0x51)); // Vector(0x51)
+        b.extend([42, 1]); // Ack { vcpu: 1 }
+        write(&mut b, (6, 2)); // Dest(2)
+        b.push(89); // Snapshot
+        b.push(match restore {
+            Op::Restore => 92,
+            Op::RestoreKvm => 91,
+            _ => unreachable!("a restore"),
+        });
+        write(&mut b, (0, 0x31)); // Vector(0x31)
+        b.extend([59, 1]); // Eoi { vcpu: 1 }
+        b
+    }
+
+    /// The corpus holds the issue-17 finding (a level EOI lost across a
+    /// restore under `Exact`), for both restores, and it decodes to the
+    /// issue's sequence: the inputs stay regression tests for the target
+    /// after the op encoding changes.
+    #[test]
+    fn corpus_holds_the_issue17_restore_finding() {
+        for (restore, file) in [
+            (Op::Restore, "issue17-restore-after-rewrite"),
+            (Op::RestoreKvm, "issue17-restore-kvm-after-rewrite"),
+        ] {
+            let bytes = issue17_input(restore);
+            let input = decode_routing_reconfig(&bytes).expect("decodes");
+            let mut cfg = HarnessConfig::new(Policy::Exact).with_kick(Kick::Reload);
+            cfg.chip.arbitration = Arbitration::SdmPriority;
+            assert_eq!(input.config, cfg);
+            assert_eq!(
+                input.init,
+                [
+                    0x0100_0000_0000_a031,
+                    0x443f_898d_8d89_8d51,
+                    0xff00_0000_0000_0031
+                ]
+            );
+            let field = |field| Op::Write { pin: 0, field };
+            assert_eq!(
+                input.ops,
+                [
+                    Op::Accept {
+                        vcpu: 1,
+                        vector: 0x31
+                    },
+                    field(Field::Vector(0x51)),
+                    Op::Ack { vcpu: 1 },
+                    field(Field::Dest(2)),
+                    Op::Snapshot,
+                    restore,
+                    field(Field::Vector(0x31)),
+                    Op::Eoi { vcpu: 1 },
+                ]
+            );
+            let stats = run_routing_reconfig(&bytes).expect("decodes");
+            // The last EOI retires the followed level instance, and exits.
+            assert_eq!((stats.eois, stats.necessary, stats.exits), (1, 1, 1));
+            let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("../fuzz/corpus/routing_reconfig")
+                .join(file);
+            if std::env::var_os("WRITE_CORPUS").is_some() {
+                std::fs::write(&path, &bytes).expect("write the corpus input");
+            }
+            match std::fs::read(&path) {
+                Ok(found) => assert_eq!(found, bytes, "{} is stale", path.display()),
+                Err(e) => println!("skipped the corpus file check ({}: {e})", path.display()),
             }
         }
     }

@@ -7,7 +7,7 @@ use std::vec::Vec;
 
 use eoi_exit::exit_bitmap::{ScanEntry, Source};
 use eoi_exit::ioapic::{IOEOI, IoapicVersion, MMIO_LEN, PinSet, RedirectionEntry};
-use eoi_exit::irqchip::{Delivery, Effects, IrqchipState, LapicWrite, Vcpu, VcpuState, VcpuStats};
+use eoi_exit::irqchip::{Delivery, Effects, IrqchipState, LapicWrite, Vcpu, VcpuState};
 use eoi_exit::lapic::{ApicMode, LocalApic};
 use eoi_exit::{
     DeliveryMode, Destination, DestinationMode, InterruptMessage, Pin, TriggerMode, VcpuId,
@@ -143,19 +143,13 @@ impl<const VCPUS: usize, const PINS: usize> Harness<VCPUS, PINS> {
             .unwrap_or_default()
     }
 
-    /// An exact copy (counters reset).
+    /// An exact copy (the chip cloned, its statistics counters included:
+    /// they decide nothing and are not part of the [`Hash`]).
     pub fn fork(&self) -> Self {
-        let mut chip = self.chip.clone();
-        let mut st: IrqchipState<Vec<VcpuState>, PINS> = chip.state();
-        for v in st.vcpus.iter_mut() {
-            v.stats = VcpuStats::default();
-        }
-        chip.restore(&st)
-            .expect("a chip's own snapshot restores into its copy");
         Harness {
-            post: vcpus_of(&chip),
+            post: self.post,
             config: self.config,
-            chip,
+            chip: self.chip.clone(),
             checker: self.checker.clone(),
             saved: self.saved.clone(),
         }
@@ -192,7 +186,8 @@ impl<const VCPUS: usize, const PINS: usize> Harness<VCPUS, PINS> {
         {
             self.enter(c)?;
         }
-        let pre_entries = *self.chip.ioapic().entries();
+        #[cfg_attr(not(feature = "kvm"), allow(unused_mut))]
+        let mut pre_entries = *self.chip.ioapic().entries();
         let pre_tmr: [VectorSet; VCPUS] = core::array::from_fn(|i| *self.vstate(i).apic.tmr());
         let mut info = StepInfo::default();
         let mut fx: OpEffects = Effects::with_log(Vec::new());
@@ -305,36 +300,31 @@ impl<const VCPUS: usize, const PINS: usize> Harness<VCPUS, PINS> {
                 self.enter(vcpu as usize % VCPUS)?;
             }
             Op::Snapshot => {
-                self.saved = Some(Saved {
-                    ioapic: self.chip.ioapic(),
-                    apics: core::array::from_fn(|i| self.vstate(i).apic),
-                    checker: self.checker.clone(),
-                });
+                self.saved = Some(self.save());
             }
             Op::Restore => {
-                if let Some(s) = &self.saved {
-                    let mut chip = Irqchip::with_apics(
-                        self.config.chip,
-                        [const { VcpuSlot::new() }; VCPUS],
-                        |i| s.apics[i.index()],
-                    );
-                    // The saved I/O APIC, verbatim: the maps stay as the
-                    // construction's scan left them until the rescan below.
-                    let mut st: IrqchipState<Vec<VcpuState>, PINS> = chip.state();
-                    st.ioapic = s.ioapic.state();
-                    chip.restore(&st)
-                        .expect("a saved I/O APIC restores into a chip of its configuration");
-                    // The restore's own duties: every vCPU is kicked below.
-                    let mut restore_fx = Effects::new();
-                    for i in 0..VCPUS {
-                        chip.rescan(VcpuId::new(i as u16), &mut restore_fx);
-                    }
-                    self.chip = chip;
-                    self.checker = s.checker.clone();
-                    self.checker.hw = [[0; 4]; VCPUS];
-                    self.checker.kicked = [true; VCPUS];
+                if let Some(saved) = self.saved.take() {
+                    self.restore_from(&saved);
+                    self.saved = Some(saved);
                     restored = true;
                 }
+            }
+            #[cfg(feature = "kvm")]
+            Op::RestoreKvm => {
+                if let Some(saved) = self.saved.take() {
+                    restored = self.restore_through_kvm(&saved, &mut pre_entries, &mut fx);
+                    self.saved = Some(saved);
+                }
+            }
+            Op::Migrate => {
+                let saved = self.save();
+                self.restore_from(&saved);
+                restored = true;
+            }
+            #[cfg(feature = "kvm")]
+            Op::MigrateKvm => {
+                let saved = self.save();
+                restored = self.restore_through_kvm(&saved, &mut pre_entries, &mut fx);
             }
             Op::DeliverLater { pin } => {
                 self.chip
@@ -395,6 +385,107 @@ impl<const VCPUS: usize, const PINS: usize> Harness<VCPUS, PINS> {
         }
         self.check_vmcs_current()?;
         Ok(info)
+    }
+
+    /// A fresh chip holding the saved LAPICs and the saved I/O APIC
+    /// verbatim; its maps are what the construction's scan left.
+    fn chip_from_saved(config: HarnessConfig, s: &Saved<VCPUS, PINS>) -> Chip<VCPUS, PINS> {
+        let mut chip = Irqchip::with_apics(config.chip, [const { VcpuSlot::new() }; VCPUS], |i| {
+            s.apics[i.index()]
+        });
+        let mut st: IrqchipState<Vec<VcpuState>, PINS> = chip.state();
+        st.ioapic = s.ioapic.state();
+        chip.restore(&st)
+            .expect("a saved I/O APIC restores into a chip of its configuration");
+        chip
+    }
+
+    /// The saved state exported in KVM's formats (`KVM_GET_IRQCHIP`,
+    /// `KVM_GET_LAPIC`) and imported into a fresh chip; the import's
+    /// re-injections go to `fx`. `None` unless `PINS` is KVM's 24.
+    #[cfg(feature = "kvm")]
+    fn chip_through_kvm(
+        config: HarnessConfig,
+        s: &Saved<VCPUS, PINS>,
+        fx: &mut OpEffects,
+    ) -> Option<Chip<VCPUS, PINS>> {
+        use core::any::Any;
+        use eoi_exit::snapshot::kvm::kvm_bindings::kvm_lapic_state;
+        use eoi_exit::snapshot::kvm::{IOAPIC_DEFAULT_BASE_ADDRESS, KvmLapicIdentity};
+        let source = Self::chip_from_saved(config, s);
+        let source: &dyn Any = &source;
+        let source = source.downcast_ref::<Chip<VCPUS, 24>>()?;
+        let (ioapic, pages): (_, Vec<kvm_lapic_state>) =
+            source.export_kvm(IOAPIC_DEFAULT_BASE_ADDRESS, true);
+        let who: Vec<KvmLapicIdentity> = s
+            .apics
+            .iter()
+            .map(|a| KvmLapicIdentity {
+                initial_id: a.initial_id(),
+                mode: a.mode(),
+                x2apic_format: true,
+            })
+            .collect();
+        let import = Irqchip::import_kvm(
+            config.chip,
+            &ioapic,
+            &pages,
+            &who,
+            [const { VcpuSlot::new() }; VCPUS],
+            fx,
+        )
+        .expect("KVM's formats of a valid state import");
+        assert_eq!(import.base_address, IOAPIC_DEFAULT_BASE_ADDRESS);
+        let chip: Box<dyn Any> = Box::new(import.chip);
+        Some(*chip.downcast::<Chip<VCPUS, PINS>>().expect("PINS is 24"))
+    }
+
+    /// The architectural state and the checker's bookkeeping.
+    fn save(&self) -> Saved<VCPUS, PINS> {
+        Saved {
+            ioapic: self.chip.ioapic(),
+            apics: core::array::from_fn(|i| self.vstate(i).apic),
+            checker: self.checker.clone(),
+        }
+    }
+
+    /// Restores `saved` into a fresh chip whose maps a rescan of every vCPU
+    /// rebuilds (the restore's own duty: every vCPU is kicked).
+    fn restore_from(&mut self, saved: &Saved<VCPUS, PINS>) {
+        let chip = Self::chip_from_saved(self.config, saved);
+        let mut restore_fx = Effects::new();
+        for i in 0..VCPUS {
+            chip.rescan(VcpuId::new(i as u16), &mut restore_fx);
+        }
+        self.chip = chip;
+        self.restored_from(saved);
+    }
+
+    /// Restores `saved` through KVM's formats; the import's re-injections go
+    /// to `fx` and start cycles relative to the saved I/O APIC, which
+    /// replaces `pre_entries`. Whether it restored (`PINS` is 24).
+    #[cfg(feature = "kvm")]
+    fn restore_through_kvm(
+        &mut self,
+        saved: &Saved<VCPUS, PINS>,
+        pre_entries: &mut [RedirectionEntry; PINS],
+        fx: &mut OpEffects,
+    ) -> bool {
+        let Some(chip) = Self::chip_through_kvm(self.config, saved, fx) else {
+            return false;
+        };
+        *pre_entries = *saved.ioapic.entries();
+        self.chip = chip;
+        self.restored_from(saved);
+        true
+    }
+
+    /// The checker after a restore from `saved`: its bookkeeping as saved,
+    /// every VMCS empty and every vCPU out of guest mode.
+    fn restored_from(&mut self, saved: &Saved<VCPUS, PINS>) {
+        self.checker = saved.checker.clone();
+        self.checker.hw = [[0; 4]; VCPUS];
+        self.checker.kicked = [true; VCPUS];
     }
 
     fn rescan_ignoring_pending(&self, fx: &OpEffects) {

@@ -44,6 +44,10 @@
 //! VMM restores a migrated VM: the EOI-exit maps are *not* part of the
 //! snapshot, they are rebuilt by a rescan of every vCPU, every VMCS starts
 //! empty and every vCPU must load its bitmap before it runs.
+//! `Op::RestoreKvm` (feature `kvm`) restores the same snapshot through KVM's
+//! formats: exported with `Irqchip::export_kvm`, imported with
+//! `Irqchip::import_kvm`, whose re-injections the checker absorbs like any
+//! other op's deliveries.
 //!
 //! # Deferred rescans
 //!

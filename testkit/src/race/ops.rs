@@ -118,6 +118,23 @@ pub enum Op {
     Snapshot,
     /// Restore the last snapshot into a fresh Irqchip (nothing without one).
     Restore,
+    /// Restore the last snapshot through KVM's formats (nothing without one,
+    /// or with `PINS` other than KVM's 24): the saved state is exported as
+    /// `kvm_ioapic_state` and `kvm_lapic_state` pages and imported with
+    /// `Irqchip::import_kvm`, as a migration through KVM does. KVM's state
+    /// carries no EOI-exit bookkeeping and no EOI-storm counts, and its
+    /// import re-injects asserted level pins without remote IRR.
+    #[cfg(feature = "kvm")]
+    RestoreKvm,
+    /// A live migration: the architectural state is saved and restored into
+    /// a fresh Irqchip in one step, as [`Op::Snapshot`] then [`Op::Restore`]
+    /// would, without keeping the snapshot (the harness's state holds no
+    /// second copy, so a model check's state space does not square).
+    Migrate,
+    /// [`Op::Migrate`] through KVM's formats, as [`Op::Snapshot`] then
+    /// [`Op::RestoreKvm`] would (nothing with `PINS` other than 24).
+    #[cfg(feature = "kvm")]
+    MigrateKvm,
     /// The EOI-storm timer of `pin` fired.
     DeliverLater {
         /// The pin.
@@ -183,6 +200,11 @@ impl fmt::Display for Op {
             Op::Enter { vcpu } => write!(f, "vCPU{vcpu} enter (load VMCS)"),
             Op::Snapshot => write!(f, "snapshot"),
             Op::Restore => write!(f, "restore"),
+            #[cfg(feature = "kvm")]
+            Op::RestoreKvm => write!(f, "restore through KVM's formats"),
+            Op::Migrate => write!(f, "migrate (snapshot and restore)"),
+            #[cfg(feature = "kvm")]
+            Op::MigrateKvm => write!(f, "migrate through KVM's formats"),
             Op::DeliverLater { pin } => write!(f, "deliver-later timer pin{pin}"),
             Op::Ldr { vcpu, logical_id } => write!(f, "vCPU{vcpu} LDR={logical_id:#04x}"),
             Op::Tpr { vcpu, tpr } => write!(f, "vCPU{vcpu} TPR={tpr:#04x}"),

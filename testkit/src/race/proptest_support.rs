@@ -146,6 +146,8 @@ pub fn op(s: Shape) -> BoxedStrategy<Op> {
     if s.snapshots {
         arms.push((1, Just(Op::Snapshot).boxed()));
         arms.push((1, Just(Op::Restore).boxed()));
+        #[cfg(feature = "kvm")]
+        arms.push((1, Just(Op::RestoreKvm).boxed()));
     }
     proptest::strategy::Union::new_weighted(arms).boxed()
 }
