@@ -4,9 +4,9 @@
 
 use eoi_exit::exit_bitmap::{EoiExitMapState, ExactTracking, PolicyState};
 use eoi_exit::irqchip::VcpuState;
-use eoi_exit::snapshot::{ApicRegister, IrqchipState, SNAPSHOT_VERSION, SnapshotError};
 #[cfg(feature = "serde")]
 use eoi_exit::snapshot::{IoapicState, LocalApicState};
+use eoi_exit::snapshot::{IrqchipState, SNAPSHOT_VERSION, SnapshotError};
 use eoi_exit::{
     ApicId, ApicMode, Effects, EoiExitMap, Ioapic, IoapicConfig, Irqchip, IrqchipConfig, LocalApic,
     MaskedEdge, Pin, PinSet, Policy, RedirectionEntry, VcpuId, VcpuSlot, Vector, VectorSet,
@@ -175,7 +175,8 @@ fn restore_refuses_contradictory_snapshots_and_changes_nothing() {
     s.vcpus.push(s.vcpus[1]);
     refused(
         &s,
-        SnapshotError::VcpuCount {
+        SnapshotError::Shape {
+            what: "vCPUs",
             expected: 2,
             found: 3,
         },
@@ -184,7 +185,8 @@ fn restore_refuses_contradictory_snapshots_and_changes_nothing() {
     s.ioapic.pins = 48;
     refused(
         &s,
-        SnapshotError::PinCount {
+        SnapshotError::Shape {
+            what: "I/O APIC pins",
             expected: 24,
             found: 48,
         },
@@ -193,46 +195,69 @@ fn restore_refuses_contradictory_snapshots_and_changes_nothing() {
     s.ioapic.line.insert(Pin::new(30));
     refused(
         &s,
-        SnapshotError::PinOutOfRange {
-            what: "line",
-            pin: 30,
+        SnapshotError::InvalidValue {
+            vcpu: None,
+            pin: None,
+            what: "line (a pin beyond the pin count)",
+            value: 30,
         },
     );
     s = good.clone();
     s.config.ack_notifier_pins = [Pin::new(200)].into_iter().collect::<PinSet>();
     refused(
         &s,
-        SnapshotError::PinOutOfRange {
-            what: "ack_notifier_pins",
-            pin: 200,
+        SnapshotError::InvalidValue {
+            vcpu: None,
+            pin: None,
+            what: "ack_notifier_pins (a pin beyond the pin count)",
+            value: 200,
         },
     );
     s = good.clone();
     s.ioapic.entries[2] = RedirectionEntry(0x30 | RedirectionEntry::REMOTE_IRR);
-    refused(&s, SnapshotError::RemoteIrrOnEdge { pin: 2 });
+    refused(
+        &s,
+        SnapshotError::InvalidValue {
+            vcpu: None,
+            pin: Some(2),
+            what: "redirection entry (remote IRR set on an edge-triggered entry)",
+            value: 0x30 | RedirectionEntry::REMOTE_IRR,
+        },
+    );
     s = good.clone();
     s.ioapic.eoi_count[4] = 10_000;
     refused(
         &s,
-        SnapshotError::EoiCountOutOfRange {
-            pin: 4,
-            count: 10_000,
+        SnapshotError::InvalidValue {
+            vcpu: None,
+            pin: Some(4),
+            what: "EOI-storm counter (at or above IOAPIC_SUCCESSIVE_IRQ_MAX_COUNT, 10000)",
+            value: 10_000,
         },
     );
     s = good.clone();
     s.ioapic.id = 0x10;
     refused(
         &s,
-        SnapshotError::InvalidRegister {
+        SnapshotError::InvalidValue {
             vcpu: None,
-            register: "I/O APIC ID",
+            pin: None,
+            what: "I/O APIC ID",
             value: 0x10,
         },
     );
     s = good.clone();
     s.config.ioapic.masked_edge = MaskedEdge::Drop;
     s.ioapic.config.masked_edge = MaskedEdge::Drop;
-    refused(&s, SnapshotError::LatchedEdgeWithDrop { pin: 6 });
+    refused(
+        &s,
+        SnapshotError::InvalidValue {
+            vcpu: None,
+            pin: Some(6),
+            what: "pending_edge (a masked edge latched although MaskedEdge::Drop drops them)",
+            value: 1,
+        },
+    );
     s = good.clone();
     s.ioapic.config = IoapicConfig {
         id: 3,
@@ -240,7 +265,9 @@ fn restore_refuses_contradictory_snapshots_and_changes_nothing() {
     };
     refused(
         &s,
-        SnapshotError::ConfigMismatch {
+        SnapshotError::Inconsistent {
+            vcpu: None,
+            vector: None,
             what: "the I/O APIC snapshot's configuration differs from the irqchip's",
         },
     );
@@ -249,29 +276,32 @@ fn restore_refuses_contradictory_snapshots_and_changes_nothing() {
     s.vcpus[1].apic.isr.insert(v(0x0e));
     refused(
         &s,
-        SnapshotError::IllegalVector {
+        SnapshotError::InvalidValue {
             vcpu: Some(1),
-            register: ApicRegister::Isr,
-            vector: 0x0e,
+            pin: None,
+            what: "vector in ISR (0-15 are never accepted)",
+            value: 0x0e,
         },
     );
     s = good.clone();
     s.vcpus[0].apic.irr.insert(v(0x02));
     refused(
         &s,
-        SnapshotError::IllegalVector {
+        SnapshotError::InvalidValue {
             vcpu: Some(0),
-            register: ApicRegister::Irr,
-            vector: 0x02,
+            pin: None,
+            what: "vector in IRR (0-15 are never accepted)",
+            value: 0x02,
         },
     );
     s = good.clone();
     s.vcpus[0].apic.svr = 0x1_01ff;
     refused(
         &s,
-        SnapshotError::InvalidRegister {
+        SnapshotError::InvalidValue {
             vcpu: Some(0),
-            register: "SVR",
+            pin: None,
+            what: "SVR",
             value: 0x1_01ff,
         },
     );
@@ -279,9 +309,10 @@ fn restore_refuses_contradictory_snapshots_and_changes_nothing() {
     s.vcpus[0].apic.dfr = 0;
     refused(
         &s,
-        SnapshotError::InvalidRegister {
+        SnapshotError::InvalidValue {
             vcpu: Some(0),
-            register: "DFR",
+            pin: None,
+            what: "DFR",
             value: 0,
         },
     );
@@ -290,9 +321,10 @@ fn restore_refuses_contradictory_snapshots_and_changes_nothing() {
     s.vcpus[1].apic.ldr = 0x0100_0000;
     refused(
         &s,
-        SnapshotError::InvalidRegister {
+        SnapshotError::InvalidValue {
             vcpu: Some(1),
-            register: "LDR",
+            pin: None,
+            what: "LDR",
             value: 0x0100_0000,
         },
     );
@@ -313,20 +345,20 @@ fn restore_refuses_contradictory_snapshots_and_changes_nothing() {
     exact(&mut s.vcpus[1].map).inst_two.insert(v(0x77));
     refused(
         &s,
-        SnapshotError::InstanceTracking {
+        SnapshotError::Inconsistent {
             vcpu: Some(1),
-            vector: 0x77,
-            what: "a second instance without a first",
+            vector: Some(0x77),
+            what: "Exact: a second instance without a first",
         },
     );
     s = good.clone();
     exact(&mut s.vcpus[1].map).need_old.insert(v(0x77));
     refused(
         &s,
-        SnapshotError::InstanceTracking {
+        SnapshotError::Inconsistent {
             vcpu: Some(1),
-            vector: 0x77,
-            what: "an untracked instance needs its EOI",
+            vector: Some(0x77),
+            what: "Exact: an untracked instance needs its EOI",
         },
     );
     s = good.clone();
@@ -336,10 +368,10 @@ fn restore_refuses_contradictory_snapshots_and_changes_nothing() {
     s.vcpus[1].map.bitmap.insert(v(0x77));
     refused(
         &s,
-        SnapshotError::InstanceTracking {
+        SnapshotError::Inconsistent {
             vcpu: Some(1),
-            vector: 0x77,
-            what: "an intercepted instance that needs its EOI is neither in IRR nor in ISR",
+            vector: Some(0x77),
+            what: "Exact: an intercepted instance that needs its EOI is neither in IRR nor in ISR",
         },
     );
     // The LAPIC's own in-flight 0x40 on vCPU 0 is fine; drop it from ISR and
@@ -349,10 +381,10 @@ fn restore_refuses_contradictory_snapshots_and_changes_nothing() {
     s.vcpus[0].apic.isr.remove(v(0x40));
     refused(
         &s,
-        SnapshotError::InstanceTracking {
+        SnapshotError::Inconsistent {
             vcpu: Some(0),
-            vector: 0x40,
-            what: "an intercepted instance that needs its EOI is neither in IRR nor in ISR",
+            vector: Some(0x40),
+            what: "Exact: an intercepted instance that needs its EOI is neither in IRR nor in ISR",
         },
     );
 }
@@ -379,10 +411,10 @@ fn kvm_highest_stale_is_the_highest_stale_vector_of_a_restored_map() {
     m.bitmap.insert(v(0x40));
     assert_eq!(
         EoiExitMap::from_state(&m),
-        Err(SnapshotError::PolicyState {
+        Err(SnapshotError::Inconsistent {
             vcpu: None,
-            policy: Policy::NoIntercept,
-            field: "bitmap",
+            vector: Some(0x40),
+            what: "a NoIntercept map with a non-empty bitmap",
         })
     );
 }
@@ -432,14 +464,43 @@ fn standalone_restores_leave_the_object_untouched_on_error() {
 
 #[test]
 fn display_names_the_problem() {
-    let e = SnapshotError::IllegalVector {
+    let e = SnapshotError::InvalidValue {
         vcpu: Some(3),
-        register: ApicRegister::Isr,
-        vector: 7,
+        pin: None,
+        what: "vector in ISR (0-15 are never accepted)",
+        value: 7,
     };
     assert_eq!(
         e.to_string(),
-        "vCPU 3: illegal vector 0x07 in ISR (vectors 0-15 are never accepted)"
+        "vCPU 3: invalid vector in ISR (0-15 are never accepted): 7 (0x7)"
+    );
+    let e = SnapshotError::InvalidValue {
+        vcpu: None,
+        pin: Some(4),
+        what: "EOI-storm counter (at or above IOAPIC_SUCCESSIVE_IRQ_MAX_COUNT, 10000)",
+        value: 10_000,
+    };
+    assert_eq!(
+        e.to_string(),
+        "pin 4: invalid EOI-storm counter (at or above IOAPIC_SUCCESSIVE_IRQ_MAX_COUNT, 10000): 10000 (0x2710)"
+    );
+    let e = SnapshotError::Inconsistent {
+        vcpu: Some(1),
+        vector: Some(0x77),
+        what: "Exact: a second instance without a first",
+    };
+    assert_eq!(
+        e.to_string(),
+        "vCPU 1: vector 0x77: inconsistent snapshot: Exact: a second instance without a first"
+    );
+    let e = SnapshotError::Shape {
+        what: "vCPUs",
+        expected: 2,
+        found: 3,
+    };
+    assert_eq!(
+        e.to_string(),
+        "snapshot has 3 vCPUs, the object restored into has 2"
     );
     let e = SnapshotError::PolicyMismatch {
         vcpu: 1,

@@ -42,18 +42,19 @@ impl EoiExitMapState {
         check_version(self.version)?;
         match &self.policy {
             PolicyState::NoIntercept => {
-                let field = if !self.bitmap.is_empty() {
-                    "bitmap"
-                } else if self.rtc_owed.is_some() {
-                    "rtc_owed"
+                if let Some(v) = self.bitmap.lowest() {
+                    Err(SnapshotError::inconsistent(
+                        Some(v.get()),
+                        "a NoIntercept map with a non-empty bitmap",
+                    ))
+                } else if let Some(v) = self.rtc_owed {
+                    Err(SnapshotError::inconsistent(
+                        Some(v.get()),
+                        "a NoIntercept map owing an RTC EOI",
+                    ))
                 } else {
-                    return Ok(());
-                };
-                Err(SnapshotError::PolicyState {
-                    vcpu: None,
-                    policy: Policy::NoIntercept,
-                    field,
-                })
+                    Ok(())
+                }
             }
             PolicyState::Exact(x) => {
                 x.validate()?;
@@ -66,11 +67,10 @@ impl EoiExitMapState {
                     .union(&self.bitmap.difference(&derived))
                     .lowest()
                 {
-                    Some(v) => Err(SnapshotError::InstanceTracking {
-                        vcpu: None,
-                        vector: v.get(),
-                        what: "the bitmap disagrees with the routes, the needed instances and the RTC EOI owed",
-                    }),
+                    Some(v) => Err(SnapshotError::inconsistent(
+                        Some(v.get()),
+                        "Exact: the bitmap disagrees with the routes, the needed instances and the RTC EOI owed",
+                    )),
                     None => Ok(()),
                 }
             }
@@ -92,11 +92,10 @@ impl EoiExitMapState {
                 .intersection(&self.bitmap)
                 .difference(&apic.irr.union(&apic.isr));
             if let Some(v) = orphan.lowest() {
-                return Err(SnapshotError::InstanceTracking {
-                    vcpu: None,
-                    vector: v.get(),
-                    what: "an intercepted instance that needs its EOI is neither in IRR nor in ISR",
-                });
+                return Err(SnapshotError::inconsistent(
+                    Some(v.get()),
+                    "Exact: an intercepted instance that needs its EOI is neither in IRR nor in ISR",
+                ));
             }
         }
         Ok(())
@@ -106,11 +105,7 @@ impl EoiExitMapState {
 impl ExactTracking {
     fn validate(&self) -> Result<(), SnapshotError> {
         let tracking = |set: VectorSet, what| match set.lowest() {
-            Some(v) => Err(SnapshotError::InstanceTracking {
-                vcpu: None,
-                vector: v.get(),
-                what,
-            }),
+            Some(v) => Err(SnapshotError::inconsistent(Some(v.get()), what)),
             None => Ok(()),
         };
         let illegal = VectorSet::from_u64_words([0xffff, 0, 0, 0]);
@@ -125,19 +120,19 @@ impl ExactTracking {
             .iter()
             .fold(VectorSet::EMPTY, |acc, s| acc.union(s))
             .intersection(&illegal),
-            "an illegal vector (0-15) is routed or tracked (no LAPIC accepts it)",
+            "Exact: an illegal vector (0-15) is routed or tracked (no LAPIC accepts it)",
         )?;
         tracking(
             self.inst_two.difference(&self.inst_one),
-            "a second instance without a first",
+            "Exact: a second instance without a first",
         )?;
         tracking(
             self.need_old.difference(&self.inst_one),
-            "an untracked instance needs its EOI",
+            "Exact: an untracked instance needs its EOI",
         )?;
         tracking(
             self.need_new.difference(&self.inst_two),
-            "an untracked second instance needs its EOI",
+            "Exact: an untracked second instance needs its EOI",
         )
     }
 }

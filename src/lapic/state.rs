@@ -1,7 +1,7 @@
 //! [`LocalApicState`]: the saved state of a [`LocalApic`], beside it.
 
 use super::{ApicMode, LocalApic, Svr, x2apic_ldr};
-use crate::snapshot::{ApicRegister, SNAPSHOT_VERSION, SnapshotError, check_version};
+use crate::snapshot::{SNAPSHOT_VERSION, SnapshotError, check_version};
 use crate::vector::VectorSet;
 
 /// Everything a [`LocalApic`] holds (the highest-ISR cache is derived and
@@ -42,25 +42,15 @@ impl LocalApicState {
     /// Checks everything [`LocalApic::restore`] checks.
     pub fn validate(&self) -> Result<(), SnapshotError> {
         check_version(self.version)?;
-        for (register, set) in [
-            (ApicRegister::Irr, &self.irr),
-            (ApicRegister::Isr, &self.isr),
+        for (what, set) in [
+            ("vector in IRR (0-15 are never accepted)", &self.irr),
+            ("vector in ISR (0-15 are never accepted)", &self.isr),
         ] {
             if let Some(v) = set.lowest().filter(|v| v.is_reserved()) {
-                return Err(SnapshotError::IllegalVector {
-                    vcpu: None,
-                    register,
-                    vector: v.get(),
-                });
+                return Err(SnapshotError::invalid(what, v.get().into()));
             }
         }
-        let bad = |register, value: u32| {
-            Err(SnapshotError::InvalidRegister {
-                vcpu: None,
-                register,
-                value: value as u64,
-            })
-        };
+        let bad = |register, value: u32| Err(SnapshotError::invalid(register, value.into()));
         if self.svr & !SVR_VALID != 0 {
             return bad("SVR", self.svr);
         }

@@ -113,16 +113,12 @@ fn asserted(e: RedirectionEntry, line: bool) -> bool {
 /// none of which KVM produces.
 pub fn ioapic_from_kvm(k: &kvm_ioapic_state) -> Result<KvmIoapic, SnapshotError> {
     if k.irr >> KVM_IOAPIC_NUM_PINS != 0 {
-        return Err(SnapshotError::PinOutOfRange {
-            what: "kvm_ioapic_state.irr",
-            pin: (31 - k.irr.leading_zeros()) as u16,
-        });
+        return Err(SnapshotError::invalid(
+            "kvm_ioapic_state.irr (a pin beyond 23)",
+            (31 - k.irr.leading_zeros()).into(),
+        ));
     }
-    let bad = |register, value: u32| SnapshotError::InvalidRegister {
-        vcpu: None,
-        register,
-        value: value as u64,
-    };
+    let bad = |register, value: u32| SnapshotError::invalid(register, value.into());
     if k.ioregsel > 0xFF {
         return Err(bad("kvm_ioapic_state.ioregsel", k.ioregsel));
     }
@@ -261,11 +257,7 @@ pub fn lapic_from_kvm(
     let (xapic_id, ldr) = match who.mode {
         ApicMode::X2Apic => {
             if who.x2apic_format && id_reg != initial_id {
-                return Err(SnapshotError::InvalidRegister {
-                    vcpu: None,
-                    register: "x2APIC ID",
-                    value: id_reg as u64,
-                });
+                return Err(SnapshotError::invalid("x2APIC ID", id_reg.into()));
             }
             // KVM derives the LDR from the ID when it sets an x2APIC page.
             (initial_id as u8, x2apic_ldr(initial_id))
@@ -378,15 +370,19 @@ where
         let io = ioapic_from_kvm(ioapic)?;
         validate_ioapic_state(&config.ioapic, &io.state)?;
         if let Some(pin) = super::first_pin_beyond(&config.ack_notifier_pins, KVM_IOAPIC_NUM_PINS) {
-            return Err(SnapshotError::PinOutOfRange {
-                what: "ack_notifier_pins",
-                pin,
-            });
+            return Err(SnapshotError::invalid(
+                "ack_notifier_pins (a pin beyond the pin count)",
+                pin.into(),
+            ));
         }
         let n = storage.as_ref().len();
         for found in [lapics.len(), who.len()] {
             if found != n || !(1..=256).contains(&n) {
-                return Err(SnapshotError::VcpuCount { expected: n, found });
+                return Err(SnapshotError::Shape {
+                    what: "vCPUs",
+                    expected: n,
+                    found,
+                });
             }
         }
         for (i, (page, id)) in lapics.iter().zip(who).enumerate() {
