@@ -81,11 +81,10 @@ fn report(chip: &Chip, vcpu: VcpuId) {
     let v = chip.vcpu(vcpu).unwrap();
     let bits: Vec<String> = v.map.bitmap().iter().map(|v| v.to_string()).collect();
     println!(
-        "  {vcpu:?}: IRR {:?} ISR {:?} EOI-exit bitmap [{}] highest stale {:?}",
+        "  {vcpu:?}: IRR {:?} ISR {:?} EOI-exit bitmap [{}]",
         v.apic.irr(),
         v.apic.isr(),
         bits.join(" "),
-        v.map.highest_stale()
     );
 }
 

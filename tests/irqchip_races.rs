@@ -426,9 +426,8 @@ fn highest_stale_eoi_is_forwarded_and_its_rescan_drops_the_stale_bit() {
     c.set_line(P5, true, &mut Effects::new());
     let _ = c.ack(V0);
     c.write_entry(P5, entry(0x40, TriggerMode::Level, 1), &mut Effects::new());
-    assert_eq!(
-        c.vcpu(V0).unwrap().map.highest_stale(),
-        Some(Vector::new(0x40)),
+    assert!(
+        c.vcpu(V0).unwrap().map.intercepts(Vector::new(0x40)),
         "rerouted while in service: stale on vCPU0"
     );
     c.set_line(P5, false, &mut Effects::new());

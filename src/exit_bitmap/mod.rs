@@ -311,13 +311,29 @@ enum Book {
     },
 }
 
-/// A policy and the bookkeeping only it needs, one variant per [`Policy`].
+/// A policy and the bookkeeping only it needs, as an [`EoiExitMapState`]
+/// saves it.
 ///
-/// Part of [`EoiExitMapState`]; inside an [`EoiExitMap`] it is private, so
-/// only the map's own methods change it.
+/// Opaque: what each policy remembers (KVM's routed and stale vectors,
+/// `TmrDriven`'s adopted level vectors, `Exact`'s per-instance tracking) is
+/// the model's business, not API, and may change with the snapshot version.
+/// It is plain data all the same (`Copy`, `Eq`, `Hash`, and with the `serde`
+/// feature `Serialize` / `Deserialize`), captured by [`EoiExitMap::state`],
+/// checked and loaded by [`EoiExitMap::from_state`]; an empty one comes from
+/// `EoiExitMap::new(policy).state().policy`.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
+#[cfg_attr(
+    feature = "serde",
+    derive(serde::Serialize, serde::Deserialize),
+    serde(transparent)
+)]
+pub struct PolicyState(pub(crate) Saved);
+
+/// The bookkeeping of [`PolicyState`], one variant per [`Policy`]. Its serde
+/// encoding is the snapshot format's (version 2).
 #[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
 #[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
-pub enum PolicyState {
+pub(crate) enum Saved {
     /// [`Policy::KvmLegacy`].
     KvmLegacy(KvmScan),
     /// [`Policy::KvmHighestStale`].
@@ -337,13 +353,13 @@ pub enum PolicyState {
 /// The scan result of KVM's policies (`vcpu_scan_ioapic`).
 #[derive(Clone, Copy, PartialEq, Eq, Hash, Debug, Default)]
 #[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
-pub struct KvmScan {
+pub(crate) struct KvmScan {
     /// Counted entries that target this vCPU.
-    pub routed: VectorSet,
+    pub(crate) routed: VectorSet,
     /// Vectors set only because they were pending (IRR or ISR) here at scan
     /// time; the highest of them is KVM's
     /// `highest_stale_pending_ioapic_eoi`.
-    pub stale: VectorSet,
+    pub(crate) stale: VectorSet,
 }
 
 /// `Exact`'s reasons: routes to this vCPU and the instances in flight.
@@ -352,28 +368,28 @@ pub struct KvmScan {
 /// IRR); for each the map remembers whether its EOI is needed.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, Debug, Default)]
 #[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
-pub struct ExactTracking {
+pub(crate) struct ExactTracking {
     /// Counted, unmasked entries that target this vCPU.
-    pub routed: VectorSet,
+    pub(crate) routed: VectorSet,
     /// Vectors with at least one outstanding instance known to the map, ...
-    pub inst_one: VectorSet,
+    pub(crate) inst_one: VectorSet,
     /// ... with two (one in ISR, a newer one in IRR), ...
-    pub inst_two: VectorSet,
+    pub(crate) inst_two: VectorSet,
     /// ... whether the oldest one needs its EOI, ...
-    pub need_old: VectorSet,
+    pub(crate) need_old: VectorSet,
     /// ... and whether the newer one does (meaningful only in `inst_two`).
-    pub need_new: VectorSet,
+    pub(crate) need_new: VectorSet,
 }
 
 impl PolicyState {
     /// Which policy this is.
     pub const fn policy(&self) -> Policy {
-        match self {
-            PolicyState::KvmLegacy(_) => Policy::KvmLegacy,
-            PolicyState::KvmHighestStale(_) => Policy::KvmHighestStale,
-            PolicyState::TmrDriven { .. } => Policy::TmrDriven,
-            PolicyState::Exact(_) => Policy::Exact,
-            PolicyState::NoIntercept => Policy::NoIntercept,
+        match self.0 {
+            Saved::KvmLegacy(_) => Policy::KvmLegacy,
+            Saved::KvmHighestStale(_) => Policy::KvmHighestStale,
+            Saved::TmrDriven { .. } => Policy::TmrDriven,
+            Saved::Exact(_) => Policy::Exact,
+            Saved::NoIntercept => Policy::NoIntercept,
         }
     }
 }
@@ -503,7 +519,8 @@ impl EoiExitMap {
     /// it was pending (under `KvmHighestStale`, the vector whose EOI triggers
     /// a rescan).
     #[inline]
-    pub fn highest_stale(&self) -> Option<Vector> {
+    #[cfg(test)]
+    pub(crate) fn highest_stale(&self) -> Option<Vector> {
         match &self.book {
             Book::Kvm { scan, .. } => scan.stale.highest(),
             _ => None,
@@ -514,16 +531,6 @@ impl EoiExitMap {
     #[inline]
     pub fn rtc_owed(&self) -> Option<Vector> {
         self.book.hdr().rtc_owed
-    }
-
-    /// `Exact`: vectors with an outstanding instance whose EOI is needed
-    /// (empty under the other policies).
-    #[inline]
-    pub fn needed_in_flight(&self) -> VectorSet {
-        match &self.book {
-            Book::Exact { x, .. } => x.needed_in_flight(),
-            _ => VectorSet::EMPTY,
-        }
     }
 
     /// The words that changed since the last call, or `None` when none did.

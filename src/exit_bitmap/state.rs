@@ -1,15 +1,32 @@
 //! [`EoiExitMapState`]: the saved state of an [`EoiExitMap`], beside it.
 
 use super::exact::Packed;
-use super::{Book, EoiExitMap, ExactTracking, Header, Policy, PolicyState};
+use super::{Book, EoiExitMap, ExactTracking, Header, PolicyState, Saved};
 use crate::snapshot::{LocalApicState, SNAPSHOT_VERSION, SnapshotError, check_version};
 use crate::vector::{Vector, VectorSet};
 
 /// Everything an [`EoiExitMap`] holds, as plain data.
 ///
-/// The policy's own bookkeeping is a [`PolicyState`] variant, so a state
-/// cannot carry another policy's fields. [`EoiExitMap::restore`] and
-/// [`EoiExitMap::from_state`] validate it first ([`Self::validate`]).
+/// The policy's own bookkeeping is an opaque [`PolicyState`]: a state cannot
+/// carry another policy's fields, and what each policy remembers is not API.
+/// [`EoiExitMap::from_state`] validates the whole state first.
+///
+/// # Without serde
+///
+/// A VMM that persists snapshots in its own format, without the `serde`
+/// feature, cannot write `policy` field by field. It does not need to: it
+/// saves each vCPU's [`LocalApicState`] and the [`IoapicState`](crate::ioapic::IoapicState)
+/// (whose fields are public), and on restore gives every vCPU a fresh map,
+/// `EoiExitMap::new(config.policy).state()`, in the
+/// [`IrqchipState`](crate::irqchip::IrqchipState) it passes to
+/// [`Irqchip::from_state`](crate::Irqchip::from_state) (or
+/// [`Irqchip::restore`](crate::Irqchip::restore)), then calls
+/// [`Irqchip::rescan`](crate::Irqchip::rescan) for every vCPU. The rescan
+/// rebuilds each map from the redirection table and the LAPIC, as KVM's own
+/// restore does: routed vectors from the table, in-flight instances (IRR,
+/// ISR) adopted as needing their EOI, so no level EOI is lost. What it cannot
+/// rebuild is the RTC EOI a vCPU owes: keep `rtc_owed` (a public field) and
+/// put it back in the fresh map state with its vector in `bitmap`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 #[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct EoiExitMapState {
@@ -30,18 +47,18 @@ pub struct EoiExitMapState {
 
 impl EoiExitMapState {
     /// The policy.
-    pub const fn policy(&self) -> Policy {
+    pub(crate) const fn policy(&self) -> crate::Policy {
         self.policy.policy()
     }
 
     /// Checks everything [`EoiExitMap::restore`] checks (the checks against
-    /// a LAPIC are [`EoiExitMapState::validate_with`]): the version,
+    /// a LAPIC are `validate_with`): the version,
     /// `NoIntercept` intercepting nothing, and `Exact`'s instance queues being
     /// well formed.
     pub fn validate(&self) -> Result<(), SnapshotError> {
         check_version(self.version)?;
-        match &self.policy {
-            PolicyState::NoIntercept => {
+        match &self.policy.0 {
+            Saved::NoIntercept => {
                 if let Some(v) = self.bitmap.lowest() {
                     Err(SnapshotError::inconsistent(
                         Some(v.get()),
@@ -56,7 +73,7 @@ impl EoiExitMapState {
                     Ok(())
                 }
             }
-            PolicyState::Exact(x) => {
+            Saved::Exact(x) => {
                 x.validate()?;
                 let mut derived = x.routed.union(&x.needed_in_flight());
                 if let Some(v) = self.rtc_owed {
@@ -84,9 +101,9 @@ impl EoiExitMapState {
     /// would have retired the instance). (A needed instance whose vector is
     /// *not* intercepted may be stale: the map learns of unintercepted EOIs
     /// lazily.)
-    pub fn validate_with(&self, apic: &LocalApicState) -> Result<(), SnapshotError> {
+    pub(crate) fn validate_with(&self, apic: &LocalApicState) -> Result<(), SnapshotError> {
         self.validate()?;
-        if let PolicyState::Exact(x) = &self.policy {
+        if let Saved::Exact(x) = &self.policy.0 {
             let orphan = x
                 .needed_in_flight()
                 .intersection(&self.bitmap)
@@ -145,13 +162,13 @@ impl EoiExitMap {
                 highest_stale: false,
                 scan,
                 ..
-            } => PolicyState::KvmLegacy(*scan),
-            Book::Kvm { scan, .. } => PolicyState::KvmHighestStale(*scan),
-            Book::TmrDriven { adopted_level, .. } => PolicyState::TmrDriven {
+            } => Saved::KvmLegacy(*scan),
+            Book::Kvm { scan, .. } => Saved::KvmHighestStale(*scan),
+            Book::TmrDriven { adopted_level, .. } => Saved::TmrDriven {
                 adopted_level: *adopted_level,
             },
-            Book::Exact { x, .. } => PolicyState::Exact(x.tracking()),
-            Book::NoIntercept { .. } => PolicyState::NoIntercept,
+            Book::Exact { x, .. } => Saved::Exact(x.tracking()),
+            Book::NoIntercept { .. } => Saved::NoIntercept,
         };
         let hdr = self.book.hdr();
         EoiExitMapState {
@@ -159,7 +176,7 @@ impl EoiExitMap {
             bitmap: self.bitmap(),
             dirty: hdr.dirty,
             rtc_owed: hdr.rtc_owed,
-            policy,
+            policy: PolicyState(policy),
         }
     }
 
@@ -205,23 +222,23 @@ impl EoiExitMap {
             dirty: s.dirty & 0xf,
             rtc_owed: s.rtc_owed,
         };
-        self.book = match &s.policy {
-            PolicyState::KvmLegacy(scan) | PolicyState::KvmHighestStale(scan) => Book::Kvm {
+        self.book = match &s.policy.0 {
+            Saved::KvmLegacy(scan) | Saved::KvmHighestStale(scan) => Book::Kvm {
                 hdr,
-                highest_stale: matches!(s.policy, PolicyState::KvmHighestStale(_)),
+                highest_stale: matches!(s.policy.0, Saved::KvmHighestStale(_)),
                 bitmap: s.bitmap,
                 scan: *scan,
             },
-            PolicyState::TmrDriven { adopted_level } => Book::TmrDriven {
+            Saved::TmrDriven { adopted_level } => Book::TmrDriven {
                 hdr,
                 bitmap: s.bitmap,
                 adopted_level: *adopted_level,
             },
-            PolicyState::Exact(x) => Book::Exact {
+            Saved::Exact(x) => Book::Exact {
                 hdr,
                 x: Packed::from_tracking(x),
             },
-            PolicyState::NoIntercept => Book::NoIntercept { hdr },
+            Saved::NoIntercept => Book::NoIntercept { hdr },
         };
     }
 }
