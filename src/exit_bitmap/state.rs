@@ -51,11 +51,11 @@ impl EoiExitMapState {
         self.policy.policy()
     }
 
-    /// Checks everything [`EoiExitMap::restore`] checks (the checks against
+    /// Checks everything [`EoiExitMap::from_state`] checks (the checks against
     /// a LAPIC are `validate_with`): the version,
     /// `NoIntercept` intercepting nothing, and `Exact`'s instance queues being
     /// well formed.
-    pub fn validate(&self) -> Result<(), SnapshotError> {
+    pub(crate) fn validate(&self) -> Result<(), SnapshotError> {
         check_version(self.version)?;
         match &self.policy.0 {
             Saved::NoIntercept => {
@@ -180,27 +180,14 @@ impl EoiExitMap {
         }
     }
 
-    /// Replaces this map with the saved state. The state's policy must be
-    /// this map's ([`SnapshotError::PolicyMismatch`], vCPU 0): switching
-    /// policy is a new map and a rescan, not a restore. On error nothing
-    /// changes.
-    pub fn restore(&mut self, s: &EoiExitMapState) -> Result<(), SnapshotError> {
-        s.validate()?;
-        if s.policy() != self.policy() {
-            return Err(SnapshotError::PolicyMismatch {
-                vcpu: 0,
-                expected: self.policy(),
-                found: s.policy(),
-            });
-        }
-        self.set_state(s);
-        Ok(())
-    }
-
-    /// A new map equal to the saved one (policy included).
+    /// A new map equal to the saved one, policy included (check
+    /// `s.policy.policy()` first if the map must keep its policy: switching
+    /// policy is a new map and a rescan, not a restore). To restore in place,
+    /// assign: `map = EoiExitMap::from_state(&s)?`.
     pub fn from_state(s: &EoiExitMapState) -> Result<Self, SnapshotError> {
+        s.validate()?;
         let mut m = EoiExitMap::new(s.policy());
-        m.restore(s)?;
+        m.set_state(s);
         Ok(m)
     }
 

@@ -36,7 +36,7 @@ pub struct IoapicState<const PINS: usize = 24> {
 
 impl<const PINS: usize> IoapicState<PINS> {
     /// A snapshot of `config` and `state` (e.g. a state converted from KVM).
-    pub fn new(config: IoapicConfig, state: &IoapicRegisters<PINS>) -> Self {
+    pub(crate) fn new(config: IoapicConfig, state: &IoapicRegisters<PINS>) -> Self {
         IoapicState {
             version: SNAPSHOT_VERSION,
             pins: PINS as u16,
@@ -51,7 +51,7 @@ impl<const PINS: usize> IoapicState<PINS> {
     }
 
     /// The state part.
-    pub fn registers(&self) -> IoapicRegisters<PINS> {
+    pub(crate) fn registers(&self) -> IoapicRegisters<PINS> {
         IoapicRegisters {
             entries: self.entries,
             line: self.line,
@@ -62,8 +62,8 @@ impl<const PINS: usize> IoapicState<PINS> {
         }
     }
 
-    /// Checks everything [`Ioapic::restore`] checks.
-    pub fn validate(&self) -> Result<(), SnapshotError> {
+    /// Checks everything [`Ioapic::from_state`] checks.
+    pub(crate) fn validate(&self) -> Result<(), SnapshotError> {
         check_version(self.version)?;
         if self.pins as usize != PINS {
             return Err(SnapshotError::Shape {
@@ -135,20 +135,14 @@ impl<const PINS: usize> Ioapic<PINS> {
         IoapicState::new(*self.config(), &self.registers())
     }
 
-    /// Replaces this I/O APIC (configuration included) with the snapshot,
+    /// A new I/O APIC equal to the captured one (configuration included),
     /// verbatim: nothing is re-injected and no rescan is requested, because
-    /// the restored object is exactly the captured one. On error nothing
-    /// changes.
-    pub fn restore(&mut self, s: &IoapicState<PINS>) -> Result<(), SnapshotError> {
-        s.validate()?;
-        self.restore_exact(s.config, &s.registers());
-        Ok(())
-    }
-
-    /// A new I/O APIC equal to the captured one.
+    /// the restored object is exactly the captured one. To restore in place,
+    /// assign: `io = Ioapic::from_state(&s)?` (on error `io` is untouched).
     pub fn from_state(s: &IoapicState<PINS>) -> Result<Self, SnapshotError> {
+        s.validate()?;
         let mut io = Ioapic::new(s.config);
-        io.restore(s)?;
+        io.restore_exact(s.config, &s.registers());
         Ok(io)
     }
 }

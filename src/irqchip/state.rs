@@ -157,7 +157,7 @@ where
     /// Replaces the whole chip (configuration included) with the snapshot,
     /// verbatim: no re-injection, no rescan. The VMM MUST load each vCPU's
     /// VMCS bitmap ([`Irqchip::vmcs_update`], or the whole
-    /// [`EoiExitMap::vmcs_words`] into a fresh VMCS) before it runs, and
+    /// [`EoiExitMap::bitmap`] into a fresh VMCS) before it runs, and
     /// re-arm its `deliver_later` timers. The snapshot must have as many vCPUs
     /// as the chip. On error nothing changes.
     pub fn restore<V: AsRef<[VcpuState]>>(

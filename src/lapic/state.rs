@@ -39,8 +39,8 @@ pub struct LocalApicState {
 const SVR_VALID: u32 = 0x3FF | Svr::SUPPRESS_EOI_BROADCAST.bits();
 
 impl LocalApicState {
-    /// Checks everything [`LocalApic::restore`] checks.
-    pub fn validate(&self) -> Result<(), SnapshotError> {
+    /// Checks everything [`LocalApic::from_state`] checks.
+    pub(crate) fn validate(&self) -> Result<(), SnapshotError> {
         check_version(self.version)?;
         for (what, set) in [
             ("vector in IRR (0-15 are never accepted)", &self.irr),
@@ -98,18 +98,12 @@ impl LocalApic {
         }
     }
 
-    /// Replaces this LAPIC's state with the snapshot. On error nothing
-    /// changes.
-    pub fn restore(&mut self, s: &LocalApicState) -> Result<(), SnapshotError> {
-        s.validate()?;
-        s.apply(self);
-        Ok(())
-    }
-
-    /// A new LAPIC equal to the captured one.
+    /// A new LAPIC equal to the captured one. To restore in place, assign:
+    /// `apic = LocalApic::from_state(&s)?`.
     pub fn from_state(s: &LocalApicState) -> Result<Self, SnapshotError> {
+        s.validate()?;
         let mut apic = LocalApic::new(crate::ApicId::new(s.initial_id));
-        apic.restore(s)?;
+        s.apply(&mut apic);
         Ok(apic)
     }
 }

@@ -4,15 +4,16 @@
 //! Each type's saved state lives beside it (`ioapic/state.rs`,
 //! `lapic/state.rs`, `exit_bitmap/state.rs`, `irqchip/state.rs`, like
 //! vm-superio's `SerialState`) and is re-exported here. One naming scheme:
-//! the data is `XState`, captured by `x.state()`, loaded by `x.restore(&s)`
-//! or `X::from_state(&s)`. A VMM that live-migrates or snapshots a guest
-//! saves:
+//! the data is `XState`, captured by `x.state()`, loaded by
+//! `X::from_state(&s)` (and, for the chip that owns its vCPU storage, by
+//! `chip.restore(&s)` in place). A VMM that live-migrates or snapshots a
+//! guest saves:
 //!
 //! | type | saved state | capture | restore |
 //! |---|---|---|---|
-//! | [`Ioapic`] | [`IoapicState`] | [`Ioapic::state`] | [`Ioapic::restore`], [`Ioapic::from_state`] |
-//! | [`LocalApic`] | [`LocalApicState`] | [`LocalApic::state`] | [`LocalApic::restore`], [`LocalApic::from_state`] |
-//! | [`EoiExitMap`] | [`EoiExitMapState`] | [`EoiExitMap::state`] | [`EoiExitMap::restore`], [`EoiExitMap::from_state`] |
+//! | [`Ioapic`] | [`IoapicState`] | [`Ioapic::state`] | [`Ioapic::from_state`] |
+//! | [`LocalApic`] | [`LocalApicState`] | [`LocalApic::state`] | [`LocalApic::from_state`] |
+//! | [`EoiExitMap`] | [`EoiExitMapState`] | [`EoiExitMap::state`] | [`EoiExitMap::from_state`] |
 //! | [`Irqchip`] | [`IrqchipState`] | [`Irqchip::state`] | [`Irqchip::restore`], [`Irqchip::from_state`] |
 //!
 //! # Guarantees
@@ -40,7 +41,7 @@
 //!   [`Ioapic::set_registers`] and the KVM import, which behave like
 //!   `KVM_SET_IRQCHIP`.) After a restore, the VMM MUST still write
 //!   [`EoiExitMap::take_vmcs_update`]'s words (or the whole
-//!   [`EoiExitMap::vmcs_words`], for a fresh VMCS) before the vCPU runs,
+//!   [`EoiExitMap::bitmap`]'s words, for a fresh VMCS) before the vCPU runs,
 //!   and re-arm its `deliver_later` timers, which are VMM state.
 //!
 //! # What KVM's formats do not save
