@@ -125,7 +125,7 @@ fn send_eoi(c: &mut Criterion) {
         // Retires a stale vector: 0x31 (routed elsewhere) was in service at
         // scan; the EOI retires it. Each iteration restores the scanned map.
         let mut stale_apic = apic;
-        stale_apic.set_in_service(Vector::new(0x31), true);
+        in_service(&mut stale_apic, Vector::new(0x31), true);
         let template = scanned(policy, &stale_apic);
         g.bench_function(format!("retires_stale/{name}"), |b| {
             b.iter_batched_ref(
@@ -138,20 +138,33 @@ fn send_eoi(c: &mut Criterion) {
     g.finish();
 }
 
+/// Puts `v` in service with TMR = `level`, the way a host restores a LAPIC
+/// (`KVM_SET_LAPIC`): through its snapshot.
+fn in_service(apic: &mut LocalApic, v: Vector, level: bool) {
+    let mut s = apic.state();
+    s.isr.insert(v);
+    if level {
+        s.tmr.insert(v);
+    }
+    *apic = LocalApic::from_state(&s).expect("a legal vector");
+}
+
 fn rescan(c: &mut Criterion) {
     let mut g = c.benchmark_group("rescan");
     let mut apic = LocalApic::new_enabled(ApicId::new(0), ApicMode::XApic);
-    apic.set_in_service(Vector::new(0x31), true);
+    in_service(&mut apic, Vector::new(0x31), true);
     let entries = table();
     for policy in [Policy::KvmHighestStale, Policy::Exact] {
         let mut m = EoiExitMap::new(policy);
         g.bench_function(format!("24_pins/{}", policy.name()), |b| {
             b.iter(|| {
-                m.begin_scan();
-                for (pin, e) in entries.iter().enumerate() {
-                    m.scan_entry(&apic, &ScanEntry::from_redirection(*e, false, pin == 8));
-                }
-                m.end_scan(&apic);
+                m.scan(
+                    &apic,
+                    entries
+                        .iter()
+                        .enumerate()
+                        .map(|(pin, e)| ScanEntry::from_redirection(*e, false, pin == 8)),
+                );
                 black_box(m.bitmap());
             })
         });
@@ -171,7 +184,7 @@ fn lapic(c: &mut Criterion) {
         trigger: TriggerMode::Level,
     };
     let mut apic = LocalApic::new_enabled(ApicId::new(0), ApicMode::XApic);
-    apic.set_in_service(Vector::new(0x31), false);
+    in_service(&mut apic, Vector::new(0x31), false);
     g.bench_function("accept_ack_eoi", |b| {
         b.iter(|| {
             let _ = apic.accept(black_box(&msg));
@@ -243,7 +256,7 @@ fn floor(c: &mut Criterion) {
 
 /// 24 level entries: pin `i` has vector `0x30 + i` and APIC ID `i % vcpus`.
 fn spread_table(vcpus: u32) -> [u64; 24] {
-    core::array::from_fn(|i| level(0x30 + i as u8, i as u32 % vcpus).bits())
+    core::array::from_fn(|i| level(0x30 + i as u8, i as u32 % vcpus).0)
 }
 
 /// A chip under the default configuration (policy `Exact`), xAPIC, all 24
@@ -347,8 +360,8 @@ fn irqchip(c: &mut Criterion) {
     // with the four MMIO writes; every iteration moves the vector from one
     // vCPU's bitmap to the other's.
     let sel = (REG_REDTBL_BASE + 2 * pin.get()) as u64;
-    let low = level(0x35, 1).bits() & 0xffff_ffff;
-    let high = [1u32, 2].map(|d| level(0x35, d).bits() >> 32);
+    let low = level(0x35, 1).0 & 0xffff_ffff;
+    let high = [1u32, 2].map(|d| level(0x35, d).0 >> 32);
     let program = |chip: &Chip<4>, high: u64, fx: &mut Effects| {
         chip.mmio_write(IOREGSEL, 4, sel, fx);
         chip.mmio_write(IOWIN, 4, low, fx);
@@ -386,20 +399,20 @@ fn irqchip(c: &mut Criterion) {
     let slots: Box<[VcpuSlot]> = (0..256).map(|_| VcpuSlot::new()).collect();
     let chip = Irqchip::<_, 24>::new(IrqchipConfig::default(), ApicMode::X2Apic, slots);
     for (pin, e) in table().iter().enumerate() {
-        chip.write_entry(Pin::new(pin as u8), e.bits(), &mut fx);
+        chip.write_entry(Pin::new(pin as u8), e.0, &mut fx);
     }
     let mut dest = 0u32;
     g.bench_function("reroute_256/targeted", |b| {
         b.iter(|| {
             dest = (dest + 7) % 256;
-            chip.write_entry(Pin::new(5), level(0x35, dest).bits(), &mut fx);
+            chip.write_entry(Pin::new(5), level(0x35, dest).0, &mut fx);
             fx.clear();
         })
     });
     g.bench_function("reroute_256/naive_rescan_all", |b| {
         b.iter(|| {
             dest = (dest + 7) % 256;
-            chip.write_entry(Pin::new(5), level(0x35, dest).bits(), &mut fx);
+            chip.write_entry(Pin::new(5), level(0x35, dest).0, &mut fx);
             for i in 0..256u16 {
                 chip.rescan(VcpuId::new(i), &mut fx);
             }

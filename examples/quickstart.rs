@@ -30,7 +30,7 @@ fn main() {
 
         // The guest programs pin 5: level, vector 0x40, physical APIC ID 0.
         let entry = RedirectionEntry::fixed(vector, TriggerMode::Level, 0);
-        chip.write_entry(pin, entry.bits(), &mut fx);
+        chip.write_entry(pin, entry.0, &mut fx);
         println!("write RTE5 = {entry:?}: rescanned vCPUs {:?}", fx.reload);
         report(&chip, v0);
         load_vmcs(&chip, v0);
@@ -54,7 +54,7 @@ fn main() {
         fx.clear();
         chip.write_entry(
             pin,
-            RedirectionEntry::fixed(vector, TriggerMode::Level, 1).bits(),
+            RedirectionEntry::fixed(vector, TriggerMode::Level, 1).0,
             &mut fx,
         );
         println!("reroute RTE5 -> APIC ID 1: rescanned vCPUs {:?}", fx.reload);
@@ -81,11 +81,10 @@ fn report(chip: &Chip, vcpu: VcpuId) {
     let v = chip.vcpu(vcpu).unwrap();
     let bits: Vec<String> = v.map.bitmap().iter().map(|v| v.to_string()).collect();
     println!(
-        "  {vcpu:?}: IRR {:?} ISR {:?} EOI-exit bitmap [{}] highest stale {:?}",
+        "  {vcpu:?}: IRR {:?} ISR {:?} EOI-exit bitmap [{}]",
         v.apic.irr(),
         v.apic.isr(),
         bits.join(" "),
-        v.map.highest_stale()
     );
 }
 

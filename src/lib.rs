@@ -39,7 +39,7 @@
 //!
 //! // MMIO exits on the I/O APIC page: the guest programs RTE 4 as level,
 //! // vector 0x40, physical APIC ID 1, high half first (as Linux does).
-//! let rte = RedirectionEntry::fixed(vector, TriggerMode::Level, 1).bits();
+//! let rte = RedirectionEntry::fixed(vector, TriggerMode::Level, 1).0;
 //! let sel = REG_REDTBL_BASE + 2 * pin.get();
 //! chip.mmio_write(IOREGSEL, 4, u64::from(sel + 1), &mut fx);
 //! chip.mmio_write(IOWIN, 4, rte >> 32, &mut fx); // destination (entry still masked)
@@ -124,7 +124,7 @@
 //! vector. KVM recomputes the bitmap in `vcpu_scan_ioapic` (on
 //! `KVM_REQ_SCAN_IOAPIC`) and writes all four words with the
 //! `load_eoi_exitmap` hook before the next entry; here a rescan is
-//! [`EoiExitMap::begin_scan`]..[`EoiExitMap::end_scan`] (driven by
+//! [`EoiExitMap::scan`] (driven by
 //! [`Irqchip`] for the vCPUs a change names) and the load is
 //! [`Irqchip::vmcs_update`] / [`EoiExitMap::take_vmcs_update`], with only the
 //! words that changed.
@@ -148,8 +148,8 @@ mod vector;
 
 pub use exit_bitmap::{EoiExit, EoiExitMap, Policy, VmcsUpdate};
 pub use ioapic::{
-    Ioapic, IoapicConfig, IoapicEffects, IoapicRegisters, IoapicVersion, MaskedEdge, PinSet,
-    RedirectionEntry, Rescan,
+    Ioapic, IoapicConfig, IoapicEffects, IoapicVersion, MaskedEdge, PinSet, RedirectionEntry,
+    Rescan,
 };
 pub use irqchip::VcpuSet;
 pub use irqchip::{Effects, GuestEoi, Irqchip, IrqchipConfig, LapicWrite, VcpuSlot};

@@ -88,13 +88,13 @@ impl Msi {
 
     /// The vector (data bits 7:0).
     #[inline]
-    pub const fn vector(&self) -> Vector {
+    pub(crate) const fn vector(&self) -> Vector {
         Vector::new(self.data as u8)
     }
 
     /// Whether data bit 15 says level.
     #[inline]
-    pub const fn is_level(&self) -> bool {
+    pub(crate) const fn is_level(&self) -> bool {
         self.data & Self::DATA_LEVEL_TRIGGER != 0
     }
 
@@ -102,7 +102,7 @@ impl Msi {
     /// enabled: address bits 19:12, plus bits 11:5 as destination 14:8, plus
     /// `address_hi` bits 31:8 (x2APIC).
     #[inline]
-    pub const fn destination(&self) -> Destination {
+    pub(crate) const fn destination(&self) -> Destination {
         let id = (self.address_lo >> 12) & 0xff
             | ((self.address_lo >> 5) & 0x7f) << 8
             | (self.address_hi & 0xffff_ff00);

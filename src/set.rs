@@ -138,7 +138,7 @@ impl<T> Set256<T> {
 
     /// Removes every member.
     #[inline]
-    pub fn clear(&mut self) {
+    pub(crate) fn clear(&mut self) {
         self.words = [0; 4];
     }
 
@@ -166,15 +166,9 @@ impl<T> Set256<T> {
         Self::from_u64_words([a[0] & !b[0], a[1] & !b[1], a[2] & !b[2], a[3] & !b[3]])
     }
 
-    /// Whether every member of `self` is in `other`.
-    #[inline]
-    pub const fn is_subset(&self, other: &Self) -> bool {
-        self.difference(other).is_empty()
-    }
-
     /// Adds every member of `other`.
     #[inline]
-    pub fn union_with(&mut self, other: &Self) {
+    pub(crate) fn union_with(&mut self, other: &Self) {
         *self = self.union(other);
     }
 }
@@ -211,7 +205,7 @@ impl<T: SetElement> Set256<T> {
 
     /// Adds or removes `e`.
     #[inline]
-    pub fn set(&mut self, e: T, present: bool) {
+    pub(crate) fn set(&mut self, e: T, present: bool) {
         if present {
             self.insert(e);
         } else {

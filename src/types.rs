@@ -181,7 +181,7 @@ impl TriggerMode {
     }
     /// Whether this is `Level`.
     #[inline]
-    pub const fn is_level(self) -> bool {
+    pub(crate) const fn is_level(self) -> bool {
         matches!(self, TriggerMode::Level)
     }
 }
@@ -208,7 +208,7 @@ u8_enum! {
 impl DeliveryMode {
     /// Whether this mode goes through IRR/ISR (fixed and lowest priority).
     #[inline]
-    pub const fn uses_vector(self) -> bool {
+    pub(crate) const fn uses_vector(self) -> bool {
         matches!(self, DeliveryMode::Fixed | DeliveryMode::LowestPriority)
     }
 }

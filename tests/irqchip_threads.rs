@@ -41,7 +41,7 @@ impl Rng {
 }
 
 fn level_entry(pin: u8, dest: u32) -> u64 {
-    RedirectionEntry::fixed(Vector::new(0x40 + pin), TriggerMode::Level, dest).bits()
+    RedirectionEntry::fixed(Vector::new(0x40 + pin), TriggerMode::Level, dest).0
 }
 
 /// One vCPU's thread: the guest takes and EOIs interrupts, the VMM loads
@@ -217,7 +217,7 @@ fn vcpu_and_device_threads_never_deadlock_and_leave_a_consistent_chip() {
             }
             assert_eq!(
                 *hw[i].lock().unwrap(),
-                v.map.vmcs_words(),
+                v.map.bitmap().as_u64_words(),
                 "{policy:?}: vCPU{i}'s VMCS follows its bitmap"
             );
         }

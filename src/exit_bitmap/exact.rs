@@ -27,7 +27,7 @@ impl ExactTracking {
 
     /// Vectors with an outstanding instance whose EOI is needed.
     #[inline]
-    pub fn needed_in_flight(&self) -> VectorSet {
+    pub(crate) fn needed_in_flight(&self) -> VectorSet {
         self.need_old
             .intersection(&self.inst_one)
             .union(&self.need_new.intersection(&self.inst_two))

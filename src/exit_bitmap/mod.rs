@@ -6,10 +6,9 @@
 //!
 //! # Call order (one vCPU)
 //!
-//! 1. On a rescan request: [`EoiExitMap::begin_scan`], then
-//!    [`EoiExitMap::scan_entry`] for every I/O APIC redirection entry (or every
-//!    split-irqchip GSI route below the reserved pin count), then
-//!    [`EoiExitMap::end_scan`].
+//! 1. On a rescan request: [`EoiExitMap::scan`] of every I/O APIC
+//!    redirection entry (or every split-irqchip GSI route below the reserved
+//!    pin count), or [`EoiExitMap::scan_table`] of a redirection table.
 //! 2. On every interrupt this vCPU's LAPIC accepts: [`EoiExitMap::on_accept`].
 //! 3. On every EOI the hardware intercepts (the vector is in
 //!    [`EoiExitMap::bitmap`]): [`EoiExitMap::send_eoi`], *after* the LAPIC
@@ -78,7 +77,7 @@ impl Policy {
 
     /// One of the two policies that model KVM (`KvmLegacy`,
     /// `KvmHighestStale`), rescans included.
-    pub const fn is_kvm(self) -> bool {
+    pub(crate) const fn is_kvm(self) -> bool {
         matches!(self, Policy::KvmLegacy | Policy::KvmHighestStale)
     }
 
@@ -128,18 +127,18 @@ impl TryFrom<u8> for Policy {
 #[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
 pub struct ScanEntry {
     /// Where the entry sends its interrupts.
-    pub destination: Destination,
+    pub(crate) destination: Destination,
     /// Its vector.
-    pub vector: Vector,
+    pub(crate) vector: Vector,
     /// Level triggered (redirection entry bit 15, MSI data bit 15).
-    pub level: bool,
+    pub(crate) level: bool,
     /// The pin has an in-kernel ack notifier (assigned device, PIT reinject):
     /// its EOIs matter even when edge.
-    pub ack_notifier: bool,
+    pub(crate) ack_notifier: bool,
     /// The pin is the RTC (GSI 8), whose EOIs KVM tracks even when edge.
-    pub rtc: bool,
+    pub(crate) rtc: bool,
     /// The entry is masked.
-    pub masked: bool,
+    pub(crate) masked: bool,
 }
 
 impl ScanEntry {
@@ -311,13 +310,29 @@ enum Book {
     },
 }
 
-/// A policy and the bookkeeping only it needs, one variant per [`Policy`].
+/// A policy and the bookkeeping only it needs, as an [`EoiExitMapState`]
+/// saves it.
 ///
-/// Part of [`EoiExitMapState`]; inside an [`EoiExitMap`] it is private, so
-/// only the map's own methods change it.
+/// Opaque: what each policy remembers (KVM's routed and stale vectors,
+/// `TmrDriven`'s adopted level vectors, `Exact`'s per-instance tracking) is
+/// the model's business, not API, and may change with the snapshot version.
+/// It is plain data all the same (`Copy`, `Eq`, `Hash`, and with the `serde`
+/// feature `Serialize` / `Deserialize`), captured by [`EoiExitMap::state`],
+/// checked and loaded by [`EoiExitMap::from_state`]; an empty one comes from
+/// `EoiExitMap::new(policy).state().policy`.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
+#[cfg_attr(
+    feature = "serde",
+    derive(serde::Serialize, serde::Deserialize),
+    serde(transparent)
+)]
+pub struct PolicyState(pub(crate) Saved);
+
+/// The bookkeeping of [`PolicyState`], one variant per [`Policy`]. Its serde
+/// encoding is the snapshot format's (version 2).
 #[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
 #[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
-pub enum PolicyState {
+pub(crate) enum Saved {
     /// [`Policy::KvmLegacy`].
     KvmLegacy(KvmScan),
     /// [`Policy::KvmHighestStale`].
@@ -337,13 +352,13 @@ pub enum PolicyState {
 /// The scan result of KVM's policies (`vcpu_scan_ioapic`).
 #[derive(Clone, Copy, PartialEq, Eq, Hash, Debug, Default)]
 #[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
-pub struct KvmScan {
+pub(crate) struct KvmScan {
     /// Counted entries that target this vCPU.
-    pub routed: VectorSet,
+    pub(crate) routed: VectorSet,
     /// Vectors set only because they were pending (IRR or ISR) here at scan
     /// time; the highest of them is KVM's
     /// `highest_stale_pending_ioapic_eoi`.
-    pub stale: VectorSet,
+    pub(crate) stale: VectorSet,
 }
 
 /// `Exact`'s reasons: routes to this vCPU and the instances in flight.
@@ -352,28 +367,28 @@ pub struct KvmScan {
 /// IRR); for each the map remembers whether its EOI is needed.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, Debug, Default)]
 #[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
-pub struct ExactTracking {
+pub(crate) struct ExactTracking {
     /// Counted, unmasked entries that target this vCPU.
-    pub routed: VectorSet,
+    pub(crate) routed: VectorSet,
     /// Vectors with at least one outstanding instance known to the map, ...
-    pub inst_one: VectorSet,
+    pub(crate) inst_one: VectorSet,
     /// ... with two (one in ISR, a newer one in IRR), ...
-    pub inst_two: VectorSet,
+    pub(crate) inst_two: VectorSet,
     /// ... whether the oldest one needs its EOI, ...
-    pub need_old: VectorSet,
+    pub(crate) need_old: VectorSet,
     /// ... and whether the newer one does (meaningful only in `inst_two`).
-    pub need_new: VectorSet,
+    pub(crate) need_new: VectorSet,
 }
 
 impl PolicyState {
     /// Which policy this is.
     pub const fn policy(&self) -> Policy {
-        match self {
-            PolicyState::KvmLegacy(_) => Policy::KvmLegacy,
-            PolicyState::KvmHighestStale(_) => Policy::KvmHighestStale,
-            PolicyState::TmrDriven { .. } => Policy::TmrDriven,
-            PolicyState::Exact(_) => Policy::Exact,
-            PolicyState::NoIntercept => Policy::NoIntercept,
+        match self.0 {
+            Saved::KvmLegacy(_) => Policy::KvmLegacy,
+            Saved::KvmHighestStale(_) => Policy::KvmHighestStale,
+            Saved::TmrDriven { .. } => Policy::TmrDriven,
+            Saved::Exact(_) => Policy::Exact,
+            Saved::NoIntercept => Policy::NoIntercept,
         }
     }
 }
@@ -415,6 +430,7 @@ fn words_differing(a: &VectorSet, b: &VectorSet) -> u8 {
 
 /// The VMCS words holding a set bit.
 #[inline]
+#[cfg(test)]
 fn words_nonzero(a: &VectorSet) -> u8 {
     words_differing(a, &VectorSet::EMPTY)
 }
@@ -495,7 +511,7 @@ impl EoiExitMap {
 
     /// The four VMCS `EOI_EXIT_BITMAP0..3` words.
     #[inline]
-    pub fn vmcs_words(&self) -> [u64; 4] {
+    pub(crate) fn vmcs_words(&self) -> [u64; 4] {
         self.bitmap().as_u64_words()
     }
 
@@ -503,7 +519,8 @@ impl EoiExitMap {
     /// it was pending (under `KvmHighestStale`, the vector whose EOI triggers
     /// a rescan).
     #[inline]
-    pub fn highest_stale(&self) -> Option<Vector> {
+    #[cfg(test)]
+    pub(crate) fn highest_stale(&self) -> Option<Vector> {
         match &self.book {
             Book::Kvm { scan, .. } => scan.stale.highest(),
             _ => None,
@@ -512,18 +529,8 @@ impl EoiExitMap {
 
     /// The RTC vector whose EOI this vCPU still owes, if any.
     #[inline]
-    pub fn rtc_owed(&self) -> Option<Vector> {
+    pub(crate) fn rtc_owed(&self) -> Option<Vector> {
         self.book.hdr().rtc_owed
-    }
-
-    /// `Exact`: vectors with an outstanding instance whose EOI is needed
-    /// (empty under the other policies).
-    #[inline]
-    pub fn needed_in_flight(&self) -> VectorSet {
-        match &self.book {
-            Book::Exact { x, .. } => x.needed_in_flight(),
-            _ => VectorSet::EMPTY,
-        }
     }
 
     /// The words that changed since the last call, or `None` when none did.
@@ -551,7 +558,7 @@ impl EoiExitMap {
     /// let u = map.take_vmcs_update().unwrap();
     /// assert_eq!(u.mask, 0b1010); // words 1 (0x40) and 3 (0xfe) changed
     /// assert_eq!(u.changed().collect::<Vec<_>>(), [(1, 1), (3, 1 << 62)]);
-    /// assert_eq!(u.words, map.vmcs_words());
+    /// assert_eq!(u.words, map.bitmap().as_u64_words());
     /// assert!(map.take_vmcs_update().is_none()); // the VMCS is current
     /// ```
     #[inline]
@@ -584,7 +591,8 @@ impl EoiExitMap {
     /// reports every word that held a bit before or after it as changed;
     /// [`EoiExitMap::scan_table`] and [`Irqchip`](crate::Irqchip)'s rescans
     /// report only the words that changed.
-    pub fn begin_scan(&mut self) {
+    #[cfg(test)]
+    pub(crate) fn begin_scan(&mut self) {
         let before = words_nonzero(&self.bitmap());
         self.book.hdr_mut().dirty |= before;
         self.clear_scan();
@@ -605,7 +613,7 @@ impl EoiExitMap {
     /// vector is pending (IRR or ISR) sets it too and becomes a stale
     /// candidate.
     #[inline]
-    pub fn scan_entry(&mut self, apic: &LocalApic, entry: &ScanEntry) {
+    pub(crate) fn scan_entry(&mut self, apic: &LocalApic, entry: &ScanEntry) {
         if !entry.counts_for_kvm() {
             return;
         }
@@ -632,8 +640,7 @@ impl EoiExitMap {
     /// this vCPU: `matched` holds the vectors of counted entries whose
     /// destination matches, `matched_unmasked` those of them that are
     /// unmasked, `unmatched` the vectors of counted entries that do not match.
-    /// The same result as [`EoiExitMap::begin_scan`], one
-    /// [`EoiExitMap::scan_entry`] per entry and [`EoiExitMap::end_scan`], with
+    /// The same result as [`EoiExitMap::scan`] of every entry, with
     /// only the words that changed marked for the VMCS.
     #[inline]
     pub(crate) fn rescan_sets(
@@ -660,7 +667,8 @@ impl EoiExitMap {
     }
 
     /// Ends a rescan and recomputes the bitmap.
-    pub fn end_scan(&mut self, apic: &LocalApic) {
+    #[cfg(test)]
+    pub(crate) fn end_scan(&mut self, apic: &LocalApic) {
         self.finish_scan(apic);
         let after = words_nonzero(&self.bitmap());
         self.book.hdr_mut().dirty |= after;
@@ -701,7 +709,22 @@ impl EoiExitMap {
         }
     }
 
-    /// Convenience: a full scan of a redirection table.
+    /// Rescans this vCPU (KVM's `vcpu_scan_ioapic`) against `entries`: every
+    /// redirection entry, or every split-irqchip GSI route below the
+    /// reserved pin count ([`ScanEntry::from_msi_route`]). The stale set and
+    /// the routes are recomputed from scratch; only the VMCS words that
+    /// changed are marked for [`EoiExitMap::take_vmcs_update`].
+    pub fn scan<I: IntoIterator<Item = ScanEntry>>(&mut self, apic: &LocalApic, entries: I) {
+        let before = self.bitmap();
+        self.clear_scan();
+        for e in entries {
+            self.scan_entry(apic, &e);
+        }
+        self.finish_scan(apic);
+        self.mark(&before);
+    }
+
+    /// Convenience: [`EoiExitMap::scan`] of a redirection table.
     ///
     /// `ack_notifier(pin)` says whether a pin has an ack notifier; `rtc_pin`
     /// is the pin whose EOIs KVM's RTC tracking follows (8), if enabled.
@@ -734,14 +757,12 @@ impl EoiExitMap {
         ack_notifier: F,
         rtc_pin: Option<usize>,
     ) {
-        let before = self.bitmap();
-        self.clear_scan();
-        for (pin, e) in entries.iter().enumerate() {
-            let se = ScanEntry::from_redirection(*e, ack_notifier(pin), rtc_pin == Some(pin));
-            self.scan_entry(apic, &se);
-        }
-        self.finish_scan(apic);
-        self.mark(&before);
+        self.scan(
+            apic,
+            entries.iter().enumerate().map(|(pin, e)| {
+                ScanEntry::from_redirection(*e, ack_notifier(pin), rtc_pin == Some(pin))
+            }),
+        );
     }
 
     // ---- acceptance -------------------------------------------------------
@@ -814,7 +835,11 @@ impl EoiExitMap {
     /// let v = Vector::new(0x40);
     /// for policy in [Policy::KvmLegacy, Policy::KvmHighestStale, Policy::Exact] {
     ///     let mut apic = LocalApic::new_enabled(ApicId::new(0), ApicMode::XApic);
-    ///     apic.set_in_service(v, true); // level 0x40 in service here ...
+    ///     // Level 0x40 in service here (restored, as KVM_SET_LAPIC would) ...
+    ///     let mut s = apic.state();
+    ///     s.isr.insert(v);
+    ///     s.tmr.insert(v);
+    ///     apic = LocalApic::from_state(&s).unwrap();
     ///     // ... while its entry now targets APIC ID 1.
     ///     let table = [RedirectionEntry::fixed(v, TriggerMode::Level, 1)];
     ///     let mut map = EoiExitMap::new(policy);

@@ -1,15 +1,32 @@
 //! [`EoiExitMapState`]: the saved state of an [`EoiExitMap`], beside it.
 
 use super::exact::Packed;
-use super::{Book, EoiExitMap, ExactTracking, Header, Policy, PolicyState};
+use super::{Book, EoiExitMap, ExactTracking, Header, PolicyState, Saved};
 use crate::snapshot::{LocalApicState, SNAPSHOT_VERSION, SnapshotError, check_version};
 use crate::vector::{Vector, VectorSet};
 
 /// Everything an [`EoiExitMap`] holds, as plain data.
 ///
-/// The policy's own bookkeeping is a [`PolicyState`] variant, so a state
-/// cannot carry another policy's fields. [`EoiExitMap::restore`] and
-/// [`EoiExitMap::from_state`] validate it first ([`Self::validate`]).
+/// The policy's own bookkeeping is an opaque [`PolicyState`]: a state cannot
+/// carry another policy's fields, and what each policy remembers is not API.
+/// [`EoiExitMap::from_state`] validates the whole state first.
+///
+/// # Without serde
+///
+/// A VMM that persists snapshots in its own format, without the `serde`
+/// feature, cannot write `policy` field by field. It does not need to: it
+/// saves each vCPU's [`LocalApicState`] and the [`IoapicState`](crate::ioapic::IoapicState)
+/// (whose fields are public), and on restore gives every vCPU a fresh map,
+/// `EoiExitMap::new(config.policy).state()`, in the
+/// [`IrqchipState`](crate::irqchip::IrqchipState) it passes to
+/// [`Irqchip::from_state`](crate::Irqchip::from_state) (or
+/// [`Irqchip::restore`](crate::Irqchip::restore)), then calls
+/// [`Irqchip::rescan`](crate::Irqchip::rescan) for every vCPU. The rescan
+/// rebuilds each map from the redirection table and the LAPIC, as KVM's own
+/// restore does: routed vectors from the table, in-flight instances (IRR,
+/// ISR) adopted as needing their EOI, so no level EOI is lost. What it cannot
+/// rebuild is the RTC EOI a vCPU owes: keep `rtc_owed` (a public field) and
+/// put it back in the fresh map state with its vector in `bitmap`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 #[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct EoiExitMapState {
@@ -30,32 +47,33 @@ pub struct EoiExitMapState {
 
 impl EoiExitMapState {
     /// The policy.
-    pub const fn policy(&self) -> Policy {
+    pub(crate) const fn policy(&self) -> crate::Policy {
         self.policy.policy()
     }
 
-    /// Checks everything [`EoiExitMap::restore`] checks (the checks against
-    /// a LAPIC are [`EoiExitMapState::validate_with`]): the version,
+    /// Checks everything [`EoiExitMap::from_state`] checks (the checks against
+    /// a LAPIC are `validate_with`): the version,
     /// `NoIntercept` intercepting nothing, and `Exact`'s instance queues being
     /// well formed.
-    pub fn validate(&self) -> Result<(), SnapshotError> {
+    pub(crate) fn validate(&self) -> Result<(), SnapshotError> {
         check_version(self.version)?;
-        match &self.policy {
-            PolicyState::NoIntercept => {
-                let field = if !self.bitmap.is_empty() {
-                    "bitmap"
-                } else if self.rtc_owed.is_some() {
-                    "rtc_owed"
+        match &self.policy.0 {
+            Saved::NoIntercept => {
+                if let Some(v) = self.bitmap.lowest() {
+                    Err(SnapshotError::inconsistent(
+                        Some(v.get()),
+                        "a NoIntercept map with a non-empty bitmap",
+                    ))
+                } else if let Some(v) = self.rtc_owed {
+                    Err(SnapshotError::inconsistent(
+                        Some(v.get()),
+                        "a NoIntercept map owing an RTC EOI",
+                    ))
                 } else {
-                    return Ok(());
-                };
-                Err(SnapshotError::PolicyState {
-                    vcpu: None,
-                    policy: Policy::NoIntercept,
-                    field,
-                })
+                    Ok(())
+                }
             }
-            PolicyState::Exact(x) => {
+            Saved::Exact(x) => {
                 x.validate()?;
                 let mut derived = x.routed.union(&x.needed_in_flight());
                 if let Some(v) = self.rtc_owed {
@@ -66,11 +84,10 @@ impl EoiExitMapState {
                     .union(&self.bitmap.difference(&derived))
                     .lowest()
                 {
-                    Some(v) => Err(SnapshotError::InstanceTracking {
-                        vcpu: None,
-                        vector: v.get(),
-                        what: "the bitmap disagrees with the routes, the needed instances and the RTC EOI owed",
-                    }),
+                    Some(v) => Err(SnapshotError::inconsistent(
+                        Some(v.get()),
+                        "Exact: the bitmap disagrees with the routes, the needed instances and the RTC EOI owed",
+                    )),
                     None => Ok(()),
                 }
             }
@@ -84,19 +101,18 @@ impl EoiExitMapState {
     /// would have retired the instance). (A needed instance whose vector is
     /// *not* intercepted may be stale: the map learns of unintercepted EOIs
     /// lazily.)
-    pub fn validate_with(&self, apic: &LocalApicState) -> Result<(), SnapshotError> {
+    pub(crate) fn validate_with(&self, apic: &LocalApicState) -> Result<(), SnapshotError> {
         self.validate()?;
-        if let PolicyState::Exact(x) = &self.policy {
+        if let Saved::Exact(x) = &self.policy.0 {
             let orphan = x
                 .needed_in_flight()
                 .intersection(&self.bitmap)
                 .difference(&apic.irr.union(&apic.isr));
             if let Some(v) = orphan.lowest() {
-                return Err(SnapshotError::InstanceTracking {
-                    vcpu: None,
-                    vector: v.get(),
-                    what: "an intercepted instance that needs its EOI is neither in IRR nor in ISR",
-                });
+                return Err(SnapshotError::inconsistent(
+                    Some(v.get()),
+                    "Exact: an intercepted instance that needs its EOI is neither in IRR nor in ISR",
+                ));
             }
         }
         Ok(())
@@ -106,11 +122,7 @@ impl EoiExitMapState {
 impl ExactTracking {
     fn validate(&self) -> Result<(), SnapshotError> {
         let tracking = |set: VectorSet, what| match set.lowest() {
-            Some(v) => Err(SnapshotError::InstanceTracking {
-                vcpu: None,
-                vector: v.get(),
-                what,
-            }),
+            Some(v) => Err(SnapshotError::inconsistent(Some(v.get()), what)),
             None => Ok(()),
         };
         let illegal = VectorSet::from_u64_words([0xffff, 0, 0, 0]);
@@ -125,19 +137,19 @@ impl ExactTracking {
             .iter()
             .fold(VectorSet::EMPTY, |acc, s| acc.union(s))
             .intersection(&illegal),
-            "an illegal vector (0-15) is routed or tracked (no LAPIC accepts it)",
+            "Exact: an illegal vector (0-15) is routed or tracked (no LAPIC accepts it)",
         )?;
         tracking(
             self.inst_two.difference(&self.inst_one),
-            "a second instance without a first",
+            "Exact: a second instance without a first",
         )?;
         tracking(
             self.need_old.difference(&self.inst_one),
-            "an untracked instance needs its EOI",
+            "Exact: an untracked instance needs its EOI",
         )?;
         tracking(
             self.need_new.difference(&self.inst_two),
-            "an untracked second instance needs its EOI",
+            "Exact: an untracked second instance needs its EOI",
         )
     }
 }
@@ -150,13 +162,13 @@ impl EoiExitMap {
                 highest_stale: false,
                 scan,
                 ..
-            } => PolicyState::KvmLegacy(*scan),
-            Book::Kvm { scan, .. } => PolicyState::KvmHighestStale(*scan),
-            Book::TmrDriven { adopted_level, .. } => PolicyState::TmrDriven {
+            } => Saved::KvmLegacy(*scan),
+            Book::Kvm { scan, .. } => Saved::KvmHighestStale(*scan),
+            Book::TmrDriven { adopted_level, .. } => Saved::TmrDriven {
                 adopted_level: *adopted_level,
             },
-            Book::Exact { x, .. } => PolicyState::Exact(x.tracking()),
-            Book::NoIntercept { .. } => PolicyState::NoIntercept,
+            Book::Exact { x, .. } => Saved::Exact(x.tracking()),
+            Book::NoIntercept { .. } => Saved::NoIntercept,
         };
         let hdr = self.book.hdr();
         EoiExitMapState {
@@ -164,31 +176,18 @@ impl EoiExitMap {
             bitmap: self.bitmap(),
             dirty: hdr.dirty,
             rtc_owed: hdr.rtc_owed,
-            policy,
+            policy: PolicyState(policy),
         }
     }
 
-    /// Replaces this map with the saved state. The state's policy must be
-    /// this map's ([`SnapshotError::PolicyMismatch`], vCPU 0): switching
-    /// policy is a new map and a rescan, not a restore. On error nothing
-    /// changes.
-    pub fn restore(&mut self, s: &EoiExitMapState) -> Result<(), SnapshotError> {
-        s.validate()?;
-        if s.policy() != self.policy() {
-            return Err(SnapshotError::PolicyMismatch {
-                vcpu: 0,
-                expected: self.policy(),
-                found: s.policy(),
-            });
-        }
-        self.set_state(s);
-        Ok(())
-    }
-
-    /// A new map equal to the saved one (policy included).
+    /// A new map equal to the saved one, policy included (check
+    /// `s.policy.policy()` first if the map must keep its policy: switching
+    /// policy is a new map and a rescan, not a restore). To restore in place,
+    /// assign: `map = EoiExitMap::from_state(&s)?`.
     pub fn from_state(s: &EoiExitMapState) -> Result<Self, SnapshotError> {
+        s.validate()?;
         let mut m = EoiExitMap::new(s.policy());
-        m.restore(s)?;
+        m.set_state(s);
         Ok(m)
     }
 
@@ -210,23 +209,23 @@ impl EoiExitMap {
             dirty: s.dirty & 0xf,
             rtc_owed: s.rtc_owed,
         };
-        self.book = match &s.policy {
-            PolicyState::KvmLegacy(scan) | PolicyState::KvmHighestStale(scan) => Book::Kvm {
+        self.book = match &s.policy.0 {
+            Saved::KvmLegacy(scan) | Saved::KvmHighestStale(scan) => Book::Kvm {
                 hdr,
-                highest_stale: matches!(s.policy, PolicyState::KvmHighestStale(_)),
+                highest_stale: matches!(s.policy.0, Saved::KvmHighestStale(_)),
                 bitmap: s.bitmap,
                 scan: *scan,
             },
-            PolicyState::TmrDriven { adopted_level } => Book::TmrDriven {
+            Saved::TmrDriven { adopted_level } => Book::TmrDriven {
                 hdr,
                 bitmap: s.bitmap,
                 adopted_level: *adopted_level,
             },
-            PolicyState::Exact(x) => Book::Exact {
+            Saved::Exact(x) => Book::Exact {
                 hdr,
                 x: Packed::from_tracking(x),
             },
-            PolicyState::NoIntercept => Book::NoIntercept { hdr },
+            Saved::NoIntercept => Book::NoIntercept { hdr },
         };
     }
 }

@@ -52,7 +52,7 @@ impl From<IoapicVersion> for u8 {
 #[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
 pub enum MaskedEdge {
     /// KVM: the edge is recorded (KVM's `irr` without `irr_delivered`, here
-    /// [`IoapicRegisters::pending_edge`]) while the line stays asserted, but an
+    /// [`IoapicState::pending_edge`](super::IoapicState::pending_edge)) while the line stays asserted, but an
     /// unmask does **not** deliver it; KVM only delivers it when the state is
     /// written back (`KVM_SET_IRQCHIP`, here [`Ioapic::set_registers`]). A deassert
     /// forgets it.
@@ -87,7 +87,7 @@ pub enum MaskedEdge {
 ///     let config = IoapicConfig { version, ..IoapicConfig::DEFAULT };
 ///     let mut io: Ioapic = Ioapic::new(config);
 ///     let e = RedirectionEntry::fixed(v, TriggerMode::Level, 0);
-///     let _ = io.write_entry(pin, e.bits());
+///     let _ = io.write_entry(pin, e.0);
 ///     let _ = io.set_line(pin, true);
 ///     let _ = io.set_line(pin, false);
 ///     let _ = io.mmio_write(IOEOI, 4, 0x40);

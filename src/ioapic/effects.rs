@@ -36,7 +36,7 @@ pub enum Rescan {
 impl Rescan {
     /// Whether no rescan is needed.
     #[inline]
-    pub const fn is_none(&self) -> bool {
+    pub(crate) const fn is_none(&self) -> bool {
         matches!(
             self,
             Rescan::None
@@ -50,7 +50,7 @@ impl Rescan {
     /// The union of two rescan requests. Two `Targets` that name more than two
     /// distinct destinations together become `All` (never loses a target).
     #[must_use]
-    pub fn merge(self, other: Rescan) -> Rescan {
+    pub(crate) fn merge(self, other: Rescan) -> Rescan {
         match (self, other) {
             (Rescan::All, _) | (_, Rescan::All) => Rescan::All,
             (Rescan::None, x) | (x, Rescan::None) => x,
@@ -82,13 +82,17 @@ impl Rescan {
 /// The caller MUST act on every field, in this order:
 ///
 /// 1. `route_changed`: a split-irqchip VMM MUST re-install that pin's GSI
-///    route ([`Ioapic::msi_route`](super::Ioapic::msi_route)) before it
-///    delivers anything through it.
+///    route before it delivers anything through it: the
+///    [`Msi::from_message`](crate::Msi::from_message) of its entry's
+///    [`message`](super::RedirectionEntry::message) (level entries get the
+///    trigger and assert bits, destination bits 14:8 go to address bits 11:5;
+///    masked entries too, since the model never delivers a masked pin; no
+///    route for a reserved delivery mode).
 /// 2. `rescan`: the named vCPUs MUST rescan their EOI-exit bitmaps before they
 ///    next enter the guest (KVM handles `KVM_REQ_SCAN_IOAPIC` in
 ///    `vcpu_enter_guest` before injecting events).
 /// 3. `deliver`: every pin in it MUST be delivered, as
-///    [`Ioapic::message`](super::Ioapic::message) describes it. The model has
+///    its entry's [`message`](super::RedirectionEntry::message) describes it. The model has
 ///    already set remote IRR for the level-triggered ones; dropping one wedges
 ///    that pin until an EOI of its vector.
 /// 4. `deliver_later`: EOI-storm throttle. For each pin, the VMM MUST call
@@ -114,7 +118,7 @@ pub struct IoapicEffects {
 
 impl IoapicEffects {
     /// Nothing to do.
-    pub const NONE: IoapicEffects = IoapicEffects {
+    pub(crate) const NONE: IoapicEffects = IoapicEffects {
         deliver: PinSet::EMPTY,
         deliver_later: PinSet::EMPTY,
         rescan: Rescan::None,
@@ -123,7 +127,7 @@ impl IoapicEffects {
 
     /// Whether there is nothing to do.
     #[inline]
-    pub const fn is_empty(&self) -> bool {
+    pub(crate) const fn is_empty(&self) -> bool {
         self.deliver.is_empty()
             && self.deliver_later.is_empty()
             && self.rescan.is_none()
@@ -131,7 +135,9 @@ impl IoapicEffects {
     }
 
     /// Folds `other` (a later call's actions) into `self`: pin sets are
-    /// united, rescans merged with [`Rescan::merge`].
+    /// united, rescans merged (two [`Rescan::Targets`] that name more than
+    /// two distinct destinations together become [`Rescan::All`]: no target
+    /// is ever lost).
     ///
     /// `route_changed` holds one pin: if both name a pin and they differ, the
     /// later one (`other`'s) is kept and the earlier is lost. Only redirection

@@ -39,7 +39,7 @@ use crate::vector::Vector;
 /// assert!(RedirectionEntry::default().masked());
 ///
 /// let e = RedirectionEntry::fixed(Vector::new(0x40), TriggerMode::Level, 3);
-/// let (low, high) = (e.bits() as u32, (e.bits() >> 32) as u32);
+/// let (low, high) = (e.0 as u32, (e.0 >> 32) as u32);
 /// assert_eq!((low, high), (0x0000_8040, 0x0300_0000)); // what IOWIN carries
 /// let msg = e.message().unwrap(); // what it sends when its pin fires
 /// assert_eq!((msg.destination.id, msg.vector), (3, Vector::new(0x40)));
@@ -93,10 +93,10 @@ impl RedirectionEntry {
     ///     0x1234,
     /// );
     /// assert_eq!(e.delivery_mode(), Ok(DeliveryMode::LowestPriority));
-    /// assert_eq!(e.bits() >> 56, 0x34); // destination ID, bits 63:56
-    /// assert_eq!(e.bits() >> 49 & 0x7f, 0x12); // extended destination ID, bits 55:49
+    /// assert_eq!(e.0 >> 56, 0x34); // destination ID, bits 63:56
+    /// assert_eq!(e.0 >> 49 & 0x7f, 0x12); // extended destination ID, bits 55:49
     /// assert_eq!(e.destination().id, 0x1234);
-    /// assert!(e.masked() && !e.with_mask(false).masked());
+    /// assert!(e.masked() && !RedirectionEntry(e.0 & !RedirectionEntry::MASK).masked());
     /// ```
     #[allow(clippy::too_many_arguments)]
     pub const fn new(
@@ -131,7 +131,7 @@ impl RedirectionEntry {
     /// let e = RedirectionEntry::fixed(Vector::new(0x40), TriggerMode::Level, 1);
     /// assert_eq!(e.vector(), Vector::new(0x40));
     /// assert_eq!(e.delivery_mode(), Ok(DeliveryMode::Fixed));
-    /// assert_eq!(e.destination_mode(), DestinationMode::Physical);
+    /// assert_eq!(e.destination().mode, DestinationMode::Physical);
     /// assert_eq!(e.polarity(), Polarity::ActiveHigh);
     /// assert!(e.is_level() && !e.masked() && !e.remote_irr());
     /// assert_eq!(e.destination().id, 1);
@@ -150,7 +150,7 @@ impl RedirectionEntry {
 
     /// The raw 64 bits.
     #[inline]
-    pub const fn bits(self) -> u64 {
+    pub(crate) const fn bits(self) -> u64 {
         self.0
     }
     /// Bits 7:0.
@@ -170,12 +170,12 @@ impl RedirectionEntry {
     }
     /// Bit 11.
     #[inline]
-    pub const fn destination_mode(self) -> DestinationMode {
+    pub(crate) const fn destination_mode(self) -> DestinationMode {
         DestinationMode::from_bit(self.0 & Self::LOGICAL != 0)
     }
     /// Bit 12: delivery status (the 82093AA sets it while a message is pending).
     #[inline]
-    pub const fn delivery_status(self) -> bool {
+    pub(crate) const fn delivery_status(self) -> bool {
         self.0 & Self::DELIVERY_STATUS != 0
     }
     /// Bit 13.
@@ -194,7 +194,7 @@ impl RedirectionEntry {
     }
     /// Bit 15.
     #[inline]
-    pub const fn trigger_mode(self) -> TriggerMode {
+    pub(crate) const fn trigger_mode(self) -> TriggerMode {
         TriggerMode::from_bit(self.0 & Self::LEVEL != 0)
     }
     /// Whether bit 15 says level.
@@ -234,7 +234,7 @@ impl RedirectionEntry {
     /// Returns the entry with remote IRR set or cleared.
     #[inline]
     #[must_use]
-    pub const fn with_remote_irr(self, on: bool) -> Self {
+    pub(crate) const fn with_remote_irr(self, on: bool) -> Self {
         if on {
             RedirectionEntry(self.0 | Self::REMOTE_IRR)
         } else {
@@ -242,9 +242,10 @@ impl RedirectionEntry {
         }
     }
     /// Returns the entry with the mask bit set or cleared.
+    #[cfg(test)]
     #[inline]
     #[must_use]
-    pub const fn with_mask(self, on: bool) -> Self {
+    pub(crate) const fn with_mask(self, on: bool) -> Self {
         if on {
             RedirectionEntry(self.0 | Self::MASK)
         } else {

@@ -44,7 +44,7 @@
 //!
 //! | behaviour | KVM | 82093AA / QEMU | this model |
 //! |---|---|---|---|
-//! | edge while masked | recorded in `irr` (not `irr_delivered`), **not** delivered on unmask; forgotten when the line drops; re-injected by `KVM_SET_IRQCHIP` | dropped (datasheet; QEMU "must ignore edge requests if the input pin is masked") | [`MaskedEdge::Latch`] (default) does what KVM does: the edge shows in [`IoapicRegisters::pending_edge`] and [`Ioapic::set_registers`] delivers it; [`MaskedEdge::Drop`] forgets it |
+//! | edge while masked | recorded in `irr` (not `irr_delivered`), **not** delivered on unmask; forgotten when the line drops; re-injected by `KVM_SET_IRQCHIP` | dropped (datasheet; QEMU "must ignore edge requests if the input pin is masked") | [`MaskedEdge::Latch`] (default) does what KVM does: the edge shows in [`IoapicState::pending_edge`] and [`Ioapic::set_registers`] delivers it; [`MaskedEdge::Drop`] forgets it |
 //! | old destination for the rescan after a retarget | decoded with the **new** destination mode (a bug) | n/a | decoded with the old mode |
 //! | rescan when the delivery mode is not Fixed | all vCPUs if the **new** mode is not Fixed | n/a | all vCPUs if the old **or** the new mode is not Fixed |
 //! | remote IRR when delivery reaches no LAPIC | stays clear (`ret == 0`) | n/a | set: the model does not know the destinations, the VMM MUST deliver every pin in `deliver` |
@@ -67,6 +67,7 @@ mod entry;
 mod pins;
 mod state;
 
+#[cfg(test)]
 use crate::routes::Msi;
 use crate::types::{InterruptMessage, Pin, Polarity};
 use crate::vector::Vector;
@@ -103,24 +104,23 @@ pub const REG_REDTBL_BASE: u8 = 0x10;
 pub(crate) const SUCCESSIVE_IRQ_MAX_COUNT: u16 = 10_000;
 
 /// The registers and pin state of an [`Ioapic`] without its configuration,
-/// as KVM's `kvm_ioapic_state` carries them: what [`Ioapic::registers`] reads
-/// and [`Ioapic::set_registers`] loads (`KVM_GET_IRQCHIP` / `KVM_SET_IRQCHIP`).
-/// The saved state of a whole I/O APIC is [`IoapicState`].
+/// as KVM's `kvm_ioapic_state` carries them (the public form is
+/// [`IoapicState`], which adds the version, pin count and configuration).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub struct IoapicRegisters<const PINS: usize = 24> {
+pub(crate) struct IoapicRegisters<const PINS: usize = 24> {
     /// The redirection table, remote IRR included.
-    pub entries: [RedirectionEntry; PINS],
+    pub(crate) entries: [RedirectionEntry; PINS],
     /// Electrical level of each pin (before polarity).
-    pub line: PinSet,
+    pub(crate) line: PinSet,
     /// Edges that arrived while masked and were not delivered
     /// ([`MaskedEdge::Latch`]; KVM's `irr & !irr_delivered` for edge pins).
-    pub pending_edge: PinSet,
+    pub(crate) pending_edge: PinSet,
     /// Successive EOIs that found the line still asserted, per pin.
-    pub eoi_count: [u16; PINS],
+    pub(crate) eoi_count: [u16; PINS],
     /// IOREGSEL.
-    pub ioregsel: u8,
+    pub(crate) ioregsel: u8,
     /// I/O APIC ID (4 bits).
-    pub id: u8,
+    pub(crate) id: u8,
 }
 
 /// A model of one I/O APIC with `PINS` redirection entries (KVM: 24).
@@ -210,13 +210,14 @@ impl<const PINS: usize> Ioapic<PINS> {
 
     /// The configuration this I/O APIC was built with.
     #[inline]
-    pub fn config(&self) -> &IoapicConfig {
+    pub(crate) fn config(&self) -> &IoapicConfig {
         &self.config
     }
 
     /// Number of pins (`PINS`).
     #[inline]
-    pub const fn pins(&self) -> usize {
+    #[cfg(test)]
+    pub(crate) const fn pins(&self) -> usize {
         PINS
     }
 
@@ -235,14 +236,15 @@ impl<const PINS: usize> Ioapic<PINS> {
     /// The pin's electrical level as last set by [`Ioapic::set_line`]
     /// (`false` for a pin out of range).
     #[inline]
-    pub fn line(&self, pin: Pin) -> bool {
+    #[cfg(test)]
+    pub(crate) fn line(&self, pin: Pin) -> bool {
         self.pins.get(pin.index()).is_some_and(|p| p.line())
     }
 
     /// Whether the pin is asserted: its level with the entry's polarity
     /// applied (`false` for a pin out of range).
     #[inline]
-    pub fn asserted(&self, pin: Pin) -> bool {
+    pub(crate) fn asserted(&self, pin: Pin) -> bool {
         match self.entries.get(pin.index()) {
             Some(e) => self.pins[pin.index()].line() != matches!(e.polarity(), Polarity::ActiveLow),
             None => false,
@@ -251,13 +253,14 @@ impl<const PINS: usize> Ioapic<PINS> {
 
     /// The current IOREGSEL value.
     #[inline]
-    pub fn ioregsel(&self) -> u8 {
+    pub(crate) fn ioregsel(&self) -> u8 {
         self.ioregsel
     }
 
     /// The current I/O APIC ID (4 bits).
     #[inline]
-    pub fn id(&self) -> u8 {
+    #[cfg(test)]
+    pub(crate) fn id(&self) -> u8 {
         self.id
     }
 
@@ -265,7 +268,7 @@ impl<const PINS: usize> Ioapic<PINS> {
     /// delivery mode (3, 6) or a pin out of range. For ExtInt the real vector
     /// comes from the 8259A; the entry's vector field is reported as is.
     #[inline]
-    pub fn message(&self, pin: Pin) -> Option<InterruptMessage> {
+    pub(crate) fn message(&self, pin: Pin) -> Option<InterruptMessage> {
         self.entry(pin)?.message()
     }
 
@@ -277,13 +280,15 @@ impl<const PINS: usize> Ioapic<PINS> {
     /// this model never delivering a masked pin, so the VMM may keep the route
     /// installed (QEMU skips updating masked routes; either is correct).
     /// `None` for a reserved delivery mode or a pin out of range.
+    #[cfg(test)]
     #[inline]
-    pub fn msi_route(&self, pin: Pin) -> Option<Msi> {
+    pub(crate) fn msi_route(&self, pin: Pin) -> Option<Msi> {
         Some(Msi::from_message(&self.message(pin)?))
     }
 
-    /// The registers and pin state (`KVM_GET_IRQCHIP`).
-    pub fn registers(&self) -> IoapicRegisters<PINS> {
+    /// The registers and pin state (`KVM_GET_IRQCHIP`; public through
+    /// [`Ioapic::state`]).
+    pub(crate) fn registers(&self) -> IoapicRegisters<PINS> {
         IoapicRegisters {
             entries: self.entries,
             line: self.pin_set(15),
@@ -303,7 +308,17 @@ impl<const PINS: usize> Ioapic<PINS> {
     ///
     /// Every vCPU must rescan (`Rescan::All`) and a split-irqchip VMM must
     /// re-install every pin's route (`route_changed` cannot say "all").
-    pub fn set_registers(&mut self, state: &IoapicRegisters<PINS>) -> IoapicEffects {
+    ///
+    /// Only the register and pin fields of `state` are read: its `version`,
+    /// `pins` and `config` are ignored (the configuration stays this I/O
+    /// APIC's), and nothing is validated. [`Ioapic::from_state`] is the
+    /// verbatim, validated restore.
+    pub fn set_registers(&mut self, state: &IoapicState<PINS>) -> IoapicEffects {
+        self.load_registers(&state.registers())
+    }
+
+    /// [`Ioapic::set_registers`] from the bare registers (the KVM import).
+    pub(crate) fn load_registers(&mut self, state: &IoapicRegisters<PINS>) -> IoapicEffects {
         self.entries = state.entries;
         for i in 0..PINS {
             let pin = Pin::new(i as u8);
@@ -403,13 +418,13 @@ impl<const PINS: usize> Ioapic<PINS> {
     /// let pin = Pin::new(2);
     /// let e = RedirectionEntry::fixed(Vector::new(0x40), TriggerMode::Level, 0);
     /// let _ = io.mmio_write(IOREGSEL, 4, u64::from(REG_REDTBL_BASE + 2 * pin.get()));
-    /// let fx = io.mmio_write(IOWIN, 4, e.bits() & 0xffff_ffff);
+    /// let fx = io.mmio_write(IOWIN, 4, e.0 & 0xffff_ffff);
     /// assert_eq!(fx.route_changed, Some(pin)); // fx.rescan names its destination
-    /// assert_eq!(io.mmio_read(IOWIN, 4), e.bits() & 0xffff_ffff);
+    /// assert_eq!(io.mmio_read(IOWIN, 4), e.0 & 0xffff_ffff);
     /// assert_eq!(io.entry(pin), Some(e));
     ///
     /// // Remote IRR is read-only to the guest.
-    /// let _ = io.mmio_write(IOWIN, 4, e.with_remote_irr(true).bits() & 0xffff_ffff);
+    /// let _ = io.mmio_write(IOWIN, 4, (e.0 | RedirectionEntry::REMOTE_IRR) & 0xffff_ffff);
     /// assert!(!io.entry(pin).unwrap().remote_irr());
     /// ```
     #[inline]
@@ -522,11 +537,11 @@ impl<const PINS: usize> Ioapic<PINS> {
     /// let mut io: Ioapic = Ioapic::default();
     /// let pin = Pin::new(5);
     /// let e = RedirectionEntry::fixed(Vector::new(0x40), TriggerMode::Level, 0);
-    /// let _ = io.write_entry(pin, e.bits());
+    /// let _ = io.write_entry(pin, e.0);
     ///
     /// let fx = io.set_line(pin, true);
-    /// assert!(fx.deliver.contains(pin)); // the VMM MUST deliver io.message(pin)
-    /// assert_eq!(io.message(pin).unwrap().vector, Vector::new(0x40));
+    /// assert!(fx.deliver.contains(pin)); // the VMM MUST deliver the entry's message
+    /// assert_eq!(io.entry(pin).unwrap().message().unwrap().vector, Vector::new(0x40));
     /// assert!(io.entry(pin).unwrap().remote_irr());
     ///
     /// // Remote IRR holds further deliveries until the EOI.
@@ -575,11 +590,11 @@ impl<const PINS: usize> Ioapic<PINS> {
     /// # Examples
     ///
     /// ```
-    /// use eoi_exit::{Ioapic, Pin, RedirectionEntry, TriggerMode, Vector};
+    /// use eoi_exit::{Ioapic, IoapicEffects, Pin, RedirectionEntry, TriggerMode, Vector};
     ///
     /// let mut io: Ioapic = Ioapic::default();
     /// let (pin, v) = (Pin::new(5), Vector::new(0x40));
-    /// let _ = io.write_entry(pin, RedirectionEntry::fixed(v, TriggerMode::Level, 0).bits());
+    /// let _ = io.write_entry(pin, RedirectionEntry::fixed(v, TriggerMode::Level, 0).0);
     /// let _ = io.set_line(pin, true);
     ///
     /// // The EOI finds the line still asserted: the pin is delivered again
@@ -590,7 +605,7 @@ impl<const PINS: usize> Ioapic<PINS> {
     ///
     /// // Once the device is quiet, the EOI clears remote IRR for good.
     /// let _ = io.set_line(pin, false);
-    /// assert!(io.eoi(v).is_empty());
+    /// assert_eq!(io.eoi(v), IoapicEffects::default());
     /// assert!(!io.entry(pin).unwrap().remote_irr());
     /// ```
     #[inline]

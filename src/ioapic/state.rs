@@ -36,7 +36,7 @@ pub struct IoapicState<const PINS: usize = 24> {
 
 impl<const PINS: usize> IoapicState<PINS> {
     /// A snapshot of `config` and `state` (e.g. a state converted from KVM).
-    pub fn new(config: IoapicConfig, state: &IoapicRegisters<PINS>) -> Self {
+    pub(crate) fn new(config: IoapicConfig, state: &IoapicRegisters<PINS>) -> Self {
         IoapicState {
             version: SNAPSHOT_VERSION,
             pins: PINS as u16,
@@ -51,7 +51,7 @@ impl<const PINS: usize> IoapicState<PINS> {
     }
 
     /// The state part.
-    pub fn registers(&self) -> IoapicRegisters<PINS> {
+    pub(crate) fn registers(&self) -> IoapicRegisters<PINS> {
         IoapicRegisters {
             entries: self.entries,
             line: self.line,
@@ -62,11 +62,12 @@ impl<const PINS: usize> IoapicState<PINS> {
         }
     }
 
-    /// Checks everything [`Ioapic::restore`] checks.
-    pub fn validate(&self) -> Result<(), SnapshotError> {
+    /// Checks everything [`Ioapic::from_state`] checks.
+    pub(crate) fn validate(&self) -> Result<(), SnapshotError> {
         check_version(self.version)?;
         if self.pins as usize != PINS {
-            return Err(SnapshotError::PinCount {
+            return Err(SnapshotError::Shape {
+                what: "I/O APIC pins",
                 expected: PINS,
                 found: self.pins as usize,
             });
@@ -80,33 +81,50 @@ pub(crate) fn validate_ioapic_state<const PINS: usize>(
     config: &IoapicConfig,
     st: &IoapicRegisters<PINS>,
 ) -> Result<(), SnapshotError> {
-    for (what, set) in [("line", &st.line), ("pending_edge", &st.pending_edge)] {
+    for (what, set) in [
+        ("line (a pin beyond the pin count)", &st.line),
+        (
+            "pending_edge (a pin beyond the pin count)",
+            &st.pending_edge,
+        ),
+    ] {
         if let Some(pin) = first_pin_beyond(set, PINS) {
-            return Err(SnapshotError::PinOutOfRange { what, pin });
+            return Err(SnapshotError::invalid(what, pin.into()));
         }
     }
     if st.id > 0xf {
-        return Err(SnapshotError::InvalidRegister {
-            vcpu: None,
-            register: "I/O APIC ID",
-            value: st.id as u64,
-        });
+        return Err(SnapshotError::invalid("I/O APIC ID", st.id.into()));
     }
+    let at_pin = |pin: usize, what, value| SnapshotError::InvalidValue {
+        vcpu: None,
+        pin: Some(pin as u8),
+        what,
+        value,
+    };
     for (i, e) in st.entries.iter().enumerate() {
         if !e.is_level() && e.remote_irr() {
-            return Err(SnapshotError::RemoteIrrOnEdge { pin: i as u8 });
+            return Err(at_pin(
+                i,
+                "redirection entry (remote IRR set on an edge-triggered entry)",
+                e.0,
+            ));
         }
         if st.eoi_count[i] >= SUCCESSIVE_IRQ_MAX_COUNT {
-            return Err(SnapshotError::EoiCountOutOfRange {
-                pin: i as u8,
-                count: st.eoi_count[i],
-            });
+            return Err(at_pin(
+                i,
+                "EOI-storm counter (at or above IOAPIC_SUCCESSIVE_IRQ_MAX_COUNT, 10000)",
+                st.eoi_count[i].into(),
+            ));
         }
     }
     if config.masked_edge == MaskedEdge::Drop
         && let Some(p) = st.pending_edge.iter().next()
     {
-        return Err(SnapshotError::LatchedEdgeWithDrop { pin: p.get() });
+        return Err(at_pin(
+            p.index(),
+            "pending_edge (a masked edge latched although MaskedEdge::Drop drops them)",
+            1,
+        ));
     }
     Ok(())
 }
@@ -117,20 +135,14 @@ impl<const PINS: usize> Ioapic<PINS> {
         IoapicState::new(*self.config(), &self.registers())
     }
 
-    /// Replaces this I/O APIC (configuration included) with the snapshot,
+    /// A new I/O APIC equal to the captured one (configuration included),
     /// verbatim: nothing is re-injected and no rescan is requested, because
-    /// the restored object is exactly the captured one. On error nothing
-    /// changes.
-    pub fn restore(&mut self, s: &IoapicState<PINS>) -> Result<(), SnapshotError> {
-        s.validate()?;
-        self.restore_exact(s.config, &s.registers());
-        Ok(())
-    }
-
-    /// A new I/O APIC equal to the captured one.
+    /// the restored object is exactly the captured one. To restore in place,
+    /// assign: `io = Ioapic::from_state(&s)?` (on error `io` is untouched).
     pub fn from_state(s: &IoapicState<PINS>) -> Result<Self, SnapshotError> {
+        s.validate()?;
         let mut io = Ioapic::new(s.config);
-        io.restore(s)?;
+        io.restore_exact(s.config, &s.registers());
         Ok(io)
     }
 }

@@ -393,7 +393,7 @@ fn masked_edge_latch_is_recorded_but_not_delivered_on_unmask() {
     assert!(io.set_line(p(1), true).is_empty());
     // KVM_SET_IRQCHIP re-injects it.
     let st = io.registers();
-    assert_eq!(io.set_registers(&st).deliver, only(1));
+    assert_eq!(io.load_registers(&st).deliver, only(1));
     assert!(!io.registers().pending_edge.contains(p(1)));
 }
 
@@ -419,7 +419,7 @@ fn masked_edge_drop_forgets_the_edge() {
     assert!(io.registers().pending_edge.is_empty());
     assert!(io.write_entry(p(1), edge(0x30, 0)).deliver.is_empty());
     let st = io.registers();
-    assert!(io.set_registers(&st).deliver.is_empty());
+    assert!(io.load_registers(&st).deliver.is_empty());
     // Only a new rising edge delivers.
     let _ = io.set_line(p(1), false);
     assert_eq!(io.set_line(p(1), true).deliver, only(1));
@@ -818,7 +818,7 @@ fn restore_round_trips_and_reinjects_asserted_level_pins() {
     io.pins[8].set_line(true); // asserted but not yet serviced (as after a throttle)
     let st = io.registers();
     let mut other = Io::default();
-    let a = other.set_registers(&st);
+    let a = other.load_registers(&st);
     assert_eq!(a.rescan, Rescan::All);
     assert_eq!(a.deliver, only(8));
     assert!(other.entry(p(3)).unwrap().remote_irr());
@@ -832,7 +832,7 @@ fn restore_clears_remote_irr_of_edge_entries() {
     let mut st = io.registers();
     st.entries[0] = RedirectionEntry(edge(0x30, 0) | RedirectionEntry::REMOTE_IRR);
     st.id = 0xff;
-    let _ = io.set_registers(&st);
+    let _ = io.load_registers(&st);
     assert!(!rirr(&io, 0));
     assert_eq!(io.id(), 0xf);
 }

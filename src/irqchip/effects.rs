@@ -67,7 +67,7 @@ impl DeliveryLog for std::vec::Vec<Delivery> {
 /// let chip: Irqchip<_> = Irqchip::new(IrqchipConfig::default(), ApicMode::XApic, slots);
 /// let mut fx = Effects::new();
 /// let level = RedirectionEntry::fixed(Vector::new(0x40), TriggerMode::Level, 1);
-/// chip.write_entry(Pin::new(4), level.bits(), &mut fx);
+/// chip.write_entry(Pin::new(4), level.0, &mut fx);
 /// chip.set_line(Pin::new(4), true, &mut fx);
 /// let vcpu1 = VcpuId::new(1);
 /// assert!(fx.reload.contains(vcpu1)); // the route put 0x40 in its bitmap

@@ -228,7 +228,7 @@ pub(crate) struct Shared<const PINS: usize> {
 /// let chip: Irqchip<_> = Irqchip::new(IrqchipConfig::default(), ApicMode::XApic, storage);
 /// let mut fx = Effects::new();
 /// let (pin, v, vcpu1) = (Pin::new(3), Vector::new(0x40), VcpuId::new(1));
-/// chip.write_entry(pin, RedirectionEntry::fixed(v, TriggerMode::Level, 1).bits(), &mut fx);
+/// chip.write_entry(pin, RedirectionEntry::fixed(v, TriggerMode::Level, 1).0, &mut fx);
 /// let _ = chip.vmcs_update(vcpu1);
 /// chip.set_line(pin, true, &mut fx); // delivered to vCPU 1, remote IRR set
 ///
@@ -241,7 +241,7 @@ pub(crate) struct Shared<const PINS: usize> {
 /// // A fresh VMCS on the destination gets the whole bitmap: `vmcs_update`
 /// // reports only changes since the last load, which the snapshot says
 /// // already happened.
-/// let words = copy.vcpu(vcpu1).unwrap().map.vmcs_words();
+/// let words = copy.vcpu(vcpu1).unwrap().map.bitmap().as_u64_words();
 /// assert_eq!(words, [0, 1, 0, 0]); // vector 0x40
 /// assert!(copy.vmcs_update(vcpu1).is_none());
 ///
@@ -412,7 +412,7 @@ impl<S: AsRef<[VcpuSlot]>, const PINS: usize> Irqchip<S, PINS> {
     /// let chip: Irqchip<_> =
     ///     Irqchip::new(IrqchipConfig::default(), ApicMode::XApic, [const { VcpuSlot::new() }; 4]);
     /// let (pin, v) = (Pin::new(9), Vector::new(0x51));
-    /// let entry = |apic_id| RedirectionEntry::fixed(v, TriggerMode::Level, apic_id).bits();
+    /// let entry = |apic_id| RedirectionEntry::fixed(v, TriggerMode::Level, apic_id).0;
     ///
     /// // The reset entry (masked) points at APIC ID 0: vCPU 0 is rescanned too.
     /// let mut fx = Effects::new();
@@ -576,7 +576,7 @@ impl<S: AsRef<[VcpuSlot]>, const PINS: usize> Irqchip<S, PINS> {
     /// let vcpu = VcpuId::new(0);
     /// let mut fx = Effects::new();
     /// let (edge, level) = (Pin::new(1), Pin::new(2));
-    /// let entry = |v, trigger| RedirectionEntry::fixed(Vector::new(v), trigger, 0).bits();
+    /// let entry = |v, trigger| RedirectionEntry::fixed(Vector::new(v), trigger, 0).0;
     /// chip.write_entry(edge, entry(0x31, TriggerMode::Edge), &mut fx);
     /// chip.write_entry(level, entry(0x32, TriggerMode::Level), &mut fx);
     ///
@@ -673,14 +673,14 @@ impl<S: AsRef<[VcpuSlot]>, const PINS: usize> Irqchip<S, PINS> {
     ///
     /// let mut fx = Effects::new();
     /// let e = RedirectionEntry::fixed(Vector::new(0xe0), TriggerMode::Level, 0);
-    /// chip.write_entry(Pin::new(0), e.bits(), &mut fx);
+    /// chip.write_entry(Pin::new(0), e.0, &mut fx);
     /// let u = chip.vmcs_update(vcpu).unwrap();
     /// // 0xe0 = 224 = word 3, bit 32; words 0..=2 need no VMWRITE.
     /// assert_eq!(u.changed().collect::<Vec<_>>(), [(3, 1 << 32)]);
     /// assert!(chip.vmcs_update(vcpu).is_none()); // loaded
     ///
     /// // Masking the entry drops the bit under `Policy::Exact`.
-    /// chip.write_entry(Pin::new(0), e.with_mask(true).bits(), &mut fx);
+    /// chip.write_entry(Pin::new(0), e.0 | RedirectionEntry::MASK, &mut fx);
     /// assert_eq!(chip.vmcs_update(vcpu).unwrap().words, [0; 4]);
     /// ```
     #[must_use = "the VMCS words must be written before the vCPU next enters the guest"]

@@ -48,22 +48,24 @@ impl<V: AsRef<[VcpuState]>, const PINS: usize> IrqchipState<V, PINS> {
         check_version(self.version)?;
         let vcpus = self.vcpus.as_ref();
         if !(1..=256).contains(&vcpus.len()) {
-            return Err(SnapshotError::VcpuCount {
+            return Err(SnapshotError::Shape {
+                what: "vCPUs",
                 expected: vcpus.len().clamp(1, 256),
                 found: vcpus.len(),
             });
         }
         self.ioapic.validate()?;
         if self.ioapic.config != self.config.ioapic {
-            return Err(SnapshotError::ConfigMismatch {
-                what: "the I/O APIC snapshot's configuration differs from the irqchip's",
-            });
+            return Err(SnapshotError::inconsistent(
+                None,
+                "the I/O APIC snapshot's configuration differs from the irqchip's",
+            ));
         }
         if let Some(pin) = first_pin_beyond(&self.config.ack_notifier_pins, PINS) {
-            return Err(SnapshotError::PinOutOfRange {
-                what: "ack_notifier_pins",
-                pin,
-            });
+            return Err(SnapshotError::invalid(
+                "ack_notifier_pins (a pin beyond the pin count)",
+                pin.into(),
+            ));
         }
         for (i, v) in vcpus.iter().enumerate() {
             v.validate(self.config.policy, i as u16)?;
@@ -155,7 +157,7 @@ where
     /// Replaces the whole chip (configuration included) with the snapshot,
     /// verbatim: no re-injection, no rescan. The VMM MUST load each vCPU's
     /// VMCS bitmap ([`Irqchip::vmcs_update`], or the whole
-    /// [`EoiExitMap::vmcs_words`] into a fresh VMCS) before it runs, and
+    /// [`EoiExitMap::bitmap`] into a fresh VMCS) before it runs, and
     /// re-arm its `deliver_later` timers. The snapshot must have as many vCPUs
     /// as the chip. On error nothing changes.
     pub fn restore<V: AsRef<[VcpuState]>>(
@@ -164,7 +166,8 @@ where
     ) -> Result<(), SnapshotError> {
         s.validate()?;
         if s.vcpus.as_ref().len() != self.vcpus() {
-            return Err(SnapshotError::VcpuCount {
+            return Err(SnapshotError::Shape {
+                what: "vCPUs",
                 expected: self.vcpus(),
                 found: s.vcpus.as_ref().len(),
             });
@@ -194,7 +197,8 @@ where
         s.validate()?;
         let found = s.vcpus.as_ref().len();
         if storage.as_ref().len() != found {
-            return Err(SnapshotError::VcpuCount {
+            return Err(SnapshotError::Shape {
+                what: "vCPUs",
                 expected: storage.as_ref().len(),
                 found,
             });

@@ -7,9 +7,9 @@ use super::{ApicMode, LocalApic};
 use crate::types::{Destination, DestinationMode, InterruptMessage};
 
 /// The xAPIC broadcast destination.
-pub const XAPIC_BROADCAST: u32 = 0xFF;
+pub(crate) const XAPIC_BROADCAST: u32 = 0xFF;
 /// The x2APIC broadcast destination.
-pub const X2APIC_BROADCAST: u32 = 0xFFFF_FFFF;
+pub(crate) const X2APIC_BROADCAST: u32 = 0xFFFF_FFFF;
 
 /// DFR value of the flat model (bits 31:28 = `1111`).
 pub(crate) const DFR_FLAT: u32 = 0xFFFF_FFFF;
@@ -39,8 +39,7 @@ impl LocalApic {
     ///   reaching an x2APIC-mode APIC is rewritten to `0xFFFF_FFFF`, so the 8-bit
     ///   I/O APIC broadcast still reaches every APIC. The SDM has no such rewrite
     ///   (in x2APIC mode `0xFF` is an ordinary ID, or logical cluster 0, CPUs 0-7).
-    ///   [`LocalApic::matches`] models the default (quirk on);
-    ///   [`LocalApic::matches_with`] takes the quirk as a parameter.
+    ///   [`LocalApic::matches`] models the default (quirk on).
     /// * **Physical**: the destination equals the APIC ID of the current mode.
     ///   KVM's *hotplug hack*: an xAPIC-mode APIC also matches a destination above
     ///   `0xFF` when it equals its x2APIC (initial) ID. Real hardware instead
@@ -63,7 +62,7 @@ impl LocalApic {
     /// [`matches`](Self::matches) with KVM's x2APIC broadcast quirk chosen by
     /// the caller: `false` models a VM with `KVM_X2APIC_API_DISABLE_BROADCAST_QUIRK`
     /// (x2APIC-format MSIs, where `0xFF` is an ordinary destination).
-    pub fn matches_with(&self, dest: Destination, x2apic_broadcast_quirk: bool) -> bool {
+    pub(crate) fn matches_with(&self, dest: Destination, x2apic_broadcast_quirk: bool) -> bool {
         let x2 = match self.mode {
             ApicMode::Disabled => return false,
             ApicMode::XApic => false,
@@ -110,14 +109,14 @@ impl LocalApic {
     /// Whether this APIC can take part in fixed or lowest-priority delivery:
     /// hardware-enabled and software-enabled.
     #[inline]
-    pub fn accepts_vectored(&self) -> bool {
+    pub(crate) fn accepts_vectored(&self) -> bool {
         self.mode != ApicMode::Disabled && self.software_enabled()
     }
 }
 
 /// Lowest-priority arbitration (SDM "Lowest Priority Delivery Mode"): among
 /// the candidates that match `msg.destination` and can accept a vectored
-/// interrupt ([`LocalApic::accepts_vectored`]), the index of the one with the
+/// interrupt (hardware-enabled, and software-enabled: SVR bit 8), the index of the one with the
 /// lowest *arbitration priority* (the APR, offset 0x90 of [`LocalApic::read_register`], the SDM's formula).
 ///
 /// **Tie-break:** the lowest index wins (the first candidate in iteration

@@ -34,7 +34,7 @@ mod state;
 pub use state::LocalApicState;
 
 pub(crate) use dest::{DFR_FLAT, x2apic_ldr};
-pub use dest::{X2APIC_BROADCAST, XAPIC_BROADCAST, lowest_priority, lowest_priority_kvm};
+pub use dest::{lowest_priority, lowest_priority_kvm};
 
 use crate::types::{ApicId, DeliveryMode, InterruptMessage, TriggerMode};
 use crate::vector::{Vector, VectorSet};
@@ -156,7 +156,7 @@ pub struct Eoi {
 /// One local APIC's interrupt state. Small and `Copy`; no allocation.
 ///
 /// Its saved state is [`LocalApicState`] ([`LocalApic::state`],
-/// [`LocalApic::restore`]).
+/// [`LocalApic::from_state`]).
 ///
 /// Under APIC virtualization this stands for the virtual-APIC page: the CPU
 /// itself acknowledges interrupts and retires EOIs that are not intercepted
@@ -262,7 +262,8 @@ impl LocalApic {
 
     /// The initial APIC ID (CPUID), which is also the x2APIC ID.
     #[inline]
-    pub fn initial_id(&self) -> ApicId {
+    #[cfg(test)]
+    pub(crate) fn initial_id(&self) -> ApicId {
         ApicId::new(self.initial_id)
     }
 
@@ -556,8 +557,7 @@ impl LocalApic {
     ///
     /// Fixed and lowest-priority messages with a legal vector set IRR and set
     /// (level) or clear (edge) the vector's TMR bit; TMR changes nowhere else
-    /// (except the host-side [`set_pending`](Self::set_pending) and
-    /// [`set_in_service`](Self::set_in_service)). Checks, in order:
+    /// (except a host-side restore, [`LocalApic::from_state`]). Checks, in order:
     /// hardware-disabled ([`IgnoreReason::Disabled`]), not vectored
     /// ([`IgnoreReason::NotVectored`]), software-disabled
     /// ([`IgnoreReason::Disabled`], KVM `__apic_accept_irq`), vector 0..=15
@@ -645,7 +645,9 @@ impl LocalApic {
     /// use eoi_exit::{ApicId, ApicMode, LocalApic, Vector};
     ///
     /// let mut apic = LocalApic::new_enabled(ApicId::new(0), ApicMode::XApic);
-    /// apic.set_pending(Vector::new(0x45), false); // host side, as KVM_SET_LAPIC
+    /// let mut s = apic.state(); // host side, as KVM_SET_LAPIC
+    /// s.irr.insert(Vector::new(0x45));
+    /// apic = LocalApic::from_state(&s).unwrap();
     /// apic.write_register(0x80, 0x50); // TPR
     /// assert_eq!(apic.ack(), None); // class 4 <= TPR class 5
     /// apic.write_register(0x80, 0x30);
@@ -683,21 +685,23 @@ impl LocalApic {
     /// Whether `vector` is pending or in service (IRR or ISR): its EOI is
     /// still to come (KVM `kvm_apic_pending_eoi`).
     #[inline]
-    pub fn pending_eoi(&self, vector: Vector) -> bool {
+    pub(crate) fn pending_eoi(&self, vector: Vector) -> bool {
         self.irr.contains(vector) || self.isr.contains(vector)
     }
 
     /// Host-side state injection: puts `vector` in service (ISR) with TMR =
     /// `level`, like `KVM_SET_LAPIC` restoring a snapshot. No checks: any
     /// vector, any mode. Used by tests that mirror real-KVM scenarios.
-    pub fn set_in_service(&mut self, vector: Vector, level: bool) {
+    #[cfg(test)]
+    pub(crate) fn set_in_service(&mut self, vector: Vector, level: bool) {
         self.isr_insert(vector);
         self.tmr.set(vector, level);
     }
 
     /// Host-side state injection: makes `vector` pending (IRR) with TMR =
     /// `level`, like `KVM_SET_LAPIC`. No checks: any vector, any mode.
-    pub fn set_pending(&mut self, vector: Vector, level: bool) {
+    #[cfg(test)]
+    pub(crate) fn set_pending(&mut self, vector: Vector, level: bool) {
         self.irr.insert(vector);
         self.tmr.set(vector, level);
     }
@@ -706,7 +710,8 @@ impl LocalApic {
     /// cache equals `isr().highest()`). Always true through the public API;
     /// for fuzzers and restored snapshots.
     #[inline]
-    pub fn is_consistent(&self) -> bool {
+    #[cfg(test)]
+    pub(crate) fn is_consistent(&self) -> bool {
         self.highest_isr_cache == self.isr.highest()
     }
 

@@ -1,7 +1,7 @@
 //! [`LocalApicState`]: the saved state of a [`LocalApic`], beside it.
 
 use super::{ApicMode, LocalApic, Svr, x2apic_ldr};
-use crate::snapshot::{ApicRegister, SNAPSHOT_VERSION, SnapshotError, check_version};
+use crate::snapshot::{SNAPSHOT_VERSION, SnapshotError, check_version};
 use crate::vector::VectorSet;
 
 /// Everything a [`LocalApic`] holds (the highest-ISR cache is derived and
@@ -39,28 +39,18 @@ pub struct LocalApicState {
 const SVR_VALID: u32 = 0x3FF | Svr::SUPPRESS_EOI_BROADCAST.bits();
 
 impl LocalApicState {
-    /// Checks everything [`LocalApic::restore`] checks.
-    pub fn validate(&self) -> Result<(), SnapshotError> {
+    /// Checks everything [`LocalApic::from_state`] checks.
+    pub(crate) fn validate(&self) -> Result<(), SnapshotError> {
         check_version(self.version)?;
-        for (register, set) in [
-            (ApicRegister::Irr, &self.irr),
-            (ApicRegister::Isr, &self.isr),
+        for (what, set) in [
+            ("vector in IRR (0-15 are never accepted)", &self.irr),
+            ("vector in ISR (0-15 are never accepted)", &self.isr),
         ] {
             if let Some(v) = set.lowest().filter(|v| v.is_reserved()) {
-                return Err(SnapshotError::IllegalVector {
-                    vcpu: None,
-                    register,
-                    vector: v.get(),
-                });
+                return Err(SnapshotError::invalid(what, v.get().into()));
             }
         }
-        let bad = |register, value: u32| {
-            Err(SnapshotError::InvalidRegister {
-                vcpu: None,
-                register,
-                value: value as u64,
-            })
-        };
+        let bad = |register, value: u32| Err(SnapshotError::invalid(register, value.into()));
         if self.svr & !SVR_VALID != 0 {
             return bad("SVR", self.svr);
         }
@@ -108,18 +98,12 @@ impl LocalApic {
         }
     }
 
-    /// Replaces this LAPIC's state with the snapshot. On error nothing
-    /// changes.
-    pub fn restore(&mut self, s: &LocalApicState) -> Result<(), SnapshotError> {
-        s.validate()?;
-        s.apply(self);
-        Ok(())
-    }
-
-    /// A new LAPIC equal to the captured one.
+    /// A new LAPIC equal to the captured one. To restore in place, assign:
+    /// `apic = LocalApic::from_state(&s)?`.
     pub fn from_state(s: &LocalApicState) -> Result<Self, SnapshotError> {
+        s.validate()?;
         let mut apic = LocalApic::new(crate::ApicId::new(s.initial_id));
-        apic.restore(s)?;
+        s.apply(&mut apic);
         Ok(apic)
     }
 }

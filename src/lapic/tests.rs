@@ -591,14 +591,14 @@ fn xapic_broadcast_ff_is_an_ordinary_destination_without_the_broadcast_quirk() {
 #[test]
 fn x2apic_broadcast_ffffffff_matches_x2apic_mode_apic() {
     let a = enabled_x2apic(0x1234);
-    assert!(a.matches(phys(X2APIC_BROADCAST)));
-    assert!(a.matches(logical(X2APIC_BROADCAST)));
+    assert!(a.matches(phys(super::dest::X2APIC_BROADCAST)));
+    assert!(a.matches(logical(super::dest::X2APIC_BROADCAST)));
 }
 
 #[test]
 fn x2apic_broadcast_ffffffff_does_not_match_xapic_mode_apic() {
     let a = enabled_xapic(3);
-    assert!(!a.matches(phys(X2APIC_BROADCAST)));
+    assert!(!a.matches(phys(super::dest::X2APIC_BROADCAST)));
 }
 
 #[test]

@@ -7,13 +7,14 @@
 //!
 //! | KVM | model |
 //! |---|---|
-//! | `redirtbl[n].bits` | [`IoapicRegisters::entries`] (all 64 bits, verbatim) |
-//! | `irr` bit n, level entry | pin n asserted: [`IoapicRegisters::line`] = asserted XOR active-low |
-//! | `irr` bit n, edge entry | an undelivered (masked) edge: [`IoapicRegisters::pending_edge`], and the line asserted |
+//! | `redirtbl[n].bits` | [`IoapicState::entries`] (all 64 bits, verbatim) |
+//! | `irr` bit n, level entry | pin n asserted: [`IoapicState::line`] = asserted XOR active-low |
+//! | `irr` bit n, edge entry | an undelivered (masked) edge: [`IoapicState::pending_edge`], and the line asserted |
 //! | `ioregsel` | IOREGSEL (KVM masks guest writes to 8 bits) |
 //! | `id` | ID (4 bits; KVM stores `(val >> 24) & 0xf`) |
 //! | `base_address` | not modelled: passed through ([`KvmIoapic::base_address`]) |
-//! | — | [`IoapicRegisters::eoi_count`]: KVM's `irq_eoi[]` is not exported; imported as 0 |
+//! | — | [`IoapicState::eoi_count`]: KVM's `irq_eoi[]` is not exported; imported as 0 |
+//! | — | [`IoapicState::config`]: [`IoapicConfig::DEFAULT`], KVM's I/O APIC (version 0x11, masked edges latched) |
 //!
 //! KVM's `KVM_GET_IRQCHIP` reports `irr & !irr_delivered`: an edge pin whose
 //! edge was delivered and whose line is still high reads as low. The model
@@ -52,7 +53,7 @@ use kvm_bindings::{kvm_ioapic_state, kvm_ioapic_state__bindgen_ty_1, kvm_lapic_s
 use super::{LocalApicState, SNAPSHOT_VERSION, SnapshotError};
 use crate::exit_bitmap::Policy;
 use crate::ioapic::validate_ioapic_state;
-use crate::ioapic::{IoapicRegisters, PinSet, RedirectionEntry};
+use crate::ioapic::{IoapicConfig, IoapicRegisters, IoapicState, PinSet, RedirectionEntry};
 use crate::irqchip::{DeliveryLog, Effects, Irqchip, IrqchipConfig, VcpuSlot};
 use crate::lapic::{ApicMode, LocalApic, x2apic_ldr};
 use crate::types::{ApicId, Pin, Polarity, RTC_GSI};
@@ -94,8 +95,8 @@ pub(crate) mod reg {
 /// A `kvm_ioapic_state` in model terms.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct KvmIoapic {
-    /// The model state.
-    pub state: IoapicRegisters<KVM_IOAPIC_NUM_PINS>,
+    /// The model state, with KVM's configuration ([`IoapicConfig::DEFAULT`]).
+    pub state: IoapicState<KVM_IOAPIC_NUM_PINS>,
     /// KVM's `base_address` (not modelled; the VMM decodes MMIO).
     pub base_address: u64,
 }
@@ -113,16 +114,12 @@ fn asserted(e: RedirectionEntry, line: bool) -> bool {
 /// none of which KVM produces.
 pub fn ioapic_from_kvm(k: &kvm_ioapic_state) -> Result<KvmIoapic, SnapshotError> {
     if k.irr >> KVM_IOAPIC_NUM_PINS != 0 {
-        return Err(SnapshotError::PinOutOfRange {
-            what: "kvm_ioapic_state.irr",
-            pin: (31 - k.irr.leading_zeros()) as u16,
-        });
+        return Err(SnapshotError::invalid(
+            "kvm_ioapic_state.irr (a pin beyond 23)",
+            (31 - k.irr.leading_zeros()).into(),
+        ));
     }
-    let bad = |register, value: u32| SnapshotError::InvalidRegister {
-        vcpu: None,
-        register,
-        value: value as u64,
-    };
+    let bad = |register, value: u32| SnapshotError::invalid(register, value.into());
     if k.ioregsel > 0xFF {
         return Err(bad("kvm_ioapic_state.ioregsel", k.ioregsel));
     }
@@ -150,9 +147,9 @@ pub fn ioapic_from_kvm(k: &kvm_ioapic_state) -> Result<KvmIoapic, SnapshotError>
         ioregsel: k.ioregsel as u8,
         id: k.id as u8,
     };
-    validate_ioapic_state(&crate::IoapicConfig::DEFAULT, &state)?;
+    validate_ioapic_state(&IoapicConfig::DEFAULT, &state)?;
     Ok(KvmIoapic {
-        state,
+        state: IoapicState::new(IoapicConfig::DEFAULT, &state),
         base_address: k.base_address,
     })
 }
@@ -161,7 +158,7 @@ pub fn ioapic_from_kvm(k: &kvm_ioapic_state) -> Result<KvmIoapic, SnapshotError>
 /// report for it). `irr` holds the asserted level pins and the latched edges
 /// of asserted edge pins; the EOI-storm counters are lost.
 pub fn ioapic_to_kvm(
-    state: &IoapicRegisters<KVM_IOAPIC_NUM_PINS>,
+    state: &IoapicState<KVM_IOAPIC_NUM_PINS>,
     base_address: u64,
 ) -> kvm_ioapic_state {
     let mut k = kvm_ioapic_state {
@@ -185,7 +182,7 @@ pub fn ioapic_to_kvm(
 /// EOI-storm counts, no latched edge on a level pin or a deasserted pin, and
 /// every asserted edge pin latched (KVM cannot say "high, already
 /// delivered").
-pub fn kvm_representable(state: &IoapicRegisters<KVM_IOAPIC_NUM_PINS>) -> bool {
+pub fn kvm_representable(state: &IoapicState<KVM_IOAPIC_NUM_PINS>) -> bool {
     state.eoi_count.iter().all(|&c| c == 0)
         && state.entries.iter().enumerate().all(|(i, e)| {
             let pin = Pin::new(i as u8);
@@ -249,7 +246,7 @@ fn put256(p: &mut kvm_lapic_state, base: usize, s: &VectorSet) {
 }
 
 /// Converts a KVM LAPIC register page. Fails where the model cannot hold the
-/// value ([`LocalApicState::validate`]), and in x2APIC mode with
+/// value (as [`LocalApic::from_state`] would), and in x2APIC mode with
 /// `x2apic_format` when the ID register is not the initial ID (KVM refuses
 /// that page with `EINVAL` too).
 pub fn lapic_from_kvm(
@@ -261,11 +258,7 @@ pub fn lapic_from_kvm(
     let (xapic_id, ldr) = match who.mode {
         ApicMode::X2Apic => {
             if who.x2apic_format && id_reg != initial_id {
-                return Err(SnapshotError::InvalidRegister {
-                    vcpu: None,
-                    register: "x2APIC ID",
-                    value: id_reg as u64,
-                });
+                return Err(SnapshotError::invalid("x2APIC ID", id_reg.into()));
             }
             // KVM derives the LDR from the ID when it sets an x2APIC page.
             (initial_id as u8, x2apic_ldr(initial_id))
@@ -376,17 +369,21 @@ where
         fx: &mut Effects<L>,
     ) -> Result<KvmImport<S>, SnapshotError> {
         let io = ioapic_from_kvm(ioapic)?;
-        validate_ioapic_state(&config.ioapic, &io.state)?;
+        validate_ioapic_state(&config.ioapic, &io.state.registers())?;
         if let Some(pin) = super::first_pin_beyond(&config.ack_notifier_pins, KVM_IOAPIC_NUM_PINS) {
-            return Err(SnapshotError::PinOutOfRange {
-                what: "ack_notifier_pins",
-                pin,
-            });
+            return Err(SnapshotError::invalid(
+                "ack_notifier_pins (a pin beyond the pin count)",
+                pin.into(),
+            ));
         }
         let n = storage.as_ref().len();
         for found in [lapics.len(), who.len()] {
             if found != n || !(1..=256).contains(&n) {
-                return Err(SnapshotError::VcpuCount { expected: n, found });
+                return Err(SnapshotError::Shape {
+                    what: "vCPUs",
+                    expected: n,
+                    found,
+                });
             }
         }
         for (i, (page, id)) in lapics.iter().zip(who).enumerate() {
@@ -403,7 +400,7 @@ where
         {
             let mut sh = chip.shared.lock();
             // 2. KVM_SET_IRQCHIP: rescans all, re-injects.
-            let a = sh.ioapic.set_registers(&io.state);
+            let a = sh.ioapic.load_registers(&io.state.registers());
             chip.apply(&mut sh, a, None, fx);
             // 3. RTC EOI tracking restore.
             if config.rtc_tracking && config.policy != Policy::NoIntercept {
@@ -438,7 +435,7 @@ impl<S: AsRef<[VcpuSlot]>> Irqchip<S, KVM_IOAPIC_NUM_PINS> {
         x2apic_format: bool,
     ) -> (kvm_ioapic_state, V) {
         let sh = self.shared.lock();
-        let k = ioapic_to_kvm(&sh.ioapic.registers(), base_address);
+        let k = ioapic_to_kvm(&sh.ioapic.state(), base_address);
         let pages = self
             .vcpus
             .as_ref()

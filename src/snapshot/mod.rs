@@ -4,15 +4,16 @@
 //! Each type's saved state lives beside it (`ioapic/state.rs`,
 //! `lapic/state.rs`, `exit_bitmap/state.rs`, `irqchip/state.rs`, like
 //! vm-superio's `SerialState`) and is re-exported here. One naming scheme:
-//! the data is `XState`, captured by `x.state()`, loaded by `x.restore(&s)`
-//! or `X::from_state(&s)`. A VMM that live-migrates or snapshots a guest
-//! saves:
+//! the data is `XState`, captured by `x.state()`, loaded by
+//! `X::from_state(&s)` (and, for the chip that owns its vCPU storage, by
+//! `chip.restore(&s)` in place). A VMM that live-migrates or snapshots a
+//! guest saves:
 //!
 //! | type | saved state | capture | restore |
 //! |---|---|---|---|
-//! | [`Ioapic`] | [`IoapicState`] | [`Ioapic::state`] | [`Ioapic::restore`], [`Ioapic::from_state`] |
-//! | [`LocalApic`] | [`LocalApicState`] | [`LocalApic::state`] | [`LocalApic::restore`], [`LocalApic::from_state`] |
-//! | [`EoiExitMap`] | [`EoiExitMapState`] | [`EoiExitMap::state`] | [`EoiExitMap::restore`], [`EoiExitMap::from_state`] |
+//! | [`Ioapic`] | [`IoapicState`] | [`Ioapic::state`] | [`Ioapic::from_state`] |
+//! | [`LocalApic`] | [`LocalApicState`] | [`LocalApic::state`] | [`LocalApic::from_state`] |
+//! | [`EoiExitMap`] | [`EoiExitMapState`] | [`EoiExitMap::state`] | [`EoiExitMap::from_state`] |
 //! | [`Irqchip`] | [`IrqchipState`] | [`Irqchip::state`] | [`Irqchip::restore`], [`Irqchip::from_state`] |
 //!
 //! # Guarantees
@@ -40,7 +41,7 @@
 //!   [`Ioapic::set_registers`] and the KVM import, which behave like
 //!   `KVM_SET_IRQCHIP`.) After a restore, the VMM MUST still write
 //!   [`EoiExitMap::take_vmcs_update`]'s words (or the whole
-//!   [`EoiExitMap::vmcs_words`], for a fresh VMCS) before the vCPU runs,
+//!   [`EoiExitMap::bitmap`]'s words, for a fresh VMCS) before the vCPU runs,
 //!   and re-arm its `deliver_later` timers, which are VMM state.
 //!
 //! # What KVM's formats do not save
@@ -69,7 +70,7 @@ pub mod kvm;
 use core::fmt;
 
 use crate::exit_bitmap::Policy;
-use crate::ioapic::{PinSet, SUCCESSIVE_IRQ_MAX_COUNT};
+use crate::ioapic::PinSet;
 
 // The saved-state types live beside their types; they are re-exported here so
 // one module lists everything a VMM saves.
@@ -86,31 +87,13 @@ pub const SNAPSHOT_VERSION: u16 = 2;
 
 // ---- errors -----------------------------------------------------------------
 
-/// Which 256-bit LAPIC register.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum ApicRegister {
-    /// Interrupt request register.
-    Irr,
-    /// In-service register.
-    Isr,
-    /// Trigger mode register.
-    Tmr,
-}
-
-impl fmt::Display for ApicRegister {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            ApicRegister::Irr => "IRR",
-            ApicRegister::Isr => "ISR",
-            ApicRegister::Tmr => "TMR",
-        })
-    }
-}
-
 /// Why a snapshot (or a KVM state) was refused. The live object is untouched.
 ///
+/// Five kinds, each with the detail in its fields and in [`Display`](fmt::Display):
+/// `what` names the field or the broken rule (tests and logs match on it),
 /// `vcpu` is the vCPU index when the snapshot was part of an
-/// [`IrqchipState`] (or a KVM import), `None` for a standalone one.
+/// [`IrqchipState`] (or a KVM import), `None` for a standalone one or the
+/// I/O APIC.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub enum SnapshotError {
@@ -121,95 +104,51 @@ pub enum SnapshotError {
         /// The version this crate reads ([`SNAPSHOT_VERSION`]).
         supported: u16,
     },
-    /// The snapshot was taken with another pin count.
-    PinCount {
-        /// `PINS` of the object restored into.
-        expected: usize,
-        /// The count the snapshot records.
-        found: usize,
-    },
-    /// The snapshot was taken with another vCPU count.
-    VcpuCount {
-        /// `VCPUS` of the object restored into.
-        expected: usize,
-        /// The count the snapshot records.
-        found: usize,
-    },
-    /// A pin set (or KVM's `irr`) names a pin at or above the pin count.
-    PinOutOfRange {
-        /// Which set.
+    /// The snapshot was taken with another size: `what` is `"I/O APIC pins"`
+    /// (`PINS`) or `"vCPUs"` (the chip restored into, or the vCPU arguments
+    /// of a KVM import).
+    Shape {
+        /// What was counted.
         what: &'static str,
-        /// The first offending pin.
-        pin: u16,
+        /// The count of the object restored into.
+        expected: usize,
+        /// The count the snapshot records.
+        found: usize,
     },
-    /// An edge-triggered redirection entry has remote IRR set (the model
-    /// clears it on every switch to edge; KVM does too).
-    RemoteIrrOnEdge {
-        /// The pin.
-        pin: u8,
-    },
-    /// A masked edge is latched although the configuration drops them
-    /// ([`MaskedEdge::Drop`]).
-    LatchedEdgeWithDrop {
-        /// The pin.
-        pin: u8,
-    },
-    /// An EOI-storm counter at or above
-    /// `IOAPIC_SUCCESSIVE_IRQ_MAX_COUNT` (the model restarts it there).
-    EoiCountOutOfRange {
-        /// The pin.
-        pin: u8,
-        /// The count.
-        count: u16,
-    },
-    /// A vector 0..=15 is pending or in service: the model never accepts
-    /// illegal vectors (SDM "receive illegal vector").
-    IllegalVector {
+    /// A field holds a value the model can never be in. `what` names it and
+    /// the rule: a pin set naming a pin at or above the pin count (`value`
+    /// is the pin), remote IRR on an edge-triggered entry and a latched edge
+    /// under [`MaskedEdge::Drop`] (`value` is the entry's bits or 1), an
+    /// EOI-storm counter at or above KVM's `IOAPIC_SUCCESSIVE_IRQ_MAX_COUNT`
+    /// (`value` is the count), a vector 0..=15 in IRR or ISR (the model never
+    /// accepts illegal vectors, SDM "receive illegal vector"; `value` is the
+    /// vector), a register value (`"SVR"`, `"DFR"`, `"LDR"`, `"I/O APIC
+    /// ID"`, ...).
+    InvalidValue {
         /// The vCPU, if known.
         vcpu: Option<u16>,
-        /// IRR or ISR.
-        register: ApicRegister,
-        /// The vector.
-        vector: u8,
-    },
-    /// A register holds a value the model can never produce.
-    InvalidRegister {
-        /// The vCPU, if known (`None` also for I/O APIC registers).
-        vcpu: Option<u16>,
-        /// The register (`"SVR"`, `"DFR"`, `"LDR"`, `"I/O APIC ID"`, ...).
-        register: &'static str,
-        /// Its value.
+        /// The I/O APIC pin, for per-pin state.
+        pin: Option<u8>,
+        /// The field, and what is wrong with it.
+        what: &'static str,
+        /// The value found.
         value: u64,
     },
-    /// A derived value disagrees with what it is derived from.
-    CacheMismatch {
+    /// Parts of the snapshot contradict each other: a cache and what it
+    /// caches, `Exact`'s instance tracking and itself, its bitmap or the
+    /// LAPIC (`vector` is the first vector concerned), state a policy never
+    /// has (a bitmap under `NoIntercept`), an I/O APIC configuration that is
+    /// not the chip's.
+    Inconsistent {
         /// The vCPU, if known.
         vcpu: Option<u16>,
-        /// Which cache (`"highest_stale"`).
+        /// The vector concerned, if one is.
+        vector: Option<u8>,
+        /// What disagrees.
         what: &'static str,
-    },
-    /// `Exact`'s instance tracking is inconsistent with itself or with the
-    /// LAPIC.
-    InstanceTracking {
-        /// The vCPU, if known.
-        vcpu: Option<u16>,
-        /// The vector.
-        vector: u8,
-        /// What is wrong.
-        what: &'static str,
-    },
-    /// An EOI-exit map holds state its policy never has (e.g. a stale set
-    /// under `Exact`, a bitmap under `NoIntercept`).
-    PolicyState {
-        /// The vCPU, if known.
-        vcpu: Option<u16>,
-        /// The map's policy.
-        policy: Policy,
-        /// The field that should be empty.
-        field: &'static str,
     },
     /// A vCPU's EOI-exit map has another policy than the chip's
-    /// configuration.
+    /// configuration (vCPU 0 for a standalone map).
     PolicyMismatch {
         /// The vCPU.
         vcpu: u16,
@@ -218,59 +157,47 @@ pub enum SnapshotError {
         /// The map's policy.
         found: Policy,
     },
-    /// Two parts of the snapshot disagree about the configuration.
-    ConfigMismatch {
-        /// What disagrees.
-        what: &'static str,
-    },
 }
 
 impl SnapshotError {
     /// The same error, attributed to vCPU `vcpu`.
     #[must_use]
-    pub fn at_vcpu(self, vcpu: u16) -> Self {
+    pub(crate) fn at_vcpu(self, vcpu: u16) -> Self {
         use SnapshotError::*;
         match self {
-            IllegalVector {
-                register, vector, ..
-            } => IllegalVector {
+            InvalidValue {
+                pin, what, value, ..
+            } => InvalidValue {
                 vcpu: Some(vcpu),
-                register,
-                vector,
-            },
-            InvalidRegister {
-                register, value, ..
-            } => InvalidRegister {
-                vcpu: Some(vcpu),
-                register,
+                pin,
+                what,
                 value,
             },
-            CacheMismatch { what, .. } => CacheMismatch {
-                vcpu: Some(vcpu),
-                what,
-            },
-            InstanceTracking { vector, what, .. } => InstanceTracking {
+            Inconsistent { vector, what, .. } => Inconsistent {
                 vcpu: Some(vcpu),
                 vector,
                 what,
-            },
-            PolicyState { policy, field, .. } => PolicyState {
-                vcpu: Some(vcpu),
-                policy,
-                field,
             },
             other => other,
         }
     }
-}
 
-struct OnVcpu(Option<u16>);
+    /// An out-of-range or illegal value, not tied to a vCPU or a pin.
+    pub(crate) const fn invalid(what: &'static str, value: u64) -> Self {
+        SnapshotError::InvalidValue {
+            vcpu: None,
+            pin: None,
+            what,
+            value,
+        }
+    }
 
-impl fmt::Display for OnVcpu {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self.0 {
-            Some(v) => write!(f, "vCPU {v}: "),
-            None => Ok(()),
+    /// A contradiction, not tied to a vCPU.
+    pub(crate) const fn inconsistent(vector: Option<u8>, what: &'static str) -> Self {
+        SnapshotError::Inconsistent {
+            vcpu: None,
+            vector,
+            what,
         }
     }
 }
@@ -278,72 +205,36 @@ impl fmt::Display for OnVcpu {
 impl fmt::Display for SnapshotError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         use SnapshotError::*;
+        if let InvalidValue { vcpu: Some(v), .. } | Inconsistent { vcpu: Some(v), .. } = *self {
+            write!(f, "vCPU {v}: ")?;
+        }
         match *self {
             UnsupportedVersion { found, supported } => write!(
                 f,
                 "snapshot version {found} is not supported (this crate reads version {supported})"
             ),
-            PinCount { expected, found } => write!(
+            Shape {
+                what,
+                expected,
+                found,
+            } => write!(
                 f,
-                "snapshot has {found} I/O APIC pins, the I/O APIC restored into has {expected}"
+                "snapshot has {found} {what}, the object restored into has {expected}"
             ),
-            VcpuCount { expected, found } => write!(
-                f,
-                "snapshot has {found} vCPUs, the irqchip restored into has {expected}"
-            ),
-            PinOutOfRange { what, pin } => {
-                write!(f, "{what} names pin {pin}, beyond the I/O APIC's pins")
+            InvalidValue {
+                pin, what, value, ..
+            } => {
+                if let Some(p) = pin {
+                    write!(f, "pin {p}: ")?;
+                }
+                write!(f, "invalid {what}: {value} ({value:#x})")
             }
-            RemoteIrrOnEdge { pin } => write!(
-                f,
-                "pin {pin}: remote IRR set on an edge-triggered redirection entry"
-            ),
-            LatchedEdgeWithDrop { pin } => write!(
-                f,
-                "pin {pin}: masked edge latched although the configuration drops masked edges"
-            ),
-            EoiCountOutOfRange { pin, count } => write!(
-                f,
-                "pin {pin}: EOI-storm counter {count} is not below {SUCCESSIVE_IRQ_MAX_COUNT}"
-            ),
-            IllegalVector {
-                vcpu,
-                register,
-                vector,
-            } => write!(
-                f,
-                "{}illegal vector {vector:#04x} in {register} (vectors 0-15 are never accepted)",
-                OnVcpu(vcpu)
-            ),
-            InvalidRegister {
-                vcpu,
-                register,
-                value,
-            } => write!(
-                f,
-                "{}{register} value {value:#x} is not one the model can hold",
-                OnVcpu(vcpu)
-            ),
-            CacheMismatch { vcpu, what } => write!(
-                f,
-                "{}{what} disagrees with the state it caches",
-                OnVcpu(vcpu)
-            ),
-            InstanceTracking { vcpu, vector, what } => write!(
-                f,
-                "{}Exact instance tracking of vector {vector:#04x}: {what}",
-                OnVcpu(vcpu)
-            ),
-            PolicyState {
-                vcpu,
-                policy,
-                field,
-            } => write!(
-                f,
-                "{}EOI-exit map under {} has a non-empty {field}, which that policy never sets",
-                OnVcpu(vcpu),
-                policy.name()
-            ),
+            Inconsistent { vector, what, .. } => {
+                if let Some(v) = vector {
+                    write!(f, "vector {v:#04x}: ")?;
+                }
+                write!(f, "inconsistent snapshot: {what}")
+            }
             PolicyMismatch {
                 vcpu,
                 expected,
@@ -354,7 +245,6 @@ impl fmt::Display for SnapshotError {
                 found.name(),
                 expected.name()
             ),
-            ConfigMismatch { what } => write!(f, "configuration mismatch: {what}"),
         }
     }
 }

@@ -44,7 +44,7 @@ fn main() {
 #[cfg(all(target_os = "linux", target_arch = "x86_64"))]
 mod vmm {
     use eoi_exit::ioapic::{IOREGSEL, IOWIN, REG_REDTBL_BASE};
-    use eoi_exit::{Ioapic, IoapicEffects, Pin, RedirectionEntry, TriggerMode, Vector};
+    use eoi_exit::{Ioapic, IoapicEffects, Msi, Pin, RedirectionEntry, TriggerMode, Vector};
 
     use crate::kvm_support::{HarnessError, IrqChipMode, Result, Route, Stop, TestVm};
 
@@ -64,7 +64,7 @@ mod vmm {
         }
 
         fn line(&self) -> u8 {
-            u8::from(self.io.line(Pin::new(PIN)))
+            u8::from(self.io.state().line.contains(Pin::new(PIN)))
         }
 
         fn pin_state(&self) -> String {
@@ -79,7 +79,14 @@ mod vmm {
         fn act(&mut self, a: IoapicEffects) -> Result<()> {
             if let Some(pin) = a.route_changed {
                 let gsi = u32::from(pin.get());
-                match self.io.msi_route(pin) {
+                // The pin's GSI route: its entry's message as an MSI (masked
+                // entries too: the model never delivers a masked pin).
+                let route = self
+                    .io
+                    .entry(pin)
+                    .and_then(|e| e.message())
+                    .map(|msg| Msi::from_message(&msg));
+                match route {
                     Some(m) => self.t.vm.set_route(
                         gsi,
                         Route::Msi {
@@ -90,7 +97,7 @@ mod vmm {
                     None => self.t.vm.remove_route(gsi),
                 }
                 self.t.vm.push_routes()?;
-                let m = self.io.msi_route(pin);
+                let m = route;
                 println!(
                     "    KVM_SET_GSI_ROUTING: gsi{gsi} -> MSI addr {:#x} data {:#x} \
                      (KVM re-scans the EOI-exit bitmaps at each vCPU's next entry)",
@@ -118,7 +125,7 @@ mod vmm {
             // Both halves name the same pin, so their actions merge safely into one
             // re-install (a guest's two MMIO exits could also be handled one by one).
             let reg = u64::from(REG_REDTBL_BASE + 2 * pin);
-            let mut all = IoapicEffects::NONE;
+            let mut all = IoapicEffects::default();
             for (sel, val) in [(reg + 1, bits >> 32), (reg, bits & 0xffff_ffff)] {
                 all.merge(self.io.mmio_write(IOREGSEL, 4, sel));
                 all.merge(self.io.mmio_write(IOWIN, 4, val));
@@ -183,7 +190,7 @@ mod vmm {
     }
 
     fn level_entry(dest: u32) -> u64 {
-        RedirectionEntry::fixed(Vector::new(VECTOR), TriggerMode::Level, dest).bits()
+        RedirectionEntry::fixed(Vector::new(VECTOR), TriggerMode::Level, dest).0
     }
 
     pub fn run() -> Result<()> {

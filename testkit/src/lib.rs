@@ -8,6 +8,7 @@
 //! | [`race`] | the race op language, the invariant checker (`Harness`), the lockstep inclusion check, the shared test support (`SplitMix64`, the I/O APIC invariant check), proptest strategies (feature `proptest`) |
 //! | [`sim`] | the deterministic multi-vCPU simulator, workloads, the necessary-exit oracle and the exit census (binary `census`) |
 //! | [`fuzz_harness`] | the cargo-fuzz target bodies (feature `fuzzing`), replayed under `cargo test` |
+//! | [`probe`] | views of the core built from its public API only (asserted pins, LAPIC consistency, host-side LAPIC state injection) |
 //!
 //! The integration tests of the crate family live here too: the race property
 //! suites and the bounded model check, the census and snapshot-continuation
@@ -19,5 +20,6 @@
 
 #[cfg(feature = "fuzzing")]
 pub mod fuzz_harness;
+pub mod probe;
 pub mod race;
 pub mod sim;

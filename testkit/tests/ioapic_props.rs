@@ -129,7 +129,7 @@ fn written_pin(io: &Io, op: &Op) -> Option<(usize, bool)> {
     match *op {
         Op::WriteEntry { pin, .. } if (pin as usize) < PINS => Some((pin as usize, true)),
         Op::MmioWrite { offset, size, .. } if offset % MMIO_LEN == IOWIN && is_data_size(size) => {
-            let sel = io.ioregsel().checked_sub(REG_REDTBL_BASE)?;
+            let sel = io.state().ioregsel.checked_sub(REG_REDTBL_BASE)?;
             let i = sel as usize / 2;
             (i < PINS).then_some((i, sel & 1 == 0))
         }
@@ -147,7 +147,7 @@ fn eoi_vector(io: &Io, op: &Op) -> Option<u8> {
             value,
         } if offset % MMIO_LEN == IOEOI
             && is_data_size(size)
-            && io.config().version == IoapicVersion::V20 =>
+            && io.state().config.version == IoapicVersion::V20 =>
         {
             Some(value as u8)
         }
@@ -171,7 +171,7 @@ fn apply(io: &mut Io, op: &Op) -> IoapicEffects {
                 _ => 0,
             };
             assert!(r <= limit, "read {r:#x} wider than size {size}");
-            IoapicEffects::NONE
+            IoapicEffects::default()
         }
         Op::SetLine { pin, level } => io.set_line(Pin::new(pin), level),
         Op::Eoi { vector } => io.eoi(Vector::new(vector)),
@@ -210,7 +210,7 @@ fn settle(io: &mut Io, delivered: &[bool; 256]) {
                 level: low_active,
             },
         );
-        assert!(!io.asserted(pin));
+        assert!(!eoi_exit_testkit::probe::asserted(io, pin));
     }
     for (v, _) in delivered.iter().enumerate().filter(|(_, d)| **d) {
         let a = step_checked(io, &Op::Eoi { vector: v as u8 });

@@ -6,7 +6,7 @@ use arbitrary::{Arbitrary, Result, Unstructured};
 use eoi_exit::LapicWrite;
 use eoi_exit::Vector;
 use eoi_exit::lapic::{self, ApicMode, LocalApic};
-use eoi_exit::{ApicId, DeliveryMode, InterruptMessage};
+use eoi_exit::{ApicId, DeliveryMode, InterruptMessage, TriggerMode};
 
 use super::{MAX_OPS, gen_message, gen_vector};
 
@@ -98,9 +98,9 @@ pub enum LapicOp {
     Eoi(u8),
     /// Any register or mode change.
     Change(u8, LapicChange),
-    /// Host-side `set_pending`.
+    /// Host-side injection into IRR (`probe::plant`, like `KVM_SET_LAPIC`).
     SetPending(u8, u8, bool),
-    /// Host-side `set_in_service`.
+    /// Host-side injection into ISR (`probe::plant`, like `KVM_SET_LAPIC`).
     SetInService(u8, u8, bool),
 }
 
@@ -133,8 +133,14 @@ impl LapicOp {
     }
 }
 
+/// Whether the delivery mode carries a vector into IRR (Fixed, lowest
+/// priority).
+fn uses_vector(m: DeliveryMode) -> bool {
+    matches!(m, DeliveryMode::Fixed | DeliveryMode::LowestPriority)
+}
+
 pub(super) fn check_registers(a: &LocalApic) {
-    assert!(a.is_consistent(), "highest-ISR cache stale");
+    assert!(crate::probe::lapic_consistent(a), "highest-ISR cache stale");
     if let Some(dfr) = a.read_register(0xE0) {
         assert_eq!(dfr | 0x0FFF_FFFF, dfr, "DFR bits 27:0 not all ones");
     }
@@ -161,10 +167,10 @@ pub(super) fn check_registers(a: &LocalApic) {
     match a.mode() {
         ApicMode::X2Apic => {
             // SDM: x2APIC LDR = cluster (ID[19:4]) << 16 | 1 << ID[3:0].
-            let id = a.initial_id().get();
+            let id = a.state().initial_id;
             assert_eq!((reg(a, 0xD0)), (id >> 4) << 16 | 1 << (id & 0xf));
-            assert_eq!(a.id(), a.initial_id());
-            assert_eq!((reg(a, 0x20)), a.initial_id().get());
+            assert_eq!(a.id().get(), id);
+            assert_eq!((reg(a, 0x20)), id);
         }
         ApicMode::XApic => {
             // The LDR may keep an x2APIC value after a host x2APIC -> xAPIC
@@ -173,7 +179,7 @@ pub(super) fn check_registers(a: &LocalApic) {
         }
         ApicMode::Disabled => {
             assert_eq!(a.highest_deliverable(), None);
-            assert!(!a.accepts_vectored());
+            assert!(!crate::probe::accepts_vectored(a));
         }
     }
     if let Some(v) = a.highest_deliverable() {
@@ -191,13 +197,13 @@ fn check_accept(b: &LocalApic, a: &LocalApic, msg: &InterruptMessage, r: lapic::
             assert_eq!(a, b, "an ignored message changed the APIC");
             let enabled = b.mode() != ApicMode::Disabled && (reg(b, 0xF0) & 0x100 != 0);
             assert!(
-                !enabled || !msg.delivery_mode.uses_vector() || v.is_reserved(),
+                !enabled || !uses_vector(msg.delivery_mode) || v.is_reserved(),
                 "a legal vectored message was ignored by an enabled APIC"
             );
         }
         Acceptance::Accepted { vector, trigger } | Acceptance::Coalesced { vector, trigger } => {
             assert!(!v.is_reserved(), "illegal vector {v:?} accepted");
-            assert!(msg.delivery_mode.uses_vector());
+            assert!(uses_vector(msg.delivery_mode));
             assert_eq!((vector, trigger), (v, msg.trigger));
             assert_eq!(
                 matches!(r, Acceptance::Accepted { .. }),
@@ -208,7 +214,11 @@ fn check_accept(b: &LocalApic, a: &LocalApic, msg: &InterruptMessage, r: lapic::
             irr.insert(v);
             assert_eq!(*a.irr(), irr);
             let mut tmr = *b.tmr();
-            tmr.set(v, trigger.is_level());
+            if trigger == TriggerMode::Level {
+                tmr.insert(v);
+            } else {
+                tmr.remove(v);
+            }
             assert_eq!(*a.tmr(), tmr, "TMR changed beyond the accepted vector");
             assert_eq!(a.isr(), b.isr());
         }
@@ -236,14 +246,17 @@ fn lapic_step(apics: &mut [LocalApic; LAPICS], op: &LapicOp) {
                 };
                 if let Some(w) = w {
                     assert!(w < LAPICS, "arbitration picked {w}");
-                    assert!(apics[w].matches(msg.destination) && apics[w].accepts_vectored());
+                    assert!(
+                        apics[w].matches(msg.destination)
+                            && crate::probe::accepts_vectored(&apics[w])
+                    );
                     let r = apics[w].accept(&msg);
                     check_accept(&before[w], &apics[w], &msg, r);
                 } else {
                     assert!(
-                        !apics
-                            .iter()
-                            .any(|a| a.matches(msg.destination) && a.accepts_vectored()),
+                        !apics.iter().any(
+                            |a| a.matches(msg.destination) && crate::probe::accepts_vectored(a)
+                        ),
                         "arbitration found nobody but someone is eligible"
                     );
                 }
@@ -328,16 +341,19 @@ fn lapic_step(apics: &mut [LocalApic; LAPICS], op: &LapicOp) {
         }
         LapicOp::SetPending(i, v, level) => {
             let i = idx(i);
-            apics[i].set_pending(Vector::new(v), level);
+            // Through a snapshot, as KVM_SET_LAPIC would; a vector 0..=15
+            // cannot be planted (no LAPIC holds one) and changes nothing.
+            crate::probe::plant(&mut apics[i], Vector::new(v), false, level);
             touched_tmr = Some(i);
         }
         LapicOp::SetInService(i, v, level) => {
             let i = idx(i);
-            apics[i].set_in_service(Vector::new(v), level);
-            assert_eq!(
-                apics[i].isr().highest(),
-                before[i].isr().highest().max(Some(Vector::new(v)))
-            );
+            if crate::probe::plant(&mut apics[i], Vector::new(v), true, level) {
+                assert_eq!(
+                    apics[i].isr().highest(),
+                    before[i].isr().highest().max(Some(Vector::new(v)))
+                );
+            }
             touched_tmr = Some(i);
         }
     }
@@ -355,7 +371,7 @@ fn lapic_step(apics: &mut [LocalApic; LAPICS], op: &LapicOp) {
         }
         if !matches!(op, LapicOp::Accept(..) | LapicOp::SetPending(..)) {
             assert!(
-                a.irr().is_subset(b.irr()),
+                a.irr().difference(b.irr()).is_empty(),
                 "APIC {i}: IRR grew without acceptance"
             );
         }
@@ -365,7 +381,7 @@ fn lapic_step(apics: &mut [LocalApic; LAPICS], op: &LapicOp) {
 /// Harness of the `lapic` target: accept, ack, EOI and register writes (TPR,
 /// ID, LDR, DFR, SVR, mode, directed EOI) on three local APICs.
 ///
-/// Checks: `is_consistent()`; TMR changes only on acceptance (and host-side
+/// Checks: LAPIC consistency (`probe::lapic_consistent`); TMR changes only on acceptance (and host-side
 /// injection) and only at the accepted vector; illegal vectors never reach
 /// IRR; ack takes the highest deliverable vector above the PPR; EOI pops the
 /// highest ISR vector with the right level/broadcast flags; a spurious EOI

@@ -15,7 +15,7 @@
 //! | [`ioapic_mmio`] | raw MMIO (offset, size, value), lines, EOIs on `Ioapic<24>` V11 and V20 (differentially), `Ioapic<240>` and `Ioapic<1>` |
 //! | [`routing_reconfig`] | `race::Op` sequences on a 4-vCPU `Irqchip` under the race invariant checker, for the [`Policy`] the input names |
 //! | [`lapic()`] | accept, ack, EOI and register writes on three [`LocalApic`]s |
-//! | [`snapshot`] | `Ioapic::registers`/`set_registers` round trips, loads of arbitrary registers, `state`/`from_state` round trips and the KVM state conversions |
+//! | [`snapshot`] | `Ioapic::state`/`set_registers` round trips, loads of arbitrary registers, `state`/`from_state` round trips and the KVM state conversions |
 //!
 //! Run them with `cargo fuzz run -s none TARGET` (stable, no sanitizer) or
 //! `cargo +nightly fuzz run TARGET` (ASan); see `fuzz/README.md`.

@@ -198,7 +198,7 @@ impl<const VCPUS: usize, const PINS: usize> Harness<VCPUS, PINS> {
         match op {
             Op::Write { pin, field } => {
                 let p = Pin::new((pin as usize % PINS) as u8);
-                let e = self.chip.ioapic().entry(p).map_or(0, |e| e.bits());
+                let e = self.chip.ioapic().entry(p).map_or(0, |e| e.0);
                 self.chip.write_entry(p, field.apply(e), &mut fx);
             }
             Op::WriteEntry { pin, value } => {
@@ -502,19 +502,24 @@ impl<const VCPUS: usize, const PINS: usize> Harness<VCPUS, PINS> {
             st.irr = VectorSet::EMPTY;
             st.isr = VectorSet::EMPTY;
             let blind = LocalApic::from_state(&st).expect("a valid LAPIC state stays valid");
-            map.begin_scan();
-            for (pin, e) in io.entries().iter().enumerate() {
-                let se = ScanEntry::from_redirection(
+            let entries = io.entries().iter().enumerate().map(|(pin, e)| {
+                ScanEntry::from_redirection(
                     *e,
                     self.config
                         .chip
                         .ack_notifier_pins
                         .contains(Pin::new(pin as u8)),
                     self.config.chip.rtc_tracking && pin == RTC_PIN as usize,
-                );
-                map.scan_entry(&blind, &se);
-            }
-            map.end_scan(apic);
+                )
+            });
+            // Only KVM's policies read the pending vectors while matching
+            // entries; the others read the LAPIC as it is at the end of the
+            // scan (adoption of in-flight instances), which stays.
+            let kvm = matches!(
+                map.policy(),
+                eoi_exit::Policy::KvmLegacy | eoi_exit::Policy::KvmHighestStale
+            );
+            map.scan(if kvm { &blind } else { apic }, entries);
             let st = VcpuState {
                 apic: v.apic.state(),
                 map: v.map.state(),
@@ -636,7 +641,7 @@ impl<const VCPUS: usize, const PINS: usize> Harness<VCPUS, PINS> {
         let mut accepted = PinSet::EMPTY;
         for d in fx.log.iter() {
             if let Some(p) = d.pin
-                && d.accepted.trigger.is_level()
+                && d.accepted.trigger == TriggerMode::Level
             {
                 accepted.insert(p);
             }
@@ -653,7 +658,11 @@ impl<const VCPUS: usize, const PINS: usize> Harness<VCPUS, PINS> {
         for p in new_cycle.iter() {
             // A cycle no LAPIC accepted (no destination matched, or a
             // non-vectored delivery mode) is orphaned: its remote IRR stays.
-            self.checker.orphan.set(p, !accepted.contains(p));
+            if accepted.contains(p) {
+                self.checker.orphan.remove(p);
+            } else {
+                self.checker.orphan.insert(p);
+            }
             for list in self.checker.instances.iter_mut() {
                 for i in list.iter_mut() {
                     if i.pin == p.get() {
@@ -672,7 +681,7 @@ impl<const VCPUS: usize, const PINS: usize> Harness<VCPUS, PINS> {
                 Need::Rtc
             } else if self.config.chip.ack_notifier_pins.contains(p) {
                 Need::AckNotifier
-            } else if d.accepted.trigger.is_level() {
+            } else if d.accepted.trigger == TriggerMode::Level {
                 Need::Level
             } else {
                 continue;
@@ -735,8 +744,8 @@ impl<const VCPUS: usize, const PINS: usize> Harness<VCPUS, PINS> {
         let rirr = remote_irr_pins(io.entries());
         let mut visit = rirr;
         if !restored {
-            visit.union_with(&changed_entries(pre, io.entries()));
-            visit.union_with(&self.checker.orphan);
+            visit = visit.union(&changed_entries(pre, io.entries()));
+            visit = visit.union(&self.checker.orphan);
         }
         for p in lean_pins(&visit).filter(|p| p.index() < PINS) {
             let i = p.index();
@@ -748,7 +757,7 @@ impl<const VCPUS: usize, const PINS: usize> Harness<VCPUS, PINS> {
             if restored {
                 continue;
             }
-            if b.remote_irr() && !a.remote_irr() && (b.masked() || !io.asserted(p)) {
+            if b.remote_irr() && !a.remote_irr() && (b.masked() || !crate::probe::asserted(io, p)) {
                 return Err(Violation::RemoteIrrSetWithoutDelivery { pin });
             }
             if a.remote_irr() && !b.remote_irr() && b.is_level() && forwarded != Some(a.vector()) {

@@ -10,7 +10,7 @@
 //! to a per-element walk only where the fold found something.
 
 use eoi_exit::Pin;
-use eoi_exit::ioapic::{IoapicRegisters, PinSet, RedirectionEntry};
+use eoi_exit::ioapic::{IoapicState, PinSet, RedirectionEntry};
 
 /// Calls `f` with the index of every member of the 256-bit set whose words
 /// are `words`, in ascending order: one comparison for an empty set, one per
@@ -104,7 +104,7 @@ pub(crate) fn remote_irr_pins(entries: &[RedirectionEntry]) -> PinSet {
     const SHIFT: u32 = RedirectionEntry::REMOTE_IRR.trailing_zeros();
     let mut w = [0u64; 4];
     for (i, e) in entries.iter().enumerate().take(256) {
-        w[i / 64] |= ((e.bits() >> SHIFT) & 1) << (i % 64);
+        w[i / 64] |= ((e.0 >> SHIFT) & 1) << (i % 64);
     }
     PinSet::from_u64_words(w)
 }
@@ -113,9 +113,7 @@ pub(crate) fn remote_irr_pins(entries: &[RedirectionEntry]) -> PinSet {
 /// are equal.
 #[inline]
 pub(crate) fn entries_diff(a: &[RedirectionEntry], b: &[RedirectionEntry]) -> u64 {
-    a.iter()
-        .zip(b)
-        .fold(0, |acc, (x, y)| acc | (x.bits() ^ y.bits()))
+    a.iter().zip(b).fold(0, |acc, (x, y)| acc | (x.0 ^ y.0))
 }
 
 /// The pins whose entries differ between `a` and `b`.
@@ -144,10 +142,16 @@ pub(crate) fn changed_entries<const P: usize>(
     out
 }
 
-/// `a == b` (the derived equality), with the redirection tables compared by
-/// one [`entries_diff`] fold instead of a comparison per entry.
-pub(crate) fn registers_eq<const P: usize>(a: &IoapicRegisters<P>, b: &IoapicRegisters<P>) -> bool {
-    let IoapicRegisters {
+/// `a == b` on the registers and pin state (the derived equality without the
+/// version, pin count and configuration), with the redirection tables
+/// compared by one [`entries_diff`] fold instead of a comparison per entry.
+pub(crate) fn registers_eq<const P: usize>(a: &IoapicState<P>, b: &IoapicState<P>) -> bool {
+    // The registers and pins only, as `KVM_GET_IRQCHIP` carries them: the
+    // version, pin count and configuration are not state that ops change.
+    let IoapicState {
+        version: _,
+        pins: _,
+        config: _,
         entries,
         line,
         pending_edge,
@@ -199,7 +203,7 @@ mod tests {
         let a = [RedirectionEntry::RESET; 40];
         for i in [0usize, 15, 16, 17, 31, 32, 39] {
             let mut b = a;
-            b[i] = RedirectionEntry(b[i].bits() ^ 1 << (i % 64));
+            b[i] = RedirectionEntry(b[i].0 ^ 1 << (i % 64));
             let mut want = PinSet::EMPTY;
             want.insert(Pin::new(i as u8));
             assert_eq!(changed_entries(&a, &b), want);

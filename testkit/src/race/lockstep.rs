@@ -2,7 +2,6 @@
 
 use eoi_exit::Policy;
 use eoi_exit::Vector;
-use eoi_exit::exit_bitmap::ScanEntry;
 use eoi_exit::{Pin, VcpuId};
 
 use super::{Harness, HarnessConfig, Op, RTC_PIN, Violation};
@@ -106,7 +105,8 @@ impl<const VCPUS: usize, const PINS: usize> Lockstep<VCPUS, PINS> {
         if probe.bitmap(c).contains(v) {
             return Some(InclusionGap::NotRescanned);
         }
-        let pending = h.vstate(c).apic.pending_eoi(v);
+        let apic = h.vstate(c).apic;
+        let pending = apic.irr().contains(v) || apic.isr().contains(v);
         let in_entry = h
             .chip
             .ioapic()
@@ -117,15 +117,12 @@ impl<const VCPUS: usize, const PINS: usize> Lockstep<VCPUS, PINS> {
                 e.vector() == v && {
                     // KVM's scan counts level entries, ack-notifier pins
                     // and the RTC pin.
-                    let se = ScanEntry::from_redirection(
-                        *e,
-                        h.config
+                    e.is_level()
+                        || h.config
                             .chip
                             .ack_notifier_pins
-                            .contains(Pin::new(pin as u8)),
-                        h.config.chip.rtc_tracking && pin == RTC_PIN as usize,
-                    );
-                    se.level || se.ack_notifier || se.rtc
+                            .contains(Pin::new(pin as u8))
+                        || (h.config.chip.rtc_tracking && pin == RTC_PIN as usize)
                 }
             });
         (pending && !in_entry).then_some(InclusionGap::InFlightVectorInNoEntry)

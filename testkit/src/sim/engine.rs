@@ -232,7 +232,7 @@ impl Sim {
             sim.target[p as usize] = t;
             let e = RedirectionEntry::fixed(pin_vector(p, 0), trigger, apic_id(t));
             let mut fx = new_fx();
-            sim.chip.write_entry(Pin::new(p), e.bits(), &mut fx);
+            sim.chip.write_entry(Pin::new(p), e.0, &mut fx);
             sim.effects(fx);
         }
         sim
@@ -256,7 +256,7 @@ impl Sim {
             self.c.rtc_coalesced += 1;
         }
         for d in fx.log.iter() {
-            let tag = self.tag(d.pin, d.accepted.trigger.is_level());
+            let tag = self.tag(d.pin, d.accepted.trigger == TriggerMode::Level);
             self.oracle
                 .accept(d.vcpu.index(), d.accepted.vector, d.accepted.coalesced, tag);
             self.c.deliveries += 1;
@@ -332,7 +332,7 @@ impl Sim {
             return;
         }
         let p = Pin::new(self.level_pins[(r % self.level_pins.len() as u64) as usize]);
-        if !self.chip.ioapic().line(p) {
+        if !self.chip.ioapic().state().line.contains(p) {
             let mut fx = new_fx();
             self.chip.set_line(p, true, &mut fx);
             self.effects(fx);
@@ -456,7 +456,7 @@ impl Sim {
             std::eprintln!("{:>8} write pin{p} {e:?}", self.now);
         }
         let mut fx = new_fx();
-        self.chip.write_entry(Pin::new(p), e.bits(), &mut fx);
+        self.chip.write_entry(Pin::new(p), e.0, &mut fx);
         self.effects(fx);
     }
 
@@ -506,7 +506,11 @@ impl Sim {
                 DeliveryMode::Fixed,
                 DestinationMode::Physical,
                 e.polarity(),
-                e.trigger_mode(),
+                if e.is_level() {
+                    TriggerMode::Level
+                } else {
+                    TriggerMode::Edge
+                },
                 e.masked(),
                 apic_id(to),
             );
@@ -533,7 +537,7 @@ impl Sim {
             } else {
                 self.guests[t].freed.push(e.vector());
             }
-            self.write(p, e.with_mask(true));
+            self.write(p, RedirectionEntry(e.0 | RedirectionEntry::MASK));
         } else {
             // Driver load: a fresh vector, unmasked. Not while an instance
             // is still in flight (Linux's free_irq waits for it).
@@ -545,9 +549,8 @@ impl Sim {
             let Some(vector) = self.allocate(p, t, e.vector(), fresh, r2) else {
                 return;
             };
-            let ne = RedirectionEntry(
-                (e.bits() & !0xff & !RedirectionEntry::MASK) | vector.get() as u64,
-            );
+            let ne =
+                RedirectionEntry((e.0 & !0xff & !RedirectionEntry::MASK) | vector.get() as u64);
             self.write(p, ne);
         }
     }

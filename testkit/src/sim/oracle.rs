@@ -247,7 +247,14 @@ mod tests {
     use eoi_exit::{ApicId, TriggerMode};
 
     fn level_entry(vector: u8, dest: u32, rirr: bool) -> RedirectionEntry {
-        RedirectionEntry::fixed(Vector::new(vector), TriggerMode::Level, dest).with_remote_irr(rirr)
+        let e = RedirectionEntry::fixed(Vector::new(vector), TriggerMode::Level, dest);
+        RedirectionEntry(
+            e.0 | if rirr {
+                RedirectionEntry::REMOTE_IRR
+            } else {
+                0
+            },
+        )
     }
 
     fn in_service_from_pin3(o: &mut Oracle, vector: u8) -> Instance {

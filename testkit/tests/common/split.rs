@@ -78,13 +78,12 @@ impl SplitVm {
     pub fn rescan(&mut self, i: usize) {
         let v = &mut self.vcpus[i];
         v.rescans += 1;
-        v.map.begin_scan();
-        for (&gsi, route) in &self.routes {
-            if gsi < RESERVED_PINS {
-                v.map.scan_entry(&v.apic, &ScanEntry::from_msi_route(route));
-            }
-        }
-        v.map.end_scan(&v.apic);
+        let routes = self
+            .routes
+            .iter()
+            .filter(|&(&gsi, _)| gsi < RESERVED_PINS)
+            .map(|(_, route)| ScanEntry::from_msi_route(route));
+        v.map.scan(&v.apic, routes);
     }
 
     fn rescan_all(&mut self) {
@@ -131,7 +130,8 @@ impl SplitVm {
     /// KVM_IRQ_LINE on a GSI: its route's MSI (a level route's instance needs its EOI).
     pub fn irq_line(&mut self, gsi: u32) {
         if let Some(m) = self.routes.get(&gsi).copied() {
-            let src = if m.is_level() && gsi < RESERVED_PINS {
+            let level = m.message().is_some_and(|x| x.trigger == TriggerMode::Level);
+            let src = if level && gsi < RESERVED_PINS {
                 Source::NeedsEoi
             } else {
                 Source::Plain
@@ -147,7 +147,7 @@ impl SplitVm {
 
     /// KVM_SET_LAPIC planting `vector` in ISR with TMR set (KVM then rescans).
     pub fn plant_isr(&mut self, i: usize, vector: u8) {
-        self.vcpus[i].apic.set_in_service(Vector::new(vector), true);
+        eoi_exit_testkit::probe::plant(&mut self.vcpus[i].apic, Vector::new(vector), true, true);
         self.rescan(i);
     }
 

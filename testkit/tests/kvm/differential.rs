@@ -77,6 +77,7 @@ use eoi_exit::lapic::ApicMode;
 use eoi_exit::{
     ApicId, Ioapic, IoapicEffects, LocalApic, Pin, Policy, RedirectionEntry, Vector, VectorSet,
 };
+use eoi_exit_testkit::probe::plant;
 use eoi_exit_testkit::race::SplitMix64;
 
 /// A deliberate model error, to check that the differential notices (manual use only):
@@ -188,12 +189,16 @@ fn probe_auto_eoi() -> Result<bool> {
     Ok(t.vcpus[0].handlers_saw_own_isr == 0)
 }
 
+/// The eight 32-bit words of a LAPIC register page (IRR/ISR/TMR layout).
 fn words(s: &VectorSet) -> [u32; 8] {
-    s.as_u32_words()
+    let w = s.as_u64_words();
+    core::array::from_fn(|i| (w[i / 2] >> (32 * (i % 2))) as u32)
 }
 
 fn fmt_words(w: &[u32; 8]) -> String {
-    let set = VectorSet::from_u32_words(*w);
+    let set = VectorSet::from_u64_words(core::array::from_fn(|i| {
+        u64::from(w[2 * i]) | u64::from(w[2 * i + 1]) << 32
+    }));
     let v: Vec<String> = set.iter().map(|v| format!("{:#x}", v.get())).collect();
     format!("{{{}}}", v.join(","))
 }
@@ -607,9 +612,7 @@ fn split_step(t: &mut TestVm, m: &mut SplitModel, op: SOp) -> Result<(), StepErr
         }
         SOp::PlantIsr { vcpu, vector } => {
             t.vcpus[vcpu].plant_in_service(vector)?;
-            m.vm.vcpus[vcpu]
-                .apic
-                .set_in_service(Vector::new(vector), true);
+            plant(&mut m.vm.vcpus[vcpu].apic, Vector::new(vector), true, true);
             m.request_all();
         }
         SOp::PlantIrr {
@@ -619,9 +622,12 @@ fn split_step(t: &mut TestVm, m: &mut SplitModel, op: SOp) -> Result<(), StepErr
         } => {
             t.vcpus[vcpu]
                 .set_lapic_bits(&[(ApicReg::Irr, vector, true), (ApicReg::Tmr, vector, level)])?;
-            m.vm.vcpus[vcpu]
-                .apic
-                .set_pending(Vector::new(vector), level);
+            plant(
+                &mut m.vm.vcpus[vcpu].apic,
+                Vector::new(vector),
+                false,
+                level,
+            );
             m.request_all();
         }
         SOp::Eoi { vcpu } => {
@@ -1154,7 +1160,11 @@ impl KernelModel {
             return Err("EOI storm throttle in a test case".into());
         }
         for pin in a.deliver.iter() {
-            let msg = self.io.message(pin).ok_or("reserved delivery mode")?;
+            let msg = self
+                .io
+                .entry(pin)
+                .and_then(|e| e.message())
+                .ok_or("reserved delivery mode")?;
             for apic in &mut self.apics {
                 if apic.matches(msg.destination)
                     && matches!(apic.accept(&msg), eoi_exit::Acceptance::Coalesced { .. })
@@ -1170,7 +1180,7 @@ impl KernelModel {
         if mutation() == "ignore-polarity" {
             return false;
         }
-        self.io.entries()[usize::from(pin)].bits() & RedirectionEntry::POLARITY_LOW != 0
+        self.io.entries()[usize::from(pin)].0 & RedirectionEntry::POLARITY_LOW != 0
     }
 
     fn set_line(&mut self, pin: u8, high: bool) -> Result<(), String> {
@@ -1183,12 +1193,12 @@ impl KernelModel {
     /// KVM's reported `irr` (`irr & ~irr_delivered`): level pins their line, edge pins an
     /// edge latched while masked.
     fn reported_irr(&self) -> u32 {
-        let st = self.io.registers();
+        let st = self.io.state();
         (0..24u8)
             .filter(|&p| {
                 let pin = Pin::new(p);
                 if st.entries[usize::from(p)].is_level() {
-                    self.io.asserted(pin)
+                    eoi_exit_testkit::probe::asserted_in(&st, pin)
                 } else {
                     st.pending_edge.contains(pin)
                 }
@@ -1200,16 +1210,23 @@ impl KernelModel {
     /// that state (see the module docs).
     fn write(&mut self, pin: u8, new: u64) -> Result<(), String> {
         let irr = self.reported_irr();
-        let mut st = self.io.registers();
+        let mut st = self.io.state();
         st.entries[usize::from(pin)] = RedirectionEntry(new);
         for p in 0..24u8 {
             let pn = Pin::new(p);
             let logical = irr & (1 << p) != 0;
             let e = st.entries[usize::from(p)];
-            let low =
-                mutation() != "ignore-polarity" && e.bits() & RedirectionEntry::POLARITY_LOW != 0;
-            st.line.set(pn, logical != low);
-            st.pending_edge.set(pn, logical && !e.is_level());
+            let low = mutation() != "ignore-polarity" && e.0 & RedirectionEntry::POLARITY_LOW != 0;
+            for (set, on) in [
+                (&mut st.line, logical != low),
+                (&mut st.pending_edge, logical && !e.is_level()),
+            ] {
+                if on {
+                    set.insert(pn);
+                } else {
+                    set.remove(pn);
+                }
+            }
             self.lines[usize::from(p)] = logical;
         }
         let a = self.io.set_registers(&st);
@@ -1299,11 +1316,11 @@ fn compare_kernel(t: &TestVm, m: &KernelModel) -> Result<(), String> {
     let io = t.vm.get_irqchip_ioapic().map_err(|e| e.to_string())?;
     let mut diffs = Vec::new();
     for (pin, (k, me)) in io.redirtbl.iter().zip(m.io.entries().iter()).enumerate() {
-        if *k != me.bits() {
+        if *k != me.0 {
             diffs.push(format!(
                 "pin{pin} entry: KVM {k:#018x} model {:#018x} (xor {:#x})",
-                me.bits(),
-                k ^ me.bits()
+                me.0,
+                k ^ me.0
             ));
         }
     }
@@ -1315,7 +1332,7 @@ fn compare_kernel(t: &TestVm, m: &KernelModel) -> Result<(), String> {
     {
         stat(ST_REMOTE_IRR, 1);
     }
-    if !m.io.registers().pending_edge.is_empty() {
+    if !m.io.state().pending_edge.is_empty() {
         stat(ST_LATCHED, 1);
     }
     let irr = m.reported_irr();
@@ -1376,7 +1393,7 @@ fn kernel_step(t: &mut TestVm, m: &mut KernelModel, op: KOp) -> Result<(), StepE
         }
         KOp::PlantIsr { vcpu, vector } => {
             t.vcpus[vcpu].plant_in_service(vector)?;
-            m.apics[vcpu].set_in_service(Vector::new(vector), true);
+            plant(&mut m.apics[vcpu], Vector::new(vector), true, true);
         }
         KOp::Eoi { vcpu } => {
             t.vcpus[vcpu].guest_eoi()?;

@@ -15,9 +15,9 @@ use eoi_exit::snapshot::kvm::{
     IOAPIC_DEFAULT_BASE_ADDRESS, KVM_IOAPIC_NUM_PINS, KvmLapicIdentity, apic_mode_from_base,
     ioapic_from_kvm, ioapic_to_kvm, kvm_representable, lapic_from_kvm, lapic_to_kvm, write_lapic,
 };
-use eoi_exit::snapshot::{LocalApicState, SNAPSHOT_VERSION};
+use eoi_exit::snapshot::{IoapicState, LocalApicState, SNAPSHOT_VERSION};
 use eoi_exit::{
-    ApicId, ApicMode, Effects, IoapicRegisters, Irqchip, IrqchipConfig, LocalApic, Pin, PinSet,
+    ApicId, ApicMode, Effects, IoapicConfig, Irqchip, IrqchipConfig, LocalApic, Pin, PinSet,
     Policy, RedirectionEntry, VcpuId, VcpuSlot, Vector, VectorSet,
 };
 use kvm_bindings::{
@@ -63,7 +63,7 @@ fn vector_set(legal_only: bool) -> impl Strategy<Value = VectorSet> {
 }
 
 /// Any model I/O APIC state KVM can represent (see `kvm_representable`).
-fn representable_ioapic() -> impl Strategy<Value = IoapicRegisters<24>> {
+fn representable_ioapic() -> impl Strategy<Value = IoapicState<24>> {
     (
         proptest::array::uniform24(any::<u64>()),
         any::<u32>(),
@@ -76,20 +76,25 @@ fn representable_ioapic() -> impl Strategy<Value = IoapicRegisters<24>> {
                 if e.is_level() {
                     e
                 } else {
-                    e.with_remote_irr(false)
+                    RedirectionEntry(e.0 & !RedirectionEntry::REMOTE_IRR)
                 }
             });
             let mut line = PinSet::EMPTY;
             let mut pending_edge = PinSet::EMPTY;
             for (i, e) in entries.iter().enumerate() {
                 let asserted = on & (1 << i) != 0;
-                let low = e.bits() & RedirectionEntry::POLARITY_LOW != 0;
-                line.set(Pin::new(i as u8), asserted != low);
+                let low = e.0 & RedirectionEntry::POLARITY_LOW != 0;
+                if asserted != low {
+                    line.insert(Pin::new(i as u8));
+                }
                 if asserted && !e.is_level() {
                     pending_edge.insert(Pin::new(i as u8));
                 }
             }
-            IoapicRegisters {
+            IoapicState {
+                version: SNAPSHOT_VERSION,
+                pins: 24,
+                config: IoapicConfig::DEFAULT,
                 entries,
                 line,
                 pending_edge,
@@ -123,9 +128,9 @@ fn kvm_ioapic() -> impl Strategy<Value = kvm_ioapic_state> {
                 let e = if e.is_level() {
                     e
                 } else {
-                    e.with_remote_irr(false)
+                    RedirectionEntry(e.0 & !RedirectionEntry::REMOTE_IRR)
                 };
-                k.redirtbl[i] = kvm_ioapic_state__bindgen_ty_1 { bits: e.bits() };
+                k.redirtbl[i] = kvm_ioapic_state__bindgen_ty_1 { bits: e.0 };
             }
             k
         })
@@ -290,7 +295,11 @@ fn lapic_from_kvm_refuses_what_the_model_cannot_hold() {
     let mut page = lapic_to_kvm(&s, true);
     page.regs[reg::IRR] = 0x04; // vector 2 pending
     let e = lapic_from_kvm(&page, &who).unwrap_err();
-    assert!(e.to_string().contains("illegal vector 0x02 in IRR"), "{e}");
+    assert!(
+        e.to_string()
+            .contains("invalid vector in IRR (0-15 are never accepted): 2"),
+        "{e}"
+    );
     // Legacy ID format: the ID register is ignored in x2APIC mode, as KVM does.
     let mut page = lapic_to_kvm(&s, false);
     assert_eq!(get32(&page, reg::ID), 3 << 24);
@@ -312,7 +321,7 @@ fn ioapic_from_kvm_refuses_out_of_range_state() {
         ..Default::default()
     };
     let e = ioapic_from_kvm(&k).unwrap_err();
-    assert!(e.to_string().contains("pin 24"), "{e}");
+    assert!(e.to_string().contains("a pin beyond 23): 24"), "{e}");
     let k = kvm_ioapic_state {
         id: 16,
         ..Default::default()
@@ -382,10 +391,14 @@ fn import_rebuilds_rtc_owed_and_bitmaps_and_reinjects() {
         let v1 = c.vcpu(VcpuId::new(1)).unwrap();
         assert!(v1.apic.irr().contains(Vector::new(0x38)));
         if policy == Policy::NoIntercept {
-            assert_eq!(v1.map.rtc_owed(), None);
+            assert_eq!(v1.map.state().rtc_owed, None);
             continue;
         }
-        assert_eq!(v1.map.rtc_owed(), Some(Vector::new(0x38)), "{policy:?}");
+        assert_eq!(
+            v1.map.state().rtc_owed,
+            Some(Vector::new(0x38)),
+            "{policy:?}"
+        );
         if policy != Policy::TmrDriven {
             assert!(v1.map.intercepts(Vector::new(0x38)), "{policy:?}");
         }
@@ -558,7 +571,11 @@ fn migrate_from_kvm_in_kernel_irqchip() -> support::Result<String> {
             .map_err(support::HarnessError)?;
         if policy != Policy::NoIntercept {
             let v1 = imp.chip.vcpu(VcpuId::new(1)).unwrap();
-            assert_eq!(v1.map.rtc_owed(), Some(Vector::new(0x38)), "{policy:?}");
+            assert_eq!(
+                v1.map.state().rtc_owed,
+                Some(Vector::new(0x38)),
+                "{policy:?}"
+            );
         }
         chips.push((policy, imp.chip));
     }
