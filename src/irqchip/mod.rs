@@ -208,6 +208,15 @@ pub(crate) struct Shared<const PINS: usize> {
     counted_edge: crate::PinSet,
 }
 
+/// The physical destinations below 256 that `apic` can match: its own ID
+/// (the xAPIC ID, or the x2APIC ID) and the broadcast 0xFF, once each
+/// ([`LocalApic::matches`] matches no other physical ID). Building the
+/// physical-ID table from these costs two tests per vCPU, not 256.
+fn phys_candidates(apic: &LocalApic) -> impl Iterator<Item = u32> {
+    let own = apic.id().get();
+    core::iter::once(own).chain((own != 0xFF).then_some(0xFF))
+}
+
 /// One I/O APIC and a run-time number of vCPUs in caller storage `S`. See
 /// the module docs.
 ///
@@ -774,12 +783,13 @@ impl<S: AsRef<[VcpuSlot]>, const PINS: usize> Irqchip<S, PINS> {
         let entries = *sh.ioapic.entries();
         for (i, slot) in self.vcpus.as_ref().iter().enumerate() {
             let apic = slot.0.lock().apic;
-            for (id, e) in sh.phys.iter_mut().enumerate() {
+            for id in phys_candidates(&apic) {
                 let d = Destination {
-                    id: id as u32,
+                    id,
                     mode: DestinationMode::Physical,
                 };
-                if apic.matches(d) {
+                if id < 256 && apic.matches(d) {
+                    let e = &mut sh.phys[id as usize];
                     *e = if *e == PHYS_NONE { i as u16 } else { PHYS_MANY };
                 }
             }

@@ -178,3 +178,40 @@ fn a_256_vcpu_chip_is_built_snapshotted_and_restored_on_a_2_mib_stack() {
         .unwrap();
     t.join().unwrap();
 }
+
+/// The physical-ID table is built from each APIC's own ID and the broadcast:
+/// no other physical destination 0..=255 matches, in any mode, for any IDs
+/// (checked against matching every destination).
+#[test]
+fn phys_candidates_cover_every_matching_physical_id() {
+    for mode in [ApicMode::XApic, ApicMode::X2Apic, ApicMode::Disabled] {
+        for initial in [0u32, 1, 7, 0xFE, 0xFF, 0x100, 0x1234, u32::MAX] {
+            for xapic in [0u8, 3, 0xFE, 0xFF] {
+                let mut apic = LocalApic::new_enabled(ApicId::new(initial), mode);
+                if mode == ApicMode::XApic {
+                    apic.set_id(ApicId::new(u32::from(xapic)));
+                }
+                let all: std::vec::Vec<u32> = (0..256)
+                    .filter(|&id| {
+                        apic.matches(Destination {
+                            id,
+                            mode: DestinationMode::Physical,
+                        })
+                    })
+                    .collect();
+                let fast: std::vec::Vec<u32> = phys_candidates(&apic)
+                    .filter(|&id| {
+                        id < 256
+                            && apic.matches(Destination {
+                                id,
+                                mode: DestinationMode::Physical,
+                            })
+                    })
+                    .collect::<std::collections::BTreeSet<_>>()
+                    .into_iter()
+                    .collect();
+                assert_eq!(all, fast, "{mode:?} initial {initial:#x} xAPIC {xapic:#x}");
+            }
+        }
+    }
+}

@@ -149,6 +149,8 @@ fn expected_read<const P: usize>(io: &Ioapic<P>, offset: u64, size: u32) -> u64 
 /// Runs [`IoOp`]s on one I/O APIC and checks every step.
 pub(super) struct IoChecker<const P: usize> {
     pub(super) io: Ioapic<P>,
+    /// The I/O APIC's version (its configuration never changes).
+    version: IoapicVersion,
     /// Vectors of level deliveries seen (for the settle check).
     delivered: VectorSet,
 }
@@ -157,18 +159,22 @@ impl<const P: usize> IoChecker<P> {
     pub(super) fn new(config: IoapicConfig) -> Self {
         IoChecker {
             io: Ioapic::new(config),
+            version: config.version,
             delivered: VectorSet::EMPTY,
         }
     }
 
     /// The entry a write op lands in (given IOREGSEL before it), if any.
-    fn written_pin(&self, op: &IoOp) -> Option<usize> {
+    fn written_pin(&mut self, op: &IoOp) -> Option<usize> {
         let sel = match *op {
             IoOp::WriteEntry { pin, .. } => return (usize::from(pin) < P).then_some(pin.into()),
             IoOp::MmioWrite { offset, size, .. }
                 if offset % MMIO_LEN == IOWIN && is_data_size(size) =>
             {
-                self.io.state().ioregsel
+                // IOREGSEL through its MMIO read, which the read ops check
+                // against the state (a state copy per op costs a 240-pin
+                // walk).
+                self.io.mmio_read(IOREGSEL, 4) as u8
             }
             IoOp::SelWrite { reg, .. } => reg,
             _ => return None,
@@ -187,7 +193,7 @@ impl<const P: usize> IoChecker<P> {
                 value,
             } if offset % MMIO_LEN == IOEOI
                 && is_data_size(size)
-                && self.io.state().config.version == IoapicVersion::V20 =>
+                && self.version == IoapicVersion::V20 =>
             {
                 Some(value as u8)
             }
@@ -209,9 +215,9 @@ impl<const P: usize> IoChecker<P> {
                 let r = io.mmio_read(offset, size);
                 assert_eq!(r, expect, "read of {offset:#x}/{size}");
                 // `*io == before`, without a traced comparison per entry.
+                let (now, was) = (io.state(), before.state());
                 assert!(
-                    io.state().config == before.state().config
-                        && registers_eq(&io.state(), &before.state()),
+                    now.config == was.config && registers_eq(&now, &was),
                     "an MMIO read changed the state"
                 );
                 IoapicEffects::default()
@@ -273,7 +279,9 @@ impl<const P: usize> IoChecker<P> {
             let k = usize::from(sel);
             // What `expected_iowin(&io)` says (the write changes only
             // IOREGSEL, which the last check below confirms).
-            want[k] = table[usize::from(io.state().ioregsel)];
+            // (IOREGSEL read back through MMIO: a state copy per register
+            // made this loop the target's hot spot.)
+            want[k] = table[io.mmio_read(IOREGSEL, 4) as u8 as usize];
             got4[k] = io.mmio_read(IOWIN, 4) as u32;
             got2[k] = io.mmio_read(IOWIN, 2) as u16;
         }
@@ -306,10 +314,12 @@ impl<const P: usize> IoChecker<P> {
         self.check_full_readback();
         // A latched edge may outlive its assertion when a polarity flip
         // deasserted the pin; lowering the line forgets it.
-        let latched = self.io.state().pending_edge;
+        // One copy of the state serves every pin: lowering pin `i` changes
+        // only pin `i` (a copy per pin made this loop quadratic in `P`).
+        let before = self.io.state();
         for i in 0..P {
             let pin = Pin::new(i as u8);
-            if !crate::probe::asserted(&self.io, pin) && !latched.contains(pin) {
+            if !crate::probe::asserted_in(&before, pin) && !before.pending_edge.contains(pin) {
                 continue;
             }
             let low_active = self.io.entries()[i].polarity() == Polarity::ActiveLow;
@@ -321,7 +331,7 @@ impl<const P: usize> IoChecker<P> {
             assert!(!crate::probe::asserted(&self.io, Pin::new(i as u8)));
         }
         assert!(self.io.state().pending_edge.is_empty());
-        let via_register = self.io.state().config.version == IoapicVersion::V20;
+        let via_register = self.version == IoapicVersion::V20;
         // EOIs of other vectors do nothing to level entries: EOI every vector
         // delivered as level, and every vector a level entry holds now.
         let mut vectors = self.delivered;

@@ -421,7 +421,7 @@ impl<const VCPUS: usize, const PINS: usize> Harness<VCPUS, PINS> {
             .apics
             .iter()
             .map(|a| KvmLapicIdentity {
-                initial_id: a.initial_id(),
+                initial_id: eoi_exit::ApicId::new(a.state().initial_id),
                 mode: a.mode(),
                 x2apic_format: true,
             })

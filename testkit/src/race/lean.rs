@@ -145,6 +145,7 @@ pub(crate) fn changed_entries<const P: usize>(
 /// `a == b` on the registers and pin state (the derived equality without the
 /// version, pin count and configuration), with the redirection tables
 /// compared by one [`entries_diff`] fold instead of a comparison per entry.
+#[cfg_attr(not(feature = "fuzzing"), allow(dead_code))]
 pub(crate) fn registers_eq<const P: usize>(a: &IoapicState<P>, b: &IoapicState<P>) -> bool {
     // The registers and pins only, as `KVM_GET_IRQCHIP` carries them: the
     // version, pin count and configuration are not state that ops change.
