@@ -165,6 +165,12 @@ impl Legal {
         core::array::from_fn(|w| (0..4).fold(0, |acc, j| acc | chunk(4 * w + j) << (16 * j)))
     }
 
+    /// The vectors in exactly one of `self` and `o`.
+    #[inline]
+    pub(super) fn xor(&self, o: &Legal) -> Legal {
+        Legal(core::array::from_fn(|i| self.0[i] ^ o.0[i]))
+    }
+
     #[inline]
     pub(super) fn set_of(&self) -> VectorSet {
         VectorSet::from_u64_words(self.words())

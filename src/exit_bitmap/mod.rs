@@ -430,7 +430,6 @@ fn words_differing(a: &VectorSet, b: &VectorSet) -> u8 {
 
 /// The VMCS words holding a set bit.
 #[inline]
-#[cfg(test)]
 fn words_nonzero(a: &VectorSet) -> u8 {
     words_differing(a, &VectorSet::EMPTY)
 }
@@ -650,6 +649,24 @@ impl EoiExitMap {
         matched_unmasked: &VectorSet,
         unmatched: &VectorSet,
     ) {
+        if let Book::Exact { hdr, x } = &mut self.book
+            && apic.irr().is_empty()
+            && apic.isr().is_empty()
+        {
+            // Nothing in flight, so nothing to adopt: only the routes can
+            // change the bitmap, and only where no instance or RTC EOI
+            // keeps a bit set. (Most rescans change nothing.)
+            let routed = exact::Legal::from_set(matched_unmasked);
+            if routed != x.routed {
+                let mut keep = x.needed_in_flight();
+                if let Some(v) = hdr.rtc_owed {
+                    keep.insert(v);
+                }
+                hdr.dirty |= words_nonzero(&routed.xor(&x.routed).set_of().difference(&keep));
+                x.routed = routed;
+            }
+            return;
+        }
         let before = self.bitmap();
         match &mut self.book {
             Book::Kvm { scan, .. } => {
