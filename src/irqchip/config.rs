@@ -58,6 +58,7 @@ pub enum Arbitration {
 /// | `policy` | [`Policy::Exact`] | loses no EOI and makes no avoidable exit |
 /// | `ioapic` | [`IoapicConfig::DEFAULT`] (version 0x11, [`MaskedEdge::Latch`](crate::MaskedEdge::Latch), ID 0) | KVM's in-kernel I/O APIC |
 /// | `ack_notifier_pins` | empty | notifiers belong to the VMM's devices (INTx of assigned devices, PIT reinjection) |
+/// | `resample_pins` | empty | resamplers belong to the VMM's devices (VFIO INTx) |
 /// | `rtc_tracking` | `false` | GSI 8 is an ordinary pin; KVM's RTC tracking is a Windows time-drift workaround |
 /// | `arbitration` | [`Arbitration::KvmVectorHashing`] | KVM's default (`vector_hashing=1`) |
 /// | `eoi_forwarding` | [`EoiForwarding::TmrLevel`] | the SDM and KVM's in-kernel I/O APIC |
@@ -75,7 +76,7 @@ pub enum Arbitration {
 /// let c = IrqchipConfig::default();
 /// assert_eq!(c.policy, Policy::Exact);
 /// assert_eq!(c.ioapic, IoapicConfig::DEFAULT);
-/// assert!(c.ack_notifier_pins.is_empty() && !c.rtc_tracking);
+/// assert!(c.ack_notifier_pins.is_empty() && c.resample_pins.is_empty() && !c.rtc_tracking);
 /// assert_eq!(c.arbitration, Arbitration::KvmVectorHashing);
 /// assert_eq!(c.eoi_forwarding, EoiForwarding::TmrLevel);
 ///
@@ -110,10 +111,30 @@ pub struct IrqchipConfig {
     pub ioapic: IoapicConfig,
     /// Pins with an ack notifier: their EOIs count even when edge.
     pub ack_notifier_pins: PinSet,
+    /// Pins whose ack notifier is a *resampler*, as KVM's irqfd with
+    /// `KVM_IRQFD_FLAG_RESAMPLE` (VFIO INTx) installs: an intercepted EOI of
+    /// the pin's vector deasserts the pin's line *before* the I/O APIC clears
+    /// remote IRR and re-services the pin, in KVM's order
+    /// (`kvm_ioapic_update_eoi_one` runs the notifiers first), so a device
+    /// that was quiesced in its handler gets no spurious second interrupt.
+    /// The pin is reported in [`GuestEoi::acked_pins`](super::GuestEoi); the
+    /// VMM then signals the device's resample event, and the device
+    /// reasserts the line ([`Irqchip::set_line`](super::Irqchip::set_line))
+    /// if it still needs service. A resample pin is an ack-notifier pin
+    /// whether or not it is also in `ack_notifier_pins`.
+    #[cfg_attr(feature = "serde", serde(default))]
+    pub resample_pins: PinSet,
     /// KVM's in-kernel RTC EOI tracking on GSI 8.
     pub rtc_tracking: bool,
     /// Lowest-priority arbitration.
     pub arbitration: Arbitration,
     /// Which intercepted EOIs reach the I/O APIC.
     pub eoi_forwarding: EoiForwarding,
+}
+
+impl IrqchipConfig {
+    /// The pins with an ack notifier, resamplers included.
+    pub(crate) fn notified_pins(&self) -> PinSet {
+        self.ack_notifier_pins.union(&self.resample_pins)
+    }
 }

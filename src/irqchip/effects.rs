@@ -159,5 +159,9 @@ pub struct GuestEoi {
     pub missed_level: bool,
     /// Ack-notifier pins whose entry has this vector: the VMM MUST run their
     /// notifiers (KVM's `kvm_notify_acked_irq`, for edge and level alike).
+    /// Those in [`IrqchipConfig::resample_pins`](super::IrqchipConfig) had
+    /// their line deasserted before the EOI reached the I/O APIC: the VMM
+    /// MUST signal their devices' resample events (a device still needing
+    /// service reasserts its line).
     pub acked_pins: PinSet,
 }

@@ -62,7 +62,8 @@ use crate::exit_bitmap::{Accepted, EoiExitMap, Policy, Source, VmcsUpdate};
 use crate::ioapic::{IoapicEffects, REG_REDTBL_BASE, RedirectionEntry, Rescan};
 use crate::lapic::{Acceptance, ApicMode, LocalApic};
 use crate::types::{
-    ApicId, DeliveryMode, Destination, DestinationMode, InterruptMessage, Pin, RTC_GSI, VcpuId,
+    ApicId, DeliveryMode, Destination, DestinationMode, InterruptMessage, Pin, Polarity, RTC_GSI,
+    VcpuId,
 };
 use crate::vector::{Vector, VectorSet};
 
@@ -637,9 +638,22 @@ impl<S: AsRef<[VcpuSlot]>, const PINS: usize> Irqchip<S, PINS> {
         if !exit.intercepted {
             return out;
         }
-        for p in self.config.ack_notifier_pins.iter() {
+        for p in self.config.notified_pins().iter() {
             if sh.ioapic.entry(p).is_some_and(|e| e.vector() == eoi.vector) {
                 out.acked_pins.insert(p);
+            }
+        }
+        // KVM's order (`kvm_ioapic_update_eoi_one`): the ack notifiers run
+        // before remote IRR is cleared and the pin re-serviced, and a
+        // resampler deasserts its line there, so a quiesced device's line is
+        // not re-delivered.
+        let resampled = out.acked_pins.intersection(&self.config.resample_pins);
+        for p in resampled.iter() {
+            if let Some(e) = sh.ioapic.entry(p) {
+                let a = sh.ioapic.set_line(p, e.polarity() == Polarity::ActiveLow);
+                if !a.is_empty() {
+                    self.apply(&mut sh, a, None, fx);
+                }
             }
         }
         if forward {
@@ -883,7 +897,7 @@ impl<S: AsRef<[VcpuSlot]>, const PINS: usize> Irqchip<S, PINS> {
                 fx.rtc_coalesced = true;
                 continue;
             }
-            let source = if msg.trigger.is_level() || self.config.ack_notifier_pins.contains(p) {
+            let source = if msg.trigger.is_level() || self.config.notified_pins().contains(p) {
                 Source::NeedsEoi
             } else if rtc_pin {
                 Source::Rtc
@@ -1024,7 +1038,7 @@ impl Words {
 
 /// Pins whose entries a scan counts even when edge triggered.
 fn counted_edge(config: &IrqchipConfig) -> crate::PinSet {
-    let mut pins = config.ack_notifier_pins;
+    let mut pins = config.notified_pins();
     if config.rtc_tracking {
         pins.insert(Pin::new(RTC_GSI.get() as u8));
     }

@@ -61,7 +61,7 @@ impl<V: AsRef<[VcpuState]>, const PINS: usize> IrqchipState<V, PINS> {
                 "the I/O APIC snapshot's configuration differs from the irqchip's",
             ));
         }
-        if let Some(pin) = first_pin_beyond(&self.config.ack_notifier_pins, PINS) {
+        if let Some(pin) = first_pin_beyond(&self.config.notified_pins(), PINS) {
             return Err(SnapshotError::invalid(
                 "ack_notifier_pins (a pin beyond the pin count)",
                 pin.into(),

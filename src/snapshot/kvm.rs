@@ -370,7 +370,7 @@ where
     ) -> Result<KvmImport<S>, SnapshotError> {
         let io = ioapic_from_kvm(ioapic)?;
         validate_ioapic_state(&config.ioapic, &io.state.registers())?;
-        if let Some(pin) = super::first_pin_beyond(&config.ack_notifier_pins, KVM_IOAPIC_NUM_PINS) {
+        if let Some(pin) = super::first_pin_beyond(&config.notified_pins(), KVM_IOAPIC_NUM_PINS) {
             return Err(SnapshotError::invalid(
                 "ack_notifier_pins (a pin beyond the pin count)",
                 pin.into(),

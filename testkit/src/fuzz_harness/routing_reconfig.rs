@@ -152,7 +152,12 @@ fn race_config(u: &mut Unstructured<'_>) -> Result<HarnessConfig> {
         id: u.arbitrary()?,
     };
     if u.ratio(1u8, 4)? {
-        cfg.chip.ack_notifier_pins = pin_mask_to_set(u.arbitrary::<u32>()? & 0x00ff_ffff);
+        let mask = u.arbitrary::<u32>()?;
+        cfg.chip.ack_notifier_pins = pin_mask_to_set(mask & 0x00ff_ffff);
+        // The top byte (unused before) picks resamplers among them: pin `p`
+        // when bit `p % 8` is set.
+        let pick = (mask >> 24) * 0x0001_0101;
+        cfg.chip.resample_pins = pin_mask_to_set(mask & pick & 0x00ff_ffff);
     }
     cfg.chip.rtc_tracking = u.ratio(1u8, 4)?;
     cfg.chip.arbitration = u.arbitrary::<Arbitration>()?;
@@ -326,6 +331,7 @@ pub fn decode_routing_reconfig(data: &[u8]) -> Result<RoutingInput> {
         // does not know them, and `Exact` loses an ack-notifier EOI across
         // a restore (tests/race_props.rs tests them with KVM policies only).
         cfg.chip.ack_notifier_pins = PinSet::EMPTY;
+        cfg.chip.resample_pins = PinSet::EMPTY;
         cfg.chip.rtc_tracking = false;
     }
     Ok(RoutingInput {

@@ -5,7 +5,7 @@ use eoi_exit::ioapic::{IoapicConfig, PinSet};
 #[cfg(doc)]
 use eoi_exit::irqchip::Effects;
 use eoi_exit::irqchip::{Arbitration, EoiForwarding};
-use eoi_exit::{IrqchipConfig, Policy};
+use eoi_exit::{IrqchipConfig, Pin, Policy};
 
 #[cfg(doc)]
 use super::{Checker, Harness};
@@ -68,6 +68,7 @@ impl HarnessConfig {
                 policy,
                 ioapic: IoapicConfig::DEFAULT,
                 ack_notifier_pins: PinSet::EMPTY,
+                resample_pins: PinSet::EMPTY,
                 rtc_tracking: false,
                 arbitration: Arbitration::KvmVectorHashing,
                 // The checker's remote-IRR model follows KVM's split irqchip,
@@ -192,4 +193,10 @@ impl Tolerated {
             LossCause::Plain
         }
     }
+}
+
+/// Whether `pin` has an ack notifier in `chip`: listed in
+/// `ack_notifier_pins`, or a resampler (`resample_pins`), which is one.
+pub(crate) fn notified(chip: &IrqchipConfig, pin: Pin) -> bool {
+    chip.ack_notifier_pins.contains(pin) || chip.resample_pins.contains(pin)
 }

@@ -505,10 +505,7 @@ impl<const VCPUS: usize, const PINS: usize> Harness<VCPUS, PINS> {
             let entries = io.entries().iter().enumerate().map(|(pin, e)| {
                 ScanEntry::from_redirection(
                     *e,
-                    self.config
-                        .chip
-                        .ack_notifier_pins
-                        .contains(Pin::new(pin as u8)),
+                    super::config::notified(&self.config.chip, Pin::new(pin as u8)),
                     self.config.chip.rtc_tracking && pin == RTC_PIN as usize,
                 )
             });
@@ -679,7 +676,7 @@ impl<const VCPUS: usize, const PINS: usize> Harness<VCPUS, PINS> {
             let Some(p) = d.pin else { continue };
             let need = if d.accepted.source == Source::Rtc {
                 Need::Rtc
-            } else if self.config.chip.ack_notifier_pins.contains(p) {
+            } else if super::config::notified(&self.config.chip, p) {
                 Need::AckNotifier
             } else if d.accepted.trigger == TriggerMode::Level {
                 Need::Level

@@ -118,10 +118,7 @@ impl<const VCPUS: usize, const PINS: usize> Lockstep<VCPUS, PINS> {
                     // KVM's scan counts level entries, ack-notifier pins
                     // and the RTC pin.
                     e.is_level()
-                        || h.config
-                            .chip
-                            .ack_notifier_pins
-                            .contains(Pin::new(pin as u8))
+                        || super::config::notified(&h.config.chip, Pin::new(pin as u8))
                         || (h.config.chip.rtc_tracking && pin == RTC_PIN as usize)
                 }
             });

@@ -9,6 +9,7 @@
 //!   (`cargo test --release --test kvm oracle_scenarios`);
 //! * `snapshot` (feature `kvm`): KVM state conversions and a migration from KVM's
 //!   in-kernel irqchip into the model (`cargo test --release --features kvm --test kvm snapshot`);
+//! * `resample`: a resampling irqfd (in-kernel irqchip) against `IrqchipConfig::resample_pins`;
 //! * `common`: the split-irqchip model `common::split`, shared with `kvm_oracle_model`.
 //!
 //! Where `/dev/kvm` is unusable every KVM test prints one
@@ -21,6 +22,7 @@ mod common;
 
 mod differential;
 mod oracle_scenarios;
+mod resample;
 #[cfg(feature = "kvm")]
 mod snapshot;
 mod support;
