@@ -22,7 +22,8 @@
 //!
 //! The default is KVM's behaviour unless stated otherwise; each method's docs
 //! say which applies. In short: illegal vectors 0..=15 follow the SDM (not
-//! accepted; KVM accepts them); broadcast and physical matching follow KVM
+//! accepted; KVM accepts them), though a restored or KVM-imported state may
+//! hold them in IRR/ISR/TMR as KVM stores them ([`LocalApicState`]); broadcast and physical matching follow KVM
 //! (x2APIC broadcast quirk, hotplug hack); lowest-priority arbitration offers
 //! both (SDM APR in [`lowest_priority`], KVM vector hashing in
 //! [`lowest_priority_kvm`]); suppress-EOI-broadcast follows the SDM (KVM's split

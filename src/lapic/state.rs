@@ -6,6 +6,12 @@ use crate::vector::VectorSet;
 
 /// Everything a [`LocalApic`] holds (the highest-ISR cache is derived and
 /// recomputed on restore).
+///
+/// `irr`, `isr` and `tmr` may hold the illegal vectors 0-15, as KVM's
+/// `kvm_lapic_state` may: such an IRR bit is never delivered (its priority
+/// class 0 never exceeds the PPR), and such an ISR bit is retired by the EOI
+/// that finds it the highest in service, as in KVM. The model itself never
+/// accepts them.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 #[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct LocalApicState {
@@ -42,14 +48,13 @@ impl LocalApicState {
     /// Checks everything [`LocalApic::from_state`] checks.
     pub(crate) fn validate(&self) -> Result<(), SnapshotError> {
         check_version(self.version)?;
-        for (what, set) in [
-            ("vector in IRR (0-15 are never accepted)", &self.irr),
-            ("vector in ISR (0-15 are never accepted)", &self.isr),
-        ] {
-            if let Some(v) = set.lowest().filter(|v| v.is_reserved()) {
-                return Err(SnapshotError::invalid(what, v.get().into()));
-            }
-        }
+        // IRR, ISR and TMR bits of the illegal vectors 0-15 are accepted: the
+        // model never sets them (the SDM's "receive illegal vector"), but KVM
+        // stores whatever `KVM_SET_LAPIC` gives it and its selftests
+        // round-trip such pages, so a migrated LAPIC may hold them. They
+        // behave as in KVM: an IRR bit of priority class 0 never exceeds the
+        // PPR, so it is never delivered and stays; an ISR bit is retired by
+        // an EOI when it is the highest in service (see `LocalApic::eoi`).
         let bad = |register, value: u32| Err(SnapshotError::invalid(register, value.into()));
         if self.svr & !SVR_VALID != 0 {
             return bad("SVR", self.svr);
