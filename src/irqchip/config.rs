@@ -102,6 +102,35 @@ pub enum Arbitration {
 /// };
 /// assert!(!split.rtc_tracking); // the RTC is in userspace too
 /// ```
+///
+/// A passed-through INTx line (VFIO) with a resampler: the device's handler
+/// quiets it, the EOI lowers the line before the I/O APIC sees the EOI, so
+/// nothing is re-delivered, and the VMM tells the device to resample.
+///
+/// ```
+/// use eoi_exit::irqchip::Effects;
+/// use eoi_exit::{
+///     ApicMode, Irqchip, IrqchipConfig, Pin, PinSet, RedirectionEntry, TriggerMode, VcpuId,
+///     VcpuSlot, Vector,
+/// };
+///
+/// let intx = Pin::new(11);
+/// let mut resample_pins = PinSet::EMPTY;
+/// resample_pins.insert(intx);
+/// let config = IrqchipConfig { resample_pins, ..IrqchipConfig::default() };
+/// let chip: Irqchip<_> = Irqchip::new(config, ApicMode::XApic, [VcpuSlot::new()]);
+/// let (vcpu, v) = (VcpuId::new(0), Vector::new(0x3b));
+/// let mut fx = Effects::new();
+/// chip.write_entry(intx, RedirectionEntry::fixed(v, TriggerMode::Level, 0).0, &mut fx);
+///
+/// chip.set_line(intx, true, &mut fx); // the device's eventfd fired
+/// assert_eq!(chip.ack(vcpu), Some(v));
+/// fx.clear();
+/// let eoi = chip.guest_eoi(vcpu, &mut fx);
+/// assert!(eoi.acked_pins.contains(intx)); // signal the resample eventfd
+/// assert!(fx.kick.is_empty()); // nothing re-delivered
+/// assert!(!chip.ioapic().entry(intx).unwrap().remote_irr());
+/// ```
 #[derive(Clone, Copy, PartialEq, Eq, Debug, Default)]
 #[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct IrqchipConfig {
