@@ -32,6 +32,24 @@ fn vcpus_of<const VCPUS: usize, const PINS: usize>(chip: &Chip<VCPUS, PINS>) -> 
     core::array::from_fn(|i| chip.vcpu(VcpuId::new(i as u16)).expect("in range"))
 }
 
+/// A fixed-delivery message to physical APIC ID `dest` (an MSI, or an IPI
+/// as the race ops send it).
+pub fn fixed_physical(dest: u32, vector: u8, level: bool) -> InterruptMessage {
+    InterruptMessage {
+        destination: Destination {
+            id: dest,
+            mode: DestinationMode::Physical,
+        },
+        delivery_mode: DeliveryMode::Fixed,
+        vector: Vector::new(vector),
+        trigger: if level {
+            TriggerMode::Level
+        } else {
+            TriggerMode::Edge
+        },
+    }
+}
+
 /// One Irqchip under the invariant checker.
 pub struct Harness<const VCPUS: usize, const PINS: usize = 24> {
     pub(super) config: HarnessConfig,
@@ -229,37 +247,13 @@ impl<const VCPUS: usize, const PINS: usize> Harness<VCPUS, PINS> {
                 vector,
                 level,
             } => {
-                self.chip.send_msi(
-                    &InterruptMessage {
-                        destination: Destination {
-                            id: dest as u32,
-                            mode: DestinationMode::Physical,
-                        },
-                        delivery_mode: DeliveryMode::Fixed,
-                        vector: Vector::new(vector),
-                        trigger: if level {
-                            TriggerMode::Level
-                        } else {
-                            TriggerMode::Edge
-                        },
-                    },
-                    &mut fx,
-                );
+                self.chip
+                    .send_msi(&fixed_physical(dest as u32, vector, level), &mut fx);
             }
             Op::Accept { vcpu, vector } => {
                 let id = self.vstate(vcpu as usize % VCPUS).apic.id();
-                self.chip.send_msi(
-                    &InterruptMessage {
-                        destination: Destination {
-                            id: id.get(),
-                            mode: DestinationMode::Physical,
-                        },
-                        delivery_mode: DeliveryMode::Fixed,
-                        vector: Vector::new(vector),
-                        trigger: TriggerMode::Edge,
-                    },
-                    &mut fx,
-                );
+                self.chip
+                    .send_msi(&fixed_physical(id.get(), vector, false), &mut fx);
             }
             Op::Ack { vcpu } => {
                 let c = vcpu as usize % VCPUS;

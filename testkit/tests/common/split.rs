@@ -12,10 +12,7 @@ use std::collections::BTreeMap;
 
 use eoi_exit::exit_bitmap::{Accepted, ScanEntry, Source};
 use eoi_exit::lapic::{Acceptance, ApicMode};
-use eoi_exit::{
-    ApicId, DeliveryMode, Destination, DestinationMode, EoiExitMap, InterruptMessage, LocalApic,
-    Msi, Policy, TriggerMode, Vector,
-};
+use eoi_exit::{ApicId, EoiExitMap, LocalApic, Msi, Policy, TriggerMode, Vector};
 
 /// KVM_CAP_SPLIT_IRQCHIP args[0] in the oracle.
 pub const RESERVED_PINS: u32 = 24;
@@ -37,19 +34,7 @@ pub struct SplitVm {
 }
 
 pub fn msi(dest: u32, vector: u8, level: bool) -> Msi {
-    Msi::from_message(&InterruptMessage {
-        destination: Destination {
-            id: dest,
-            mode: DestinationMode::Physical,
-        },
-        delivery_mode: DeliveryMode::Fixed,
-        vector: Vector::new(vector),
-        trigger: if level {
-            TriggerMode::Level
-        } else {
-            TriggerMode::Edge
-        },
-    })
+    Msi::from_message(&eoi_exit_testkit::race::fixed_physical(dest, vector, level))
 }
 
 impl SplitVm {

@@ -645,15 +645,23 @@ fn migrate_from_kvm_in_kernel_irqchip() -> support::Result<String> {
     Ok(report)
 }
 
-#[test]
-fn migration_from_kvm_in_kernel_irqchip_continues_identically() {
+/// Runs `f` on real KVM and prints its report after `what`, or prints the skip line.
+fn on_kvm(what: &str, f: fn() -> support::Result<String>) {
     if support::skip_without_kvm("snapshot_kvm") {
         return;
     }
-    match migrate_from_kvm_in_kernel_irqchip() {
-        Ok(r) => println!("snapshot_kvm: migration from KVM's in-kernel irqchip: agree; {r}"),
+    match f() {
+        Ok(r) => println!("snapshot_kvm: {what}: {r}"),
         Err(e) => panic!("{e}"),
     }
+}
+
+#[test]
+fn migration_from_kvm_in_kernel_irqchip_continues_identically() {
+    on_kvm(
+        "migration from KVM's in-kernel irqchip: agree",
+        migrate_from_kvm_in_kernel_irqchip,
+    );
 }
 
 /// KVM stores IRR/ISR/TMR bits of the illegal vectors 0-15 as `KVM_SET_LAPIC` gives them
@@ -712,11 +720,5 @@ fn illegal_vectors_as_kvm_holds_them() -> support::Result<String> {
 
 #[test]
 fn kvm_lapic_pages_with_illegal_vectors_import_as_kvm_holds_them() {
-    if support::skip_without_kvm("snapshot_kvm") {
-        return;
-    }
-    match illegal_vectors_as_kvm_holds_them() {
-        Ok(r) => println!("snapshot_kvm: illegal vectors: {r}"),
-        Err(e) => panic!("{e}"),
-    }
+    on_kvm("illegal vectors", illegal_vectors_as_kvm_holds_them);
 }
