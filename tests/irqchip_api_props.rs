@@ -123,6 +123,30 @@ fn lapic_write() -> impl Strategy<Value = LapicWrite> {
         }),
         prop_oneof![Just(ApicMode::XApic), Just(ApicMode::X2Apic)].prop_map(LapicWrite::Mode),
         (0u32..6).prop_map(|id| LapicWrite::SetId(ApicId::new(id))),
+        // IPIs: xAPIC ICR2 then ICR (fixed or lowest priority, physical or
+        // logical, any shorthand, illegal vectors too), the x2APIC ICR and
+        // SELF IPI MSRs, and ESR writes.
+        (0u32..5).prop_map(|d| LapicWrite::Register {
+            offset: 0x310,
+            value: (if d == 4 { 0xff } else { d }) << 24
+        }),
+        (0x08u32..0x40, 0u32..2, any::<bool>(), 0u32..4).prop_map(|(v, dm, logical, sh)| {
+            LapicWrite::Register {
+                offset: 0x300,
+                value: v | dm << 8 | u32::from(logical) << 11 | sh << 18,
+            }
+        }),
+        (0u64..5, 0x08u64..0x40, 0u64..4).prop_map(|(d, v, sh)| {
+            LapicWrite::Icr((if d == 4 { 0xffff_ffff } else { d }) << 32 | v | sh << 18)
+        }),
+        (0x08u32..0x40).prop_map(|v| LapicWrite::Register {
+            offset: 0x3F0,
+            value: v
+        }),
+        Just(LapicWrite::Register {
+            offset: 0x280,
+            value: 0
+        }),
     ]
 }
 

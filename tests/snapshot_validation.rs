@@ -173,21 +173,21 @@ fn restore_refuses_contradictory_snapshots_and_changes_nothing() {
     let mut s;
 
     s = good.clone();
-    s.version = 3;
+    s.version = 4;
     refused(
         &s,
         SnapshotError::UnsupportedVersion {
-            found: 3,
-            supported: 2,
+            found: 4,
+            supported: 3,
         },
     );
     s = good.clone();
-    s.vcpus[1].apic.version = 0;
+    s.vcpus[1].apic.version = 1;
     refused(
         &s,
         SnapshotError::UnsupportedVersion {
-            found: 0,
-            supported: 2,
+            found: 1,
+            supported: 3,
         },
     );
     s = good.clone();

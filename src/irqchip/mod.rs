@@ -60,7 +60,7 @@ pub use state::{IrqchipState, VcpuState};
 use crate::Ioapic;
 use crate::exit_bitmap::{Accepted, EoiExitMap, Policy, Source, VmcsUpdate};
 use crate::ioapic::{IoapicEffects, REG_REDTBL_BASE, RedirectionEntry, Rescan};
-use crate::lapic::{Acceptance, ApicMode, LocalApic};
+use crate::lapic::{Acceptance, ApicMode, Ipi, LocalApic, Shorthand};
 use crate::types::{
     ApicId, DeliveryMode, Destination, DestinationMode, InterruptMessage, Pin, Polarity, RTC_GSI,
     VcpuId,
@@ -182,10 +182,24 @@ pub enum LapicWrite {
     SetId(ApicId),
     /// Whether the version register advertises directed EOI (bit 24).
     DirectedEoi(bool),
+    /// A guest write of the x2APIC ICR (MSR 0x830): one 64-bit write, the
+    /// destination in bits 63:32, that sends the IPI. In xAPIC mode the ICR
+    /// is two registers: `Register` at 0x310 (ICR2, the destination), then
+    /// at 0x300 (which sends). The x2APIC SELF IPI MSR (0x83F) is `Register`
+    /// at 0x3F0.
+    Icr(u64),
 }
 
 /// The TPR's offset: a write there changes no routing.
 const TPR: u32 = 0x80;
+/// The ESR's offset.
+const ESR: u32 = 0x280;
+/// The ICR's offset (bits 31:0; the x2APIC MSR 0x830).
+const ICR: u32 = 0x300;
+/// ICR2's offset (xAPIC: the destination).
+const ICR2: u32 = 0x310;
+/// The x2APIC SELF IPI MSR (0x83F) as an offset.
+const SELF_IPI: u32 = 0x3F0;
 
 /// Physical-ID cache entry: no vCPU has that ID.
 const PHYS_NONE: u16 = u16::MAX;
@@ -520,24 +534,96 @@ impl<S: AsRef<[VcpuSlot]>, const PINS: usize> Irqchip<S, PINS> {
         fx: &mut Effects<L>,
     ) {
         let mut sh = self.shared.lock();
-        {
+        let ipi = {
             let mut v = self.slot(vcpu.index()).lock();
             let apic = &mut v.apic;
+            let x2apic = apic.mode() == ApicMode::X2Apic;
             match write {
+                // A WRMSR of the x2APIC ICR with EDX = 0, or the xAPIC ICR.
+                LapicWrite::Register { offset: ICR, value } => {
+                    apic.write_icr(u64::from(value), x2apic)
+                }
+                LapicWrite::Register {
+                    offset: ICR2,
+                    value,
+                } => {
+                    apic.write_icr2(value);
+                    None
+                }
+                LapicWrite::Register {
+                    offset: SELF_IPI,
+                    value,
+                } => apic.write_self_ipi(value),
+                LapicWrite::Icr(value) => apic.write_icr(value, true),
                 LapicWrite::Register { offset, value } => {
-                    // Nothing else this model holds is writable; the TPR
-                    // changes no routing.
-                    if !apic.write_register(offset, value) || offset == TPR {
+                    // Nothing else this model holds is writable; the TPR and
+                    // the ESR change no routing.
+                    if !apic.write_register(offset, value) || offset == TPR || offset == ESR {
                         return;
                     }
+                    None
                 }
-                LapicWrite::Mode(m) => apic.set_mode(m),
-                LapicWrite::SetId(id) => apic.set_id(id),
-                LapicWrite::DirectedEoi(on) => apic.set_directed_eoi_supported(on),
+                LapicWrite::Mode(m) => {
+                    apic.set_mode(m);
+                    None
+                }
+                LapicWrite::SetId(id) => {
+                    apic.set_id(id);
+                    None
+                }
+                LapicWrite::DirectedEoi(on) => {
+                    apic.set_directed_eoi_supported(on);
+                    None
+                }
+            }
+        };
+        match (write, ipi) {
+            (_, Some(ipi)) => self.send_ipi(&sh, vcpu, ipi, fx),
+            (
+                LapicWrite::Icr(_)
+                | LapicWrite::Register {
+                    offset: ICR | ICR2 | SELF_IPI,
+                    ..
+                },
+                None,
+            ) => {}
+            _ => {
+                self.rebuild_routing(&mut sh);
+                self.rescan_all(&sh, fx);
             }
         }
-        self.rebuild_routing(&mut sh);
-        self.rescan_all(&sh, fx);
+    }
+
+    /// Delivers an IPI `from` sends, to its shorthand's vCPUs or to those
+    /// its destination matches, as [`Irqchip::send_msi`] delivers a message
+    /// (lowest priority arbitrated among them).
+    fn send_ipi<L: DeliveryLog>(
+        &self,
+        sh: &Shared<PINS>,
+        from: VcpuId,
+        ipi: Ipi,
+        fx: &mut Effects<L>,
+    ) {
+        let mut targets = match ipi.shorthand {
+            Shorthand::None => self.vcpus_matching(sh, ipi.message.destination),
+            Shorthand::SelfOnly => VcpuSet::EMPTY,
+            Shorthand::AllIncludingSelf | Shorthand::AllExcludingSelf => self.all_vcpus(),
+        };
+        match ipi.shorthand {
+            Shorthand::SelfOnly => {
+                targets.insert(from);
+            }
+            Shorthand::AllExcludingSelf => {
+                targets.remove(from);
+            }
+            Shorthand::None | Shorthand::AllIncludingSelf => {}
+        }
+        let source = if ipi.message.trigger.is_level() {
+            Source::NeedsEoi
+        } else {
+            Source::Plain
+        };
+        self.deliver(&ipi.message, None, source, targets, fx);
     }
 
     // ---- the guest on one vCPU ----------------------------------------

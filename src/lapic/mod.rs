@@ -37,7 +37,9 @@ pub use state::LocalApicState;
 pub(crate) use dest::{DFR_FLAT, x2apic_ldr};
 pub use dest::{lowest_priority, lowest_priority_kvm};
 
-use crate::types::{ApicId, DeliveryMode, InterruptMessage, TriggerMode};
+use crate::types::{
+    ApicId, DeliveryMode, Destination, DestinationMode, InterruptMessage, TriggerMode,
+};
 use crate::vector::{Vector, VectorSet};
 
 /// The local APIC's mode (IA32_APIC_BASE bits 11:10).
@@ -87,6 +89,41 @@ pub(crate) const MAX_LVT: u32 = 5;
 /// Writable SVR bits: vector, software enable, focus check (KVM masks SPIV
 /// writes with `0x3ff`, plus bit 12 when directed EOI is advertised).
 const SVR_WRITABLE: u32 = 0x3FF;
+
+/// ESR bit 5: send illegal vector.
+pub(crate) const ESR_SEND_ILLEGAL_VECTOR: u8 = 1 << 5;
+/// ESR bit 6: receive illegal vector.
+pub(crate) const ESR_RECEIVE_ILLEGAL_VECTOR: u8 = 1 << 6;
+/// ICR bit 11: logical destination mode.
+const ICR_LOGICAL: u32 = 1 << 11;
+/// ICR bit 12: delivery status (send pending); always reads 0 here.
+const ICR_BUSY: u32 = 1 << 12;
+/// ICR bit 14: level (assert).
+const ICR_ASSERT: u32 = 1 << 14;
+/// ICR bit 15: level trigger mode.
+const ICR_LEVEL_TRIGGER: u32 = 1 << 15;
+
+/// Which APICs an ICR write addresses (ICR bits 19:18).
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub(crate) enum Shorthand {
+    /// The destination field.
+    None,
+    /// The sender.
+    SelfOnly,
+    /// Every APIC, the sender included.
+    AllIncludingSelf,
+    /// Every APIC but the sender.
+    AllExcludingSelf,
+}
+
+/// An interrupt an ICR (or SELF IPI) write sends.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub(crate) struct Ipi {
+    /// The message (its destination counts only without a shorthand).
+    pub(crate) message: InterruptMessage,
+    /// The shorthand.
+    pub(crate) shorthand: Shorthand,
+}
 
 /// The outcome of [`LocalApic::accept`].
 #[must_use = "an ignored interrupt is lost; a coalesced one merged with a pending one"]
@@ -215,6 +252,15 @@ pub struct LocalApic {
     irr: VectorSet,
     isr: VectorSet,
     tmr: VectorSet,
+    /// Interrupt command register: bits 31:0 as last written (delivery
+    /// status always 0: a send completes at once, as in KVM), bits 63:32 the
+    /// destination (xAPIC: ICR2, with the ID in bits 63:56).
+    icr: u64,
+    /// Error status register as the guest reads it.
+    esr: u8,
+    /// Errors detected since the last ESR write (SDM: a write of the ESR
+    /// moves them into it).
+    esr_pending: u8,
     /// Always equal to `isr.highest()` (KVM's `highest_isr_cache`, kept eager).
     highest_isr_cache: Option<Vector>,
 }
@@ -236,6 +282,9 @@ impl LocalApic {
             irr: VectorSet::EMPTY,
             isr: VectorSet::EMPTY,
             tmr: VectorSet::EMPTY,
+            icr: 0,
+            esr: 0,
+            esr_pending: 0,
             highest_isr_cache: None,
         }
     }
@@ -302,10 +351,12 @@ impl LocalApic {
     /// Vol. 3, "Local APIC Register Address Map"; the x2APIC MSR is
     /// `0x800 + offset / 16`), as the guest sees it. The registers this model
     /// holds: 0x20 ID, 0x30 version, 0x80 TPR, 0x90 APR, 0xA0 PPR, 0xD0 LDR,
-    /// 0xE0 DFR (xAPIC only: x2APIC has none), 0xF0 SVR, and the 32-bit words
-    /// of ISR (0x100..=0x170), TMR (0x180..=0x1F0) and IRR (0x200..=0x270).
-    /// `None` for any other offset (the LVTs, timer and ICR are not
-    /// modelled).
+    /// 0xE0 DFR (xAPIC only: x2APIC has none), 0xF0 SVR, the 32-bit words
+    /// of ISR (0x100..=0x170), TMR (0x180..=0x1F0) and IRR (0x200..=0x270),
+    /// 0x280 ESR, 0x300 ICR (bits 31:0; delivery status always 0) and 0x310
+    /// ICR2 (xAPIC only: the x2APIC ICR is one 64-bit MSR whose high half
+    /// [`Irqchip::write_lapic`](crate::Irqchip::write_lapic) takes). `None`
+    /// for any other offset (the LVTs and timer are not modelled).
     ///
     /// # Examples
     ///
@@ -340,6 +391,9 @@ impl LocalApic {
             0xD0 => self.ldr(),
             0xE0 if self.mode != ApicMode::X2Apic => self.dfr(),
             0xF0 => self.svr(),
+            0x280 => u32::from(self.esr),
+            0x300 => self.icr as u32,
+            0x310 if self.mode != ApicMode::X2Apic => (self.icr >> 32) as u32,
             o if o % 16 != 0 => return None,
             0x100..=0x170 => word(&self.isr, 0x100),
             0x180..=0x1F0 => word(&self.tmr, 0x180),
@@ -361,9 +415,124 @@ impl LocalApic {
             0xD0 => self.write_ldr(value),
             0xE0 => self.write_dfr(value),
             0xF0 => self.write_svr(value),
+            0x280 => return self.write_esr(value),
             _ => return false,
         }
         true
+    }
+
+    /// Guest write of the ESR (SDM "Error Handling"): the errors detected
+    /// since the last write become readable and the latch clears; the value
+    /// written does not matter, except that x2APIC mode takes only 0 (KVM
+    /// injects #GP for any other value; here the write is refused).
+    fn write_esr(&mut self, value: u32) -> bool {
+        if self.mode == ApicMode::X2Apic && value != 0 {
+            return false;
+        }
+        self.esr = self.esr_pending;
+        self.esr_pending = 0;
+        true
+    }
+
+    /// Guest write of ICR2 (xAPIC 0x310): the destination, bits 31:24 kept
+    /// (KVM masks the rest). Nothing in x2APIC mode (no such MSR).
+    pub(crate) fn write_icr2(&mut self, value: u32) {
+        if self.mode == ApicMode::XApic {
+            self.icr = (self.icr & 0xFFFF_FFFF) | u64::from(value & 0xFF00_0000) << 32;
+        }
+    }
+
+    /// A guest write of the ICR that sends: in xAPIC mode `value` is ICR
+    /// bits 31:0 and the destination comes from ICR2; in x2APIC mode it is
+    /// the whole 64-bit MSR 0x830. Records the ICR (delivery status 0) and
+    /// returns the interrupt to send, or `None` when nothing is sent:
+    ///
+    /// * a fixed or lowest-priority IPI with an illegal vector 0-15 (SDM:
+    ///   "send illegal vector", ESR bit 5, and the message is not sent);
+    /// * a level-triggered fixed or lowest-priority IPI with the level bit
+    ///   (14) clear (KVM's `__apic_accept_irq` drops a de-assert);
+    /// * the non-vectored delivery modes (SMI, NMI, INIT, SIPI): not modelled
+    ///   yet;
+    /// * a hardware-disabled APIC (the register is unreachable).
+    pub(crate) fn write_icr(&mut self, value: u64, x2apic_msr: bool) -> Option<Ipi> {
+        if self.mode == ApicMode::Disabled || x2apic_msr != (self.mode == ApicMode::X2Apic) {
+            return None;
+        }
+        let low = value as u32 & !ICR_BUSY;
+        self.icr = if x2apic_msr {
+            (value & !0xFFFF_FFFF) | u64::from(low)
+        } else {
+            (self.icr & !0xFFFF_FFFF) | u64::from(low)
+        };
+        let delivery_mode = match (low >> 8) & 7 {
+            0 => DeliveryMode::Fixed,
+            1 => DeliveryMode::LowestPriority,
+            _ => return None,
+        };
+        let vector = Vector::new(low as u8);
+        if vector.is_reserved() {
+            self.esr_pending |= ESR_SEND_ILLEGAL_VECTOR;
+            return None;
+        }
+        let level = low & ICR_LEVEL_TRIGGER != 0;
+        if level && low & ICR_ASSERT == 0 {
+            return None;
+        }
+        let id = match self.mode {
+            ApicMode::X2Apic => (self.icr >> 32) as u32,
+            _ => (self.icr >> 56) as u32,
+        };
+        Some(Ipi {
+            message: InterruptMessage {
+                destination: Destination {
+                    id,
+                    mode: if low & ICR_LOGICAL != 0 {
+                        DestinationMode::Logical
+                    } else {
+                        DestinationMode::Physical
+                    },
+                },
+                delivery_mode,
+                vector,
+                trigger: if level {
+                    TriggerMode::Level
+                } else {
+                    TriggerMode::Edge
+                },
+            },
+            shorthand: match (low >> 18) & 3 {
+                0 => Shorthand::None,
+                1 => Shorthand::SelfOnly,
+                2 => Shorthand::AllIncludingSelf,
+                _ => Shorthand::AllExcludingSelf,
+            },
+        })
+    }
+
+    /// A write of the x2APIC SELF IPI MSR (0x83F): a fixed edge interrupt of
+    /// `vector` to this APIC (SDM), `None` outside x2APIC mode or with an
+    /// illegal vector (ESR bit 5, "send illegal vector").
+    pub(crate) fn write_self_ipi(&mut self, value: u32) -> Option<Ipi> {
+        if self.mode != ApicMode::X2Apic {
+            return None;
+        }
+        let vector = Vector::new(value as u8);
+        if vector.is_reserved() {
+            self.esr_pending |= ESR_SEND_ILLEGAL_VECTOR;
+            return None;
+        }
+        Some(Ipi {
+            message: InterruptMessage {
+                destination: Destination {
+                    id: self.initial_id,
+                    mode: DestinationMode::Physical,
+                },
+                delivery_mode: DeliveryMode::Fixed,
+                vector,
+                trigger: TriggerMode::Edge,
+            },
+            shorthand: Shorthand::SelfOnly,
+        })
     }
 
     /// The current mode.
@@ -604,6 +773,8 @@ impl LocalApic {
         }
         let vector = msg.vector;
         if vector.is_reserved() {
+            // SDM "receive illegal vector": logged, not delivered.
+            self.esr_pending |= ESR_RECEIVE_ILLEGAL_VECTOR;
             return Acceptance::Ignored(IgnoreReason::IllegalVector);
         }
         let trigger = msg.trigger;

@@ -39,6 +39,19 @@ pub struct LocalApicState {
     pub isr: VectorSet,
     /// Trigger mode register.
     pub tmr: VectorSet,
+    /// Interrupt command register: bits 31:0 as last written (delivery
+    /// status 0), bits 63:32 the destination (xAPIC: ICR2, ID in 63:56).
+    /// Absent from version-2 snapshots (0).
+    #[cfg_attr(feature = "serde", serde(default))]
+    pub icr: u64,
+    /// Error status register as the guest reads it (bit 5 send illegal
+    /// vector, bit 6 receive illegal vector).
+    #[cfg_attr(feature = "serde", serde(default))]
+    pub esr: u8,
+    /// Errors detected since the last ESR write, which the next write makes
+    /// readable (KVM has no such latch: 0 after a KVM import).
+    #[cfg_attr(feature = "serde", serde(default))]
+    pub esr_pending: u8,
 }
 
 /// SVR bits the model can hold (KVM's write mask plus bit 12).
@@ -80,6 +93,11 @@ impl LocalApicState {
         apic.irr = self.irr;
         apic.isr = self.isr;
         apic.tmr = self.tmr;
+        // Verbatim, as `KVM_SET_LAPIC` keeps it (a guest write clears the
+        // delivery status bit).
+        apic.icr = self.icr;
+        apic.esr = self.esr;
+        apic.esr_pending = self.esr_pending;
         apic.recompute_caches();
     }
 }
@@ -100,6 +118,9 @@ impl LocalApic {
             irr: self.irr,
             isr: self.isr,
             tmr: self.tmr,
+            icr: self.icr,
+            esr: self.esr,
+            esr_pending: self.esr_pending,
         }
     }
 

@@ -86,6 +86,13 @@ pub(crate) mod reg {
     pub(crate) const TMR: usize = 0x180;
     /// Interrupt request, word 0.
     pub(crate) const IRR: usize = 0x200;
+    /// Error status.
+    pub(crate) const ESR: usize = 0x280;
+    /// Interrupt command, bits 31:0.
+    pub(crate) const ICR: usize = 0x300;
+    /// Interrupt command, bits 63:32 (x2APIC too: KVM's `KVM_GET_LAPIC`
+    /// splits the 64-bit x2APIC ICR into these two words).
+    pub(crate) const ICR2: usize = 0x310;
     /// Distance between the eight words of ISR/TMR/IRR.
     pub(crate) const STRIDE: usize = 0x10;
 }
@@ -278,14 +285,20 @@ pub fn lapic_from_kvm(
         irr: get256(page, reg::IRR),
         isr: get256(page, reg::ISR),
         tmr: get256(page, reg::TMR),
+        icr: u64::from(get32(page, reg::ICR)) | u64::from(get32(page, reg::ICR2)) << 32,
+        esr: get32(page, reg::ESR) as u8,
+        // KVM has no latch of errors since the last ESR write.
+        esr_pending: 0,
     };
     s.validate()?;
     Ok(s)
 }
 
 /// Writes the registers the model covers into `page` (ID, version bit 24,
-/// TPR, PPR, LDR, DFR, SVR, ISR, TMR, IRR), leaving every other byte as it
-/// is. Start from the source's page to carry timer, LVT and ICR state.
+/// TPR, PPR, LDR, DFR, SVR, ISR, TMR, IRR, ESR, ICR), leaving every other
+/// byte as it is. Start from the source's page to carry timer and LVT state.
+/// The model's pending ESR errors have no place in KVM's page: they are
+/// dropped (KVM does not log them).
 pub fn write_lapic(state: &LocalApicState, x2apic_format: bool, page: &mut kvm_lapic_state) {
     let id = match state.mode {
         ApicMode::X2Apic if x2apic_format => state.initial_id,
@@ -306,6 +319,9 @@ pub fn write_lapic(state: &LocalApicState, x2apic_format: bool, page: &mut kvm_l
     put256(page, reg::ISR, &state.isr);
     put256(page, reg::TMR, &state.tmr);
     put256(page, reg::IRR, &state.irr);
+    put32(page, reg::ESR, u32::from(state.esr));
+    put32(page, reg::ICR, state.icr as u32);
+    put32(page, reg::ICR2, (state.icr >> 32) as u32);
 }
 
 /// The model's LAPIC as a fresh KVM register page: the covered registers

@@ -82,8 +82,12 @@ pub use crate::lapic::LocalApicState;
 #[cfg(doc)]
 use crate::{EoiExitMap, Ioapic, Irqchip, LocalApic, MaskedEdge};
 
-/// The snapshot format version this crate writes and reads.
-pub const SNAPSHOT_VERSION: u16 = 2;
+/// The snapshot format version this crate writes. It also reads version 2,
+/// whose `LocalApicState` had no ICR and ESR (they load as 0).
+pub const SNAPSHOT_VERSION: u16 = 3;
+
+/// The oldest snapshot format version this crate reads.
+const OLDEST_READABLE: u16 = 2;
 
 // ---- errors -----------------------------------------------------------------
 
@@ -101,7 +105,8 @@ pub enum SnapshotError {
     UnsupportedVersion {
         /// The version found.
         found: u16,
-        /// The version this crate reads ([`SNAPSHOT_VERSION`]).
+        /// The newest version this crate reads ([`SNAPSHOT_VERSION`]; it
+        /// reads version 2 too).
         supported: u16,
     },
     /// The snapshot was taken with another size: `what` is `"I/O APIC pins"`
@@ -252,7 +257,7 @@ impl fmt::Display for SnapshotError {
 impl core::error::Error for SnapshotError {}
 
 pub(crate) fn check_version(found: u16) -> Result<(), SnapshotError> {
-    if found == SNAPSHOT_VERSION {
+    if (OLDEST_READABLE..=SNAPSHOT_VERSION).contains(&found) {
         Ok(())
     } else {
         Err(SnapshotError::UnsupportedVersion {

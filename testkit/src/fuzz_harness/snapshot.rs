@@ -243,7 +243,13 @@ fn check_chip_snapshots(u: &mut Unstructured<'_>) -> Result<()> {
                 };
                 let got = lapic_from_kvm(&lapic_to_kvm(&a, x2apic_format), &who)
                     .expect("a reached LAPIC state imports");
-                assert_eq!(got, a, "reached LAPIC changed by KVM round trip");
+                // KVM's page has no latch of ESR errors since the last ESR
+                // write: the round trip drops it, and only it.
+                let want = eoi_exit::snapshot::LocalApicState {
+                    esr_pending: 0,
+                    ..a
+                };
+                assert_eq!(got, want, "reached LAPIC changed by KVM round trip");
             }
         }
     }

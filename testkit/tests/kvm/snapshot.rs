@@ -39,6 +39,9 @@ mod reg {
     pub const ISR: usize = 0x100;
     pub const TMR: usize = 0x180;
     pub const IRR: usize = 0x200;
+    pub const ESR: usize = 0x280;
+    pub const ICR: usize = 0x300;
+    pub const ICR2: usize = 0x310;
     pub const STRIDE: usize = 0x10;
 }
 
@@ -151,10 +154,10 @@ fn page_lapic() -> impl Strategy<Value = (LocalApicState, bool)> {
         (any::<u32>(), any::<u32>(), any::<u8>(), any::<bool>()),
         // IRR and ISR may hold vectors 0-15: KVM stores them verbatim.
         (vector_set(false), vector_set(false), vector_set(false)),
-        any::<bool>(),
+        (any::<bool>(), any::<u64>(), any::<u8>()),
     )
         .prop_map(
-            |((id, xid, mode, ldr), (dfr, svr, tpr, deoi), (irr, isr, tmr), fmt)| {
+            |((id, xid, mode, ldr), (dfr, svr, tpr, deoi), (irr, isr, tmr), (fmt, icr, esr))| {
                 let s = LocalApicState {
                     version: SNAPSHOT_VERSION,
                     initial_id: id,
@@ -177,6 +180,11 @@ fn page_lapic() -> impl Strategy<Value = (LocalApicState, bool)> {
                     irr,
                     isr,
                     tmr,
+                    // KVM keeps any ICR value a page gives it; it has no
+                    // ESR latch.
+                    icr,
+                    esr,
+                    esr_pending: 0,
                 };
                 (s, fmt)
             },
@@ -264,7 +272,7 @@ proptest! {
         let mut valid = lapic_to_kvm(&s, fmt);
         // Keep random bytes outside the covered registers.
         for off in (0..1024).step_by(16) {
-            let covered = matches!(off, reg::ID | reg::TPR | reg::PPR | reg::LDR | reg::DFR | reg::SVR)
+            let covered = matches!(off, reg::ID | reg::TPR | reg::PPR | reg::LDR | reg::DFR | reg::SVR | reg::ESR | reg::ICR | reg::ICR2)
                 || (reg::ISR..reg::IRR + 8 * reg::STRIDE).contains(&off);
             if !covered && off != reg::VERSION {
                 valid.regs[off..off + 16].copy_from_slice(&page.regs[off..off + 16]);
