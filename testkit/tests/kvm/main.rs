@@ -9,6 +9,7 @@
 //!   (`cargo test --release --test kvm oracle_scenarios`);
 //! * `snapshot` (feature `kvm`): KVM state conversions and a migration from KVM's
 //!   in-kernel irqchip into the model (`cargo test --release --features kvm --test kvm snapshot`);
+//! * `ipi`: IPIs written by the guest to the x2APIC ICR and SELF IPI MSRs, KVM against the model;
 //! * `resample`: a resampling irqfd (in-kernel irqchip) against `IrqchipConfig::resample_pins`;
 //! * `common`: the split-irqchip model `common::split`, shared with `kvm_oracle_model`.
 //!
@@ -21,6 +22,7 @@
 mod common;
 
 mod differential;
+mod ipi;
 mod oracle_scenarios;
 mod resample;
 #[cfg(feature = "kvm")]

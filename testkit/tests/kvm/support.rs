@@ -65,6 +65,10 @@ pub mod port {
     pub const IDLE_EOI: u16 = 0x17;
     /// out: ping answered.
     pub const PING: u16 = 0x18;
+    /// in (32 bit): the operands of a [`super::Cmd::Wrmsr`], in turn: ECX, EDX, EAX.
+    pub const WRMSR_ARG: u16 = 0x19;
+    /// out: the `wrmsr` of a [`super::Cmd::Wrmsr`] was executed.
+    pub const WRMSR_DONE: u16 = 0x1a;
 }
 
 // ---- the guest --------------------------------------------------------------------------
@@ -104,8 +108,8 @@ pub const GUEST_CODE: &[u8] = &[
     0xe4, 0x16,                         // 51 in   al, 0x16            ; next command
     0x3c, 0x01,                         // 53 cmp  al, 1
     0x74, 0x09,                         // 55 je   60 (eoi)
-    0x3c, 0x02,                         // 57 cmp  al, 2
-    0x74, 0x17,                         // 59 je   72 (ping)
+    0xe9, 0x49, 0x00,                   // 57 jmp  a3 (more)
+    0x90,                               // 5a nop
     0xfb,                               // 5b sti                      ; 0: take interrupts
     0xf4,                               // 5c hlt
     0xfa,                               // 5d cli
@@ -136,6 +140,21 @@ pub const GUEST_CODE: &[u8] = &[
     0xe6, 0x12,                         // 9e out  0x12, al            ; handler EOI written
     0x66, 0x61,                         // a0 popad
     0xcf,                               // a2 iret
+    // more: the idle loop's other commands
+    0x3c, 0x02,                         // a3 cmp  al, 2
+    0x74, 0xcb,                         // a5 je   72 (ping)
+    0x3c, 0x03,                         // a7 cmp  al, 3
+    0x74, 0x03,                         // a9 je   ae (wrmsr)
+    0xe9, 0xad, 0xff,                   // ab jmp  5b (halt)
+    // wrmsr: operands from port 0x19
+    0x66, 0xe5, 0x19,                   // ae in   eax, 0x19           ; the MSR
+    0x66, 0x89, 0xc1,                   // b1 mov  ecx, eax
+    0x66, 0xe5, 0x19,                   // b4 in   eax, 0x19           ; bits 63:32
+    0x66, 0x89, 0xc2,                   // b7 mov  edx, eax
+    0x66, 0xe5, 0x19,                   // ba in   eax, 0x19           ; bits 31:0
+    0x0f, 0x30,                         // bd wrmsr
+    0xe6, 0x1a,                         // bf out  0x1a, al            ; done
+    0xeb, 0x8e,                         // c1 jmp  51 (idle)
 ];
 
 /// Offset of the first handler stub from [`LOAD`].
@@ -174,6 +193,9 @@ pub enum Cmd {
     Eoi = 1,
     /// `out 0x18`: one round trip through `KVM_RUN` with IF=0.
     Ping = 2,
+    /// `wrmsr` (IF=0) with ECX, EDX, EAX read from port 0x19 ([`Vcpu::wrmsr`] queues
+    /// them), then `out 0x1a`.
+    Wrmsr = 3,
 }
 
 // ---- availability -----------------------------------------------------------------------
@@ -306,6 +328,10 @@ pub enum Event {
     Ping {
         vcpu: usize,
     },
+    /// The idle loop's `wrmsr` ran (`out 0x1a`).
+    Wrmsr {
+        vcpu: usize,
+    },
     /// `KVM_EXIT_IOAPIC_EOI` (exit reason 26).
     EoiExit {
         vcpu: usize,
@@ -340,6 +366,7 @@ impl fmt::Display for Event {
             Event::GuestEoi { vcpu, vector } => write!(f, "v{vcpu}:eoi({vector:x})"),
             Event::IdleEoi { vcpu } => write!(f, "v{vcpu}:idle-eoi"),
             Event::Ping { vcpu } => write!(f, "v{vcpu}:ping"),
+            Event::Wrmsr { vcpu } => write!(f, "v{vcpu}:wrmsr"),
             Event::EoiExit { vcpu, vector } => write!(f, "v{vcpu}:EOI-EXIT({vector:x})"),
             Event::Idle { vcpu } => write!(f, "v{vcpu}:idle"),
         }
@@ -554,6 +581,8 @@ pub enum Stop {
     Ping,
     /// Halted (IF=1) with nothing pending for the idle period.
     Idle,
+    /// The guest executed the `wrmsr` of a [`Cmd::Wrmsr`].
+    Wrmsr,
     /// A `KVM_EXIT_IOAPIC_EOI` for this vector (only with [`Vcpu::stop_on_eoi_exit`]; it is
     /// counted and traced either way). A VMM feeds it to its I/O APIC before running on.
     EoiExit(u8),
@@ -583,6 +612,8 @@ pub struct Vcpu {
     fd: VcpuFd,
     /// One-shot reply to the idle loop's next question; `Halt` when `None`.
     pub cmd: Option<Cmd>,
+    /// What the guest's next `in eax, 0x19` reads, first first.
+    pub wrmsr_args: std::collections::VecDeque<u32>,
     /// `KVM_EXIT_IOAPIC_EOI` count per vector.
     pub eoi_exits: [u32; 256],
     /// The ISR word the last handler read (vector, word).
@@ -621,6 +652,7 @@ impl Vcpu {
         IMMEDIATE_EXIT.with(|c| c.set(imm));
         let id = w.arm(slot);
         let cmd = &mut self.cmd;
+        let args = &mut self.wrmsr_args;
         let res = match self.fd.run() {
             // EINTR (watchdog signal) or EAGAIN: interrupted, nothing happened.
             Err(e) if e.errno() == 4 || e.errno() == 11 => Ok(Exit::Interrupted),
@@ -630,6 +662,15 @@ impl Vcpu {
                 data[0] = cmd.take().unwrap_or(Cmd::Halt) as u8;
                 Ok(Exit::Quiet)
             }
+            Ok(VcpuExit::IoIn(port::WRMSR_ARG, data)) => match args.pop_front() {
+                Some(v) => {
+                    let b = v.to_le_bytes();
+                    let n = data.len().min(4);
+                    data[..n].copy_from_slice(&b[..n]);
+                    Ok(Exit::Quiet)
+                }
+                None => Err("the guest read a wrmsr operand nobody queued".into()),
+            },
             Ok(VcpuExit::IoOut(port::GUEST_ISR, data)) => {
                 let mut b = [0u8; 4];
                 let n = data.len().min(4);
@@ -683,6 +724,7 @@ impl Vcpu {
                     }
                     port::IDLE_EOI => (Stop::IdleEoi, Event::IdleEoi { vcpu }),
                     port::PING => (Stop::Ping, Event::Ping { vcpu }),
+                    port::WRMSR_DONE => (Stop::Wrmsr, Event::Wrmsr { vcpu }),
                     _ => return self.fail(format_args!("unexpected out {p:#x}")),
                 };
                 self.trace.push(ev);
@@ -781,6 +823,16 @@ impl Vcpu {
     pub fn ping(&mut self) -> Result<()> {
         self.command(Cmd::Ping)?;
         self.expect(Stop::Ping)
+    }
+
+    /// Have the idle loop execute `wrmsr` of `value` to `msr` (with IF=0), e.g. the x2APIC
+    /// ICR (0x830) or SELF IPI (0x83F).
+    pub fn wrmsr(&mut self, msr: u32, value: u64) -> Result<()> {
+        self.wrmsr_args.clear();
+        self.wrmsr_args
+            .extend([msr, (value >> 32) as u32, value as u32]);
+        self.command(Cmd::Wrmsr)?;
+        self.expect(Stop::Wrmsr)
     }
 
     /// Have the idle loop write one EOI (nothing delivered), then [`Vcpu::ping`].
@@ -1186,6 +1238,7 @@ impl TestVm {
                 index: id,
                 fd: vfd,
                 cmd: None,
+                wrmsr_args: std::collections::VecDeque::new(),
                 eoi_exits: [0; 256],
                 last_guest_isr: None,
                 handlers_saw_own_isr: 0,
