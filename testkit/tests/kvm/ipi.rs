@@ -32,7 +32,7 @@ struct Case {
 
 fn gen_case(rng: &mut SplitMix64) -> Case {
     let sender = rng.below(2) as usize;
-    let vector = 0x20 + rng.below(0xF0 - 0x20) as u64;
+    let vector = 0x20 + rng.below(0xF0 - 0x20);
     if rng.chance(12) {
         return Case {
             sender,
