@@ -66,6 +66,17 @@ pub(super) fn narrow_op(op: Op, pins: u8) -> Op {
             vector: v(vector),
         },
         Op::DeliverLater { pin } => Op::DeliverLater { pin: p(pin) },
+        Op::Ipi {
+            vcpu,
+            dest,
+            vector,
+            shorthand,
+        } => Op::Ipi {
+            vcpu,
+            dest: if dest == 0xff { dest } else { dest % 4 },
+            vector: v(vector),
+            shorthand,
+        },
         op => op,
     }
 }
@@ -126,7 +137,13 @@ pub(super) fn gen_op(u: &mut Unstructured<'_>) -> Result<Op> {
             vcpu: u.arbitrary()?,
             vector: u.arbitrary()?,
         },
-        110..=113 => Op::Msi {
+        113 => Op::Ipi {
+            vcpu: u.arbitrary()?,
+            dest: u.arbitrary()?,
+            vector: u.arbitrary()?,
+            shorthand: u.arbitrary()?,
+        },
+        110..=112 => Op::Msi {
             dest: u.arbitrary()?,
             vector: u.arbitrary()?,
             level: u.arbitrary()?,

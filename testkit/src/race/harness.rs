@@ -189,7 +189,7 @@ impl<const VCPUS: usize, const PINS: usize> Harness<VCPUS, PINS> {
     /// Whether `op` is a guest op on a vCPU (it runs guest code).
     fn guest_vcpu(op: &Op) -> Option<usize> {
         match *op {
-            Op::Ack { vcpu } | Op::Eoi { vcpu } | Op::Tpr { vcpu, .. } => {
+            Op::Ack { vcpu } | Op::Eoi { vcpu } | Op::Tpr { vcpu, .. } | Op::Ipi { vcpu, .. } => {
                 Some(vcpu as usize % VCPUS)
             }
             _ => None,
@@ -334,6 +334,21 @@ impl<const VCPUS: usize, const PINS: usize> Harness<VCPUS, PINS> {
                     },
                     &mut fx,
                 );
+            }
+            Op::Ipi {
+                vcpu,
+                dest,
+                vector,
+                shorthand,
+            } => {
+                let c = VcpuId::new((vcpu as usize % VCPUS) as u16);
+                for (offset, value) in [
+                    (0x310, u32::from(dest) << 24),
+                    (0x300, u32::from(vector) | u32::from(shorthand & 3) << 18),
+                ] {
+                    self.chip
+                        .write_lapic(c, LapicWrite::Register { offset, value }, &mut fx);
+                }
             }
             Op::Tpr { vcpu, tpr } => {
                 // TPR is guest state with no effect on routing: no rescan.

@@ -148,6 +148,20 @@ pub enum Op {
         /// The 8-bit logical ID.
         logical_id: u8,
     },
+    /// The guest on `vcpu` sends a fixed edge IPI of `vector`: ICR2 with
+    /// physical destination `dest` (0xFF broadcasts), then the ICR with
+    /// destination shorthand `shorthand & 3` (0 none, 1 self, 2 all, 3 all
+    /// but self).
+    Ipi {
+        /// The sender.
+        vcpu: u8,
+        /// Physical destination APIC ID.
+        dest: u8,
+        /// Vector.
+        vector: u8,
+        /// ICR bits 19:18.
+        shorthand: u8,
+    },
     /// The guest writes `vcpu`'s TPR (changes what `Ack` may take).
     Tpr {
         /// The vCPU.
@@ -208,6 +222,20 @@ impl fmt::Display for Op {
             Op::DeliverLater { pin } => write!(f, "deliver-later timer pin{pin}"),
             Op::Ldr { vcpu, logical_id } => write!(f, "vCPU{vcpu} LDR={logical_id:#04x}"),
             Op::Tpr { vcpu, tpr } => write!(f, "vCPU{vcpu} TPR={tpr:#04x}"),
+            Op::Ipi {
+                vcpu,
+                dest,
+                vector,
+                shorthand,
+            } => {
+                let to = match shorthand & 3 {
+                    0 => format!("apic {dest}"),
+                    1 => "self".into(),
+                    2 => "all".into(),
+                    _ => "all but self".into(),
+                };
+                write!(f, "vCPU{vcpu} IPI {vector:#04x} -> {to}")
+            }
         }
     }
 }

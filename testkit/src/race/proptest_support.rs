@@ -131,6 +131,22 @@ pub fn op(s: Shape) -> BoxedStrategy<Op> {
         arms.push((
             1,
             (
+                vcpu.clone(),
+                prop_oneof![vcpu.clone(), Just(0xffu8)],
+                vector(s),
+                0u8..4,
+            )
+                .prop_map(|(vcpu, dest, vector, shorthand)| Op::Ipi {
+                    vcpu,
+                    dest,
+                    vector,
+                    shorthand,
+                })
+                .boxed(),
+        ));
+        arms.push((
+            1,
+            (
                 prop_oneof![Just(0u8), Just(0x10), Just(0x40), any::<u8>()],
                 prop_oneof![Just(4u8), any::<u8>()],
                 any::<u32>(),
