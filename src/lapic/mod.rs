@@ -4,8 +4,10 @@
 //! [`LocalApic`] models what decides where an I/O APIC or MSI interrupt goes and
 //! when its EOI must reach the I/O APIC: the APIC ID and logical addressing
 //! (LDR/DFR, x2APIC), the spurious-vector register (software enable, suppress
-//! EOI broadcast), TPR/PPR, and the IRR/ISR/TMR bitmaps. Timers, LVTs, ICR and
-//! IPIs are not modelled.
+//! EOI broadcast), TPR/PPR, the IRR/ISR/TMR bitmaps, and the ICR and ESR (IPIs
+//! are sent by [`Irqchip::write_lapic`](crate::Irqchip::write_lapic), which
+//! knows the other vCPUs). Timers and LVTs are not modelled; INIT, SIPI, NMI
+//! and SMI are recorded in the ICR but not delivered.
 //!
 //! # Call order
 //!

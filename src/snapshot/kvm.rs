@@ -37,10 +37,13 @@
 //! | 0x100 + 0x10 n | ISR word n | vectors 32n..32n+31 |
 //! | 0x180 + 0x10 n | TMR word n | |
 //! | 0x200 + 0x10 n | IRR word n | |
+//! | 0x280 | ESR | bits 7:0; the model's latch of errors since the last ESR write has no place here (KVM has none) and is dropped on export, 0 on import |
+//! | 0x300 | ICR | bits 31:0 of [`LocalApicState::icr`] |
+//! | 0x310 | ICR2 | bits 63:32 (x2APIC too: `KVM_GET_LAPIC` splits the 64-bit x2APIC ICR) |
 //!
 //! The page holds neither the mode nor the initial ID: they come from
 //! `IA32_APIC_BASE` ([`apic_mode_from_base`]) and the vCPU ID, as
-//! [`KvmLapicIdentity`]. Timer, LVT, ICR and the other registers are not
+//! [`KvmLapicIdentity`]. Timer, LVT and the other registers are not
 //! modelled: [`write_lapic`] patches only the registers above into a page
 //! (keep the source page to carry the rest), [`lapic_to_kvm`] writes them into
 //! a zeroed page.
