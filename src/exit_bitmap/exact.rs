@@ -203,19 +203,31 @@ impl Packed {
         planes: [Legal::EMPTY; 3],
     };
 
+    /// The state code of `v` (0 for an illegal vector): one slot
+    /// computation, three bit reads.
+    #[inline]
+    fn code(&self, v: Vector) -> u8 {
+        let Some((i, b)) = Legal::slot(v) else {
+            return 0;
+        };
+        let [a, bb, c] = &self.planes;
+        u8::from(a.0[i] & b != 0) << 2 | u8::from(bb.0[i] & b != 0) << 1 | u8::from(c.0[i] & b != 0)
+    }
+
     #[inline]
     fn get(&self, v: Vector) -> Inst {
-        let [a, b, c] = &self.planes;
-        Inst::from_code(
-            u8::from(a.contains(v)) << 2 | u8::from(b.contains(v)) << 1 | u8::from(c.contains(v)),
-        )
+        Inst::from_code(self.code(v))
     }
 
     #[inline]
     fn put(&mut self, v: Vector, i: Inst) {
+        let Some((k, b)) = Legal::slot(v) else {
+            return;
+        };
         let code = i.code();
-        for (k, plane) in self.planes.iter_mut().enumerate() {
-            plane.set(v, code >> (2 - k) & 1 != 0);
+        for (n, plane) in self.planes.iter_mut().enumerate() {
+            let on = (code >> (2 - n)) & 1 != 0;
+            plane.0[k] = (plane.0[k] & !b) | if on { b } else { 0 };
         }
     }
 

@@ -103,6 +103,17 @@ pub const REG_REDTBL_BASE: u8 = 0x10;
 /// still asserted for the 10,000th time in a row defers the re-delivery.
 pub(crate) const SUCCESSIVE_IRQ_MAX_COUNT: u16 = 10_000;
 
+/// What an EOI leaves to do for one entry it reached.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum AfterEoi {
+    /// Nothing: remote IRR cleared, the line is low (or masked, or edge).
+    Done,
+    /// The line is still asserted: deliver again.
+    Reservice,
+    /// Asserted after too many EOIs in a row: deliver after a delay.
+    Throttle,
+}
+
 /// The registers and pin state of an [`Ioapic`] without its configuration,
 /// as KVM's `kvm_ioapic_state` carries them (the public form is
 /// [`IoapicState`], which adds the version, pin count and configuration).
@@ -549,31 +560,44 @@ impl<const PINS: usize> Ioapic<PINS> {
     /// ```
     #[inline]
     pub fn set_line(&mut self, pin: Pin, level: bool) -> IoapicEffects {
+        let mut actions = IoapicEffects::NONE;
+        if self.drive_line(pin, level) {
+            actions.deliver.insert(pin);
+        }
+        actions
+    }
+
+    /// [`Ioapic::set_line`], whose only possible effect is to deliver `pin`:
+    /// whether it does.
+    #[inline]
+    pub(crate) fn drive_line(&mut self, pin: Pin, level: bool) -> bool {
         let i = pin.index();
         if i >= PINS {
-            return IoapicEffects::NONE;
+            return false;
         }
         let was_asserted = self.asserted(pin);
         self.pins[i].set_line(level);
         let e = self.entries[i];
-        let mut actions = IoapicEffects::NONE;
         if !self.asserted(pin) {
             // KVM clears the pin's `irr`, which also forgets a latched edge.
             self.pins[i].set_pending(false);
+            false
         } else if e.is_level() {
             // KVM retries every assert of a level pin (it only succeeds when
             // remote IRR is clear and the entry unmasked).
-            self.service(i, &mut actions);
+            self.try_service(i)
         } else if !was_asserted {
             if e.masked() {
                 if self.config.masked_edge == MaskedEdge::Latch {
                     self.pins[i].set_pending(true);
                 }
+                false
             } else {
-                self.service(i, &mut actions);
+                self.try_service(i)
             }
+        } else {
+            false
         }
-        actions
     }
 
     /// A broadcast EOI of `vector` from a local APIC (or KVM's
@@ -612,26 +636,68 @@ impl<const PINS: usize> Ioapic<PINS> {
     pub fn eoi(&mut self, vector: Vector) -> IoapicEffects {
         let mut actions = IoapicEffects::NONE;
         for i in 0..PINS {
-            let e = self.entries[i];
-            if e.vector() != vector || !e.is_level() {
-                continue;
-            }
-            let pin = Pin::new(i as u8);
-            self.entries[i] = e.with_remote_irr(false);
-            if !e.masked() && self.asserted(pin) {
-                let n = self.pins[i].count() + 1;
-                if n >= SUCCESSIVE_IRQ_MAX_COUNT {
-                    self.pins[i].set_count(0);
-                    actions.deliver_later.insert(pin);
-                } else {
-                    self.pins[i].set_count(n);
-                    self.service(i, &mut actions);
-                }
-            } else {
-                self.pins[i].set_count(0);
+            if self.entries[i].vector() == vector {
+                let after = self.eoi_entry(i);
+                self.after_eoi(i, after, &mut actions);
             }
         }
         actions
+    }
+
+    /// [`Ioapic::eoi`] when the caller knows that pin `i` is the only one
+    /// whose entry may hold `vector` (an index kept beside the table).
+    /// `None` when the EOI leaves nothing to do, the common case: the
+    /// handler quieted the device before its EOI.
+    #[inline(always)]
+    pub(crate) fn eoi_pin(&mut self, i: usize, vector: Vector) -> Option<IoapicEffects> {
+        if self.entries.get(i).is_none_or(|e| e.vector() != vector) {
+            return None;
+        }
+        match self.eoi_entry(i) {
+            AfterEoi::Done => None,
+            after => {
+                let mut actions = IoapicEffects::NONE;
+                self.after_eoi(i, after, &mut actions);
+                Some(actions)
+            }
+        }
+    }
+
+    /// The EOI reaches entry `i`, whose vector matched: a level entry's
+    /// remote IRR clears, and an asserted line is to be re-serviced, or
+    /// throttled after an EOI storm (KVM's `kvm_ioapic_update_eoi_one`).
+    #[inline(always)]
+    fn eoi_entry(&mut self, i: usize) -> AfterEoi {
+        let e = self.entries[i];
+        if !e.is_level() {
+            return AfterEoi::Done;
+        }
+        self.entries[i] = e.with_remote_irr(false);
+        if !e.masked() && self.asserted(Pin::new(i as u8)) {
+            let n = self.pins[i].count() + 1;
+            if n >= SUCCESSIVE_IRQ_MAX_COUNT {
+                self.pins[i].set_count(0);
+                AfterEoi::Throttle
+            } else {
+                self.pins[i].set_count(n);
+                AfterEoi::Reservice
+            }
+        } else {
+            self.pins[i].set_count(0);
+            AfterEoi::Done
+        }
+    }
+
+    fn after_eoi(&mut self, i: usize, after: AfterEoi, actions: &mut IoapicEffects) {
+        match after {
+            AfterEoi::Done => {}
+            AfterEoi::Throttle => {
+                actions.deliver_later.insert(Pin::new(i as u8));
+            }
+            AfterEoi::Reservice => {
+                self.service(i, actions);
+            }
+        }
     }
 
     /// The VMM's timer for a throttled pin (`deliver_later`) fired: deliver it
@@ -653,8 +719,17 @@ impl<const PINS: usize> Ioapic<PINS> {
     /// remote IRR (KVM: no LAPIC accepts it, `ret == 0`); an edge is consumed.
     #[inline]
     fn service(&mut self, i: usize, actions: &mut IoapicEffects) -> bool {
+        let delivered = self.try_service(i);
+        if delivered {
+            actions.deliver.insert(Pin::new(i as u8));
+        }
+        delivered
+    }
+
+    /// [`Ioapic::service`] without the effects: whether pin `i` delivers.
+    #[inline]
+    fn try_service(&mut self, i: usize) -> bool {
         let e = self.entries[i];
-        let pin = Pin::new(i as u8);
         if e.masked() || (e.is_level() && e.remote_irr()) {
             return false;
         }
@@ -665,7 +740,6 @@ impl<const PINS: usize> Ioapic<PINS> {
         if e.is_level() {
             self.entries[i] = e.with_remote_irr(true);
         }
-        actions.deliver.insert(pin);
         true
     }
 }

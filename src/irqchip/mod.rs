@@ -201,6 +201,12 @@ const ICR2: u32 = 0x310;
 /// The x2APIC SELF IPI MSR (0x83F) as an offset.
 const SELF_IPI: u32 = 0x3F0;
 
+/// Vector-index entry: no redirection entry holds that vector.
+const PIN_NONE: u8 = u8::MAX;
+/// Vector-index entry: several do (or the pin number does not fit); the EOI
+/// compares every entry.
+const PIN_MANY: u8 = u8::MAX - 1;
+
 /// Physical-ID cache entry: no vCPU has that ID.
 const PHYS_NONE: u16 = u16::MAX;
 /// Physical-ID cache entry: several vCPUs match (shared ID, broadcast).
@@ -221,6 +227,12 @@ pub(crate) struct Shared<const PINS: usize> {
     /// Pins a scan counts even when edge: the ack-notifier pins, and the RTC
     /// pin under `rtc_tracking` (KVM's `kvm_ioapic_scan_entry`).
     counted_edge: crate::PinSet,
+    /// Vector -> the one pin whose entry holds it, or [`PIN_NONE`] /
+    /// [`PIN_MANY`]. Kept current on every entry write, so a forwarded EOI
+    /// touches its entry instead of comparing all of them (KVM compares all
+    /// 24; with one entry per vector, which is how guests program the I/O
+    /// APIC, the result is the same).
+    pin_of: [u8; 256],
 }
 
 /// The physical destinations below 256 that `apic` can match: its own ID
@@ -349,6 +361,7 @@ where
                 dest: [VcpuSet::EMPTY; PINS],
                 phys: [PHYS_NONE; 256],
                 counted_edge: counted_edge(&config),
+                pin_of: [PIN_NONE; 256],
             }),
             vcpus: storage,
         };
@@ -466,8 +479,9 @@ impl<S: AsRef<[VcpuSlot]>, const PINS: usize> Irqchip<S, PINS> {
     /// Sets a pin's electrical level.
     pub fn set_line<L: DeliveryLog>(&self, pin: Pin, level: bool, fx: &mut Effects<L>) {
         let mut sh = self.shared.lock();
-        let a = sh.ioapic.set_line(pin, level);
-        self.apply(&mut sh, a, None, fx);
+        if sh.ioapic.drive_line(pin, level) {
+            self.deliver_pin(&sh, pin, fx);
+        }
     }
 
     /// The delay after an EOI-storm throttle has elapsed for `pin`.
@@ -724,27 +738,36 @@ impl<S: AsRef<[VcpuSlot]>, const PINS: usize> Irqchip<S, PINS> {
         if !exit.intercepted {
             return out;
         }
-        for p in self.config.notified_pins().iter() {
-            if sh.ioapic.entry(p).is_some_and(|e| e.vector() == eoi.vector) {
-                out.acked_pins.insert(p);
+        let notified = self.config.notified_pins();
+        if !notified.is_empty() {
+            for p in notified.iter() {
+                if sh.ioapic.entry(p).is_some_and(|e| e.vector() == eoi.vector) {
+                    out.acked_pins.insert(p);
+                }
             }
-        }
-        // KVM's order (`kvm_ioapic_update_eoi_one`): the ack notifiers run
-        // before remote IRR is cleared and the pin re-serviced, and a
-        // resampler deasserts its line there, so a quiesced device's line is
-        // not re-delivered.
-        let resampled = out.acked_pins.intersection(&self.config.resample_pins);
-        for p in resampled.iter() {
-            if let Some(e) = sh.ioapic.entry(p) {
-                let a = sh.ioapic.set_line(p, e.polarity() == Polarity::ActiveLow);
-                if !a.is_empty() {
-                    self.apply(&mut sh, a, None, fx);
+            // KVM's order (`kvm_ioapic_update_eoi_one`): the ack notifiers
+            // run before remote IRR is cleared and the pin re-serviced, and
+            // a resampler deasserts its line there, so a quiesced device's
+            // line is not re-delivered.
+            let resampled = out.acked_pins.intersection(&self.config.resample_pins);
+            for p in resampled.iter() {
+                if let Some(e) = sh.ioapic.entry(p) {
+                    let a = sh.ioapic.set_line(p, e.polarity() == Polarity::ActiveLow);
+                    if !a.is_empty() {
+                        self.apply(&mut sh, a, None, fx);
+                    }
                 }
             }
         }
         if forward {
-            let a = sh.ioapic.eoi(eoi.vector);
-            if !a.is_empty() {
+            let a = match sh.pin_of[usize::from(eoi.vector.get())] {
+                PIN_NONE => None,
+                PIN_MANY => Some(sh.ioapic.eoi(eoi.vector)),
+                p => sh.ioapic.eoi_pin(usize::from(p), eoi.vector),
+            };
+            if let Some(a) = a
+                && !a.is_empty()
+            {
                 self.apply(&mut sh, a, None, fx);
             }
         }
@@ -881,6 +904,14 @@ impl<S: AsRef<[VcpuSlot]>, const PINS: usize> Irqchip<S, PINS> {
         sh.phys = [PHYS_NONE; 256];
         sh.dest = [VcpuSet::EMPTY; PINS];
         let entries = *sh.ioapic.entries();
+        sh.pin_of = [PIN_NONE; 256];
+        for (pin, e) in entries.iter().enumerate() {
+            let slot = &mut sh.pin_of[usize::from(e.vector().get())];
+            *slot = match u8::try_from(pin) {
+                Ok(p) if *slot == PIN_NONE && p < PIN_MANY => p,
+                _ => PIN_MANY,
+            };
+        }
         for (i, slot) in self.vcpus.as_ref().iter().enumerate() {
             let apic = slot.0.lock().apic;
             for id in phys_candidates(&apic) {
@@ -899,6 +930,20 @@ impl<S: AsRef<[VcpuSlot]>, const PINS: usize> Irqchip<S, PINS> {
                 }
             }
         }
+    }
+
+    /// Recomputes the vector index for `v` from the table.
+    fn index_vector(sh: &mut Shared<PINS>, v: Vector) {
+        let mut found = PIN_NONE;
+        for (pin, e) in sh.ioapic.entries().iter().enumerate() {
+            if e.vector() == v {
+                found = match u8::try_from(pin) {
+                    Ok(p) if found == PIN_NONE && p < PIN_MANY => p,
+                    _ => PIN_MANY,
+                };
+            }
+        }
+        sh.pin_of[usize::from(v.get())] = found;
     }
 
     /// Recomputes one pin's destination set.
@@ -954,6 +999,10 @@ impl<S: AsRef<[VcpuSlot]>, const PINS: usize> Irqchip<S, PINS> {
             (Rescan::None, ..) => {}
             (_, Some(p), Some((i, old))) if p.index() == i => {
                 let new = sh.ioapic.entries()[i];
+                if new.vector() != old.vector() {
+                    Self::index_vector(sh, old.vector());
+                    Self::index_vector(sh, new.vector());
+                }
                 let mut targets = sh.dest[i];
                 if new.destination() != old.destination() {
                     self.refresh_dest(sh, i);
@@ -975,23 +1024,30 @@ impl<S: AsRef<[VcpuSlot]>, const PINS: usize> Irqchip<S, PINS> {
             }
         }
         for p in a.deliver.iter() {
-            let Some(msg) = sh.ioapic.message(p) else {
-                continue;
-            };
-            let rtc_pin = self.config.rtc_tracking && p.get() as u32 == RTC_GSI.get();
-            if rtc_pin && self.rtc_eoi_owed() {
-                fx.rtc_coalesced = true;
-                continue;
-            }
-            let source = if msg.trigger.is_level() || self.config.notified_pins().contains(p) {
-                Source::NeedsEoi
-            } else if rtc_pin {
-                Source::Rtc
-            } else {
-                Source::Plain
-            };
-            self.deliver(&msg, Some(p), source, sh.dest[p.index()], fx);
+            self.deliver_pin(sh, p, fx);
         }
+    }
+
+    /// Delivers pin `p`'s message, which the I/O APIC has just sent, to the
+    /// vCPUs its cached destination set names.
+    #[inline]
+    fn deliver_pin<L: DeliveryLog>(&self, sh: &Shared<PINS>, p: Pin, fx: &mut Effects<L>) {
+        let Some(msg) = sh.ioapic.message(p) else {
+            return;
+        };
+        let rtc_pin = self.config.rtc_tracking && p.get() as u32 == RTC_GSI.get();
+        if rtc_pin && self.rtc_eoi_owed() {
+            fx.rtc_coalesced = true;
+            return;
+        }
+        let source = if msg.trigger.is_level() || self.config.notified_pins().contains(p) {
+            Source::NeedsEoi
+        } else if rtc_pin {
+            Source::Rtc
+        } else {
+            Source::Plain
+        };
+        self.deliver(&msg, Some(p), source, sh.dest[p.index()], fx);
     }
 
     fn all_vcpus(&self) -> VcpuSet {
