@@ -180,6 +180,20 @@ impl<T: SetElement> Set256<T> {
         (i < 256).then(|| (i >> 6, 1u64 << (i & 63)))
     }
 
+    /// The set of `e` alone (empty for an index of 256 or more), built in
+    /// registers: no word is written and then re-read whole.
+    #[inline]
+    pub(crate) fn single(e: T) -> Self {
+        let i = e.index();
+        Self::from_u64_words(core::array::from_fn(|w| {
+            if i < 256 && i >> 6 == w {
+                1u64 << (i & 63)
+            } else {
+                0
+            }
+        }))
+    }
+
     /// Adds `e`; returns whether it was absent. An element with an index of
     /// 256 or more (a [`VcpuId`](crate::VcpuId) past 255) is not added.
     #[inline]

@@ -147,7 +147,7 @@ impl Legal {
     }
 
     #[inline]
-    fn set(&mut self, v: Vector, on: bool) {
+    pub(super) fn set(&mut self, v: Vector, on: bool) {
         if let Some((i, b)) = Self::slot(v) {
             self.0[i] = if on { self.0[i] | b } else { self.0[i] & !b };
         }

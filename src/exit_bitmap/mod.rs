@@ -683,6 +683,38 @@ impl EoiExitMap {
         self.mark(&before);
     }
 
+    /// One entry write changed whether a counted, unmasked entry with vector
+    /// `v` targets this vCPU (`routed`): what a rescan would find, for that
+    /// vector alone. `false` when the map needs a whole rescan instead:
+    /// another policy than `Exact`, or an interrupt in flight (whose
+    /// instances a rescan may adopt). With nothing in flight a rescan only
+    /// compares the routes, vector by vector, so this is the same result
+    /// without walking the table.
+    #[inline]
+    pub(crate) fn reroute(&mut self, apic: &LocalApic, v: Vector, routed: bool) -> bool {
+        if !(matches!(self.book, Book::Exact { .. })
+            && apic.irr().is_empty()
+            && apic.isr().is_empty())
+        {
+            return false;
+        }
+        let was = self.intercepts(v);
+        if let Book::Exact { x, .. } = &mut self.book {
+            x.routed.set(v, routed);
+        }
+        self.mark_vector(v, was);
+        true
+    }
+
+    /// `Exact`'s routes (tests compare them with a walk of the table).
+    #[cfg(test)]
+    pub(crate) fn exact_routes(&self) -> Option<VectorSet> {
+        match &self.book {
+            Book::Exact { x, .. } => Some(x.routed.set_of()),
+            _ => None,
+        }
+    }
+
     /// Ends a rescan and recomputes the bitmap.
     #[cfg(test)]
     pub(crate) fn end_scan(&mut self, apic: &LocalApic) {

@@ -960,10 +960,7 @@ impl<S: AsRef<[VcpuSlot]>, const PINS: usize> Irqchip<S, PINS> {
             match sh.phys[dest.id as usize] {
                 PHYS_NONE => return out,
                 PHYS_MANY => {}
-                i => {
-                    out.insert(VcpuId::new(i));
-                    return out;
-                }
+                i => return VcpuSet::single(VcpuId::new(i)),
             }
         }
         for (i, slot) in self.vcpus.as_ref().iter().enumerate() {
@@ -1009,11 +1006,11 @@ impl<S: AsRef<[VcpuSlot]>, const PINS: usize> Irqchip<S, PINS> {
                 }
                 if scan_key(new) != scan_key(old) || self.config.policy.is_kvm() {
                     if a.rescan == Rescan::All {
-                        targets = self.all_vcpus();
+                        self.rescan_set(sh, self.all_vcpus(), fx);
                     } else {
                         targets.union_with(&sh.dest[i]);
+                        self.reroute_set(sh, targets, [old.vector(), new.vector()], fx);
                     }
-                    self.rescan_set(sh, targets, fx);
                 }
             }
             _ => {
@@ -1064,6 +1061,55 @@ impl<S: AsRef<[VcpuSlot]>, const PINS: usize> Irqchip<S, PINS> {
                 self.rescan_locked(sh, id.index(), &mut slot.0.lock());
                 fx.reload.insert(id);
             }
+        }
+    }
+
+    /// After one entry's write, brings each of `targets` up to date for the
+    /// entry's old and new vectors alone where its map allows (`Exact` with
+    /// nothing in flight: two bit tests instead of a walk of the table), and
+    /// rescans it otherwise. The result is the rescan's either way.
+    fn reroute_set<L>(
+        &self,
+        sh: &Shared<PINS>,
+        targets: VcpuSet,
+        vectors: [Vector; 2],
+        fx: &mut Effects<L>,
+    ) {
+        for id in targets.iter() {
+            let Some(slot) = self.vcpus.as_ref().get(id.index()) else {
+                continue;
+            };
+            let mut guard = slot.0.lock();
+            let v = &mut *guard;
+            let distinct = if vectors[0] == vectors[1] { 1 } else { 2 };
+            let done = vectors[..distinct]
+                .iter()
+                .all(|&u| v.map.reroute(&v.apic, u, self.routed_to(sh, id, u)));
+            if done {
+                // Counted as a rescan that read one entry per vector.
+                v.stats.rescans = v.stats.rescans.wrapping_add(1);
+                v.stats.entries_scanned = v.stats.entries_scanned.wrapping_add(distinct as u32);
+            } else {
+                self.rescan_locked(sh, id.index(), v);
+            }
+            fx.reload.insert(id);
+        }
+    }
+
+    /// Whether a counted, unmasked entry with vector `u` targets `me`: what
+    /// a rescan of `me` finds for `u`, from the vector index.
+    fn routed_to(&self, sh: &Shared<PINS>, me: VcpuId, u: Vector) -> bool {
+        let live = |p: usize| {
+            let e = sh.ioapic.entries()[p];
+            e.vector() == u
+                && !e.masked()
+                && (e.is_level() || sh.counted_edge.contains(Pin::new(p as u8)))
+                && sh.dest[p].contains(me)
+        };
+        match sh.pin_of[usize::from(u.get())] {
+            PIN_NONE => false,
+            PIN_MANY => (0..PINS).any(live),
+            p => live(usize::from(p)),
         }
     }
 
