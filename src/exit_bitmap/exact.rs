@@ -165,6 +165,21 @@ impl Legal {
         core::array::from_fn(|w| (0..4).fold(0, |acc, j| acc | chunk(4 * w + j) << (16 * j)))
     }
 
+    /// Whether `s` holds exactly these vectors, ignoring its vectors 0-15:
+    /// word by word in registers, no copy of either set.
+    #[inline(always)]
+    pub(super) fn same_as(&self, s: &VectorSet) -> bool {
+        let w = s.as_u64_words();
+        let c = |k: usize| u64::from(self.0[k]);
+        let mine = [
+            c(0) << 16 | c(1) << 32 | c(2) << 48,
+            c(3) | c(4) << 16 | c(5) << 32 | c(6) << 48,
+            c(7) | c(8) << 16 | c(9) << 32 | c(10) << 48,
+            c(11) | c(12) << 16 | c(13) << 32 | c(14) << 48,
+        ];
+        ((w[0] & !0xFFFF) ^ mine[0]) | (w[1] ^ mine[1]) | (w[2] ^ mine[2]) | (w[3] ^ mine[3]) == 0
+    }
+
     /// The vectors in exactly one of `self` and `o`.
     #[inline]
     pub(super) fn xor(&self, o: &Legal) -> Legal {

@@ -641,7 +641,7 @@ impl EoiExitMap {
     /// unmasked, `unmatched` the vectors of counted entries that do not match.
     /// The same result as [`EoiExitMap::scan`] of every entry, with
     /// only the words that changed marked for the VMCS.
-    #[inline]
+    #[inline(always)]
     pub(crate) fn rescan_sets(
         &mut self,
         apic: &LocalApic,
@@ -649,24 +649,45 @@ impl EoiExitMap {
         matched_unmasked: &VectorSet,
         unmatched: &VectorSet,
     ) {
-        if let Book::Exact { hdr, x } = &mut self.book
+        if let Book::Exact { x, .. } = &self.book
             && apic.irr().is_empty()
             && apic.isr().is_empty()
         {
             // Nothing in flight, so nothing to adopt: only the routes can
             // change the bitmap, and only where no instance or RTC EOI
-            // keeps a bit set. (Most rescans change nothing.)
-            let routed = exact::Legal::from_set(matched_unmasked);
-            if routed != x.routed {
-                let mut keep = x.needed_in_flight();
-                if let Some(v) = hdr.rtc_owed {
-                    keep.insert(v);
-                }
-                hdr.dirty |= words_nonzero(&routed.xor(&x.routed).set_of().difference(&keep));
-                x.routed = routed;
+            // keeps a bit set. Most rescans change nothing, which a word
+            // compare in registers tells (inlined into the caller, which
+            // built the set in registers).
+            if !x.routed.same_as(matched_unmasked) {
+                self.reroute_exact(matched_unmasked);
             }
             return;
         }
+        self.rescan_slow(apic, matched, matched_unmasked, unmatched);
+    }
+
+    /// `Exact` with nothing in flight: the routes changed.
+    #[inline(never)]
+    fn reroute_exact(&mut self, matched_unmasked: &VectorSet) {
+        if let Book::Exact { hdr, x } = &mut self.book {
+            let routed = exact::Legal::from_set(matched_unmasked);
+            let mut keep = x.needed_in_flight();
+            if let Some(v) = hdr.rtc_owed {
+                keep.insert(v);
+            }
+            hdr.dirty |= words_nonzero(&routed.xor(&x.routed).set_of().difference(&keep));
+            x.routed = routed;
+        }
+    }
+
+    #[inline(never)]
+    fn rescan_slow(
+        &mut self,
+        apic: &LocalApic,
+        matched: &VectorSet,
+        matched_unmasked: &VectorSet,
+        unmatched: &VectorSet,
+    ) {
         let before = self.bitmap();
         match &mut self.book {
             Book::Kvm { scan, .. } => {

@@ -859,24 +859,35 @@ impl<S: AsRef<[VcpuSlot]>, const PINS: usize> Irqchip<S, PINS> {
         // entry. The sets are built in registers (a memory read-modify-write
         // per entry would chain on store forwarding).
         let me = VcpuId::new(i as u16);
-        let kvm = self.config.policy.is_kvm();
+        let counted = |pin: usize, e: &RedirectionEntry| {
+            e.is_level() || sh.counted_edge.contains(Pin::new(pin as u8))
+        };
         let mut matched = Words::default();
         let mut unmasked = Words::default();
         let mut unmatched = Words::default();
-        for (pin, (e, dest)) in sh.ioapic.entries().iter().zip(sh.dest.iter()).enumerate() {
-            if !(e.is_level() || sh.counted_edge.contains(Pin::new(pin as u8))) {
-                continue;
-            }
-            let v = e.vector();
-            if dest.contains(me) {
-                if !e.masked() {
-                    unmasked.insert(v);
+        let table = sh.ioapic.entries().iter().zip(sh.dest.iter()).enumerate();
+        if self.config.policy.is_kvm() {
+            for (pin, (e, dest)) in table {
+                if !counted(pin, e) {
+                    continue;
                 }
-                if kvm {
+                let v = e.vector();
+                if dest.contains(me) {
+                    if !e.masked() {
+                        unmasked.insert(v);
+                    }
                     matched.insert(v);
+                } else {
+                    unmatched.insert(v);
                 }
-            } else if kvm {
-                unmatched.insert(v);
+            }
+        } else {
+            // The other policies read only the unmasked matches: four
+            // accumulators, which stay in registers.
+            for (pin, (e, dest)) in table {
+                if counted(pin, e) && dest.contains(me) && !e.masked() {
+                    unmasked.insert(e.vector());
+                }
             }
         }
         let [matched, unmasked, unmatched] = [matched, unmasked, unmatched].map(Words::set);
