@@ -581,6 +581,17 @@ impl EoiExitMap {
         self.book.hdr_mut().dirty |= words_differing(before, &now);
     }
 
+    /// An INIT reset cleared the LAPIC's IRR, ISR and TMR: no instance is in
+    /// flight any more and no RTC EOI can come. The map starts over under its
+    /// policy (the routes come back with the rescan that must follow); every
+    /// VMCS word that held a bit is marked, so the next update rewrites it.
+    pub(crate) fn forget_in_flight(&mut self) {
+        let before = words_nonzero(&self.bitmap());
+        let dirty = self.book.hdr().dirty;
+        *self = EoiExitMap::new(self.policy());
+        self.book.hdr_mut().dirty = dirty | before;
+    }
+
     // ---- scanning -------------------------------------------------------
 
     /// Starts a rescan (KVM's `vcpu_scan_ioapic`: the bitmap and the highest

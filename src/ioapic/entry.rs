@@ -166,7 +166,12 @@ impl RedirectionEntry {
     /// Bits 10:8; `Err` for the reserved encodings 3 and 6.
     #[inline]
     pub fn delivery_mode(self) -> Result<DeliveryMode, InvalidValue> {
-        DeliveryMode::try_from(self.delivery_mode_bits())
+        // 6 (start-up) is an ICR encoding only; the 82093AA reserves it. KVM
+        // would deliver it as a SIPI; the model follows the datasheet.
+        match DeliveryMode::try_from(self.delivery_mode_bits())? {
+            DeliveryMode::StartUp => Err(InvalidValue(6)),
+            m => Ok(m),
+        }
     }
     /// Bit 11.
     #[inline]

@@ -530,6 +530,8 @@ impl<const VCPUS: usize, const PINS: usize> Harness<VCPUS, PINS> {
                 apic: v.apic.state(),
                 map: v.map.state(),
                 stats: v.stats,
+                // Kept as they are (the race ops send no non-vectored IPI).
+                events: self.chip.state::<Vec<_>>().vcpus[c].events,
             };
             self.chip
                 .load_vcpu(id, &st, &mut load_fx)
