@@ -69,7 +69,7 @@ impl RedirectionEntry {
     /// Bit 11: destination mode, 1 = logical.
     pub const LOGICAL: u64 = 1 << 11;
     /// Bits the guest cannot write: delivery status and remote IRR.
-    pub const READ_ONLY: u64 = Self::DELIVERY_STATUS | Self::REMOTE_IRR;
+    pub(crate) const READ_ONLY: u64 = Self::DELIVERY_STATUS | Self::REMOTE_IRR;
     /// Value at reset: masked, everything else zero.
     pub const RESET: RedirectionEntry = RedirectionEntry(Self::MASK);
 

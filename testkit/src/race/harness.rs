@@ -727,7 +727,7 @@ impl<const VCPUS: usize, const PINS: usize> Harness<VCPUS, PINS> {
                 }
             }
             // `is_empty` is one comparison, `lowest` one per word.
-            if let Some(v) = (!changed.is_empty()).then(|| changed.lowest()).flatten() {
+            if let Some(v) = (!changed.is_empty()).then(|| changed.iter().next()).flatten() {
                 return Err(Violation::TmrChangedWithoutAcceptance {
                     vcpu: c as u16,
                     vector: v.get(),
@@ -812,7 +812,7 @@ impl<const VCPUS: usize, const PINS: usize> Harness<VCPUS, PINS> {
             let hw = VectorSet::from_u64_words(self.checker.hw[c]);
             let b = self.post[c].map.bitmap();
             let d = b.difference(&hw).union(&hw.difference(&b));
-            if let Some(v) = (!d.is_empty()).then(|| d.lowest()).flatten() {
+            if let Some(v) = (!d.is_empty()).then(|| d.iter().next()).flatten() {
                 return Err(Violation::StaleVmcs {
                     vcpu: c as u16,
                     vector: v.get(),
