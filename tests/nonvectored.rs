@@ -386,3 +386,39 @@ fn snapshot_saves_pending_events_and_rejects_more_than_two_nmis() {
     v3.vcpus.iter_mut().for_each(|v| v.events = VcpuEvents::default());
     assert!(v3.validate().is_ok());
 }
+
+#[cfg(all(feature = "kvm", target_os = "linux", target_arch = "x86_64"))]
+#[test]
+fn kvm_vcpu_events_and_mp_state_round_trip_the_pending_events() {
+    use eoi_exit::snapshot::kvm::kvm_bindings::{
+        KVM_MP_STATE_INIT_RECEIVED, KVM_VCPUEVENT_VALID_NMI_PENDING, kvm_vcpu_events,
+    };
+    use eoi_exit::snapshot::kvm::{events_from_kvm, events_to_kvm};
+    let e = VcpuEvents {
+        init: true,
+        sipi: None,
+        wait_for_sipi: true,
+        nmi: 2,
+        smi: true,
+        extint: false,
+    };
+    let mut ev = kvm_vcpu_events::default();
+    ev.nmi.masked = 1; // the VMM's, kept
+    let mp = events_to_kvm(&e, &mut ev);
+    assert_eq!(mp.mp_state, KVM_MP_STATE_INIT_RECEIVED);
+    assert_eq!((ev.nmi.pending, ev.nmi.masked, ev.smi.pending, ev.smi.latched_init), (2, 1, 1, 1));
+    assert_eq!(events_from_kvm(&ev, &mp), Ok(e));
+    // A latched SIPI and an ExtINT have no place in KVM's formats.
+    let lost = VcpuEvents {
+        sipi: Some(Vector::new(0x10)),
+        extint: true,
+        ..e
+    };
+    let mp = events_to_kvm(&lost, &mut ev);
+    assert_eq!(events_from_kvm(&ev, &mp), Ok(e));
+    // More than KVM's two pending NMIs is refused; an old kernel's flag is one NMI.
+    ev.nmi.pending = 3;
+    assert!(events_from_kvm(&ev, &mp).is_err());
+    ev.flags &= !KVM_VCPUEVENT_VALID_NMI_PENDING;
+    assert_eq!(events_from_kvm(&ev, &mp).unwrap().nmi, 1);
+}
