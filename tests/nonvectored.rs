@@ -4,8 +4,8 @@
 
 use eoi_exit::irqchip::{Effects, IrqchipState, LapicWrite, VcpuEvents, VcpuState};
 use eoi_exit::{
-    ApicMode, DeliveryMode, Destination, DestinationMode, InterruptMessage, Irqchip,
-    IrqchipConfig, Pin, RedirectionEntry, TriggerMode, VcpuId, VcpuSlot, Vector,
+    ApicMode, DeliveryMode, Destination, DestinationMode, InterruptMessage, Irqchip, IrqchipConfig,
+    Pin, RedirectionEntry, TriggerMode, VcpuId, VcpuSlot, Vector,
 };
 
 type Chip = Irqchip<[VcpuSlot; 3]>;
@@ -309,7 +309,11 @@ fn sdm_non_vectored_messages_reach_a_software_disabled_apic_but_not_a_disabled_o
         },
         &mut fx,
     );
-    c.write_lapic(VcpuId::new(2), LapicWrite::Mode(ApicMode::Disabled), &mut fx);
+    c.write_lapic(
+        VcpuId::new(2),
+        LapicWrite::Mode(ApicMode::Disabled),
+        &mut fx,
+    );
     // NMI to all excluding self.
     let mut fx = Effects::new();
     c.write_lapic(
@@ -383,7 +387,9 @@ fn snapshot_saves_pending_events_and_rejects_more_than_two_nmis() {
     // A version-3 snapshot (no events) still loads.
     let mut v3 = s.clone();
     v3.version = 3;
-    v3.vcpus.iter_mut().for_each(|v| v.events = VcpuEvents::default());
+    v3.vcpus
+        .iter_mut()
+        .for_each(|v| v.events = VcpuEvents::default());
     assert!(v3.validate().is_ok());
 }
 
@@ -406,7 +412,15 @@ fn kvm_vcpu_events_and_mp_state_round_trip_the_pending_events() {
     ev.nmi.masked = 1; // the VMM's, kept
     let mp = events_to_kvm(&e, &mut ev);
     assert_eq!(mp.mp_state, KVM_MP_STATE_INIT_RECEIVED);
-    assert_eq!((ev.nmi.pending, ev.nmi.masked, ev.smi.pending, ev.smi.latched_init), (2, 1, 1, 1));
+    assert_eq!(
+        (
+            ev.nmi.pending,
+            ev.nmi.masked,
+            ev.smi.pending,
+            ev.smi.latched_init
+        ),
+        (2, 1, 1, 1)
+    );
     assert_eq!(events_from_kvm(&ev, &mp), Ok(e));
     // A latched SIPI and an ExtINT have no place in KVM's formats.
     let lost = VcpuEvents {

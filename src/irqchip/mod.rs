@@ -27,13 +27,16 @@
 //! caches) sits behind one `spin::Mutex`, each vCPU behind its own. Lock
 //! order: the shared lock first, then vCPUs one at a time. No method holds a
 //! lock when it returns and none calls back into caller code, so no sequence
-//! of calls can deadlock. Only [`Irqchip::ack`] and [`Irqchip::vmcs_update`]
-//! take a vCPU lock alone.
+//! of calls can deadlock. Only [`Irqchip::ack`], [`Irqchip::vmcs_update`] and
+//! [`Irqchip::take_events`] (unless it takes an INIT) take a vCPU lock alone.
 //!
 //! # Caller duties
 //!
 //! * Before a vCPU enters the guest, call [`Irqchip::vmcs_update`] and write
-//!   the returned words to its VMCS.
+//!   the returned words to its VMCS, and [`Irqchip::take_events`] and act on
+//!   the non-vectored events it returns ([`VcpuEvents`]: INIT reset, SIPI
+//!   start, NMI, SMI, ExtINT). A vCPU in wait-for-SIPI does not run; call
+//!   `take_events` again when it is kicked.
 //! * After each input, act on the [`Effects`]: a redirection write rescans
 //!   its old and new destinations *before* it delivers anything, so a
 //!   multi-threaded VMM MUST kick the vCPUs in [`Effects::reload`] out of

@@ -8,8 +8,7 @@ use crate::race::{
     IoapicStep, check_ioapic_state, check_ioapic_step, expected_iowin, expected_iowin_table,
 };
 use eoi_exit::ioapic::{
-    IOEOI, IOREGSEL, IOWIN, IoapicEffects, MMIO_LEN, MaskedEdge, PinSet,
-    REG_REDTBL_BASE,
+    IOEOI, IOREGSEL, IOWIN, IoapicEffects, MMIO_LEN, MaskedEdge, PinSet, REG_REDTBL_BASE,
 };
 use eoi_exit::{Ioapic, IoapicConfig, IoapicVersion, RedirectionEntry};
 use eoi_exit::{Pin, Polarity};

@@ -727,7 +727,10 @@ impl<const VCPUS: usize, const PINS: usize> Harness<VCPUS, PINS> {
                 }
             }
             // `is_empty` is one comparison, `lowest` one per word.
-            if let Some(v) = (!changed.is_empty()).then(|| changed.iter().next()).flatten() {
+            if let Some(v) = (!changed.is_empty())
+                .then(|| changed.iter().next())
+                .flatten()
+            {
                 return Err(Violation::TmrChangedWithoutAcceptance {
                     vcpu: c as u16,
                     vector: v.get(),

@@ -8,8 +8,7 @@
 
 use eoi_exit::Ioapic;
 use eoi_exit::ioapic::{
-    IOREGSEL, IOWIN, IoapicEffects, IoapicState, REG_REDTBL_BASE, REG_VERSION,
-    Rescan,
+    IOREGSEL, IOWIN, IoapicEffects, IoapicState, REG_REDTBL_BASE, REG_VERSION, Rescan,
 };
 use eoi_exit::{Msi, RedirectionEntry, Vector};
 

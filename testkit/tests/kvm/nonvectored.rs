@@ -31,8 +31,7 @@ use eoi_exit::irqchip::{Effects, IrqchipState, LapicWrite, VcpuEvents, VcpuState
 use eoi_exit::{ApicMode, Irqchip, IrqchipConfig, VcpuId, VcpuSlot};
 use eoi_exit_testkit::race::SplitMix64;
 use kvm_bindings::{
-    KVM_MP_STATE_INIT_RECEIVED, KVM_MP_STATE_RUNNABLE, KVM_VCPUEVENT_VALID_SMM,
-    kvm_vcpu_events,
+    KVM_MP_STATE_INIT_RECEIVED, KVM_MP_STATE_RUNNABLE, KVM_VCPUEVENT_VALID_SMM, kvm_vcpu_events,
 };
 use kvm_ioctls::{Cap, Kvm};
 
@@ -133,7 +132,9 @@ fn on_kvm(mode: IrqChipMode, c: &Case) -> Result<[Seen; 2]> {
     }
     if c.smm || c.nmi_masked {
         let fd = t.vcpus[1].fd();
-        let mut ev = fd.get_vcpu_events().map_err(|e| HarnessError(e.to_string()))?;
+        let mut ev = fd
+            .get_vcpu_events()
+            .map_err(|e| HarnessError(e.to_string()))?;
         ev.nmi.masked = u8::from(c.nmi_masked);
         if c.smm {
             ev.flags |= KVM_VCPUEVENT_VALID_SMM;
@@ -148,7 +149,8 @@ fn on_kvm(mode: IrqChipMode, c: &Case) -> Result<[Seen; 2]> {
             t.vcpus[0].wrmsr(ICR_MSR, w)?;
         }
         let fd = t.vcpus[1].fd();
-        let err = |what: &'static str| move |e: kvm_ioctls::Error| HarnessError(format!("{what}: {e}"));
+        let err =
+            |what: &'static str| move |e: kvm_ioctls::Error| HarnessError(format!("{what}: {e}"));
         let ev: kvm_vcpu_events = fd.get_vcpu_events().map_err(err("KVM_GET_VCPU_EVENTS"))?;
         let mp = fd.get_mp_state().map_err(err("KVM_GET_MP_STATE"))?;
         let sregs = fd.get_sregs().map_err(err("KVM_GET_SREGS"))?;
@@ -230,9 +232,9 @@ fn on_model(c: &Case) -> [Seen; 2] {
             nmi_after: after.nmi + held,
             smi_after: after.smi || t.smi,
             irr_isr_tmr: [words(apic.irr()), words(apic.isr()), words(apic.tmr())],
-            reset_regs: t.init.then(|| {
-                [0xF0, 0x80, 0xD0, 0x300].map(|o| apic.read_register(o).unwrap_or(0))
-            }),
+            reset_regs: t
+                .init
+                .then(|| [0xF0, 0x80, 0xD0, 0x300].map(|o| apic.read_register(o).unwrap_or(0))),
         }
     })
 }
