@@ -103,7 +103,10 @@ fn table() -> [RedirectionEntry; 24] {
 
 fn scanned(policy: Policy, apic: &LocalApic) -> EoiExitMap {
     let mut m = EoiExitMap::new(policy);
-    m.scan_table(apic, &table(), |_| false, None);
+    m.scan(
+        apic,
+        table().map(|e| ScanEntry::from_redirection(e, false, false)),
+    );
     m
 }
 
@@ -194,7 +197,10 @@ fn lapic(c: &mut Criterion) {
         })
     });
     let mut m = EoiExitMap::new(Policy::Exact);
-    m.scan_table(&apic, &table(), |_| false, None);
+    m.scan(
+        &apic,
+        table().map(|e| ScanEntry::from_redirection(e, false, false)),
+    );
     g.bench_function("on_accept_exact", |b| {
         let a = Accepted {
             vector: Vector::new(0x41),

@@ -97,8 +97,9 @@
 //! | [`Irqchip::mmio_read`], [`Irqchip::mmio_write`] | an MMIO exit on the I/O APIC page, on any vCPU |
 //! | [`Irqchip::guest_eoi`] | an EOI-induced VM exit (basic exit reason 45, trap-like: the CPU has already cleared the VISR bit; the exit qualification holds the vector). A simulator calls it for every guest EOI and reads [`GuestEoi::intercepted`](irqchip::GuestEoi::intercepted) |
 //! | [`Irqchip::set_line`], [`Irqchip::send_msi`], [`Irqchip::deliver_later_elapsed`], [`Irqchip::write_entry`] | host side, at any time: device models, irqfds, timers, restore |
-//! | [`Irqchip::write_lapic`] | exits that change LAPIC addressing: APIC-access or APIC-write exits (xAPIC ID, LDR, DFR, SVR), WRMSR exits (x2APIC SVR, IA32_APIC_BASE) |
+//! | [`Irqchip::write_lapic`] | exits that change LAPIC addressing: APIC-access or APIC-write exits (xAPIC ID, LDR, DFR, SVR), WRMSR exits (x2APIC SVR, IA32_APIC_BASE); ICR and SELF IPI writes (IPIs) |
 //! | [`Irqchip::vmcs_update`] | before every VM entry of that vCPU |
+//! | [`Irqchip::take_events`] | before every VM entry of that vCPU (and when a vCPU waiting for SIPI is kicked): the non-vectored events (INIT, SIPI, NMI, SMI, ExtINT) it must take |
 //! | [`Irqchip::ack`] | never an exit under APIC virtualization (see below) |
 //!
 //! What the VMM cannot observe:
@@ -155,7 +156,7 @@ pub use irqchip::VcpuSet;
 pub use irqchip::{Effects, GuestEoi, Irqchip, IrqchipConfig, LapicWrite, VcpuSlot};
 pub use lapic::{Acceptance, ApicMode, Eoi, LocalApic};
 pub use routes::Msi;
-pub use set::{Set256, Set256Iter, SetElement};
+pub use set::{Set256, SetElement};
 pub use types::{
     ApicId, DeliveryMode, Destination, DestinationMode, Gsi, InterruptMessage, InvalidValue, Pin,
     Polarity, RTC_GSI, TriggerMode, VcpuId,

@@ -132,7 +132,11 @@ impl Msi {
     pub fn message(&self) -> Option<InterruptMessage> {
         Some(InterruptMessage {
             destination: self.destination(),
-            delivery_mode: DeliveryMode::try_from(((self.data >> 8) & 7) as u8).ok()?,
+            // 6 (start-up) is reserved in MSIs (SDM); KVM would send a SIPI.
+            delivery_mode: match DeliveryMode::try_from(((self.data >> 8) & 7) as u8).ok()? {
+                DeliveryMode::StartUp => return None,
+                m => m,
+            },
             vector: self.vector(),
             trigger: TriggerMode::from_bit(self.is_level()),
         })

@@ -251,7 +251,7 @@ impl<T: SetElement> Set256<T> {
 
     /// The lowest member, if any.
     #[inline]
-    pub fn lowest(&self) -> Option<T> {
+    pub(crate) fn lowest(&self) -> Option<T> {
         self.words
             .iter()
             .enumerate()

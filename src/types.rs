@@ -187,8 +187,9 @@ impl TriggerMode {
 }
 
 u8_enum! {
-    /// Delivery mode (redirection entry bits 10:8, MSI data bits 10:8).
-    /// Encodings 3 and 6 are reserved and have no variant.
+    /// Delivery mode (redirection entry bits 10:8, MSI data bits 10:8, ICR
+    /// bits 10:8). Encoding 3 is reserved and has no variant; 6 is the ICR's
+    /// start-up (SIPI), reserved in redirection entries and MSIs.
     DeliveryMode {
         /// Deliver to every destination APIC.
         Fixed = 0,
@@ -198,8 +199,11 @@ u8_enum! {
         Smi = 2,
         /// Non-maskable interrupt (vector ignored, always edge).
         Nmi = 4,
-        /// INIT (vector ignored, always edge).
+        /// INIT (vector ignored; a level-triggered de-assert is ignored).
         Init = 5,
+        /// Start-up IPI (ICR only): the vector is the start page (the vCPU
+        /// starts at `vector << 12`), taken only in wait-for-SIPI.
+        StartUp = 6,
         /// External interrupt (8259A-compatible; vector from the PIC).
         ExtInt = 7,
     }

@@ -22,7 +22,7 @@ use crate::set::Set256;
 ///
 /// let v = Vector::new(0x41);
 /// assert_eq!(v.get(), 0x41);
-/// assert_eq!(v.priority_class(), 4); // what TPR/PPR compare against
+/// assert_eq!(v.get() >> 4, 4); // its priority class, what TPR/PPR compare against
 /// assert!(!v.is_reserved() && Vector::new(0x0e).is_reserved());
 /// assert_eq!(format!("{v} {v:?}"), "0x41 Vector(0x41)");
 /// ```
@@ -47,7 +47,7 @@ impl Vector {
     /// The priority class: bits 7:4 of the vector (SDM "Interrupt, Task, and
     /// Processor Priority").
     #[inline]
-    pub const fn priority_class(self) -> u8 {
+    pub(crate) const fn priority_class(self) -> u8 {
         self.0 >> 4
     }
 

@@ -211,17 +211,18 @@ fn kvm_level_triggered_ipi_deassert_is_dropped() {
     assert!(apic.irr().contains(Vector::new(0x80)) && apic.tmr().contains(Vector::new(0x80)));
 }
 
-/// INIT, SIPI, NMI and SMI IPIs are not modelled yet: the ICR records them
-/// and nothing is delivered (no vector enters IRR, no one is kicked).
+/// SMI, NMI, INIT and SIPI IPIs are recorded in the ICR, kick their target
+/// and put no vector in IRR: they are non-vectored (`tests/nonvectored.rs`
+/// checks what each does).
 #[test]
-fn icr_non_vectored_modes_are_recorded_and_deliver_nothing_yet() {
+fn icr_non_vectored_modes_are_recorded_kick_and_put_nothing_in_irr() {
     let chip = chip(ApicMode::XApic);
     let _ = write(&chip, 0, ICR2, 1 << 24);
     for mode in [2u32, 4, 5, 6] {
         let low = 0x90 | mode << 8 | ASSERT;
         let fx = write(&chip, 0, ICR, low);
         assert!(
-            fx.kick.is_empty() && pending(&chip, 0x90).is_empty(),
+            fx.kick.iter().map(VcpuId::get).eq([1]) && pending(&chip, 0x90).is_empty(),
             "mode {mode}"
         );
         assert_eq!(read(&chip, 0, ICR), Some(low));

@@ -334,7 +334,7 @@ proptest! {
                 && let Some(v) = before.highest_deliverable()
             {
                 prop_assert!(before.irr().contains(v));
-                prop_assert!(v.priority_class() > (reg(&before, 0xA0) as u8) >> 4);
+                prop_assert!((v.get() >> 4) > (reg(&before, 0xA0) as u8) >> 4);
                 prop_assert!(a.isr().contains(v));
             }
             let _ = ((reg(&a, 0xA0) as u8), (reg(&a, 0x90) as u8), (reg(&a, 0x30)), a.id(), (reg(&a, 0x20)), (reg(&a, 0xF0)));

@@ -8,7 +8,7 @@
 //!
 //! 1. On a rescan request: [`EoiExitMap::scan`] of every I/O APIC
 //!    redirection entry (or every split-irqchip GSI route below the reserved
-//!    pin count), or [`EoiExitMap::scan_table`] of a redirection table.
+//!    pin count), or ([`ScanEntry::from_redirection`]) of a redirection table.
 //! 2. On every interrupt this vCPU's LAPIC accepts: [`EoiExitMap::on_accept`].
 //! 3. On every EOI the hardware intercepts (the vector is in
 //!    [`EoiExitMap::bitmap`]): [`EoiExitMap::send_eoi`], *after* the LAPIC
@@ -552,7 +552,7 @@ impl EoiExitMap {
     ///     RedirectionEntry::fixed(Vector::new(0x40), TriggerMode::Level, 0),
     ///     RedirectionEntry::fixed(Vector::new(0xfe), TriggerMode::Level, 0),
     /// ];
-    /// map.scan_table(&apic, &table, |_| false, None);
+    /// map.scan(&apic, table.map(|e| eoi_exit::exit_bitmap::ScanEntry::from_redirection(e, false, false)));
     ///
     /// let u = map.take_vmcs_update().unwrap();
     /// assert_eq!(u.mask, 0b1010); // words 1 (0x40) and 3 (0xfe) changed
@@ -581,6 +581,17 @@ impl EoiExitMap {
         self.book.hdr_mut().dirty |= words_differing(before, &now);
     }
 
+    /// An INIT reset cleared the LAPIC's IRR, ISR and TMR: no instance is in
+    /// flight any more and no RTC EOI can come. The map starts over under its
+    /// policy (the routes come back with the rescan that must follow); every
+    /// VMCS word that held a bit is marked, so the next update rewrites it.
+    pub(crate) fn forget_in_flight(&mut self) {
+        let before = words_nonzero(&self.bitmap());
+        let dirty = self.book.hdr().dirty;
+        *self = EoiExitMap::new(self.policy());
+        self.book.hdr_mut().dirty = dirty | before;
+    }
+
     // ---- scanning -------------------------------------------------------
 
     /// Starts a rescan (KVM's `vcpu_scan_ioapic`: the bitmap and the highest
@@ -588,7 +599,7 @@ impl EoiExitMap {
     ///
     /// The three-call scan cannot compare the bitmap before and after, so it
     /// reports every word that held a bit before or after it as changed;
-    /// [`EoiExitMap::scan_table`] and [`Irqchip`](crate::Irqchip)'s rescans
+    /// [`EoiExitMap::scan`] and [`Irqchip`](crate::Irqchip)'s rescans
     /// report only the words that changed.
     #[cfg(test)]
     pub(crate) fn begin_scan(&mut self) {
@@ -784,20 +795,6 @@ impl EoiExitMap {
     /// reserved pin count ([`ScanEntry::from_msi_route`]). The stale set and
     /// the routes are recomputed from scratch; only the VMCS words that
     /// changed are marked for [`EoiExitMap::take_vmcs_update`].
-    pub fn scan<I: IntoIterator<Item = ScanEntry>>(&mut self, apic: &LocalApic, entries: I) {
-        let before = self.bitmap();
-        self.clear_scan();
-        for e in entries {
-            self.scan_entry(apic, &e);
-        }
-        self.finish_scan(apic);
-        self.mark(&before);
-    }
-
-    /// Convenience: [`EoiExitMap::scan`] of a redirection table.
-    ///
-    /// `ack_notifier(pin)` says whether a pin has an ack notifier; `rtc_pin`
-    /// is the pin whose EOIs KVM's RTC tracking follows (8), if enabled.
     ///
     /// # Examples
     ///
@@ -816,23 +813,18 @@ impl EoiExitMap {
     ///
     /// let mut map = EoiExitMap::new(Policy::Exact);
     /// // Pin 3 has an ack notifier (say, an assigned device's INTx).
-    /// map.scan_table(&apic, &table, |pin| pin == 3, None);
+    /// map.scan(&apic, (0..).zip(table).map(|(pin, e)| eoi_exit::exit_bitmap::ScanEntry::from_redirection(e, pin == 3, false)));
     /// let bits: Vec<u8> = map.bitmap().iter().map(Vector::get).collect();
     /// assert_eq!(bits, [0x40, 0x43]); // not 0x41 (APIC ID 1), not 0x42 (plain edge)
     /// ```
-    pub fn scan_table<F: Fn(usize) -> bool>(
-        &mut self,
-        apic: &LocalApic,
-        entries: &[RedirectionEntry],
-        ack_notifier: F,
-        rtc_pin: Option<usize>,
-    ) {
-        self.scan(
-            apic,
-            entries.iter().enumerate().map(|(pin, e)| {
-                ScanEntry::from_redirection(*e, ack_notifier(pin), rtc_pin == Some(pin))
-            }),
-        );
+    pub fn scan<I: IntoIterator<Item = ScanEntry>>(&mut self, apic: &LocalApic, entries: I) {
+        let before = self.bitmap();
+        self.clear_scan();
+        for e in entries {
+            self.scan_entry(apic, &e);
+        }
+        self.finish_scan(apic);
+        self.mark(&before);
     }
 
     // ---- acceptance -------------------------------------------------------
@@ -913,7 +905,7 @@ impl EoiExitMap {
     ///     // ... while its entry now targets APIC ID 1.
     ///     let table = [RedirectionEntry::fixed(v, TriggerMode::Level, 1)];
     ///     let mut map = EoiExitMap::new(policy);
-    ///     map.scan_table(&apic, &table, |_| false, None);
+    ///     map.scan(&apic, table.map(|e| eoi_exit::exit_bitmap::ScanEntry::from_redirection(e, false, false)));
     ///     assert!(map.intercepts(v), "{policy:?}: the in-service EOI is needed");
     ///
     ///     let eoi = apic.eoi().unwrap(); // the LAPIC retires it first
@@ -922,7 +914,7 @@ impl EoiExitMap {
     ///     assert_eq!(exit.rescan, policy == Policy::KvmHighestStale);
     ///     assert_eq!(map.intercepts(v), policy != Policy::Exact, "{policy:?}");
     ///     if exit.rescan {
-    ///         map.scan_table(&apic, &table, |_| false, None);
+    ///         map.scan(&apic, table.map(|e| eoi_exit::exit_bitmap::ScanEntry::from_redirection(e, false, false)));
     ///         assert!(!map.intercepts(v));
     ///     }
     /// }

@@ -143,12 +143,22 @@ impl IoapicEffects {
     /// later one (`other`'s) is kept and the earlier is lost. Only redirection
     /// writes set it (one pin each), so handle each MMIO write's actions
     /// before merging them with another write's.
-    pub fn merge(&mut self, other: IoapicEffects) {
+    pub(crate) fn merge(&mut self, other: IoapicEffects) {
         self.deliver = self.deliver.union(&other.deliver);
         self.deliver_later = self.deliver_later.union(&other.deliver_later);
         self.rescan = self.rescan.merge(other.rescan);
         if other.route_changed.is_some() {
             self.route_changed = other.route_changed;
         }
+    }
+}
+
+/// `a |= b`: the actions of `a` then `b`, for a caller that batches several
+/// writes before it acts. `route_changed` holds one pin: if both name a pin
+/// and they differ, `b`'s is kept, so handle each MMIO write's route change
+/// before merging it with another write's.
+impl core::ops::BitOrAssign for IoapicEffects {
+    fn bitor_assign(&mut self, other: IoapicEffects) {
+        self.merge(other);
     }
 }

@@ -69,7 +69,7 @@ impl RedirectionEntry {
     /// Bit 11: destination mode, 1 = logical.
     pub const LOGICAL: u64 = 1 << 11;
     /// Bits the guest cannot write: delivery status and remote IRR.
-    pub const READ_ONLY: u64 = Self::DELIVERY_STATUS | Self::REMOTE_IRR;
+    pub(crate) const READ_ONLY: u64 = Self::DELIVERY_STATUS | Self::REMOTE_IRR;
     /// Value at reset: masked, everything else zero.
     pub const RESET: RedirectionEntry = RedirectionEntry(Self::MASK);
 
@@ -166,7 +166,12 @@ impl RedirectionEntry {
     /// Bits 10:8; `Err` for the reserved encodings 3 and 6.
     #[inline]
     pub fn delivery_mode(self) -> Result<DeliveryMode, InvalidValue> {
-        DeliveryMode::try_from(self.delivery_mode_bits())
+        // 6 (start-up) is an ICR encoding only; the 82093AA reserves it. KVM
+        // would deliver it as a SIPI; the model follows the datasheet.
+        match DeliveryMode::try_from(self.delivery_mode_bits())? {
+            DeliveryMode::StartUp => Err(InvalidValue(6)),
+            m => Ok(m),
+        }
     }
     /// Bit 11.
     #[inline]

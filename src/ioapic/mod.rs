@@ -91,11 +91,11 @@ pub const IOEOI: u64 = 0x40;
 pub const MMIO_LEN: u64 = 0x100;
 
 /// Indirect register: ID.
-pub const REG_ID: u8 = 0x00;
+pub(crate) const REG_ID: u8 = 0x00;
 /// Indirect register: version.
 pub const REG_VERSION: u8 = 0x01;
 /// Indirect register: arbitration ID.
-pub const REG_ARB: u8 = 0x02;
+pub(crate) const REG_ARB: u8 = 0x02;
 /// Indirect register: low half of redirection entry 0.
 pub const REG_REDTBL_BASE: u8 = 0x10;
 

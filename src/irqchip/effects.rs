@@ -78,8 +78,10 @@ impl DeliveryLog for std::vec::Vec<Delivery> {
 #[must_use = "accepted interrupts must be noticed and rescanned vCPUs reloaded"]
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Effects<L = ()> {
-    /// vCPUs that accepted an interrupt: the VMM MUST make each notice it
-    /// (post it, or kick the vCPU out of guest mode so it injects on entry).
+    /// vCPUs that accepted an interrupt or latched a non-vectored event: the
+    /// VMM MUST make each notice it (post it, or kick the vCPU out of guest
+    /// mode so it injects on entry and calls
+    /// [`Irqchip::take_events`](super::Irqchip::take_events)).
     pub kick: VcpuSet,
     /// vCPUs whose EOI-exit bitmap changed: each MUST load its VMCS update
     /// ([`Irqchip::vmcs_update`]) before it next runs guest code, so a running

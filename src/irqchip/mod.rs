@@ -27,13 +27,16 @@
 //! caches) sits behind one `spin::Mutex`, each vCPU behind its own. Lock
 //! order: the shared lock first, then vCPUs one at a time. No method holds a
 //! lock when it returns and none calls back into caller code, so no sequence
-//! of calls can deadlock. Only [`Irqchip::ack`] and [`Irqchip::vmcs_update`]
-//! take a vCPU lock alone.
+//! of calls can deadlock. Only [`Irqchip::ack`], [`Irqchip::vmcs_update`] and
+//! [`Irqchip::take_events`] (unless it takes an INIT) take a vCPU lock alone.
 //!
 //! # Caller duties
 //!
 //! * Before a vCPU enters the guest, call [`Irqchip::vmcs_update`] and write
-//!   the returned words to its VMCS.
+//!   the returned words to its VMCS, and [`Irqchip::take_events`] and act on
+//!   the non-vectored events it returns ([`VcpuEvents`]: INIT reset, SIPI
+//!   start, NMI, SMI, ExtINT). A vCPU in wait-for-SIPI does not run; call
+//!   `take_events` again when it is kicked.
 //! * After each input, act on the [`Effects`]: a redirection write rescans
 //!   its old and new destinations *before* it delivers anything, so a
 //!   multi-threaded VMM MUST kick the vCPUs in [`Effects::reload`] out of
@@ -51,10 +54,12 @@ use spin::Mutex;
 
 mod config;
 mod effects;
+mod events;
 mod state;
 
 pub use config::{Arbitration, EoiForwarding, IrqchipConfig};
 pub use effects::{Delivery, DeliveryLog, Effects, GuestEoi};
+pub use events::VcpuEvents;
 pub use state::{IrqchipState, VcpuState};
 
 use crate::Ioapic;
@@ -107,6 +112,10 @@ pub struct Vcpu {
     pub map: EoiExitMap,
     /// Counters.
     pub stats: VcpuStats,
+    /// Its pending non-vectored events (saved in [`VcpuState::events`]).
+    /// Beside the LAPIC, not in it: 7 bytes, which the slot's alignment
+    /// rounds up to 8.
+    pub(crate) events: VcpuEvents,
 }
 
 impl Vcpu {
@@ -114,6 +123,7 @@ impl Vcpu {
         apic: LocalApic::new(ApicId::new(0)),
         map: EoiExitMap::new(Policy::Exact),
         stats: VcpuStats::ZERO,
+        events: VcpuEvents::NONE,
     };
 }
 
@@ -352,6 +362,7 @@ where
                 apic: apic(VcpuId::new(i as u16)),
                 map: EoiExitMap::new(config.policy),
                 stats: VcpuStats::ZERO,
+                events: VcpuEvents::NONE,
             };
         }
         let chip = Irqchip {
@@ -714,7 +725,9 @@ impl<S: AsRef<[VcpuSlot]>, const PINS: usize> Irqchip<S, PINS> {
             let Some(eoi) = v.apic.eoi() else {
                 return GuestEoi::default();
             };
-            let Vcpu { apic, map, stats } = &mut *v;
+            let Vcpu {
+                apic, map, stats, ..
+            } = &mut *v;
             let exit = map.send_eoi(apic, eoi.vector, eoi.level);
             if exit.intercepted {
                 stats.eoi_exits = stats.eoi_exits.wrapping_add(1);
@@ -825,6 +838,93 @@ impl<S: AsRef<[VcpuSlot]>, const PINS: usize> Irqchip<S, PINS> {
         u
     }
 
+    /// The non-vectored events `vcpu` takes at this VM entry (KVM's
+    /// `kvm_apic_accept_events`, `process_nmi` and `process_smi` before
+    /// `inject_pending_event`). Call it before each entry of a vCPU in
+    /// [`Effects::kick`], and whenever a vCPU in wait-for-SIPI is kicked; act
+    /// on every field of the result (see [`VcpuEvents`]).
+    ///
+    /// * `init_blocked`: the vCPU is in SMM or in VMX non-root operation
+    ///   (KVM's `kvm_apic_init_sipi_allowed` is false): an INIT stays
+    ///   latched and a latched SIPI is dropped.
+    /// * `nmi_blocked`: an NMI is in service (blocking by NMI, until its
+    ///   IRET) or was injected and not yet delivered (KVM's
+    ///   `get_nmi_mask() || nmi_injected`): at most one NMI stays pending and
+    ///   none is injected. Other reasons not to inject now (an interrupt
+    ///   shadow) are the VMM's: it holds the NMI it was handed.
+    ///
+    /// Taking an INIT resets the LAPIC ([`VcpuEvents::init`]), which changes
+    /// its addressing: every vCPU is rescanned and listed in
+    /// [`Effects::reload`], as for an LDR write.
+    ///
+    /// # Panics
+    ///
+    /// If `vcpu` is out of range.
+    ///
+    /// # Examples
+    ///
+    /// KVM's NMI limit: three NMIs leave two pending; the first is injected,
+    /// and while it is in service one more waits.
+    ///
+    /// ```
+    /// use eoi_exit::irqchip::{Effects, LapicWrite};
+    /// use eoi_exit::{ApicMode, Irqchip, IrqchipConfig, VcpuId, VcpuSlot};
+    ///
+    /// let chip: Irqchip<_> =
+    ///     Irqchip::new(IrqchipConfig::default(), ApicMode::X2Apic, [const { VcpuSlot::new() }; 2]);
+    /// let (v0, v1) = (VcpuId::new(0), VcpuId::new(1));
+    /// let mut fx = Effects::new();
+    /// for _ in 0..3 {
+    ///     chip.write_lapic(v0, LapicWrite::Icr(1 << 32 | 4 << 8), &mut fx); // NMI to APIC 1
+    /// }
+    /// let taken = chip.take_events(v1, false, false, &mut fx);
+    /// assert_eq!(taken.nmi, 2); // inject one now, open an NMI window for the other
+    /// // Entries while the first NMI is in service inject nothing.
+    /// assert_eq!(chip.take_events(v1, false, true, &mut fx).nmi, 1);
+    /// // After its IRET, the second one.
+    /// assert_eq!(chip.take_events(v1, false, false, &mut fx).nmi, 1);
+    /// assert_eq!(chip.take_events(v1, false, false, &mut fx).nmi, 0);
+    /// ```
+    #[must_use = "a taken event is gone from the chip: the VMM must act on it"]
+    pub fn take_events<L: DeliveryLog>(
+        &self,
+        vcpu: VcpuId,
+        init_blocked: bool,
+        nmi_blocked: bool,
+        fx: &mut Effects<L>,
+    ) -> VcpuEvents {
+        let i = vcpu.index();
+        let slot = self.slot(i);
+        {
+            let mut v = slot.lock();
+            if v.events.is_idle() {
+                return VcpuEvents {
+                    wait_for_sipi: v.events.wait_for_sipi,
+                    ..VcpuEvents::NONE
+                };
+            }
+            if !v.events.init || init_blocked {
+                return take_events_locked(&mut v.events, i == 0, init_blocked, nmi_blocked);
+            }
+        }
+        // An INIT to take. Its reset changes the LAPIC's addressing, so the
+        // routing caches and every bitmap follow: the shared lock first.
+        let mut sh = self.shared.lock();
+        let out = {
+            let mut v = slot.lock();
+            if v.events.init {
+                v.apic.init_reset();
+                v.map.forget_in_flight();
+            }
+            take_events_locked(&mut v.events, i == 0, init_blocked, nmi_blocked)
+        };
+        if out.init {
+            self.rebuild_routing(&mut sh);
+            self.rescan_all(&sh, fx);
+        }
+        out
+    }
+
     /// Rescans one vCPU now (KVM's `KVM_REQ_SCAN_IOAPIC`); its bitmap may
     /// change, so it is added to [`Effects::reload`].
     ///
@@ -852,7 +952,9 @@ impl<S: AsRef<[VcpuSlot]>, const PINS: usize> Irqchip<S, PINS> {
     /// Rescans vCPU `i` against the table, with its lock held (`v`). A bit
     /// test per pin: the destinations were matched when they last changed.
     fn rescan_locked(&self, sh: &Shared<PINS>, i: usize, v: &mut Vcpu) {
-        let Vcpu { apic, map, stats } = v;
+        let Vcpu {
+            apic, map, stats, ..
+        } = v;
         stats.rescans = stats.rescans.wrapping_add(1);
         stats.entries_scanned = stats.entries_scanned.wrapping_add(PINS as u32);
         // One bit test of the pin's cached destination set per counted
@@ -1135,6 +1237,11 @@ impl<S: AsRef<[VcpuSlot]>, const PINS: usize> Irqchip<S, PINS> {
         fx: &mut Effects<L>,
     ) {
         if !msg.delivery_mode.uses_vector() {
+            // SMI, NMI, INIT, SIPI, ExtINT: every matching vCPU (no
+            // arbitration), outside IRR/ISR.
+            for id in targets.iter() {
+                self.latch_event_on(id, msg, fx);
+            }
             return;
         }
         if msg.delivery_mode == DeliveryMode::LowestPriority {
@@ -1169,6 +1276,36 @@ impl<S: AsRef<[VcpuSlot]>, const PINS: usize> Irqchip<S, PINS> {
         for id in targets.iter() {
             self.accept_on(id, msg, pin, source, fx);
         }
+    }
+
+    /// Latches a non-vectored message on one vCPU, as KVM's
+    /// `__apic_accept_irq` does (see [`VcpuEvents`]), and kicks it. A
+    /// hardware-disabled APIC takes nothing (KVM leaves it out of the APIC
+    /// map); a software-disabled one takes them all (SDM).
+    fn latch_event_on<L>(&self, id: VcpuId, msg: &InterruptMessage, fx: &mut Effects<L>) {
+        let Some(slot) = self.vcpus.as_ref().get(id.index()) else {
+            return;
+        };
+        let mut v = slot.0.lock();
+        if v.apic.mode() == ApicMode::Disabled {
+            return;
+        }
+        let e = &mut v.events;
+        match msg.delivery_mode {
+            // KVM: `pending_events = INIT`, dropping a latched SIPI.
+            DeliveryMode::Init => {
+                e.init = true;
+                e.sipi = None;
+            }
+            DeliveryMode::StartUp => e.sipi = Some(msg.vector),
+            // `kvm_inject_nmi` queues; `process_nmi` caps the count at 2
+            // whatever the blocking state, and `take_events` at 1 when blocked.
+            DeliveryMode::Nmi => e.nmi = (e.nmi + 1).min(VcpuEvents::NMI_MAX),
+            DeliveryMode::Smi => e.smi = true,
+            DeliveryMode::ExtInt => e.extint = true,
+            DeliveryMode::Fixed | DeliveryMode::LowestPriority => return,
+        }
+        fx.kick.insert(id);
     }
 
     fn accept_on<L: DeliveryLog>(
@@ -1233,6 +1370,54 @@ impl Words {
     fn set(self) -> VectorSet {
         VectorSet::from_u64_words([self.0, self.1, self.2, self.3])
     }
+}
+
+/// [`Irqchip::take_events`] on one vCPU's pending events, the LAPIC already
+/// reset if an INIT is taken (`init` set and not `init_blocked`). `bsp`: the
+/// vCPU is the BSP, which an INIT leaves runnable (KVM's `kvm_vcpu_is_bsp`).
+fn take_events_locked(
+    e: &mut VcpuEvents,
+    bsp: bool,
+    init_blocked: bool,
+    nmi_blocked: bool,
+) -> VcpuEvents {
+    let mut out = VcpuEvents::NONE;
+    if init_blocked {
+        // KVM: "INITs are latched while in SMM"; SIPIs are eaten.
+        e.sipi = None;
+    } else {
+        if e.init {
+            // `kvm_vcpu_reset(vcpu, true)`: pending NMIs and SMI go; the
+            // interrupt queue (here, the ExtINT) is cleared.
+            *e = VcpuEvents {
+                sipi: e.sipi,
+                wait_for_sipi: !bsp,
+                ..VcpuEvents::NONE
+            };
+            out.init = true;
+        }
+        if let Some(v) = e.sipi.take()
+            && e.wait_for_sipi
+        {
+            e.wait_for_sipi = false;
+            out.sipi = Some(v);
+        }
+    }
+    out.wait_for_sipi = e.wait_for_sipi;
+    if e.wait_for_sipi {
+        // Not running: NMI, SMI and ExtINT wait for the SIPI.
+        return out;
+    }
+    out.smi = core::mem::take(&mut e.smi);
+    out.extint = core::mem::take(&mut e.extint);
+    // `process_nmi`: one running and one pending at most, so one while an
+    // NMI is in service or injected.
+    e.nmi = e.nmi.min(if nmi_blocked { 1 } else { VcpuEvents::NMI_MAX });
+    out.nmi = e.nmi;
+    if !nmi_blocked && e.nmi > 0 {
+        e.nmi -= 1;
+    }
+    out
 }
 
 /// Pins whose entries a scan counts even when edge triggered.

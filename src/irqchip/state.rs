@@ -1,6 +1,6 @@
 //! [`IrqchipState`]: the saved state of an [`Irqchip`], beside it.
 
-use super::{Irqchip, IrqchipConfig, Shared, Vcpu, VcpuSlot, VcpuStats};
+use super::{Irqchip, IrqchipConfig, Shared, Vcpu, VcpuEvents, VcpuSlot, VcpuStats};
 #[cfg(doc)]
 use crate::EoiExitMap;
 use crate::exit_bitmap::EoiExitMapState;
@@ -19,6 +19,11 @@ pub struct VcpuState {
     pub map: EoiExitMapState,
     /// Its counters.
     pub stats: VcpuStats,
+    /// Its pending non-vectored events and wait-for-SIPI state (the
+    /// pending role of [`VcpuEvents`]; at most 2 NMIs). Absent from
+    /// snapshots before version 4 (nothing pending, running).
+    #[cfg_attr(feature = "serde", serde(default))]
+    pub events: VcpuEvents,
 }
 
 /// Everything an [`Irqchip`] holds: configuration, I/O APIC, every vCPU.
@@ -78,6 +83,12 @@ impl VcpuState {
     fn validate(&self, policy: crate::Policy, vcpu: u16) -> Result<(), SnapshotError> {
         let at = |e: SnapshotError| e.at_vcpu(vcpu);
         self.apic.validate().map_err(at)?;
+        if self.events.nmi > VcpuEvents::NMI_MAX {
+            return Err(at(SnapshotError::invalid(
+                "events.nmi (KVM keeps at most 2 NMIs pending)",
+                self.events.nmi.into(),
+            )));
+        }
         if self.map.policy() != policy {
             return Err(SnapshotError::PolicyMismatch {
                 vcpu,
@@ -95,6 +106,7 @@ impl Vcpu {
             apic: self.apic.state(),
             map: self.map.state(),
             stats: self.stats,
+            events: self.events,
         }
     }
 
@@ -102,6 +114,7 @@ impl Vcpu {
         s.apic.apply(&mut self.apic);
         self.map.set_state(&s.map);
         self.stats = s.stats;
+        self.events = s.events;
     }
 }
 

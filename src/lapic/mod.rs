@@ -6,8 +6,10 @@
 //! (LDR/DFR, x2APIC), the spurious-vector register (software enable, suppress
 //! EOI broadcast), TPR/PPR, the IRR/ISR/TMR bitmaps, and the ICR and ESR (IPIs
 //! are sent by [`Irqchip::write_lapic`](crate::Irqchip::write_lapic), which
-//! knows the other vCPUs). Timers and LVTs are not modelled; INIT, SIPI, NMI
-//! and SMI are recorded in the ICR but not delivered.
+//! knows the other vCPUs). Timers and LVTs are not modelled. SMI, NMI, INIT,
+//! start-up and ExtINT messages are not vectored: [`LocalApic::accept`]
+//! ignores them, and [`Irqchip`](crate::Irqchip) keeps them pending per vCPU
+//! beside the LAPIC ([`VcpuEvents`](crate::irqchip::VcpuEvents)).
 //!
 //! # Call order
 //!
@@ -169,7 +171,8 @@ pub enum IgnoreReason {
     /// Vector 0..=15 (SDM: "receive illegal vector" error, IRR not set).
     /// KVM does not check and sets IRR; this model follows the SDM.
     IllegalVector,
-    /// NMI, SMI, INIT or ExtINT: delivered outside IRR/ISR, not modelled here.
+    /// SMI, NMI, INIT, start-up or ExtINT: delivered outside IRR/ISR, by
+    /// [`Irqchip`](crate::Irqchip) ([`VcpuEvents`](crate::irqchip::VcpuEvents)).
     NotVectored,
 }
 
@@ -451,11 +454,15 @@ impl LocalApic {
     ///
     /// * a fixed or lowest-priority IPI with an illegal vector 0-15 (SDM:
     ///   "send illegal vector", ESR bit 5, and the message is not sent);
-    /// * a level-triggered fixed or lowest-priority IPI with the level bit
-    ///   (14) clear (KVM's `__apic_accept_irq` drops a de-assert);
-    /// * the non-vectored delivery modes (SMI, NMI, INIT, SIPI): not modelled
-    ///   yet;
+    /// * a level-triggered fixed, lowest-priority or INIT IPI with the level
+    ///   bit (14) clear (KVM's `__apic_accept_irq` drops a de-assert; the
+    ///   SDM's "INIT level de-assert" only resynchronizes arbitration IDs);
+    /// * the reserved delivery modes 3 and 7 (KVM's remote read and ExtINT,
+    ///   which it does not deliver from an ICR either);
     /// * a hardware-disabled APIC (the register is unreachable).
+    ///
+    /// SMI, NMI, INIT and start-up IPIs are sent with their vector field as
+    /// written (the SIPI's start page; ignored by the others).
     pub(crate) fn write_icr(&mut self, value: u64, x2apic_msr: bool) -> Option<Ipi> {
         if self.mode == ApicMode::Disabled || x2apic_msr != (self.mode == ApicMode::X2Apic) {
             return None;
@@ -469,15 +476,22 @@ impl LocalApic {
         let delivery_mode = match (low >> 8) & 7 {
             0 => DeliveryMode::Fixed,
             1 => DeliveryMode::LowestPriority,
+            2 => DeliveryMode::Smi,
+            4 => DeliveryMode::Nmi,
+            5 => DeliveryMode::Init,
+            6 => DeliveryMode::StartUp,
             _ => return None,
         };
         let vector = Vector::new(low as u8);
-        if vector.is_reserved() {
+        if delivery_mode.uses_vector() && vector.is_reserved() {
             self.esr_pending |= ESR_SEND_ILLEGAL_VECTOR;
             return None;
         }
         let level = low & ICR_LEVEL_TRIGGER != 0;
-        if level && low & ICR_ASSERT == 0 {
+        if level
+            && low & ICR_ASSERT == 0
+            && (delivery_mode.uses_vector() || delivery_mode == DeliveryMode::Init)
+        {
             return None;
         }
         let id = match self.mode {
@@ -854,6 +868,28 @@ impl LocalApic {
             level,
             broadcast: level && !self.suppresses_eoi_broadcast(),
         })
+    }
+
+    /// The reset an INIT causes (SDM "Local APIC State After an INIT
+    /// Reset"; KVM's `kvm_lapic_reset` with `init_event`): the APIC ID and the
+    /// mode (`IA32_APIC_BASE`) and the version register are kept; IRR, ISR,
+    /// TMR, TPR, ESR and the ICR are cleared; the DFR goes back to flat, the
+    /// LDR to 0 (xAPIC; x2APIC keeps the LDR derived from the ID), and the SVR
+    /// to 0xFF, which software-disables the APIC until the guest enables it.
+    pub(crate) fn init_reset(&mut self) {
+        self.dfr = DFR_FLAT;
+        if self.mode != ApicMode::X2Apic {
+            self.ldr = 0;
+        }
+        self.svr = Svr::RESET;
+        self.tpr = 0;
+        self.irr = VectorSet::EMPTY;
+        self.isr = VectorSet::EMPTY;
+        self.tmr = VectorSet::EMPTY;
+        self.icr = 0;
+        self.esr = 0;
+        self.esr_pending = 0;
+        self.highest_isr_cache = None;
     }
 
     /// Whether `vector` is pending or in service (IRR or ISR): its EOI is

@@ -47,17 +47,37 @@
 //! modelled: [`write_lapic`] patches only the registers above into a page
 //! (keep the source page to carry the rest), [`lapic_to_kvm`] writes them into
 //! a zeroed page.
+//!
+//! # Non-vectored events (`kvm_vcpu_events`, `kvm_mp_state`)
+//!
+//! [`events_to_kvm`] and [`events_from_kvm`] map a vCPU's pending
+//! [`VcpuEvents`] (`KVM_GET_VCPU_EVENTS` / `KVM_SET_VCPU_EVENTS`,
+//! `KVM_GET_MP_STATE` / `KVM_SET_MP_STATE`):
+//!
+//! | KVM | model |
+//! |---|---|
+//! | `nmi.pending` (with `KVM_VCPUEVENT_VALID_NMI_PENDING`) | [`VcpuEvents::nmi`] (0..=2) |
+//! | `smi.pending` (with `KVM_VCPUEVENT_VALID_SMM`) | [`VcpuEvents::smi`] |
+//! | `smi.latched_init` (with `KVM_VCPUEVENT_VALID_SMM`) | [`VcpuEvents::init`] |
+//! | `mp_state` `KVM_MP_STATE_INIT_RECEIVED` | [`VcpuEvents::wait_for_sipi`]; every other state is "not waiting" (halt is the VMM's) |
+//! | `nmi.injected`, `nmi.masked`, `smi.smm`, `smi.smm_inside_nmi` | not modelled: the VMM's CPU state (the `nmi_blocked` and `init_blocked` arguments of [`Irqchip::take_events`]); kept as the caller has them |
+//! | — | [`VcpuEvents::sipi`]: KVM reports no latched SIPI (`KVM_GET_MP_STATE` takes or drops it first, and `sipi_vector` reads 0); not exported, imported as none |
+//! | — | [`VcpuEvents::extint`]: KVM's ExtINT is the PIC's output, not vCPU state; not exported, imported as none |
 
 /// The kvm-bindings crate (version 0.14) these conversions speak, re-exported
 /// so a VMM names the same `kvm_ioapic_state` / `kvm_lapic_state` types.
 pub use kvm_bindings;
-use kvm_bindings::{kvm_ioapic_state, kvm_ioapic_state__bindgen_ty_1, kvm_lapic_state};
+use kvm_bindings::{
+    KVM_MP_STATE_INIT_RECEIVED, KVM_MP_STATE_RUNNABLE, KVM_VCPUEVENT_VALID_NMI_PENDING,
+    KVM_VCPUEVENT_VALID_SMM, kvm_ioapic_state, kvm_ioapic_state__bindgen_ty_1, kvm_lapic_state,
+    kvm_mp_state, kvm_vcpu_events,
+};
 
 use super::{LocalApicState, SNAPSHOT_VERSION, SnapshotError};
 use crate::exit_bitmap::Policy;
 use crate::ioapic::validate_ioapic_state;
 use crate::ioapic::{IoapicConfig, IoapicRegisters, IoapicState, PinSet, RedirectionEntry};
-use crate::irqchip::{DeliveryLog, Effects, Irqchip, IrqchipConfig, VcpuSlot};
+use crate::irqchip::{DeliveryLog, Effects, Irqchip, IrqchipConfig, VcpuEvents, VcpuSlot};
 use crate::lapic::{ApicMode, LocalApic, x2apic_ldr};
 use crate::types::{ApicId, Pin, Polarity, RTC_GSI};
 use crate::vector::VectorSet;
@@ -335,6 +355,65 @@ pub fn lapic_to_kvm(state: &LocalApicState, x2apic_format: bool) -> kvm_lapic_st
     put32(&mut page, reg::VERSION, state.version_register());
     write_lapic(state, x2apic_format, &mut page);
     page
+}
+
+// ---- non-vectored events ---------------------------------------------------------------
+
+/// Writes a vCPU's pending [`VcpuEvents`] into `events` (for
+/// `KVM_SET_VCPU_EVENTS`) and returns its `kvm_mp_state` (for
+/// `KVM_SET_MP_STATE`): NMIs pending, SMI pending and the latched INIT, with
+/// the `KVM_VCPUEVENT_VALID_NMI_PENDING` and `KVM_VCPUEVENT_VALID_SMM` flags;
+/// every other field (`nmi.injected`, `nmi.masked`, `smi.smm`, exceptions,
+/// interrupts) is left as the caller set it. A latched SIPI and an ExtINT
+/// have no place in KVM's formats and are dropped (see the module docs).
+/// `KVM_SET_VCPU_EVENTS` refuses SMM or a pending SMI on a vCPU whose
+/// current `mp_state` is `KVM_MP_STATE_INIT_RECEIVED`: set the events before
+/// the mp_state.
+pub fn events_to_kvm(e: &VcpuEvents, events: &mut kvm_vcpu_events) -> kvm_mp_state {
+    events.nmi.pending = e.nmi;
+    events.smi.pending = u8::from(e.smi);
+    events.smi.latched_init = u8::from(e.init);
+    events.flags |= KVM_VCPUEVENT_VALID_NMI_PENDING | KVM_VCPUEVENT_VALID_SMM;
+    kvm_mp_state {
+        mp_state: if e.wait_for_sipi {
+            KVM_MP_STATE_INIT_RECEIVED
+        } else {
+            KVM_MP_STATE_RUNNABLE
+        },
+    }
+}
+
+/// A vCPU's pending [`VcpuEvents`] from `KVM_GET_VCPU_EVENTS` and
+/// `KVM_GET_MP_STATE`. The SMI and the latched INIT count only with
+/// `KVM_VCPUEVENT_VALID_SMM`, the NMIs with
+/// `KVM_VCPUEVENT_VALID_NMI_PENDING` (else `nmi.pending` is a flag, as in
+/// old kernels, read as one NMI). Refused
+/// ([`SnapshotError::InvalidValue`]): more than KVM's two pending NMIs. Put
+/// the result in [`VcpuState::events`](crate::irqchip::VcpuState::events).
+pub fn events_from_kvm(
+    events: &kvm_vcpu_events,
+    mp_state: &kvm_mp_state,
+) -> Result<VcpuEvents, SnapshotError> {
+    let nmi = if events.flags & KVM_VCPUEVENT_VALID_NMI_PENDING != 0 {
+        events.nmi.pending
+    } else {
+        u8::from(events.nmi.pending != 0)
+    };
+    if nmi > VcpuEvents::NMI_MAX {
+        return Err(SnapshotError::invalid(
+            "nmi.pending (KVM keeps at most 2 NMIs pending)",
+            nmi.into(),
+        ));
+    }
+    let smm = events.flags & KVM_VCPUEVENT_VALID_SMM != 0;
+    Ok(VcpuEvents {
+        init: smm && events.smi.latched_init != 0,
+        sipi: None,
+        wait_for_sipi: mp_state.mp_state == KVM_MP_STATE_INIT_RECEIVED,
+        nmi,
+        smi: smm && events.smi.pending != 0,
+        extint: false,
+    })
 }
 
 // ---- migration -----------------------------------------------------------------------

@@ -82,9 +82,10 @@ pub use crate::lapic::LocalApicState;
 #[cfg(doc)]
 use crate::{EoiExitMap, Ioapic, Irqchip, LocalApic, MaskedEdge};
 
-/// The snapshot format version this crate writes. It also reads version 2,
-/// whose `LocalApicState` had no ICR and ESR (they load as 0).
-pub const SNAPSHOT_VERSION: u16 = 3;
+/// The snapshot format version this crate writes. It also reads version 3,
+/// whose `VcpuState` had no `events` (nothing pending), and version 2, whose
+/// `LocalApicState` had no ICR and ESR either (they load as 0).
+pub const SNAPSHOT_VERSION: u16 = 4;
 
 /// The oldest snapshot format version this crate reads.
 const OLDEST_READABLE: u16 = 2;
@@ -106,7 +107,7 @@ pub enum SnapshotError {
         /// The version found.
         found: u16,
         /// The newest version this crate reads ([`SNAPSHOT_VERSION`]; it
-        /// reads version 2 too).
+        /// reads versions 2 and 3 too).
         supported: u16,
     },
     /// The snapshot was taken with another size: `what` is `"I/O APIC pins"`

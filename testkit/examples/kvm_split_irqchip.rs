@@ -127,8 +127,8 @@ mod vmm {
             let reg = u64::from(REG_REDTBL_BASE + 2 * pin);
             let mut all = IoapicEffects::default();
             for (sel, val) in [(reg + 1, bits >> 32), (reg, bits & 0xffff_ffff)] {
-                all.merge(self.io.mmio_write(IOREGSEL, 4, sel));
-                all.merge(self.io.mmio_write(IOWIN, 4, val));
+                all |= self.io.mmio_write(IOREGSEL, 4, sel);
+                all |= self.io.mmio_write(IOWIN, 4, val);
             }
             self.act(all)
         }

@@ -8,12 +8,15 @@ use crate::race::{
     IoapicStep, check_ioapic_state, check_ioapic_step, expected_iowin, expected_iowin_table,
 };
 use eoi_exit::ioapic::{
-    IOEOI, IOREGSEL, IOWIN, IoapicEffects, MMIO_LEN, MaskedEdge, PinSet, REG_ARB, REG_ID,
-    REG_REDTBL_BASE,
+    IOEOI, IOREGSEL, IOWIN, IoapicEffects, MMIO_LEN, MaskedEdge, PinSet, REG_REDTBL_BASE,
 };
 use eoi_exit::{Ioapic, IoapicConfig, IoapicVersion, RedirectionEntry};
 use eoi_exit::{Pin, Polarity};
 use eoi_exit::{Vector, VectorSet};
+
+/// I/O APIC register indices (82093AA) the crate keeps private: ID and arbitration ID.
+const REG_ID: u8 = 0x00;
+const REG_ARB: u8 = 0x02;
 
 use super::{gen_entry, gen_offset, gen_size, gen_vector};
 

@@ -3,10 +3,11 @@
 
 use arbitrary::{Arbitrary, Result, Unstructured};
 
-use eoi_exit::LapicWrite;
 use eoi_exit::Vector;
+use eoi_exit::irqchip::{Effects, IrqchipState, VcpuEvents, VcpuState};
 use eoi_exit::lapic::{self, ApicMode, LocalApic};
 use eoi_exit::{ApicId, DeliveryMode, InterruptMessage, TriggerMode};
+use eoi_exit::{Irqchip, IrqchipConfig, LapicWrite, VcpuId, VcpuSlot};
 
 use super::{MAX_OPS, gen_message, gen_vector};
 
@@ -102,12 +103,35 @@ pub enum LapicOp {
     SetPending(u8, u8, bool),
     /// Host-side injection into ISR (`probe::plant`, like `KVM_SET_LAPIC`).
     SetInService(u8, u8, bool),
+    /// On the chip: a guest ICR write by vCPU `.0` (the x2APIC MSR, or ICR2
+    /// then ICR in xAPIC mode), any delivery mode, shorthand, level bits.
+    Icr(u8, u64),
+    /// On the chip: an MSI, often non-vectored (SMI, NMI, INIT, ExtINT).
+    Msi(InterruptMessage),
+    /// On the chip: `take_events(vcpu, init_blocked, nmi_blocked)`.
+    Take(u8, bool, bool),
+    /// On the chip: the guest takes an interrupt (`.1`) or writes EOI.
+    ChipAckEoi(u8, bool),
 }
 
 impl LapicOp {
     fn generate(u: &mut Unstructured<'_>) -> Result<LapicOp> {
         let apic = u.int_in_range(0..=LAPICS as u8 - 1)?;
-        Ok(match u.int_in_range(0u8..=15)? {
+        Ok(match u.int_in_range(0u8..=21)? {
+            16 | 17 => LapicOp::Icr(apic, gen_icr(u)?),
+            18 => LapicOp::Msi(InterruptMessage {
+                delivery_mode: [
+                    DeliveryMode::Smi,
+                    DeliveryMode::Nmi,
+                    DeliveryMode::Init,
+                    DeliveryMode::ExtInt,
+                    DeliveryMode::StartUp,
+                    DeliveryMode::Fixed,
+                ][u.choose_index(6)?],
+                ..gen_message(u)?
+            }),
+            19 | 20 => LapicOp::Take(apic, u.ratio(1u8, 4)?, u.ratio(1u8, 3)?),
+            21 => LapicOp::ChipAckEoi(apic, u.arbitrary()?),
             0..=3 => LapicOp::Accept(apic, gen_message(u)?),
             4 | 5 => LapicOp::Route(gen_message(u)?, u.arbitrary()?),
             6..=8 => LapicOp::Ack(apic),
@@ -130,6 +154,181 @@ impl LapicOp {
                 },
             ),
         })
+    }
+}
+
+/// An ICR value: mostly well-formed (a delivery mode, shorthand, APIC ID 0-2
+/// or broadcast, level bits), sometimes any 64 bits.
+fn gen_icr(u: &mut Unstructured<'_>) -> Result<u64> {
+    if u.ratio(1u8, 8)? {
+        return u.arbitrary();
+    }
+    let dm: u64 = [0, 1, 2, 4, 4, 5, 5, 6, 6, 3, 7][u.choose_index(11)?];
+    let dest: u64 = [0, 1, 2, 0xFF, 0xFFFF_FFFF][u.choose_index(5)?];
+    let shorthand: u64 = if u.ratio(1u8, 3)? {
+        u.int_in_range(1..=3)?
+    } else {
+        0
+    };
+    let level = u64::from(u.ratio(1u8, 4)?);
+    let assert = u64::from(level == 0 || u.arbitrary::<bool>()?);
+    let logical = u64::from(u.ratio(1u8, 5)?);
+    Ok(dest << 32
+        | shorthand << 18
+        | level << 15
+        | assert << 14
+        | logical << 11
+        | dm << 8
+        | u64::from(gen_vector(u)?))
+}
+
+/// The chip half of the harness: three vCPUs behind an `Irqchip`, for what
+/// only the chip does (ICR sends, non-vectored delivery, `take_events`).
+type Chip = Irqchip<[VcpuSlot; LAPICS]>;
+
+/// The chip's snapshot, without allocating (a `heapless::Vec` of the three vCPUs).
+fn chip_state(chip: &Chip) -> IrqchipState<heapless::Vec<VcpuState, LAPICS>> {
+    chip.state()
+}
+
+/// One chip op, checked against the state before it: non-vectored messages
+/// never reach IRR/ISR/TMR; at most two NMIs pend; only kicked vCPUs gain
+/// events; `take_events` follows KVM's INIT/SIPI/NMI rules; the snapshot
+/// stays valid after an INIT reset.
+fn chip_step(chip: &Chip, op: &LapicOp) {
+    let mut fx = Effects::new();
+    let vid = |i: u8| VcpuId::new(u16::from(i) % LAPICS as u16);
+    if let LapicOp::ChipAckEoi(i, ack) = *op {
+        // Fills IRR/ISR for an INIT to clear; checked by the other targets.
+        if ack {
+            let _ = chip.ack(vid(i));
+        } else {
+            let _ = chip.guest_eoi(vid(i), &mut fx);
+        }
+        return;
+    }
+    let b = chip_state(chip);
+    let mut taken = None;
+    let vectored;
+    match *op {
+        LapicOp::Icr(i, value) => {
+            let from = vid(i);
+            vectored = matches!((value >> 8) & 7, 0 | 1);
+            if b.vcpus[from.index()].apic.mode == ApicMode::X2Apic {
+                chip.write_lapic(from, LapicWrite::Icr(value), &mut fx);
+            } else {
+                let reg = |offset, value| LapicWrite::Register { offset, value };
+                chip.write_lapic(from, reg(0x310, (value >> 32) as u32), &mut fx);
+                chip.write_lapic(from, reg(0x300, value as u32), &mut fx);
+            }
+            let apic = chip.vcpu(from).expect("in range").apic;
+            if apic.mode() != ApicMode::Disabled {
+                assert_eq!(
+                    apic.read_register(0x300),
+                    Some(value as u32 & !(1 << 12)),
+                    "ICR read-back"
+                );
+            }
+        }
+        LapicOp::Msi(msg) => {
+            vectored = uses_vector(msg.delivery_mode);
+            chip.send_msi(&msg, &mut fx);
+        }
+        LapicOp::Take(i, init_blocked, nmi_blocked) => {
+            vectored = false;
+            let v = vid(i);
+            taken = Some((
+                v,
+                init_blocked,
+                nmi_blocked,
+                chip.take_events(v, init_blocked, nmi_blocked, &mut fx),
+            ));
+        }
+        _ => unreachable!("not a chip op"),
+    }
+    let a = chip_state(chip);
+    for (i, (va, vb)) in a.vcpus.iter().zip(&b.vcpus).enumerate() {
+        let (ea, eb) = (va.events, vb.events);
+        assert!(ea.nmi <= 2, "vCPU {i}: {} NMIs pending", ea.nmi);
+        let id = VcpuId::new(i as u16);
+        let init_taken = taken.is_some_and(|(v, .., t)| v == id && t.init);
+        if !vectored && !init_taken {
+            assert_eq!(
+                (va.apic.irr, va.apic.isr, va.apic.tmr),
+                (vb.apic.irr, vb.apic.isr, vb.apic.tmr),
+                "vCPU {i}: a non-vectored op touched IRR/ISR/TMR ({op:?})"
+            );
+        }
+        if taken.is_none() && ea != eb {
+            assert!(
+                fx.kick.contains(id),
+                "vCPU {i}: events latched without a kick"
+            );
+            assert!(
+                vb.apic.mode != ApicMode::Disabled,
+                "a disabled APIC latched"
+            );
+        }
+    }
+    if let Some((v, init_blocked, nmi_blocked, t)) = taken {
+        let (eb, ea) = (b.vcpus[v.index()].events, a.vcpus[v.index()].events);
+        check_take(v, init_blocked, nmi_blocked, &t, &eb, &ea);
+        if t.init {
+            // The reset rebuilt the map: the whole snapshot stays consistent.
+            a.validate()
+                .expect("the chip's snapshot stays valid after an INIT");
+            let ap = &a.vcpus[v.index()].apic;
+            assert!(ap.irr.is_empty() && ap.isr.is_empty() && ap.tmr.is_empty());
+            assert_eq!((ap.svr, ap.tpr, ap.icr), (0xFF, 0, 0), "INIT reset");
+            assert_eq!(
+                (ap.mode, ap.initial_id),
+                (
+                    b.vcpus[v.index()].apic.mode,
+                    b.vcpus[v.index()].apic.initial_id
+                )
+            );
+        }
+    }
+}
+
+/// `take_events` against the events before (`b`) and after (`a`) it.
+fn check_take(
+    v: VcpuId,
+    init_blocked: bool,
+    nmi_blocked: bool,
+    t: &VcpuEvents,
+    b: &VcpuEvents,
+    a: &VcpuEvents,
+) {
+    assert!(a.sipi.is_none(), "a SIPI outlived the entry");
+    if init_blocked {
+        assert!(!t.init && t.sipi.is_none() && a.init == b.init);
+    } else {
+        assert!(!a.init && t.init == b.init);
+    }
+    let waiting = if t.init {
+        v.get() != 0
+    } else {
+        b.wait_for_sipi
+    };
+    assert_eq!(
+        t.sipi.is_some(),
+        waiting && b.sipi.is_some() && !init_blocked
+    );
+    assert_eq!(t.wait_for_sipi, a.wait_for_sipi);
+    assert_eq!(a.wait_for_sipi, waiting && t.sipi.is_none());
+    if t.wait_for_sipi {
+        assert!(
+            t.nmi == 0 && !t.smi && !t.extint,
+            "a waiting vCPU took {t:?}"
+        );
+    } else {
+        let had = if t.init { 0 } else { b.nmi };
+        let limit = if nmi_blocked { 1 } else { 2 };
+        assert_eq!(t.nmi, had.min(limit));
+        assert_eq!(a.nmi, t.nmi - u8::from(!nmi_blocked && t.nmi > 0));
+        assert!(!a.smi && !a.extint);
+        assert_eq!((t.smi, t.extint), (b.smi && !t.init, b.extint && !t.init));
     }
 }
 
@@ -184,7 +383,7 @@ pub(super) fn check_registers(a: &LocalApic) {
     }
     if let Some(v) = a.highest_deliverable() {
         assert_eq!(Some(v), a.irr().highest());
-        assert!(v.priority_class() > ppr >> 4);
+        assert!((v.get() >> 4) > ppr >> 4);
     }
 }
 
@@ -231,7 +430,14 @@ fn check_accept(b: &LocalApic, a: &LocalApic, msg: &InterruptMessage, r: lapic::
     }
 }
 
-fn lapic_step(apics: &mut [LocalApic; LAPICS], op: &LapicOp) {
+fn lapic_step(apics: &mut [LocalApic; LAPICS], chip: &Chip, op: &LapicOp) {
+    if matches!(
+        op,
+        LapicOp::Icr(..) | LapicOp::Msi(..) | LapicOp::Take(..) | LapicOp::ChipAckEoi(..)
+    ) {
+        chip_step(chip, op);
+        return;
+    }
     let before = *apics;
     let idx = |i: u8| usize::from(i) % LAPICS;
     let mut touched_tmr: Option<usize> = None;
@@ -298,7 +504,7 @@ fn lapic_step(apics: &mut [LocalApic; LAPICS], op: &LapicOp) {
             match r {
                 Some(v) => {
                     assert!(
-                        v.priority_class() > (reg(b, 0xA0) as u8) >> 4,
+                        (v.get() >> 4) > (reg(b, 0xA0) as u8) >> 4,
                         "acked below PPR"
                     );
                     let (mut irr, mut isr) = (*b.irr(), *b.isr());
@@ -352,6 +558,9 @@ fn lapic_step(apics: &mut [LocalApic; LAPICS], op: &LapicOp) {
             crate::probe::plant(&mut apics[i], Vector::new(v), false, level);
             touched_tmr = Some(i);
         }
+        LapicOp::Icr(..) | LapicOp::Msi(..) | LapicOp::Take(..) | LapicOp::ChipAckEoi(..) => {
+            unreachable!("chip ops return above")
+        }
         LapicOp::SetInService(i, v, level) => {
             let i = idx(i);
             if crate::probe::plant(&mut apics[i], Vector::new(v), true, level) {
@@ -392,7 +601,10 @@ fn lapic_step(apics: &mut [LocalApic; LAPICS], op: &LapicOp) {
 /// IRR; ack takes the highest deliverable vector above the PPR; EOI pops the
 /// highest ISR vector with the right level/broadcast flags; a spurious EOI
 /// changes nothing; register read-back rules; lowest-priority arbitration
-/// picks an eligible APIC. The run ends by EOIing every APIC empty.
+/// picks an eligible APIC. Beside them, a three-vCPU `Irqchip` takes ICR
+/// writes (every delivery mode, shorthand and level bit), non-vectored MSIs
+/// and `take_events` (see `chip_step`). The run ends by EOIing every APIC
+/// empty.
 pub fn lapic(data: &[u8]) {
     let mut u = Unstructured::new(data);
     let _ = run_lapic(&mut u);
@@ -415,11 +627,21 @@ fn run_lapic(u: &mut Unstructured<'_>) -> Result<()> {
         a.set_directed_eoi_supported(u.arbitrary()?);
         check_registers(a);
     }
+    let chip_mode = if u.arbitrary()? {
+        ApicMode::X2Apic
+    } else {
+        ApicMode::XApic
+    };
+    let chip: Chip = Irqchip::new(
+        IrqchipConfig::default(),
+        chip_mode,
+        [const { VcpuSlot::new() }; LAPICS],
+    );
     let mut n = 0;
     while !u.is_empty() && n < MAX_OPS {
         n += 1;
         let op = LapicOp::generate(u)?;
-        lapic_step(&mut apics, &op);
+        lapic_step(&mut apics, &chip, &op);
     }
     for i in 0..LAPICS {
         if apics[i].mode() == ApicMode::Disabled {
@@ -427,7 +649,7 @@ fn run_lapic(u: &mut Unstructured<'_>) -> Result<()> {
         }
         for _ in 0..=256 {
             let had = !apics[i].isr().is_empty();
-            lapic_step(&mut apics, &LapicOp::Eoi(i as u8));
+            lapic_step(&mut apics, &chip, &LapicOp::Eoi(i as u8));
             if !had {
                 break;
             }

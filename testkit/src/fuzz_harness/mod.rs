@@ -142,7 +142,7 @@ fn gen_entry(u: &mut Unstructured<'_>) -> Result<u64> {
     let low_active = u64::from(u.ratio(1u8, 6)?);
     let level = u64::from(u.arbitrary::<bool>()?);
     let masked = u64::from(u.ratio(1u8, 4)?);
-    let ro = u64::from(u.ratio(1u8, 8)?) * RedirectionEntry::READ_ONLY;
+    let ro = u64::from(u.ratio(1u8, 8)?) * (RedirectionEntry::REMOTE_IRR | 1 << 12);
     let dest = u64::from(gen_dest_id(u)? as u8);
     let ext = if u.ratio(1u8, 8)? {
         u64::from(u.int_in_range(0u8..=0x7f)?)

@@ -530,6 +530,8 @@ impl<const VCPUS: usize, const PINS: usize> Harness<VCPUS, PINS> {
                 apic: v.apic.state(),
                 map: v.map.state(),
                 stats: v.stats,
+                // Kept as they are (the race ops send no non-vectored IPI).
+                events: self.chip.state::<Vec<_>>().vcpus[c].events,
             };
             self.chip
                 .load_vcpu(id, &st, &mut load_fx)
@@ -725,7 +727,10 @@ impl<const VCPUS: usize, const PINS: usize> Harness<VCPUS, PINS> {
                 }
             }
             // `is_empty` is one comparison, `lowest` one per word.
-            if let Some(v) = (!changed.is_empty()).then(|| changed.lowest()).flatten() {
+            if let Some(v) = (!changed.is_empty())
+                .then(|| changed.iter().next())
+                .flatten()
+            {
                 return Err(Violation::TmrChangedWithoutAcceptance {
                     vcpu: c as u16,
                     vector: v.get(),
@@ -810,7 +815,7 @@ impl<const VCPUS: usize, const PINS: usize> Harness<VCPUS, PINS> {
             let hw = VectorSet::from_u64_words(self.checker.hw[c]);
             let b = self.post[c].map.bitmap();
             let d = b.difference(&hw).union(&hw.difference(&b));
-            if let Some(v) = (!d.is_empty()).then(|| d.lowest()).flatten() {
+            if let Some(v) = (!d.is_empty()).then(|| d.iter().next()).flatten() {
                 return Err(Violation::StaleVmcs {
                     vcpu: c as u16,
                     vector: v.get(),

@@ -8,10 +8,13 @@
 
 use eoi_exit::Ioapic;
 use eoi_exit::ioapic::{
-    IOREGSEL, IOWIN, IoapicEffects, IoapicState, REG_ARB, REG_ID, REG_REDTBL_BASE, REG_VERSION,
-    Rescan,
+    IOREGSEL, IOWIN, IoapicEffects, IoapicState, REG_REDTBL_BASE, REG_VERSION, Rescan,
 };
 use eoi_exit::{Msi, RedirectionEntry, Vector};
+
+/// I/O APIC register indices (82093AA) the crate keeps private: ID and arbitration ID.
+const REG_ID: u8 = 0x00;
+const REG_ARB: u8 = 0x02;
 
 /// Redirection entry bit 12: delivery status (read-only; the model never sets
 /// it, KVM neither).

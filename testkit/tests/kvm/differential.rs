@@ -1266,7 +1266,7 @@ struct KernelCase {
 /// The new raw entry for a redirection write: writable bits from the op, remote IRR and
 /// delivery status kept, remote IRR cleared when the entry is edge (a guest write's rules).
 fn merged_entry(old: u64, e: Entry) -> u64 {
-    let ro = RedirectionEntry::READ_ONLY;
+    let ro = RedirectionEntry::REMOTE_IRR | 1 << 12; // delivery status, remote IRR
     let mut bits = (e.bits() & !ro) | (old & ro);
     if !e.level {
         bits &= !RedirectionEntry::REMOTE_IRR;

@@ -10,6 +10,8 @@
 //! * `snapshot` (feature `kvm`): KVM state conversions and a migration from KVM's
 //!   in-kernel irqchip into the model (`cargo test --release --features kvm --test kvm snapshot`);
 //! * `ipi`: IPIs written by the guest to the x2APIC ICR and SELF IPI MSRs, KVM against the model;
+//! * `nonvectored`: INIT, SIPI, NMI and SMI IPIs from the guest's x2APIC ICR, read back with
+//!   `KVM_GET_VCPU_EVENTS`, `KVM_GET_MP_STATE`, `KVM_GET_SREGS` and `KVM_GET_LAPIC`;
 //! * `resample`: a resampling irqfd (in-kernel irqchip) against `IrqchipConfig::resample_pins`;
 //! * `common`: the split-irqchip model `common::split`, shared with `kvm_oracle_model`.
 //!
@@ -23,6 +25,7 @@ mod common;
 
 mod differential;
 mod ipi;
+mod nonvectored;
 mod oracle_scenarios;
 mod resample;
 #[cfg(feature = "kvm")]
