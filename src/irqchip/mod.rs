@@ -59,6 +59,7 @@ mod state;
 
 pub use config::{Arbitration, EoiForwarding, IrqchipConfig};
 pub use effects::{Delivery, DeliveryLog, Effects, GuestEoi};
+pub(crate) use events::PackedEvents;
 pub use events::VcpuEvents;
 pub use state::{IrqchipState, VcpuState};
 
@@ -112,10 +113,6 @@ pub struct Vcpu {
     pub map: EoiExitMap,
     /// Counters.
     pub stats: VcpuStats,
-    /// Its pending non-vectored events (saved in [`VcpuState::events`]).
-    /// Beside the LAPIC, not in it: 7 bytes, which the slot's alignment
-    /// rounds up to 8.
-    pub(crate) events: VcpuEvents,
 }
 
 impl Vcpu {
@@ -123,7 +120,6 @@ impl Vcpu {
         apic: LocalApic::new(ApicId::new(0)),
         map: EoiExitMap::new(Policy::Exact),
         stats: VcpuStats::ZERO,
-        events: VcpuEvents::NONE,
     };
 }
 
@@ -358,11 +354,14 @@ where
             "an Irqchip has 1..=256 vCPUs, got {n}"
         );
         for (i, slot) in storage.as_mut().iter_mut().enumerate() {
+            // A fresh vCPU: nothing pending, whatever chip the LAPIC was
+            // copied from.
+            let mut apic = apic(VcpuId::new(i as u16));
+            apic.events = PackedEvents::NONE;
             *slot.0.get_mut() = Vcpu {
-                apic: apic(VcpuId::new(i as u16)),
+                apic,
                 map: EoiExitMap::new(config.policy),
                 stats: VcpuStats::ZERO,
-                events: VcpuEvents::NONE,
             };
         }
         let chip = Irqchip {
@@ -897,14 +896,17 @@ impl<S: AsRef<[VcpuSlot]>, const PINS: usize> Irqchip<S, PINS> {
         let slot = self.slot(i);
         {
             let mut v = slot.lock();
-            if v.events.is_idle() {
+            let mut e = v.apic.events.get();
+            if e.is_idle() {
                 return VcpuEvents {
-                    wait_for_sipi: v.events.wait_for_sipi,
+                    wait_for_sipi: e.wait_for_sipi,
                     ..VcpuEvents::NONE
                 };
             }
-            if !v.events.init || init_blocked {
-                return take_events_locked(&mut v.events, i == 0, init_blocked, nmi_blocked);
+            if !e.init || init_blocked {
+                let out = take_events_locked(&mut e, i == 0, init_blocked, nmi_blocked);
+                v.apic.events = PackedEvents::pack(e);
+                return out;
             }
         }
         // An INIT to take. Its reset changes the LAPIC's addressing, so the
@@ -912,11 +914,14 @@ impl<S: AsRef<[VcpuSlot]>, const PINS: usize> Irqchip<S, PINS> {
         let mut sh = self.shared.lock();
         let out = {
             let mut v = slot.lock();
-            if v.events.init {
+            let mut e = v.apic.events.get();
+            if e.init {
                 v.apic.init_reset();
                 v.map.forget_in_flight();
             }
-            take_events_locked(&mut v.events, i == 0, init_blocked, nmi_blocked)
+            let out = take_events_locked(&mut e, i == 0, init_blocked, nmi_blocked);
+            v.apic.events = PackedEvents::pack(e);
+            out
         };
         if out.init {
             self.rebuild_routing(&mut sh);
@@ -1290,7 +1295,7 @@ impl<S: AsRef<[VcpuSlot]>, const PINS: usize> Irqchip<S, PINS> {
         if v.apic.mode() == ApicMode::Disabled {
             return;
         }
-        let e = &mut v.events;
+        let mut e = v.apic.events.get();
         match msg.delivery_mode {
             // KVM: `pending_events = INIT`, dropping a latched SIPI.
             DeliveryMode::Init => {
@@ -1305,6 +1310,7 @@ impl<S: AsRef<[VcpuSlot]>, const PINS: usize> Irqchip<S, PINS> {
             DeliveryMode::ExtInt => e.extint = true,
             DeliveryMode::Fixed | DeliveryMode::LowestPriority => return,
         }
+        v.apic.events = PackedEvents::pack(e);
         fx.kick.insert(id);
     }
 

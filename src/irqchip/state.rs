@@ -106,7 +106,7 @@ impl Vcpu {
             apic: self.apic.state(),
             map: self.map.state(),
             stats: self.stats,
-            events: self.events,
+            events: self.apic.events.get(),
         }
     }
 
@@ -114,7 +114,7 @@ impl Vcpu {
         s.apic.apply(&mut self.apic);
         self.map.set_state(&s.map);
         self.stats = s.stats;
-        self.events = s.events;
+        self.apic.events = super::PackedEvents::pack(s.events);
     }
 }
 

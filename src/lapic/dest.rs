@@ -94,7 +94,7 @@ impl LocalApic {
                     (self.ldr >> 16) == (mda >> 16) && (self.ldr & mda & 0xFFFF) != 0
                 } else {
                     let logical_id = self.ldr >> 24;
-                    match self.dfr {
+                    match self.dfr() {
                         DFR_FLAT => (logical_id & mda) != 0,
                         DFR_CLUSTER => {
                             (logical_id >> 4) == (mda >> 4) && (logical_id & mda & 0xF) != 0

@@ -41,6 +41,7 @@ pub use state::LocalApicState;
 pub(crate) use dest::{DFR_FLAT, x2apic_ldr};
 pub use dest::{lowest_priority, lowest_priority_kvm};
 
+use crate::irqchip::PackedEvents;
 use crate::types::{
     ApicId, DeliveryMode, Destination, DestinationMode, InterruptMessage, TriggerMode,
 };
@@ -248,7 +249,9 @@ pub struct LocalApic {
     /// Logical destination register (full 32 bits as the guest reads it).
     ldr: u32,
     /// Destination format register (bits 27:0 always read as 1).
-    dfr: u32,
+    /// The DFR's model, bits 31:28 (bits 27:0 always read as 1): one byte,
+    /// so the pending non-vectored events fit beside it in 128 bytes.
+    dfr_model: u8,
     /// Spurious-interrupt vector register.
     svr: u32,
     tpr: u8,
@@ -268,6 +271,11 @@ pub struct LocalApic {
     esr_pending: u8,
     /// Always equal to `isr.highest()` (KVM's `highest_isr_cache`, kept eager).
     highest_isr_cache: Option<Vector>,
+    /// The non-vectored events the chip holds for this vCPU (INIT, SIPI,
+    /// NMI, SMI, ExtINT), packed in two bytes: [`Irqchip`](crate::Irqchip)
+    /// latches them and hands them over in `take_events`. A bare `LocalApic`
+    /// never sets them (`accept` ignores non-vectored messages).
+    pub(crate) events: PackedEvents,
 }
 
 impl LocalApic {
@@ -280,7 +288,8 @@ impl LocalApic {
             xapic_id: id.get() as u8,
             mode: ApicMode::XApic,
             ldr: 0,
-            dfr: DFR_FLAT,
+            dfr_model: (DFR_FLAT >> 28) as u8,
+            events: PackedEvents::NONE,
             svr: Svr::RESET,
             tpr: 0,
             directed_eoi_supported: false,
@@ -604,14 +613,14 @@ impl LocalApic {
     /// disabled.
     pub(crate) fn write_dfr(&mut self, v: u32) {
         if self.mode == ApicMode::XApic {
-            self.dfr = v | 0x0FFF_FFFF;
+            self.dfr_model = (v >> 28) as u8;
         }
     }
 
     /// The DFR (its last xAPIC value in x2APIC mode, where it does not exist).
     #[inline]
     pub(crate) fn dfr(&self) -> u32 {
-        self.dfr
+        u32::from(self.dfr_model) << 28 | 0x0FFF_FFFF
     }
 
     // ----- SVR and version ---------------------------------------------------
@@ -877,7 +886,7 @@ impl LocalApic {
     /// LDR to 0 (xAPIC; x2APIC keeps the LDR derived from the ID), and the SVR
     /// to 0xFF, which software-disables the APIC until the guest enables it.
     pub(crate) fn init_reset(&mut self) {
-        self.dfr = DFR_FLAT;
+        self.dfr_model = (DFR_FLAT >> 28) as u8;
         if self.mode != ApicMode::X2Apic {
             self.ldr = 0;
         }

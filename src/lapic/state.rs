@@ -86,7 +86,7 @@ impl LocalApicState {
         apic.xapic_id = self.xapic_id;
         apic.mode = self.mode;
         apic.ldr = self.ldr;
-        apic.dfr = self.dfr;
+        apic.dfr_model = (self.dfr >> 28) as u8;
         apic.svr = self.svr;
         apic.tpr = self.tpr;
         apic.directed_eoi_supported = self.directed_eoi_supported;
@@ -111,7 +111,7 @@ impl LocalApic {
             xapic_id: self.xapic_id,
             mode: self.mode,
             ldr: self.ldr,
-            dfr: self.dfr,
+            dfr: self.dfr(),
             svr: self.svr,
             tpr: self.tpr,
             directed_eoi_supported: self.directed_eoi_supported,
