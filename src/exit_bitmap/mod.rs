@@ -819,6 +819,26 @@ impl EoiExitMap {
         }
     }
 
+    /// Directed EOI stopped on this vCPU (SVR bit 12 cleared, or no longer
+    /// advertised): level instances accepted while their EOIs were not
+    /// broadcast now need them. `Exact` marks every outstanding instance of
+    /// a vector whose TMR bit is set as needed (conservative: a level MSI in
+    /// flight costs one exit); the other policies track no instances.
+    pub(crate) fn adopt_level_in_flight(&mut self, apic: &LocalApic) {
+        let before = self.bitmap();
+        if let Book::Exact { x, .. } = &mut self.book {
+            for v in apic
+                .tmr()
+                .intersection(&apic.irr().union(apic.isr()))
+                .iter()
+            {
+                x.sync_instances(apic, v, 0);
+                x.need_all(v);
+            }
+        }
+        self.mark(&before);
+    }
+
     /// Marks `v`'s word if its bit changed from `was`.
     #[inline]
     fn mark_vector(&mut self, v: Vector, was: bool) {
