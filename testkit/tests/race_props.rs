@@ -146,6 +146,102 @@ proptest! {
     }
 }
 
+proptest! {
+    #![proptest_config(ProptestConfig {
+        cases: config().cases.div_ceil(5),
+        ..config()
+    })]
+
+    /// Directed EOI (SVR bit 12, KVM's split irqchip with
+    /// `KVM_X2APIC_ENABLE_SUPPRESS_EOI_BROADCAST`): no suppressed EOI
+    /// reaches the I/O APIC, a level cycle whose LAPIC EOI was suppressed
+    /// waits for the EOI register instead of counting as lost or stuck, and
+    /// every other invariant holds, under every policy.
+    #[test]
+    fn every_policy_holds_every_invariant_under_directed_eoi(
+        init in entries(EXACT_SHAPE),
+        ops in ops(EXACT_SHAPE, 40),
+    ) {
+        for policy in Policy::ALL {
+            let cfg = HarnessConfig::new(policy)
+                .tolerating_known_losses()
+                .with_directed_eoi();
+            let mut h = Harness::<2, 4>::with_entries(cfg, &init);
+            if let Err((i, v)) = h.run(&ops) {
+                return Err(TestCaseError::fail(format!(
+                    "{}: {v} at op {}\n{}",
+                    policy.name(),
+                    i + 1,
+                    Trace(&ops[..=i])
+                )));
+            }
+        }
+    }
+}
+
+/// SDM directed EOI: the LAPIC EOI of a level interrupt is suppressed (no
+/// exit under `Exact`), the checker counts it as suppressed rather than
+/// lost, and the guest's write of the vector to the I/O APIC's EOI register
+/// (0x40) ends the cycle and re-delivers the still-asserted line.
+#[test]
+fn suppressed_level_eoi_is_not_lost_and_the_ioapic_eoi_register_ends_its_cycle() {
+    for policy in Policy::ALL {
+        let cfg = HarnessConfig::new(policy).with_directed_eoi();
+        let mut h = Harness::<2, 4>::with_entries(cfg, &[0x31 | 1 << 15]);
+        for op in [Op::SetLine { pin: 0, high: true }, Op::Ack { vcpu: 0 }] {
+            h.step(op).unwrap_or_else(|v| panic!("{policy:?}: {v}"));
+        }
+        let eoi = h
+            .step(Op::Eoi { vcpu: 0 })
+            .unwrap_or_else(|v| panic!("{policy:?}: {v}"));
+        assert!(eoi.suppressed, "{policy:?}");
+        let exact = policy == Policy::Exact || policy == Policy::NoIntercept;
+        assert_eq!(eoi.eoi.map(|(_, exit)| exit), Some(!exact), "{policy:?}");
+        assert!(h.chip().ioapic().entry(Pin::new(0)).unwrap().remote_irr());
+        let reg = h
+            .step(Op::Mmio {
+                offset: 0x40,
+                size: 4,
+                value: 0x31,
+            })
+            .unwrap_or_else(|v| panic!("{policy:?}: {v}"));
+        assert_eq!(
+            reg.accepted, 1,
+            "{policy:?}: the asserted line is re-delivered"
+        );
+        assert!(h.checker().awaiting_ioapic_eoi.is_empty());
+    }
+}
+
+/// The check bites: a VMM that keeps KVM's default split-irqchip quirk
+/// (`AllIntercepted`: directed EOI advertised, SVR bit 12 ignored) while
+/// the guest relies on directed EOI forwards the suppressed EOI, and the
+/// checker reports it.
+#[test]
+fn checker_reports_a_suppressed_eoi_that_reaches_the_ioapic() {
+    let mut cfg = HarnessConfig::new(Policy::KvmHighestStale).with_directed_eoi();
+    cfg.chip.eoi_forwarding = eoi_exit::irqchip::EoiForwarding::AllIntercepted;
+    let mut h = Harness::<2, 4>::with_entries(cfg, &[0x31 | 1 << 15]);
+    let r = h.run(&[
+        Op::SetLine { pin: 0, high: true },
+        Op::Ack { vcpu: 0 },
+        Op::Eoi { vcpu: 0 },
+    ]);
+    assert!(
+        matches!(
+            r,
+            Err((
+                2,
+                Violation::SuppressedEoiForwarded {
+                    vcpu: 0,
+                    vector: 0x31
+                }
+            ))
+        ),
+        "{r:?}"
+    );
+}
+
 /// The harness's invariant checker itself: a plain lost EOI is reported.
 #[test]
 fn checker_reports_a_lost_eoi() {
