@@ -11,6 +11,7 @@
 //!   in-kernel irqchip into the model (`cargo test --release --features kvm --test kvm snapshot`);
 //! * `ipi`: IPIs written by the guest to the x2APIC ICR and SELF IPI MSRs, KVM against the model;
 //! * `resample`: a resampling irqfd (in-kernel irqchip) against `IrqchipConfig::resample_pins`;
+//! * `directed_eoi`: SVR bit 12 under each `KVM_CAP_X2APIC_API` setting, KVM against the model;
 //! * `common`: the split-irqchip model `common::split`, shared with `kvm_oracle_model`.
 //!
 //! Where `/dev/kvm` is unusable every KVM test prints one
@@ -22,6 +23,7 @@
 mod common;
 
 mod differential;
+mod directed_eoi;
 mod ipi;
 mod oracle_scenarios;
 mod resample;
