@@ -31,14 +31,18 @@ use super::Irqchip;
 ///
 /// | KVM | advertises bit 24 | SVR bit 12 | `eoi_forwarding` | `DirectedEoi` |
 /// |---|---|---|---|---|
-/// | in-kernel I/O APIC (0x11, no EOI register) | no | only through `KVM_SET_LAPIC`; then honoured | `TmrLevel` | `false` |
+/// | in-kernel I/O APIC (0x11, no EOI register) | no | cannot be set by the guest | `TmrLevel` | `false` |
 /// | split, neither flag (KVM's default, "quirked") | with x2APIC in CPUID | ignored: every EOI of a handled vector exits to userspace | `AllIntercepted` | `true` |
 /// | split, `KVM_X2APIC_ENABLE_SUPPRESS_EOI_BROADCAST` | with x2APIC in CPUID | honoured: no exit to userspace, edge or level | `AllInterceptedUnlessSuppressed` | `true` |
 /// | split, `KVM_X2APIC_DISABLE_SUPPRESS_EOI_BROADCAST` | no | cannot be set | `AllIntercepted` | `false` |
 ///
 /// `TmrLevel` with a version-0x20 I/O APIC and `DirectedEoi(true)` is the
 /// SDM's behaviour (KVM's in-kernel I/O APIC has no EOI register, so there
-/// the guest could not complete a suppressed EOI). In every mode the EOI
+/// the guest could not complete a suppressed EOI). One KVM corner is not
+/// modelled: a host that plants SVR bit 12 with `KVM_SET_LAPIC` into an
+/// in-kernel irqchip, which does not advertise it, has it honoured by KVM
+/// (remote IRR then stays set); the model honours bit 12 only while
+/// directed EOI is advertised. In every mode the EOI
 /// still runs the ack notifiers and settles an owed RTC EOI (KVM's
 /// `kvm_ioapic_update_eoi_one` runs the notifiers before it checks bit 12),
 /// so an EOI that one of them needs is still intercepted; and KVM's
