@@ -295,15 +295,20 @@ fn an_owed_rtc_eoi_still_exits_under_directed_eoi() {
 
 /// A level interrupt accepted while EOIs were suppressed, still in service
 /// when the guest clears SVR bit 12 (or the host stops advertising directed
-/// EOI): its EOI is broadcast now, so `Exact` intercepts it.
+/// EOI): its EOI is broadcast now, so `Exact` intercepts it, even when its
+/// entry was meanwhile moved to another vCPU (no route keeps the bit).
 #[test]
 fn ending_directed_eoi_with_a_level_interrupt_in_service_makes_its_eoi_exit() {
-    for withdraw in [false, true] {
+    for (withdraw, moved) in [(false, false), (true, false), (false, true), (true, true)] {
         let chip = chip(config(Policy::Exact, EoiForwarding::TmrLevel), true, true);
         let mut fx = Effects::new();
         chip.set_line(LEVEL, true, &mut fx);
         assert_eq!(chip.ack(VCPU), Some(VL));
         assert!(!chip.vcpu(VCPU).unwrap().map.intercepts(VL));
+        if moved {
+            let to_1 = RedirectionEntry::fixed(VL, TriggerMode::Level, 1).0;
+            chip.write_entry(LEVEL, to_1, &mut fx);
+        }
         let write = if withdraw {
             LapicWrite::DirectedEoi(false)
         } else {
@@ -315,15 +320,13 @@ fn ending_directed_eoi_with_a_level_interrupt_in_service_makes_its_eoi_exit() {
         fx.clear();
         chip.write_lapic(VCPU, write, &mut fx);
         assert!(fx.reload.contains(VCPU));
-        assert!(
-            chip.vcpu(VCPU).unwrap().map.intercepts(VL),
-            "withdraw={withdraw}"
-        );
+        let at = format!("withdraw={withdraw} moved={moved}");
+        assert!(chip.vcpu(VCPU).unwrap().map.intercepts(VL), "{at}");
         let _ = chip.vmcs_update(VCPU);
         chip.set_line(LEVEL, false, &mut fx);
         let eoi = chip.guest_eoi(VCPU, &mut fx);
-        assert!(eoi.intercepted && eoi.reached_ioapic, "withdraw={withdraw}");
-        assert!(!remote_irr(&chip));
+        assert!(eoi.intercepted && eoi.reached_ioapic, "{at}");
+        assert!(!remote_irr(&chip), "{at}");
     }
 }
 
