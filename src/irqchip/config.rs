@@ -48,6 +48,43 @@ use super::Irqchip;
 /// so an EOI that one of them needs is still intercepted; and KVM's
 /// policies still intercept it (KVM's scans do not read SVR bit 12), which
 /// the census counts as avoidable exits. [`Policy::Exact`] drops them.
+///
+/// # Examples
+///
+/// A directed-EOI guest (SDM): the LAPIC EOI of a level interrupt neither
+/// exits under `Exact` nor reaches the I/O APIC; the guest's write of the
+/// vector to the EOI register clears remote IRR and re-delivers the line,
+/// still asserted.
+///
+/// ```
+/// use eoi_exit::irqchip::{Effects, LapicWrite};
+/// use eoi_exit::{
+///     ApicMode, IoapicConfig, IoapicVersion, Irqchip, IrqchipConfig, Pin, RedirectionEntry,
+///     TriggerMode, VcpuId, VcpuSlot, Vector,
+/// };
+///
+/// let config = IrqchipConfig {
+///     ioapic: IoapicConfig { version: IoapicVersion::V20, ..IoapicConfig::DEFAULT },
+///     ..IrqchipConfig::default() // Policy::Exact, EoiForwarding::TmrLevel
+/// };
+/// let chip: Irqchip<_> = Irqchip::new(config, ApicMode::X2Apic, [VcpuSlot::new()]);
+/// let (vcpu, pin, v) = (VcpuId::new(0), Pin::new(10), Vector::new(0x4a));
+/// let mut fx = Effects::new();
+/// chip.write_lapic(vcpu, LapicWrite::DirectedEoi(true), &mut fx); // version bit 24
+/// let svr = LapicWrite::Register { offset: 0xF0, value: 0x1FF | 1 << 12 };
+/// chip.write_lapic(vcpu, svr, &mut fx); // the guest sets SVR bit 12
+/// chip.write_entry(pin, RedirectionEntry::fixed(v, TriggerMode::Level, 0).0, &mut fx);
+///
+/// chip.set_line(pin, true, &mut fx);
+/// assert_eq!(chip.ack(vcpu), Some(v));
+/// let eoi = chip.guest_eoi(vcpu, &mut fx);
+/// assert!(eoi.level && !eoi.intercepted && !eoi.reached_ioapic && !eoi.missed_level);
+/// assert!(chip.ioapic().entry(pin).unwrap().remote_irr());
+///
+/// fx.clear();
+/// chip.mmio_write(0x40, 4, 0x4a, &mut fx); // the I/O APIC's EOI register
+/// assert!(fx.kick.contains(vcpu)); // the asserted line is delivered again
+/// ```
 #[derive(Clone, Copy, PartialEq, Eq, Hash, Debug, Default)]
 #[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 #[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
