@@ -821,17 +821,15 @@ impl EoiExitMap {
 
     /// Directed EOI stopped on this vCPU (SVR bit 12 cleared, or no longer
     /// advertised): level instances accepted while their EOIs were not
-    /// broadcast now need them. `Exact` marks every outstanding instance of
-    /// a vector whose TMR bit is set as needed (conservative: a level MSI in
-    /// flight costs one exit); the other policies track no instances.
-    pub(crate) fn adopt_level_in_flight(&mut self, apic: &LocalApic) {
+    /// broadcast now need them. `Exact` marks every outstanding instance as
+    /// needed, as it adopts instances it never saw accepted: TMR cannot tell
+    /// (an edge acceptance that coalesces into a level instance's IRR bit
+    /// clears it), so an edge instance in flight at that moment costs one
+    /// exit. The other policies track no instances.
+    pub(crate) fn adopt_in_flight(&mut self, apic: &LocalApic) {
         let before = self.bitmap();
         if let Book::Exact { x, .. } = &mut self.book {
-            for v in apic
-                .tmr()
-                .intersection(&apic.irr().union(apic.isr()))
-                .iter()
-            {
+            for v in apic.irr().union(apic.isr()).iter() {
                 x.sync_instances(apic, v, 0);
                 x.need_all(v);
             }

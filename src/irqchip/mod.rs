@@ -584,7 +584,7 @@ impl<S: AsRef<[VcpuSlot]>, const PINS: usize> Irqchip<S, PINS> {
                 // Broadcasts resume: level instances accepted while they
                 // were suppressed now need their EOI forwarded.
                 let Vcpu { apic, map, .. } = &mut *v;
-                map.adopt_level_in_flight(apic);
+                map.adopt_in_flight(apic);
             }
             ipi
         };

@@ -204,9 +204,11 @@ impl<const VCPUS: usize, const PINS: usize> Harness<VCPUS, PINS> {
     /// Whether `op` is a guest op on a vCPU (it runs guest code).
     fn guest_vcpu(op: &Op) -> Option<usize> {
         match *op {
-            Op::Ack { vcpu } | Op::Eoi { vcpu } | Op::Tpr { vcpu, .. } | Op::Ipi { vcpu, .. } => {
-                Some(vcpu as usize % VCPUS)
-            }
+            Op::Ack { vcpu }
+            | Op::Eoi { vcpu }
+            | Op::Tpr { vcpu, .. }
+            | Op::Ipi { vcpu, .. }
+            | Op::DirectedEoi { vcpu, .. } => Some(vcpu as usize % VCPUS),
             _ => None,
         }
     }
@@ -379,6 +381,18 @@ impl<const VCPUS: usize, const PINS: usize> Harness<VCPUS, PINS> {
                     self.chip
                         .write_lapic(c, LapicWrite::Register { offset, value }, &mut fx);
                 }
+            }
+            Op::DirectedEoi { vcpu, on } => {
+                let c = VcpuId::new((vcpu as usize % VCPUS) as u16);
+                let value = 0x1FF | if on { SVR_SUPPRESS_EOI_BROADCAST } else { 0 };
+                self.chip.write_lapic(
+                    c,
+                    LapicWrite::Register {
+                        offset: 0xF0,
+                        value,
+                    },
+                    &mut fx,
+                );
             }
             Op::Tpr { vcpu, tpr } => {
                 // TPR is guest state with no effect on routing: no rescan.
