@@ -17,7 +17,8 @@
 //!   `GuestEoi::reached_ioapic`.
 //!
 //! The in-kernel irqchip is checked for the first two (KVM advertises nothing there, so
-//! the guest cannot set bit 12; its I/O APIC has no EOI register).
+//! the guest cannot set bit 12; its I/O APIC has no EOI register), and KVM must refuse
+//! ENABLE there.
 //!
 //! Host quirk 1 of the harness applies: the in-service instance is planted with
 //! `KVM_SET_LAPIC` (ISR, and TMR for level) while the guest sits at IF=0; the model gets
@@ -227,6 +228,13 @@ fn kvm_directed_eoi_advertisement_svr_mask_and_userspace_eoi_exits_match_the_mod
             bad.push(format!("{at}: KVM {kvm:?}, model {model:?}"));
         }
     }
+    // ENABLE needs the split irqchip (the `EoiForwarding` table's in-kernel row).
+    let in_kernel_enable =
+        flags & ENABLE != 0 && TestVm::with_x2apic_api(IrqChipMode::InKernel, 1, ENABLE).is_ok();
+    assert!(
+        !in_kernel_enable,
+        "KVM accepted KVM_X2APIC_ENABLE_SUPPRESS_EOI_BROADCAST with an in-kernel irqchip"
+    );
     println!(
         "kvm_directed_eoi: {cases} cases compared (KVM_CAP_X2APIC_API flags {flags:#x}: \
          ENABLE {}, DISABLE {}; {suppressed} EOIs not forwarded to userspace), {} disagreements",
