@@ -17,6 +17,15 @@
 //!    asked, then load the VMCS words.
 //! 4. Before every VM entry: [`EoiExitMap::take_vmcs_update`], and write the
 //!    returned words to the VMCS.
+//!
+//! # Directed EOI
+//!
+//! The map does not read SVR bit 12. While a vCPU suppresses EOI broadcasts
+//! and the VMM honours it, [`Irqchip`](crate::Irqchip) leaves the plain
+//! level entries (no ack notifier, not the RTC) out of that vCPU's scans and
+//! reports their acceptances as [`Source::Plain`], so `Exact` does not
+//! intercept their EOIs; a VMM that drives an `EoiExitMap` itself does the
+//! same (see [`EoiForwarding`](crate::irqchip::EoiForwarding)).
 
 use crate::RedirectionEntry;
 use crate::lapic::LocalApic;
