@@ -23,7 +23,6 @@ use crate::set::Set256;
 /// let v = Vector::new(0x41);
 /// assert_eq!(v.get(), 0x41);
 /// assert_eq!(v.get() >> 4, 4); // its priority class, what TPR/PPR compare against
-/// assert!(!v.is_reserved() && Vector::new(0x0e).is_reserved());
 /// assert_eq!(format!("{v} {v:?}"), "0x41 Vector(0x41)");
 /// ```
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
@@ -53,7 +52,7 @@ impl Vector {
 
     /// Vectors 0..=15 are illegal for fixed and lowest-priority delivery.
     #[inline]
-    pub const fn is_reserved(self) -> bool {
+    pub(crate) const fn is_reserved(self) -> bool {
         self.0 < 16
     }
 }

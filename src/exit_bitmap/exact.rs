@@ -264,6 +264,14 @@ impl Packed {
         .set_of()
     }
 
+    /// Every outstanding instance of `v` needs its EOI.
+    pub(super) fn need_all(&mut self, v: Vector) {
+        let mut i = self.get(v);
+        i.old = i.n >= 1;
+        i.new = i.n == 2;
+        self.put(v, i);
+    }
+
     /// Records an acceptance; returns whether its EOI is needed.
     pub(super) fn on_accept(&mut self, apic: &LocalApic, a: Accepted) -> bool {
         if Legal::slot(a.vector).is_none() {

@@ -17,6 +17,15 @@
 //!    asked, then load the VMCS words.
 //! 4. Before every VM entry: [`EoiExitMap::take_vmcs_update`], and write the
 //!    returned words to the VMCS.
+//!
+//! # Directed EOI
+//!
+//! The map does not read SVR bit 12. While a vCPU suppresses EOI broadcasts
+//! and the VMM honours it, [`Irqchip`](crate::Irqchip) leaves the plain
+//! level entries (no ack notifier, not the RTC) out of that vCPU's scans and
+//! reports their acceptances as [`Source::Plain`], so `Exact` does not
+//! intercept their EOIs; a VMM that drives an `EoiExitMap` itself does the
+//! same (see [`EoiForwarding`](crate::irqchip::EoiForwarding)).
 
 use crate::RedirectionEntry;
 use crate::lapic::LocalApic;
@@ -862,6 +871,24 @@ impl EoiExitMap {
             // The previous owed vector may have lost its last reason.
             self.mark_vector(r, true);
         }
+    }
+
+    /// Directed EOI stopped on this vCPU (SVR bit 12 cleared, or no longer
+    /// advertised): level instances accepted while their EOIs were not
+    /// broadcast now need them. `Exact` marks every outstanding instance as
+    /// needed, as it adopts instances it never saw accepted: TMR cannot tell
+    /// (an edge acceptance that coalesces into a level instance's IRR bit
+    /// clears it), so an edge instance in flight at that moment costs one
+    /// exit. The other policies track no instances.
+    pub(crate) fn adopt_in_flight(&mut self, apic: &LocalApic) {
+        let before = self.bitmap();
+        if let Book::Exact { x, .. } = &mut self.book {
+            for v in apic.irr().union(apic.isr()).iter() {
+                x.sync_instances(apic, v, 0);
+                x.need_all(v);
+            }
+        }
+        self.mark(&before);
     }
 
     /// Marks `v`'s word if its bit changed from `was`.

@@ -7,13 +7,84 @@ use crate::ioapic::{IoapicConfig, PinSet};
 #[cfg(doc)]
 use super::Irqchip;
 
-/// Which intercepted EOIs reach the I/O APIC.
+/// Which intercepted EOIs reach the I/O APIC, and whether the guest's
+/// directed EOI (SVR bit 12, "suppress EOI broadcast") is honoured.
 ///
 /// The default is [`EoiForwarding::TmrLevel`], the rule of the SDM and of
 /// KVM's in-kernel I/O APIC: an EOI goes to the I/O APIC only when it retires
-/// a level-triggered interrupt. Choose [`EoiForwarding::AllIntercepted`] to
-/// model KVM's split irqchip, where the userspace I/O APIC sees every
-/// intercepted EOI.
+/// a level-triggered interrupt and the vCPU has not suppressed EOI
+/// broadcasts. Choose [`EoiForwarding::AllIntercepted`] to model KVM's split
+/// irqchip, where the userspace I/O APIC sees every intercepted EOI, or
+/// [`EoiForwarding::AllInterceptedUnlessSuppressed`] for the split irqchip
+/// with `KVM_X2APIC_ENABLE_SUPPRESS_EOI_BROADCAST`.
+///
+/// # Directed EOI (suppress EOI broadcast)
+///
+/// A guest sets SVR bit 12 only when the LAPIC version register advertises
+/// it (bit 24: [`LapicWrite::DirectedEoi`](super::LapicWrite::DirectedEoi),
+/// per vCPU, off by default). It then EOIs level interrupts at the I/O
+/// APIC's EOI register itself (offset 0x40, version 0x20:
+/// [`IoapicVersion::V20`](crate::IoapicVersion::V20)), and the LAPIC EOI of
+/// a level interrupt is not broadcast (SDM Vol. 3, "EOI Register"). KVM
+/// (Linux 6.18.17 and later, `KVM_CAP_X2APIC_API`) maps to this model as
+/// follows:
+///
+/// | KVM | advertises bit 24 | SVR bit 12 | `eoi_forwarding` | `DirectedEoi` |
+/// |---|---|---|---|---|
+/// | in-kernel I/O APIC (0x11, no EOI register) | no | cannot be set by the guest | `TmrLevel` | `false` |
+/// | split, neither flag (KVM's default, "quirked") | with x2APIC in CPUID | ignored: every EOI of a handled vector exits to userspace | `AllIntercepted` | `true` |
+/// | split, `KVM_X2APIC_ENABLE_SUPPRESS_EOI_BROADCAST` | with x2APIC in CPUID | honoured: no exit to userspace, edge or level | `AllInterceptedUnlessSuppressed` | `true` |
+/// | split, `KVM_X2APIC_DISABLE_SUPPRESS_EOI_BROADCAST` | no | cannot be set | `AllIntercepted` | `false` |
+///
+/// `TmrLevel` with a version-0x20 I/O APIC and `DirectedEoi(true)` is the
+/// SDM's behaviour (KVM's in-kernel I/O APIC has no EOI register, so there
+/// the guest could not complete a suppressed EOI). One KVM corner is not
+/// modelled: a host that plants SVR bit 12 with `KVM_SET_LAPIC` into an
+/// in-kernel irqchip, which does not advertise it, has it honoured by KVM
+/// (remote IRR then stays set); the model honours bit 12 only while
+/// directed EOI is advertised. In every mode the EOI
+/// still runs the ack notifiers and settles an owed RTC EOI (KVM's
+/// `kvm_ioapic_update_eoi_one` runs the notifiers before it checks bit 12),
+/// so an EOI that one of them needs is still intercepted; and KVM's
+/// policies still intercept it (KVM's scans do not read SVR bit 12), which
+/// the census counts as avoidable exits. [`Policy::Exact`] drops them.
+///
+/// # Examples
+///
+/// A directed-EOI guest (SDM): the LAPIC EOI of a level interrupt neither
+/// exits under `Exact` nor reaches the I/O APIC; the guest's write of the
+/// vector to the EOI register clears remote IRR and re-delivers the line,
+/// still asserted.
+///
+/// ```
+/// use eoi_exit::irqchip::{Effects, LapicWrite};
+/// use eoi_exit::{
+///     ApicMode, IoapicConfig, IoapicVersion, Irqchip, IrqchipConfig, Pin, RedirectionEntry,
+///     TriggerMode, VcpuId, VcpuSlot, Vector,
+/// };
+///
+/// let config = IrqchipConfig {
+///     ioapic: IoapicConfig { version: IoapicVersion::V20, ..IoapicConfig::DEFAULT },
+///     ..IrqchipConfig::default() // Policy::Exact, EoiForwarding::TmrLevel
+/// };
+/// let chip: Irqchip<_> = Irqchip::new(config, ApicMode::X2Apic, [VcpuSlot::new()]);
+/// let (vcpu, pin, v) = (VcpuId::new(0), Pin::new(10), Vector::new(0x4a));
+/// let mut fx = Effects::new();
+/// chip.write_lapic(vcpu, LapicWrite::DirectedEoi(true), &mut fx); // version bit 24
+/// let svr = LapicWrite::Register { offset: 0xF0, value: 0x1FF | 1 << 12 };
+/// chip.write_lapic(vcpu, svr, &mut fx); // the guest sets SVR bit 12
+/// chip.write_entry(pin, RedirectionEntry::fixed(v, TriggerMode::Level, 0).0, &mut fx);
+///
+/// chip.set_line(pin, true, &mut fx);
+/// assert_eq!(chip.ack(vcpu), Some(v));
+/// let eoi = chip.guest_eoi(vcpu, &mut fx);
+/// assert!(eoi.level && !eoi.intercepted && !eoi.reached_ioapic && !eoi.missed_level);
+/// assert!(chip.ioapic().entry(pin).unwrap().remote_irr());
+///
+/// fx.clear();
+/// chip.mmio_write(0x40, 4, 0x4a, &mut fx); // the I/O APIC's EOI register
+/// assert!(fx.kick.contains(vcpu)); // the asserted line is delivered again
+/// ```
 #[derive(Clone, Copy, PartialEq, Eq, Hash, Debug, Default)]
 #[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 #[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
@@ -24,11 +95,27 @@ pub enum EoiForwarding {
     /// register itself.
     #[default]
     TmrLevel,
-    /// KVM's split irqchip: every intercepted EOI exits to userspace
-    /// (`KVM_EXIT_IOAPIC_EOI` carries only the vector), and the userspace I/O
-    /// APIC clears remote IRR of every level entry with that vector, even for
-    /// an edge instance's EOI.
+    /// KVM's split irqchip (by default, and with
+    /// `KVM_X2APIC_DISABLE_SUPPRESS_EOI_BROADCAST`): every intercepted EOI
+    /// exits to userspace (`KVM_EXIT_IOAPIC_EOI` carries only the vector),
+    /// and the userspace I/O APIC clears remote IRR of every level entry
+    /// with that vector, even for an edge instance's EOI. SVR bit 12 is
+    /// ignored (KVM's "quirk": it advertises directed EOI and broadcasts
+    /// anyway).
     AllIntercepted,
+    /// KVM's split irqchip with `KVM_X2APIC_ENABLE_SUPPRESS_EOI_BROADCAST`:
+    /// as `AllIntercepted`, except that while the vCPU has SVR bit 12 set
+    /// (and directed EOI advertised) no EOI reaches the I/O APIC, edge or
+    /// level (`kvm_ioapic_send_eoi` returns before the userspace exit).
+    AllInterceptedUnlessSuppressed,
+}
+
+impl EoiForwarding {
+    /// Whether SVR bit 12 stops the broadcast in this mode.
+    #[inline]
+    pub(crate) const fn honours_suppression(self) -> bool {
+        !matches!(self, EoiForwarding::AllIntercepted)
+    }
 }
 
 /// How a lowest-priority message picks its vCPU.

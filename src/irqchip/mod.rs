@@ -560,9 +560,10 @@ impl<S: AsRef<[VcpuSlot]>, const PINS: usize> Irqchip<S, PINS> {
         let mut sh = self.shared.lock();
         let ipi = {
             let mut v = self.slot(vcpu.index()).lock();
+            let was_directed = v.apic.suppresses_eoi_broadcast();
             let apic = &mut v.apic;
             let x2apic = apic.mode() == ApicMode::X2Apic;
-            match write {
+            let ipi = match write {
                 // A WRMSR of the x2APIC ICR with EDX = 0, or the xAPIC ICR.
                 LapicWrite::Register { offset: ICR, value } => {
                     apic.write_icr(u64::from(value), x2apic)
@@ -599,7 +600,17 @@ impl<S: AsRef<[VcpuSlot]>, const PINS: usize> Irqchip<S, PINS> {
                     apic.set_directed_eoi_supported(on);
                     None
                 }
+            };
+            if was_directed
+                && !v.apic.suppresses_eoi_broadcast()
+                && self.config.eoi_forwarding.honours_suppression()
+            {
+                // Broadcasts resume: level instances accepted while they
+                // were suppressed now need their EOI forwarded.
+                let Vcpu { apic, map, .. } = &mut *v;
+                map.adopt_in_flight(apic);
             }
+            ipi
         };
         match (write, ipi) {
             (_, Some(ipi)) => self.send_ipi(&sh, vcpu, ipi, fx),
@@ -719,7 +730,7 @@ impl<S: AsRef<[VcpuSlot]>, const PINS: usize> Irqchip<S, PINS> {
         let i = vcpu.index();
         let slot = self.slot(i);
         let mut sh = self.shared.lock();
-        let (eoi, exit) = {
+        let (eoi, exit, suppressed) = {
             let mut v = slot.lock();
             let Some(eoi) = v.apic.eoi() else {
                 return GuestEoi::default();
@@ -731,12 +742,15 @@ impl<S: AsRef<[VcpuSlot]>, const PINS: usize> Irqchip<S, PINS> {
             if exit.intercepted {
                 stats.eoi_exits = stats.eoi_exits.wrapping_add(1);
             }
-            (eoi, exit)
+            (eoi, exit, apic.suppresses_eoi_broadcast())
         };
         let forward = exit.intercepted
             && match self.config.eoi_forwarding {
                 EoiForwarding::TmrLevel => eoi.broadcast,
                 EoiForwarding::AllIntercepted => true,
+                // KVM_X2APIC_ENABLE_SUPPRESS_EOI_BROADCAST: SVR bit 12 stops
+                // every EOI, edge or level, before the userspace exit.
+                EoiForwarding::AllInterceptedUnlessSuppressed => !suppressed,
             };
         let mut out = GuestEoi {
             vector: Some(eoi.vector),
@@ -744,7 +758,10 @@ impl<S: AsRef<[VcpuSlot]>, const PINS: usize> Irqchip<S, PINS> {
             intercepted: exit.intercepted,
             reached_ioapic: forward,
             rescanned: exit.rescan,
-            missed_level: exit.missed_level,
+            // A level EOI the guest directs at the I/O APIC itself is not
+            // missed by not reaching it.
+            missed_level: exit.missed_level
+                && !(suppressed && self.config.eoi_forwarding.honours_suppression()),
             acked_pins: crate::PinSet::EMPTY,
         };
         if !exit.intercepted {
@@ -966,14 +983,20 @@ impl<S: AsRef<[VcpuSlot]>, const PINS: usize> Irqchip<S, PINS> {
         // entry. The sets are built in registers (a memory read-modify-write
         // per entry would chain on store forwarding).
         let me = VcpuId::new(i as u16);
+        let kvm = self.config.policy.is_kvm();
+        // Directed EOI in effect: a plain level entry's EOI never reaches
+        // the I/O APIC from here (the guest writes the EOI register), so
+        // `Exact` does not count its route; ack-notifier and RTC pins still
+        // count. KVM's scans do not read SVR bit 12.
+        let directed = self.directed(apic);
         let counted = |pin: usize, e: &RedirectionEntry| {
-            e.is_level() || sh.counted_edge.contains(Pin::new(pin as u8))
+            (e.is_level() && !directed) || sh.counted_edge.contains(Pin::new(pin as u8))
         };
         let mut matched = Words::default();
         let mut unmasked = Words::default();
         let mut unmatched = Words::default();
         let table = sh.ioapic.entries().iter().zip(sh.dest.iter()).enumerate();
-        if self.config.policy.is_kvm() {
+        if kvm {
             for (pin, (e, dest)) in table {
                 if !counted(pin, e) {
                     continue;
@@ -1200,9 +1223,10 @@ impl<S: AsRef<[VcpuSlot]>, const PINS: usize> Irqchip<S, PINS> {
             let mut guard = slot.0.lock();
             let v = &mut *guard;
             let distinct = if vectors[0] == vectors[1] { 1 } else { 2 };
-            let done = vectors[..distinct]
-                .iter()
-                .all(|&u| v.map.reroute(&v.apic, u, self.routed_to(sh, id, u)));
+            let done = vectors[..distinct].iter().all(|&u| {
+                v.map
+                    .reroute(&v.apic, u, self.routed_to(sh, id, &v.apic, u))
+            });
             if done {
                 // Counted as a rescan that read one entry per vector.
                 v.stats.rescans = v.stats.rescans.wrapping_add(1);
@@ -1214,14 +1238,24 @@ impl<S: AsRef<[VcpuSlot]>, const PINS: usize> Irqchip<S, PINS> {
         }
     }
 
+    /// Whether directed EOI is in effect on `apic` for the rescans of a
+    /// policy that reads it (not KVM's: its scans ignore SVR bit 12).
+    #[inline]
+    fn directed(&self, apic: &LocalApic) -> bool {
+        !self.config.policy.is_kvm()
+            && self.config.eoi_forwarding.honours_suppression()
+            && apic.suppresses_eoi_broadcast()
+    }
+
     /// Whether a counted, unmasked entry with vector `u` targets `me`: what
     /// a rescan of `me` finds for `u`, from the vector index.
-    fn routed_to(&self, sh: &Shared<PINS>, me: VcpuId, u: Vector) -> bool {
+    fn routed_to(&self, sh: &Shared<PINS>, me: VcpuId, apic: &LocalApic, u: Vector) -> bool {
+        let directed = self.directed(apic);
         let live = |p: usize| {
             let e = sh.ioapic.entries()[p];
             e.vector() == u
                 && !e.masked()
-                && (e.is_level() || sh.counted_edge.contains(Pin::new(p as u8)))
+                && ((e.is_level() && !directed) || sh.counted_edge.contains(Pin::new(p as u8)))
                 && sh.dest[p].contains(me)
         };
         match sh.pin_of[usize::from(u.get())] {
@@ -1338,10 +1372,21 @@ impl<S: AsRef<[VcpuSlot]>, const PINS: usize> Irqchip<S, PINS> {
             coalesced,
             source,
         };
+        // Under directed EOI a level pin's EOI does not reach the I/O APIC
+        // from this vCPU: to the map it is plain (an ack notifier's is not).
+        // The log keeps the pin's own source.
+        let mut to_map = accepted;
+        if source == Source::NeedsEoi
+            && self.config.eoi_forwarding.honours_suppression()
+            && apic.suppresses_eoi_broadcast()
+            && !pin.is_some_and(|p| self.config.notified_pins().contains(p))
+        {
+            to_map.source = Source::Plain;
+        }
         // Only this vector's bit can change, and the previous RTC vector's
         // when the owed RTC EOI moves to this one.
         let before = (map.intercepts(vector), map.rtc_owed());
-        map.on_accept(apic, accepted);
+        map.on_accept(apic, to_map);
         if (map.intercepts(vector), map.rtc_owed()) != before {
             // The VMCS must hold the new bit before the guest can take this
             // interrupt (TmrDriven sets it here; Exact for RTC and untracked

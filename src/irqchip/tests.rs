@@ -276,9 +276,13 @@ proptest::proptest! {
     /// matches (KVM's `kvm_scan_ioapic_routes` test, minus the masked).
     #[test]
     fn exact_routes_after_targeted_updates_match_a_walk_of_the_table(
-        ops in proptest::collection::vec((0u8..6, 0u8..6, 0u8..4, 0u32..4, 0u8..8), 1..60),
+        ops in proptest::collection::vec((0u8..7, 0u8..6, 0u8..4, 0u32..4, 0u8..8), 1..60),
+        honour in proptest::bool::ANY,
     ) {
         let mut config = IrqchipConfig::default();
+        if honour {
+            config.eoi_forwarding = EoiForwarding::AllInterceptedUnlessSuppressed;
+        }
         config.ack_notifier_pins.insert(Pin::new(3));
         let chip: Irqchip<[VcpuSlot; 3]> =
             Irqchip::new(config, ApicMode::XApic, [const { VcpuSlot::new() }; 3]);
@@ -312,20 +316,30 @@ proptest::proptest! {
                 4 => {
                     let _ = chip.guest_eoi(vcpu, &mut fx);
                 }
-                _ => chip.write_lapic(
+                5 => chip.write_lapic(
                     vcpu,
                     LapicWrite::Register { offset: 0xD0, value: u32::from(1u8 << (dest % 3)) << 24 },
                     &mut fx,
                 ),
+                // Directed EOI on or off (advertised, then SVR bit 12).
+                _ => {
+                    chip.write_lapic(vcpu, LapicWrite::DirectedEoi(true), &mut fx);
+                    let svr = 0x1FF | u32::from(flags & 1) << 12;
+                    chip.write_lapic(vcpu, LapicWrite::Register { offset: 0xF0, value: svr }, &mut fx);
+                }
             }
             let table = *chip.shared.lock().ioapic.entries();
             for i in 0..3u16 {
                 let vc = chip.vcpu(VcpuId::new(i)).unwrap();
+                // Under directed EOI a plain level entry's EOI goes to the
+                // EOI register, not through this vCPU's exit.
+                let directed = chip.config.eoi_forwarding.honours_suppression()
+                    && vc.apic.suppresses_eoi_broadcast();
                 let want: VectorSet = table
                     .iter()
                     .enumerate()
                     .filter(|(p, e)| {
-                        (e.is_level() || *p == 3)
+                        ((e.is_level() && !directed) || *p == 3)
                             && !e.masked()
                             && e.vector().get() >= 16
                             && vc.apic.matches(e.destination())

@@ -31,7 +31,8 @@
 //! (x2APIC broadcast quirk, hotplug hack); lowest-priority arbitration offers
 //! both (SDM APR in [`lowest_priority`], KVM vector hashing in
 //! [`lowest_priority_kvm`]); suppress-EOI-broadcast follows the SDM (KVM's split
-//! irqchip ignores SVR bit 12 by default, see [`Eoi`]).
+//! irqchip ignores SVR bit 12 by default, see [`Eoi`] and
+//! [`EoiForwarding`](crate::irqchip::EoiForwarding)).
 
 mod dest;
 mod state;
@@ -183,8 +184,11 @@ pub enum IgnoreReason {
 /// `broadcast` is set (in-kernel-I/O-APIC rule). A split-irqchip VMM that
 /// mirrors KVM MUST instead decide by its EOI-exit bitmap / handled vectors:
 /// KVM exits to userspace for every EOI of a vector in `ioapic_handled_vectors`
-/// whatever TMR says, and (up to 6.18, and by default later) even when SVR
-/// bit 12 is set, which is why `vector` is always reported.
+/// whatever TMR says, and by default even when SVR bit 12 is set (with
+/// `KVM_X2APIC_ENABLE_SUPPRESS_EOI_BROADCAST`, Linux 6.18.17+, it then
+/// forwards none), which is why `vector` is always reported.
+/// [`Irqchip`](crate::Irqchip) applies these rules by
+/// [`EoiForwarding`](crate::irqchip::EoiForwarding).
 #[must_use = "a level-triggered EOI that is not forwarded leaves Remote IRR set forever"]
 #[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
 pub struct Eoi {

@@ -219,7 +219,7 @@ fn main() -> ExitCode {
         // hand, so the census binary needs no serde (it builds in seconds).
         println!("[");
         for (i, (c, wall)) in rows.iter().enumerate() {
-            let fields: [(&str, u64); 17] = [
+            let fields: [(&str, u64); 20] = [
                 ("events", c.events),
                 ("exits", c.exits),
                 ("necessary", c.necessary),
@@ -236,6 +236,9 @@ fn main() -> ExitCode {
                 ("rtc_coalesced", c.rtc_coalesced),
                 ("avoidable_masked_route", c.avoidable_masked_route),
                 ("edge_eoi_rirr_clears", c.edge_eoi_rirr_clears),
+                ("suppressed", c.suppressed),
+                ("suppressed_exits", c.suppressed_exits),
+                ("ioapic_eoi_writes", c.ioapic_eoi_writes),
                 ("seed", args.seed),
             ];
             print!(
@@ -257,12 +260,17 @@ fn main() -> ExitCode {
         );
         println!();
         println!(
-            "| workload | policy | EOIs | exits | necessary | unavoidable | avoidable | lost | rescans | VMCS words | stuck RIRR | storms | wall |"
+            "| workload | policy | EOIs | exits | necessary | unavoidable | avoidable | lost | suppressed (exits) | rescans | VMCS words | stuck RIRR | storms | wall |"
         );
-        println!("|---|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|");
+        println!("|---|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|");
         for (c, wall) in &rows {
+            let suppressed = if c.ioapic_eoi_writes == 0 {
+                "-".to_string()
+            } else {
+                format!("{} ({})", c.suppressed, c.suppressed_exits)
+            };
             println!(
-                "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {:.2} s |",
+                "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {:.2} s |",
                 c.workload,
                 c.policy.name(),
                 c.eois,
@@ -271,6 +279,7 @@ fn main() -> ExitCode {
                 c.unavoidable,
                 c.avoidable,
                 c.lost,
+                suppressed,
                 c.rescans,
                 c.vmcs_words,
                 c.stuck_remote_irr,

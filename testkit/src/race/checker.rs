@@ -91,6 +91,14 @@ pub enum Violation {
     },
     /// The checker's fixed instance table overflowed (not a crate bug).
     CheckerCapacity,
+    /// An EOI the vCPU's LAPIC did not broadcast (SVR bit 12) reached the
+    /// I/O APIC anyway.
+    SuppressedEoiForwarded {
+        /// The vCPU.
+        vcpu: u16,
+        /// The vector.
+        vector: u8,
+    },
 }
 
 impl fmt::Display for Violation {
@@ -147,6 +155,10 @@ impl fmt::Display for Violation {
                 upper.name()
             ),
             Violation::CheckerCapacity => write!(f, "checker instance table full"),
+            Violation::SuppressedEoiForwarded { vcpu, vector } => write!(
+                f,
+                "vCPU{vcpu}: EOI of {vector:#04x} reached the I/O APIC though SVR bit 12 suppresses it"
+            ),
         }
     }
 }
@@ -199,6 +211,10 @@ pub struct Checker<const VCPUS: usize> {
     pub kicked: [bool; VCPUS],
     /// A lost EOI of a tolerated cause happened.
     pub tolerated_loss: bool,
+    /// Pins whose remote IRR waits for the guest's write of the I/O APIC
+    /// EOI register: their instance's LAPIC EOI was suppressed (directed
+    /// EOI), so the cycle is not stuck.
+    pub awaiting_ioapic_eoi: PinSet,
 }
 
 impl<const VCPUS: usize> Default for Checker<VCPUS> {
@@ -211,6 +227,7 @@ impl<const VCPUS: usize> Default for Checker<VCPUS> {
             // guest mode and loads before it runs.
             kicked: [true; VCPUS],
             tolerated_loss: false,
+            awaiting_ioapic_eoi: PinSet::EMPTY,
         }
     }
 }
@@ -233,4 +250,8 @@ pub struct StepInfo {
     pub eoi: Option<(Vector, bool)>,
     /// Number of interrupts accepted.
     pub accepted: u32,
+    /// For [`Op::Eoi`] under directed EOI: the LAPIC did not broadcast a
+    /// level EOI whose entry still waited on it (not lost: the guest writes
+    /// the I/O APIC's EOI register).
+    pub suppressed: bool,
 }

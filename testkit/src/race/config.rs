@@ -46,6 +46,15 @@ pub struct HarnessConfig {
     /// bitmap current at that time, so this loses no interception behaviour;
     /// it shrinks the state space of the model check.
     pub eager_enter: bool,
+    /// Directed EOI: every vCPU advertises it and its guest sets SVR bit 12
+    /// at construction, and the I/O APIC is version 0x20 (the guest EOIs it
+    /// through the EOI register, [`Op::Mmio`](super::Op::Mmio) at 0x40).
+    /// The checker then expects no suppressed EOI to reach the I/O APIC
+    /// (a level one, or under the split irqchip's
+    /// `AllInterceptedUnlessSuppressed` any), and counts a suppressed EOI
+    /// whose entry still waited as suppressed, not lost, until the EOI
+    /// register clears that remote IRR.
+    pub directed_eoi: bool,
 }
 
 /// Bugs the harness can plant in the VMM around the Irqchip, so tests can show
@@ -80,7 +89,19 @@ impl HarnessConfig {
             mutant: None,
             tolerate: Tolerated::NONE,
             eager_enter: false,
+            directed_eoi: false,
         }
+    }
+
+    /// With directed EOI (see [`HarnessConfig::directed_eoi`]) under KVM's
+    /// split irqchip with `KVM_X2APIC_ENABLE_SUPPRESS_EOI_BROADCAST`
+    /// (`EoiForwarding::AllInterceptedUnlessSuppressed`) and a version-0x20
+    /// I/O APIC.
+    pub const fn with_directed_eoi(mut self) -> Self {
+        self.directed_eoi = true;
+        self.chip.eoi_forwarding = EoiForwarding::AllInterceptedUnlessSuppressed;
+        self.chip.ioapic.version = eoi_exit::IoapicVersion::V20;
+        self
     }
 
     /// With every kicked vCPU entering right after each op.

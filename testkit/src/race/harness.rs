@@ -7,7 +7,9 @@ use std::vec::Vec;
 
 use eoi_exit::exit_bitmap::{ScanEntry, Source};
 use eoi_exit::ioapic::{IOEOI, IoapicVersion, MMIO_LEN, PinSet, RedirectionEntry};
-use eoi_exit::irqchip::{Delivery, Effects, IrqchipState, LapicWrite, Vcpu, VcpuState};
+use eoi_exit::irqchip::{
+    Delivery, Effects, EoiForwarding, IrqchipState, LapicWrite, Vcpu, VcpuState,
+};
 use eoi_exit::lapic::{ApicMode, LocalApic};
 use eoi_exit::{
     DeliveryMode, Destination, DestinationMode, InterruptMessage, Pin, TriggerMode, VcpuId,
@@ -100,6 +102,19 @@ impl<const VCPUS: usize, const PINS: usize> Harness<VCPUS, PINS> {
             config.chip,
             "a chip of another configuration"
         );
+        if config.directed_eoi {
+            // The VMM advertises directed EOI; each guest sets SVR bit 12.
+            let mut fx = Effects::new();
+            for i in 0..VCPUS {
+                let id = VcpuId::new(i as u16);
+                chip.write_lapic(id, LapicWrite::DirectedEoi(true), &mut fx);
+                let svr = LapicWrite::Register {
+                    offset: 0xF0,
+                    value: 0x1FF | SVR_SUPPRESS_EOI_BROADCAST,
+                };
+                chip.write_lapic(id, svr, &mut fx);
+            }
+        }
         Harness {
             post: vcpus_of(&chip),
             config,
@@ -189,9 +204,11 @@ impl<const VCPUS: usize, const PINS: usize> Harness<VCPUS, PINS> {
     /// Whether `op` is a guest op on a vCPU (it runs guest code).
     fn guest_vcpu(op: &Op) -> Option<usize> {
         match *op {
-            Op::Ack { vcpu } | Op::Eoi { vcpu } | Op::Tpr { vcpu, .. } | Op::Ipi { vcpu, .. } => {
-                Some(vcpu as usize % VCPUS)
-            }
+            Op::Ack { vcpu }
+            | Op::Eoi { vcpu }
+            | Op::Tpr { vcpu, .. }
+            | Op::Ipi { vcpu, .. }
+            | Op::DirectedEoi { vcpu, .. } => Some(vcpu as usize % VCPUS),
             _ => None,
         }
     }
@@ -267,7 +284,9 @@ impl<const VCPUS: usize, const PINS: usize> Harness<VCPUS, PINS> {
             }
             Op::Eoi { vcpu } => {
                 let c = vcpu as usize % VCPUS;
-                let isr = self.vstate(c).apic.isr().highest();
+                let apic = self.vstate(c).apic;
+                let isr = apic.isr().highest();
+                let directed = self.config.directed_eoi && suppresses_broadcast(&apic);
                 let ge = self.chip.guest_eoi(VcpuId::new(c as u16), &mut fx);
                 if let Some(v) = ge.vector {
                     debug_assert_eq!(Some(v), isr);
@@ -279,11 +298,24 @@ impl<const VCPUS: usize, const PINS: usize> Harness<VCPUS, PINS> {
                         });
                     }
                     info.eoi = Some((v, ge.intercepted));
-                    if ge.intercepted {
+                    // SDM: bit 12 stops a level EOI's broadcast; KVM's split
+                    // irqchip with the ENABLE flag stops every EOI.
+                    let suppressed = directed
+                        && (ge.level
+                            || self.config.chip.eoi_forwarding
+                                == EoiForwarding::AllInterceptedUnlessSuppressed);
+                    if suppressed && ge.reached_ioapic {
+                        return Err(Violation::SuppressedEoiForwarded {
+                            vcpu: c as u16,
+                            vector: v.get(),
+                        });
+                    }
+                    if ge.intercepted && !suppressed {
                         forwarded = Some(v);
                         forwarded_edge = !ge.level;
                     }
-                    self.retire(c, v, ge.intercepted, ge.level, &pre_entries)?;
+                    info.suppressed =
+                        self.retire(c, v, ge.intercepted, ge.level, suppressed, &pre_entries)?;
                 }
             }
             Op::Rescan { vcpu } => {
@@ -349,6 +381,18 @@ impl<const VCPUS: usize, const PINS: usize> Harness<VCPUS, PINS> {
                     self.chip
                         .write_lapic(c, LapicWrite::Register { offset, value }, &mut fx);
                 }
+            }
+            Op::DirectedEoi { vcpu, on } => {
+                let c = VcpuId::new((vcpu as usize % VCPUS) as u16);
+                let value = 0x1FF | if on { SVR_SUPPRESS_EOI_BROADCAST } else { 0 };
+                self.chip.write_lapic(
+                    c,
+                    LapicWrite::Register {
+                        offset: 0xF0,
+                        value,
+                    },
+                    &mut fx,
+                );
             }
             Op::Tpr { vcpu, tpr } => {
                 // TPR is guest state with no effect on routing: no rescan.
@@ -568,28 +612,40 @@ impl<const VCPUS: usize, const PINS: usize> Harness<VCPUS, PINS> {
     }
 
     /// The guest on `c` retired `v`: drop its in-service instances, report
-    /// the necessary ones whose EOI did not exit.
+    /// the necessary ones whose EOI did not exit. `suppressed`: the LAPIC
+    /// did not broadcast the EOI (directed EOI), so a level cycle waits for
+    /// the guest's EOI-register write instead; returns whether one did.
     fn retire(
         &mut self,
         c: usize,
         v: Vector,
         exit: bool,
         tmr_level: bool,
+        suppressed: bool,
         pre: &[RedirectionEntry; PINS],
-    ) -> Result<(), Violation> {
+    ) -> Result<bool, Violation> {
         let list = &mut self.checker.instances[c];
         let mut lost = None;
         let mut lost_pins = PinSet::EMPTY;
+        let mut awaiting = false;
         let mut k = 0;
         while k < list.len() {
             let i = list[k];
             if i.in_service && i.vector == v.get() {
                 list.remove(k);
                 let e = pre[i.pin as usize % PINS];
+                let level_waits = i.current && e.is_level() && e.vector() == v && e.remote_irr();
                 let needed = match i.need {
                     Need::Rtc => true,
                     Need::AckNotifier => e.vector() == v,
-                    Need::Level => i.current && e.is_level() && e.vector() == v && e.remote_irr(),
+                    Need::Level if suppressed => {
+                        if level_waits {
+                            awaiting = true;
+                            self.checker.awaiting_ioapic_eoi.insert(Pin::new(i.pin));
+                        }
+                        false
+                    }
+                    Need::Level => level_waits,
                 };
                 if needed && !exit {
                     lost_pins.insert(Pin::new(i.pin));
@@ -610,7 +666,7 @@ impl<const VCPUS: usize, const PINS: usize> Harness<VCPUS, PINS> {
             }
         }
         let Some((pin, causes)) = lost else {
-            return Ok(());
+            return Ok(awaiting);
         };
         for p in lost_pins.iter() {
             self.checker.orphan.insert(p);
@@ -620,7 +676,7 @@ impl<const VCPUS: usize, const PINS: usize> Harness<VCPUS, PINS> {
             || (causes.0 == 0 && self.config.tolerate.contains(LossCause::Plain))
         {
             self.checker.tolerated_loss = true;
-            return Ok(());
+            return Ok(awaiting);
         }
         Err(Violation::LostEoi {
             vcpu: c as u16,
@@ -664,6 +720,7 @@ impl<const VCPUS: usize, const PINS: usize> Harness<VCPUS, PINS> {
             }
         });
         for p in new_cycle.iter() {
+            self.checker.awaiting_ioapic_eoi.remove(p);
             // A cycle no LAPIC accepted (no destination matched, or a
             // non-vectored delivery mode) is orphaned: its remote IRR stays.
             if accepted.contains(p) {
@@ -783,6 +840,7 @@ impl<const VCPUS: usize, const PINS: usize> Harness<VCPUS, PINS> {
             }
             if !b.remote_irr() {
                 self.checker.orphan.remove(p);
+                self.checker.awaiting_ioapic_eoi.remove(p);
                 continue;
             }
             if a.remote_irr() && a.vector() != b.vector() {
@@ -791,7 +849,7 @@ impl<const VCPUS: usize, const PINS: usize> Harness<VCPUS, PINS> {
                 // hardware too).
                 self.checker.orphan.insert(p);
             }
-            if self.checker.orphan.contains(p) {
+            if self.checker.orphan.contains(p) || self.checker.awaiting_ioapic_eoi.contains(p) {
                 continue;
             }
             let live = self
@@ -848,6 +906,17 @@ impl<const VCPUS: usize, const PINS: usize> Hash for Harness<VCPUS, PINS> {
             }
         }
     }
+}
+
+/// SVR bit 12: suppress EOI broadcast.
+const SVR_SUPPRESS_EOI_BROADCAST: u32 = 1 << 12;
+
+/// Whether `a` does not broadcast level EOIs: SVR bit 12 set while the
+/// version register advertises it (bit 24), read through its registers.
+fn suppresses_broadcast(a: &LocalApic) -> bool {
+    a.read_register(0xF0)
+        .is_some_and(|r| r & SVR_SUPPRESS_EOI_BROADCAST != 0)
+        && a.read_register(0x30).is_some_and(|r| r & (1 << 24) != 0)
 }
 
 fn hash_apic<H: Hasher>(a: &LocalApic, h: &mut H) {

@@ -169,6 +169,16 @@ pub enum Op {
         /// The TPR.
         tpr: u8,
     },
+    /// The guest on `vcpu` writes its SVR (enabled, spurious vector 0xFF)
+    /// with bit 12 ("suppress EOI broadcast") = `on`. The bit sticks only
+    /// where directed EOI is advertised
+    /// ([`HarnessConfig::directed_eoi`](super::HarnessConfig::directed_eoi)).
+    DirectedEoi {
+        /// The vCPU.
+        vcpu: u8,
+        /// SVR bit 12.
+        on: bool,
+    },
 }
 
 impl fmt::Display for Field {
@@ -222,6 +232,13 @@ impl fmt::Display for Op {
             Op::DeliverLater { pin } => write!(f, "deliver-later timer pin{pin}"),
             Op::Ldr { vcpu, logical_id } => write!(f, "vCPU{vcpu} LDR={logical_id:#04x}"),
             Op::Tpr { vcpu, tpr } => write!(f, "vCPU{vcpu} TPR={tpr:#04x}"),
+            Op::DirectedEoi { vcpu, on } => {
+                write!(
+                    f,
+                    "vCPU{vcpu} SVR bit 12 {}",
+                    if on { "set" } else { "clear" }
+                )
+            }
             Op::Ipi {
                 vcpu,
                 dest,

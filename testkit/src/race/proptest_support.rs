@@ -25,6 +25,9 @@ pub struct Shape {
     pub snapshots: bool,
     /// Let generated MSIs be level-triggered.
     pub level_msi: bool,
+    /// Generate SVR bit 12 toggles ([`Op::DirectedEoi`]) and guest writes of
+    /// the I/O APIC's EOI register with the shape's vectors.
+    pub directed_eoi: bool,
 }
 
 impl Shape {
@@ -36,6 +39,7 @@ impl Shape {
         foreign: true,
         snapshots: true,
         level_msi: true,
+        directed_eoi: false,
     };
 }
 
@@ -155,6 +159,24 @@ pub fn op(s: Shape) -> BoxedStrategy<Op> {
                     offset,
                     size,
                     value,
+                })
+                .boxed(),
+        ));
+    }
+    if s.directed_eoi {
+        arms.push((
+            1,
+            (vcpu.clone(), any::<bool>())
+                .prop_map(|(vcpu, on)| Op::DirectedEoi { vcpu, on })
+                .boxed(),
+        ));
+        arms.push((
+            3,
+            vector(s)
+                .prop_map(|v| Op::Mmio {
+                    offset: 0x40,
+                    size: 4,
+                    value: u32::from(v),
                 })
                 .boxed(),
         ));

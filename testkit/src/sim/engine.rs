@@ -9,7 +9,8 @@ use super::oracle::{Class, Oracle, PinRoles, Tag};
 use super::workload::Workload;
 use crate::race::SplitMix64;
 use eoi_exit::Vector;
-use eoi_exit::irqchip::{Delivery, Effects, Irqchip, IrqchipConfig, VcpuSlot};
+use eoi_exit::ioapic::{IOEOI, IoapicVersion};
+use eoi_exit::irqchip::{Delivery, Effects, Irqchip, IrqchipConfig, LapicWrite, VcpuSlot};
 use eoi_exit::lapic::ApicMode;
 use eoi_exit::{
     ApicId, DeliveryMode, Destination, DestinationMode, InterruptMessage, Pin, TriggerMode, VcpuId,
@@ -20,6 +21,8 @@ use eoi_exit::{PinSet, Policy, RedirectionEntry};
 const NOTIFIER_PIN: u8 = 0;
 /// Pin 8: the RTC.
 const RTC_PIN: u8 = 8;
+/// SVR bit 12: suppress EOI broadcast.
+const SVR_SUPPRESS_EOI_BROADCAST: u32 = 1 << 12;
 /// Order in which level pins are handed out.
 const LEVEL_ORDER: [u8; 22] = [
     16, 17, 18, 19, 20, 21, 22, 23, 1, 2, 3, 4, 5, 6, 7, 9, 10, 11, 12, 13, 14, 15,
@@ -177,18 +180,23 @@ impl Sim {
             roles[RTC_PIN as usize] = Role::Rtc;
             special_pins.push(RTC_PIN);
         }
-        let config = IrqchipConfig {
+        let mut config = IrqchipConfig {
             policy,
             ack_notifier_pins: notifier_pins,
             rtc_tracking: w.rtc,
             ..IrqchipConfig::default()
         };
+        if w.directed_eoi {
+            // The EOI register needs a version-0x20 I/O APIC; `TmrLevel`
+            // (the default) honours SVR bit 12 as the SDM does.
+            config.ioapic.version = IoapicVersion::V20;
+        }
         let n = w.vcpus;
         assert!(
             (1..=256).contains(&n),
             "sim: {n} vCPUs (a workload has 1..=256)"
         );
-        let mode = if n > 8 {
+        let mode = if n > 8 || w.directed_eoi {
             ApicMode::X2Apic
         } else {
             ApicMode::XApic
@@ -222,6 +230,23 @@ impl Sim {
                 ..Census::default()
             },
         };
+        if w.directed_eoi {
+            // The VMM advertises directed EOI (version bit 24; KVM does so
+            // for x2APIC guests of a split irqchip), and the guest sets
+            // SVR bit 12.
+            for i in 0..n {
+                let id = VcpuId::new(i as u16);
+                let mut fx = new_fx();
+                sim.chip
+                    .write_lapic(id, LapicWrite::DirectedEoi(true), &mut fx);
+                let svr = LapicWrite::Register {
+                    offset: 0xF0,
+                    value: 0x1FF | SVR_SUPPRESS_EOI_BROADCAST,
+                };
+                sim.chip.write_lapic(id, svr, &mut fx);
+                sim.effects(fx);
+            }
+        }
         // Boot: level pins spread over the vCPUs, special pins on vCPU 0.
         for p in 0..24u8 {
             let (trigger, t) = match sim.roles[p as usize] {
@@ -595,8 +620,12 @@ impl Sim {
             return;
         };
         // The driver quiets its device before the EOI (unless it is broken).
+        let mut level_pin = None;
         if let Some(inst) = self.oracle.in_service(v, h.vector) {
             let p = inst.level_pin;
+            if (p as usize) < 24 {
+                level_pin = Some(p);
+            }
             if (p as usize) < 24 && !self.broken.contains(Pin::new(p)) {
                 let mut fx = new_fx();
                 self.chip.set_line(Pin::new(p), false, &mut fx);
@@ -604,6 +633,18 @@ impl Sim {
             }
         }
         self.eoi(v, h.vector);
+        if self.w.directed_eoi && level_pin.is_some() {
+            // A level handler's directed EOI: after the LAPIC EOI the guest
+            // writes the vector to the I/O APIC's EOI register.
+            let mut fx = new_fx();
+            self.chip
+                .mmio_write(IOEOI, 4, u64::from(h.vector.get()), &mut fx);
+            self.c.ioapic_eoi_writes += 1;
+            if self.trace {
+                std::eprintln!("{:>8} ioapic eoi {:?}", self.now, h.vector);
+            }
+            self.effects(fx);
+        }
     }
 
     fn eoi(&mut self, v: usize, expect: Vector) {
@@ -626,9 +667,16 @@ impl Sim {
                 rtc: false,
                 plain: true,
             });
-        let class = self
-            .oracle
-            .classify(v, vector, &inst, &apic, &entries, &self.pin_roles);
+        // The LAPIC suppresses the broadcast (SVR bit 12 with version bit
+        // 24; the simulator's `TmrLevel` forwarding honours it).
+        let directed = apic
+            .read_register(0xF0)
+            .is_some_and(|r| r & SVR_SUPPRESS_EOI_BROADCAST != 0)
+            && apic.read_register(0x30).is_some_and(|r| r & (1 << 24) != 0);
+        let class =
+            self.oracle
+                .classify(v, vector, &inst, &apic, &entries, &self.pin_roles, directed);
+        let suppressed = directed && Oracle::level_waits(&inst, vector, &entries);
         let mut fx = new_fx();
         let ge = self.chip.guest_eoi(id, &mut fx);
         if self.trace {
@@ -643,6 +691,16 @@ impl Sim {
             self.oracle.mismatches += 1;
         }
         self.c.eois += 1;
+        if suppressed {
+            self.c.suppressed += 1;
+            if ge.intercepted {
+                self.c.suppressed_exits += 1;
+            }
+            if ge.reached_ioapic {
+                // A suppressed EOI must not clear remote IRR.
+                self.oracle.mismatches += 1;
+            }
+        }
         match (ge.intercepted, class) {
             (true, Class::Necessary) => self.c.necessary += 1,
             (true, Class::Unavoidable) => self.c.unavoidable += 1,

@@ -90,6 +90,17 @@
 //!   (`AllIntercepted`) an over-intercepted MSI EOI would clear the remote IRR
 //!   of a level pin still in service elsewhere; [`Census::edge_eoi_rirr_clears`]
 //!   counts such forwards (0 under the default).
+//! * **Directed EOI** (workload `directed-eoi`). The guest sets SVR bit 12
+//!   (directed EOI advertised, x2APIC, version-0x20 I/O APIC) and ends each
+//!   level handler with the LAPIC EOI and then a write of the vector to the
+//!   I/O APIC's EOI register. `TmrLevel` honours bit 12, so the LAPIC EOI
+//!   does not reach the I/O APIC; the oracle then judges no level EOI
+//!   necessary and no level route a reason for an unavoidable exit (ack
+//!   notifiers and the RTC still need theirs). [`Census::suppressed`] counts
+//!   the level EOIs that would have cleared remote IRR had they been
+//!   broadcast, [`Census::suppressed_exits`] those a policy intercepted
+//!   anyway; a suppressed EOI that reached the I/O APIC counts as an oracle
+//!   mismatch.
 //!
 //! # Other counters
 //!
@@ -161,6 +172,15 @@ pub struct Census {
     /// *edge* EOI of their vector was forwarded to (KVM ignores such EOIs for
     /// remote IRR; see the crate's `Irqchip::guest_eoi`).
     pub edge_eoi_rirr_clears: u64,
+    /// Directed EOI: level EOIs the LAPIC did not broadcast although the
+    /// entry still waited on them (remote IRR set, same vector); the guest's
+    /// EOI register write clears it instead. Not necessary, so not lost.
+    pub suppressed: u64,
+    /// Of those, the ones the policy intercepted anyway (exits directed EOI
+    /// could have saved: `suppressed - suppressed_exits` were saved).
+    pub suppressed_exits: u64,
+    /// The guest's writes of the I/O APIC EOI register (directed EOI).
+    pub ioapic_eoi_writes: u64,
     /// Disagreements between the oracle's bookkeeping and the LAPICs (0
     /// unless the simulator or the crate is wrong).
     pub oracle_mismatches: u64,

@@ -196,8 +196,25 @@ impl Oracle {
         i
     }
 
+    /// Whether the level EOI of `inst` would clear its entry's remote IRR
+    /// if it reached the I/O APIC: the entry is still level, still has
+    /// `vector` and still waits.
+    pub fn level_waits(inst: &Instance, vector: Vector, entries: &[RedirectionEntry]) -> bool {
+        inst.level_pin != NONE && {
+            let e = entries[inst.level_pin as usize];
+            e.is_level() && e.vector() == vector && e.remote_irr()
+        }
+    }
+
     /// Classifies the EOI of `vector` on `vcpu` that retires `inst`, against
     /// the I/O APIC `entries` as they were *before* the EOI was forwarded.
+    ///
+    /// `directed`: the vCPU suppresses EOI broadcasts (SVR bit 12, honoured)
+    /// and its guest EOIs the I/O APIC's EOI register itself, so no level
+    /// EOI is necessary and no level route makes one unavoidable; ack
+    /// notifiers and the RTC still need theirs (KVM runs them at the LAPIC
+    /// EOI whatever bit 12 says).
+    #[allow(clippy::too_many_arguments)]
     pub fn classify(
         &self,
         vcpu: usize,
@@ -206,6 +223,7 @@ impl Oracle {
         apic: &LocalApic,
         entries: &[RedirectionEntry],
         roles: &PinRoles,
+        directed: bool,
     ) -> Class {
         let rtc_pin = roles.rtc.map(|p| p as usize);
         let notifier = |p: usize| p < 256 && roles.notifier.contains(Pin::new(p as u8));
@@ -214,10 +232,7 @@ impl Oracle {
                 .get(p as usize)
                 .is_some_and(|e: &RedirectionEntry| e.vector() == vector)
         };
-        let level_needed = inst.level_pin != NONE && {
-            let e = entries[inst.level_pin as usize];
-            e.is_level() && e.vector() == vector && e.remote_irr()
-        };
+        let level_needed = !directed && Self::level_waits(inst, vector, entries);
         if level_needed
             || (inst.notifier_pin != NONE && same(inst.notifier_pin))
             || inst.rtc && rtc_pin.is_some_and(|p| same(p as u8))
@@ -228,10 +243,12 @@ impl Oracle {
             if e.vector() != vector || !apic.matches(e.destination()) {
                 return false;
             }
-            (e.is_level() && (!e.masked() || e.remote_irr()))
+            (!directed && e.is_level() && (!e.masked() || e.remote_irr()))
                 || ((notifier(p) || rtc_pin == Some(p)) && !e.masked())
         });
-        let newer_needs = self.pending(vcpu, vector).is_some_and(|i| i.wants_eoi());
+        let newer_needs = self
+            .pending(vcpu, vector)
+            .is_some_and(|i| i.notifier_pin != NONE || i.rtc || (!directed && i.level_pin != NONE));
         if routed || newer_needs {
             Class::Unavoidable
         } else {
@@ -278,6 +295,7 @@ mod tests {
             &apic,
             entries,
             &PinRoles::default(),
+            false,
         )
     }
 
@@ -339,6 +357,28 @@ mod tests {
         let mut entries = [RedirectionEntry::RESET; 24];
         entries[3] = level_entry(0x40, 1, true);
         assert_eq!(classify(&o, &inst, &entries), Class::Unavoidable);
+    }
+
+    #[test]
+    fn under_directed_eoi_a_waiting_level_instance_is_not_necessary() {
+        let mut o = Oracle::new(1);
+        let inst = in_service_from_pin3(&mut o, 0x40);
+        let mut entries = [RedirectionEntry::RESET; 24];
+        entries[3] = level_entry(0x40, 0, true);
+        let apic = LocalApic::new_enabled(ApicId::new(0), ApicMode::XApic);
+        let v = Vector::new(0x40);
+        let roles = PinRoles::default();
+        assert_eq!(
+            o.classify(0, v, &inst, &apic, &entries, &roles, false),
+            Class::Necessary
+        );
+        // The guest writes the EOI register: the routed level entry does
+        // not make the LAPIC EOI unavoidable either.
+        assert_eq!(
+            o.classify(0, v, &inst, &apic, &entries, &roles, true),
+            Class::Avoidable
+        );
+        assert!(Oracle::level_waits(&inst, v, &entries));
     }
 
     #[test]

@@ -79,6 +79,11 @@ pub struct Workload {
     pub group_reroute: bool,
     /// The notifier and RTC pins are rerouted and masked too.
     pub reroute_special: bool,
+    /// The guest uses directed EOI: x2APIC, directed EOI advertised, SVR
+    /// bit 12 set, a version-0x20 I/O APIC, and every level handler ends
+    /// with the LAPIC EOI and then a write of its vector to the I/O APIC's
+    /// EOI register (Linux's `eoi_ioapic_pin` order).
+    pub directed_eoi: bool,
     /// Guest steps the VMM's EOI-storm timer takes to fire (KVM: 10 ms).
     pub deliver_later_delay: u64,
     /// Event weights.
@@ -100,6 +105,7 @@ const BASE: Workload = Workload {
     vector_change_pct: 0,
     group_reroute: false,
     reroute_special: false,
+    directed_eoi: false,
     deliver_later_delay: 200,
     weights: Weights {
         step: 80,
@@ -114,7 +120,7 @@ const BASE: Workload = Workload {
 };
 
 /// Every workload, in census order.
-pub const WORKLOADS: [Workload; 9] = [
+pub const WORKLOADS: [Workload; 10] = [
     Workload {
         name: "seed",
         doc: "the Linux 6.16 patch's scenario: a level pin moves while in service, its old vector is reused for an MSI",
@@ -217,6 +223,28 @@ pub const WORKLOADS: [Workload; 9] = [
         rtc: true,
         reroute_special: true,
         vector_change_pct: 25,
+        weights: Weights {
+            step: 80,
+            assert: 8,
+            msi: 8,
+            reroute: 1,
+            mask: 1,
+            rtc: 2,
+            notifier: 2,
+            storm: 1,
+        },
+        ..BASE
+    },
+    Workload {
+        name: "directed-eoi",
+        doc: "the mixed workload with directed EOI (SVR bit 12, I/O APIC EOI register after the LAPIC EOI): level EOIs need no exit",
+        level_pins: 6,
+        storm_pins: 1,
+        notifier: true,
+        rtc: true,
+        reroute_special: true,
+        vector_change_pct: 25,
+        directed_eoi: true,
         weights: Weights {
             step: 80,
             assert: 8,

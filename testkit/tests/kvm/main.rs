@@ -13,6 +13,7 @@
 //! * `nonvectored`: INIT, SIPI, NMI and SMI IPIs from the guest's x2APIC ICR, read back with
 //!   `KVM_GET_VCPU_EVENTS`, `KVM_GET_MP_STATE`, `KVM_GET_SREGS` and `KVM_GET_LAPIC`;
 //! * `resample`: a resampling irqfd (in-kernel irqchip) against `IrqchipConfig::resample_pins`;
+//! * `directed_eoi`: SVR bit 12 under each `KVM_CAP_X2APIC_API` setting, KVM against the model;
 //! * `common`: the split-irqchip model `common::split`, shared with `kvm_oracle_model`.
 //!
 //! Where `/dev/kvm` is unusable every KVM test prints one
@@ -24,6 +25,7 @@
 mod common;
 
 mod differential;
+mod directed_eoi;
 mod ipi;
 mod nonvectored;
 mod oracle_scenarios;

@@ -25,10 +25,10 @@ use std::sync::{Arc, Condvar, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use kvm_bindings::{
-    KVM_CAP_SPLIT_IRQCHIP, KVM_IRQ_ROUTING_IRQCHIP, KVM_IRQ_ROUTING_MSI, KVM_IRQCHIP_IOAPIC,
-    KVM_MAX_CPUID_ENTRIES, KVM_MP_STATE_HALTED, KVM_MP_STATE_RUNNABLE, KVMIO, KvmIrqRouting,
-    kvm_enable_cap, kvm_irq_level, kvm_irq_routing_entry, kvm_irqchip, kvm_lapic_state,
-    kvm_mp_state, kvm_msi, kvm_regs, kvm_userspace_memory_region,
+    KVM_CAP_SPLIT_IRQCHIP, KVM_CAP_X2APIC_API, KVM_IRQ_ROUTING_IRQCHIP, KVM_IRQ_ROUTING_MSI,
+    KVM_IRQCHIP_IOAPIC, KVM_MAX_CPUID_ENTRIES, KVM_MP_STATE_HALTED, KVM_MP_STATE_RUNNABLE, KVMIO,
+    KvmIrqRouting, kvm_enable_cap, kvm_irq_level, kvm_irq_routing_entry, kvm_irqchip,
+    kvm_lapic_state, kvm_mp_state, kvm_msi, kvm_regs, kvm_userspace_memory_region,
 };
 use kvm_ioctls::{Cap, Kvm, VcpuExit, VcpuFd, VmFd};
 use vmm_sys_util::ioctl::ioctl_with_mut_ref;
@@ -1158,6 +1158,12 @@ impl TestVm {
     /// (1 or 2; APIC ids 0 and 1) with the supported CPUID, entered at CS=0, IP=0x1000.
     /// For the in-kernel irqchip, GSIs 0-23 are routed to I/O APIC pins 0-23.
     pub fn new(mode: IrqChipMode, n_vcpus: usize) -> Result<TestVm> {
+        Self::with_x2apic_api(mode, n_vcpus, 0)
+    }
+
+    /// As [`TestVm::new`], with `KVM_ENABLE_CAP(KVM_CAP_X2APIC_API)` of `flags` after the
+    /// irqchip is created and before any vCPU (nothing when `flags` is 0).
+    pub fn with_x2apic_api(mode: IrqChipMode, n_vcpus: usize, flags: u64) -> Result<TestVm> {
         if !(1..=2).contains(&n_vcpus) {
             return err("1 or 2 vCPUs");
         }
@@ -1182,6 +1188,16 @@ impl TestVm {
                     routes.insert(pin, Route::IoapicPin(pin));
                 }
             }
+        }
+
+        if flags != 0 {
+            let mut cap = kvm_enable_cap {
+                cap: KVM_CAP_X2APIC_API,
+                ..Default::default()
+            };
+            cap.args[0] = flags;
+            fd.enable_cap(&cap)
+                .map_err(ioctl_err("KVM_ENABLE_CAP(X2APIC_API)"))?;
         }
 
         let layout = std::alloc::Layout::from_size_align(MEM_SIZE, 4096).unwrap();
