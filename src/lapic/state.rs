@@ -103,7 +103,9 @@ impl LocalApicState {
 }
 
 impl LocalApic {
-    /// A snapshot of the whole state.
+    /// A snapshot of the whole state. The non-vectored events an
+    /// [`Irqchip`](crate::Irqchip) latches in the LAPIC (INIT, SIPI, NMI,
+    /// SMI, ExtINT) are saved beside it, in `VcpuState::events`.
     pub fn state(&self) -> LocalApicState {
         LocalApicState {
             version: SNAPSHOT_VERSION,

@@ -31,10 +31,29 @@ pub fn accepts_vectored(a: &LocalApic) -> bool {
 }
 
 /// Whether the LAPIC's derived state (the highest-ISR cache) agrees with its
-/// registers: a restore recomputes it, so a consistent LAPIC survives its own
-/// snapshot unchanged.
+/// registers: its snapshot restores, and EOIs retire ISR from the highest
+/// vector down (SDM: the EOI clears the highest-priority ISR bit), which the
+/// cache decides. Read through behaviour, not by comparing with a restored
+/// copy: the copy would not hold the non-vectored events the chip keeps in
+/// the LAPIC, which its snapshot carries elsewhere (`VcpuState::events`).
 pub fn lapic_consistent(a: &LocalApic) -> bool {
-    LocalApic::from_state(&a.state()).as_ref() == Ok(a)
+    let Ok(restored) = LocalApic::from_state(&a.state()) else {
+        return false;
+    };
+    if restored.state() != a.state() {
+        return false;
+    }
+    if a.mode() == ApicMode::Disabled {
+        return true;
+    }
+    let mut b = *a;
+    let mut want: Vec<Vector> = a.isr().iter().collect();
+    while let Some(eoi) = b.eoi() {
+        if want.pop() != Some(eoi.vector) {
+            return false;
+        }
+    }
+    want.is_empty()
 }
 
 /// Host-side state injection, like `KVM_SET_LAPIC`: puts `vector` in service

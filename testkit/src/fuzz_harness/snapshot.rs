@@ -225,7 +225,10 @@ fn check_chip_snapshots(u: &mut Unstructured<'_>) -> Result<()> {
         let a = apic.state();
         let back = LocalApic::from_state(&a).expect("LocalApic snapshot restores");
         assert!(crate::probe::lapic_consistent(&back));
-        assert_eq!(back, apic, "LocalApic snapshot round trip");
+        assert!(crate::probe::lapic_consistent(&apic));
+        // The chip's pending non-vectored events live in the LAPIC but are
+        // saved in `VcpuState::events` (the chip round trip checks them).
+        assert_eq!(back.state(), a, "LocalApic snapshot round trip");
         let m = map.state();
         assert_eq!(
             EoiExitMap::from_state(&m).expect("map snapshot restores"),
