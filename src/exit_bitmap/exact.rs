@@ -273,6 +273,7 @@ impl Packed {
     }
 
     /// Records an acceptance; returns whether its EOI is needed.
+    #[inline(always)]
     pub(super) fn on_accept(&mut self, apic: &LocalApic, a: Accepted) -> bool {
         if Legal::slot(a.vector).is_none() {
             // An illegal vector is never accepted by a LAPIC; nothing to track.
@@ -303,6 +304,7 @@ impl Packed {
     /// coalesces into a level instance's IRR bit clears it), and neither do
     /// the entries (one may have been rewritten while the instance was in
     /// flight). The cost is one exit per such instance, once.
+    #[inline(always)]
     pub(super) fn sync_instances(&mut self, apic: &LocalApic, v: Vector, extra: u8) {
         let lapic = u8::from(apic.irr().contains(v)) + u8::from(apic.isr().contains(v));
         let lapic = lapic.saturating_sub(extra);

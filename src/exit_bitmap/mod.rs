@@ -946,7 +946,7 @@ impl EoiExitMap {
     ///     }
     /// }
     /// ```
-    #[inline]
+    #[inline(always)]
     pub fn send_eoi(&mut self, apic: &LocalApic, vector: Vector, level: bool) -> EoiExit {
         if !self.intercepts(vector) {
             return EoiExit {

@@ -787,6 +787,7 @@ impl LocalApic {
     /// let ignored = Acceptance::Ignored(IgnoreReason::IllegalVector);
     /// assert_eq!(apic.accept(&msg), ignored);
     /// ```
+    #[inline]
     pub fn accept(&mut self, msg: &InterruptMessage) -> Acceptance {
         if self.mode == ApicMode::Disabled {
             return Acceptance::Ignored(IgnoreReason::Disabled);
@@ -855,6 +856,7 @@ impl LocalApic {
     /// assert_eq!(apic.ack(), Some(Vector::new(0x45)));
     /// assert!(apic.isr().contains(Vector::new(0x45)) && apic.irr().is_empty());
     /// ```
+    #[inline]
     pub fn ack(&mut self) -> Option<Vector> {
         let v = self.highest_deliverable()?;
         self.irr.remove(v);
@@ -869,6 +871,7 @@ impl LocalApic {
     /// Otherwise the [`Eoi`] says which vector retired, whether it was level
     /// (TMR) and whether it must be broadcast to the I/O APIC.
     #[must_use = "the EOI may have to be forwarded to the I/O APIC"]
+    #[inline]
     pub fn eoi(&mut self) -> Option<Eoi> {
         if self.mode == ApicMode::Disabled {
             return None;
