@@ -432,7 +432,10 @@ impl<S: AsRef<[VcpuSlot]>, const PINS: usize> Irqchip<S, PINS> {
             .filter(|&i| i < PINS)
             .map(|i| (i, sh.ioapic.entries()[i]));
         let a = sh.ioapic.mmio_write(offset, size, value);
-        self.apply(&mut sh, a, selected, fx);
+        // Most writes (IOREGSEL, a read-only register) change nothing.
+        if !a.is_empty() {
+            self.apply(&mut sh, a, selected, fx);
+        }
     }
 
     /// A host-side write of a whole redirection entry.
@@ -1161,8 +1164,10 @@ impl<S: AsRef<[VcpuSlot]>, const PINS: usize> Irqchip<S, PINS> {
                 self.rescan_all(sh, fx);
             }
         }
-        for p in a.deliver.iter() {
-            self.deliver_pin(sh, p, fx);
+        if !a.deliver.is_empty() {
+            for p in a.deliver.iter() {
+                self.deliver_pin(sh, p, fx);
+            }
         }
     }
 
