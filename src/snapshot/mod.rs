@@ -85,6 +85,12 @@ use crate::{EoiExitMap, Ioapic, Irqchip, LocalApic, MaskedEdge};
 /// The snapshot format version this crate writes. It also reads version 3,
 /// whose `VcpuState` had no `events` (nothing pending), and version 2, whose
 /// `LocalApicState` had no ICR and ESR either (they load as 0).
+///
+/// The older versions load from a self-describing encoding (JSON: the
+/// missing fields take their defaults). A positional binary encoding such as
+/// postcard has no field names to miss, so an older postcard snapshot does
+/// not decode into this version's structs: convert it through JSON, or
+/// decode it with the crate version that wrote it.
 pub const SNAPSHOT_VERSION: u16 = 4;
 
 /// The oldest snapshot format version this crate reads.
