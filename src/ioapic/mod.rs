@@ -439,7 +439,6 @@ impl<const PINS: usize> Ioapic<PINS> {
     /// assert!(!io.entry(pin).unwrap().remote_irr());
     /// ```
     #[inline]
-    #[inline]
     pub fn mmio_write(&mut self, offset: u64, size: u32, value: u64) -> IoapicEffects {
         let data = match size {
             1 => value as u8 as u32,
