@@ -119,6 +119,29 @@ const BASE: Workload = Workload {
     },
 };
 
+/// The mixed workload, which `directed-eoi` repeats with directed EOI.
+const MIXED: Workload = Workload {
+    name: "mixed",
+    doc: "all of the above at realistic rates on 8 vCPUs",
+    level_pins: 6,
+    storm_pins: 1,
+    notifier: true,
+    rtc: true,
+    reroute_special: true,
+    vector_change_pct: 25,
+    weights: Weights {
+        step: 80,
+        assert: 8,
+        msi: 8,
+        reroute: 1,
+        mask: 1,
+        rtc: 2,
+        notifier: 2,
+        storm: 1,
+    },
+    ..BASE
+};
+
 /// Every workload, in census order.
 pub const WORKLOADS: [Workload; 10] = [
     Workload {
@@ -214,48 +237,12 @@ pub const WORKLOADS: [Workload; 10] = [
         },
         ..BASE
     },
-    Workload {
-        name: "mixed",
-        doc: "all of the above at realistic rates on 8 vCPUs",
-        level_pins: 6,
-        storm_pins: 1,
-        notifier: true,
-        rtc: true,
-        reroute_special: true,
-        vector_change_pct: 25,
-        weights: Weights {
-            step: 80,
-            assert: 8,
-            msi: 8,
-            reroute: 1,
-            mask: 1,
-            rtc: 2,
-            notifier: 2,
-            storm: 1,
-        },
-        ..BASE
-    },
+    MIXED,
     Workload {
         name: "directed-eoi",
         doc: "the mixed workload with directed EOI (SVR bit 12, I/O APIC EOI register after the LAPIC EOI): level EOIs need no exit",
-        level_pins: 6,
-        storm_pins: 1,
-        notifier: true,
-        rtc: true,
-        reroute_special: true,
-        vector_change_pct: 25,
         directed_eoi: true,
-        weights: Weights {
-            step: 80,
-            assert: 8,
-            msi: 8,
-            reroute: 1,
-            mask: 1,
-            rtc: 2,
-            notifier: 2,
-            storm: 1,
-        },
-        ..BASE
+        ..MIXED
     },
     Workload {
         name: "large",
