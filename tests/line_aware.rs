@@ -97,10 +97,28 @@ fn lazy_level_eoi_exits_only_while_its_line_is_asserted_at_entry() {
     let _ = c.vmcs_update(C0);
     assert_eq!(c.ack(C0), Some(V));
     c.set_line(P, false, &mut fx);
-    assert!(!intercepts(&c, C0, V));
+    // The VMCS the guest runs with still holds the bit: an EOI now exits.
+    assert!(intercepts(&c, C0, V));
+    assert!(!c.vcpu(C0).unwrap().map.bitmap().contains(V));
     let u = c.vmcs_update(C0).expect("the bit drops at the next entry");
     assert_eq!(u.words[1] & 1 << 16, 0);
+    assert!(!intercepts(&c, C0, V));
     assert!(!c.guest_eoi(C0, &mut fx).intercepted);
+}
+
+#[test]
+fn eoi_right_after_the_line_drops_without_a_vm_entry_still_exits() {
+    let c = chip::<1>();
+    c.write_entry(P, level(V, 0), &mut Effects::new());
+    let mut fx = Effects::new();
+    c.set_line(P, true, &mut fx);
+    let _ = c.vmcs_update(C0);
+    assert_eq!(c.ack(C0), Some(V));
+    // Another thread lowers the line; the guest EOIs before any VM entry.
+    c.set_line(P, false, &mut fx);
+    let eoi = c.guest_eoi(C0, &mut fx);
+    assert!(eoi.intercepted && eoi.reached_ioapic);
+    assert!(!remote_irr(&c, P));
 }
 
 #[test]

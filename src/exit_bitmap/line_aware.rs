@@ -1,21 +1,26 @@
 //! `LineAware`'s bookkeeping.
 //!
 //! Per legal vector (16-255) the map keeps whether a route needs every EOI
-//! (an ack-notifier or resample pin, the RTC), and one of five states of the
-//! outstanding instances it has seen, in three bit planes:
+//! (an ack-notifier or resample pin, the RTC), and one of six states of the
+//! outstanding instances it has seen, in three bit planes. A lazy
+//! instance's bit follows its line *as loaded at the vCPU's last VM entry*:
+//! a change while the vCPU runs reaches the bitmap the VMM loads
+//! ([`EoiExitMap::bitmap`]) at once, and what the guest's EOI does
+//! ([`EoiExitMap::intercepts`]) at the next
+//! [`EoiExitMap::take_vmcs_update`].
 //!
-//! | code | planes `a b c` | meaning | EOI exits |
-//! |--:|---|---|---|
-//! | 0 | `0 0 0` | no instance seen outstanding | no |
-//! | 1 | `0 0 1` | a lazy level instance (or plain ones), line low at entry | no |
-//! | 2 | `0 1 0` | a lazy level instance whose line was asserted at entry | yes |
-//! | 3 | `0 1 1` | as 2, raised while the vCPU ran: not loaded yet | not yet |
-//! | 4 | `1 0 0` | an instance whose EOI is always needed (eager) | yes |
+//! | code | planes `a b c` | meaning | to load | EOI exits now |
+//! |--:|---|---|---|---|
+//! | 0 | `0 0 0` | no instance seen outstanding | no | no |
+//! | 1 | `0 0 1` | a lazy level instance (or plain ones), line low | no | no |
+//! | 2 | `0 1 0` | a lazy level instance, line asserted | yes | yes |
+//! | 3 | `0 1 1` | line asserted while the vCPU ran (the race) | yes | not yet |
+//! | 4 | `1 0 0` | an instance whose EOI is always needed (eager) | yes | yes |
+//! | 5 | `1 0 1` | line deasserted while the vCPU ran | no | until loaded |
 //!
-//! Code 3 is the race of issue 15: the bit is in [`EoiExitMap::bitmap`]
-//! (the VMM must load it) but the VMCS the guest runs with does not hold it
-//! until [`EoiExitMap::take_vmcs_update`] hands it over, which turns it into
-//! code 2. Which instance is *lazy* (its remote IRR cleared later, by the
+//! Loading turns 3 into 2 and 5 into 1.
+//!
+//! [`EoiExitMap::intercepts`]: super::EoiExitMap::intercepts Which instance is *lazy* (its remote IRR cleared later, by the
 //! [`Irqchip`](crate::Irqchip), not by the EOI) only the chip knows: it
 //! reports lazy instances as [`Source::Plain`] and sets the line state.
 //!
@@ -79,8 +84,8 @@ impl Packed {
     /// Vectors the next VMCS load must hold: codes 2, 3 and 4.
     #[inline]
     pub(super) fn to_load(&self) -> VectorSet {
-        let [a, b, _] = &self.planes;
-        Legal(core::array::from_fn(|i| a.0[i] | b.0[i])).set_of()
+        let [a, b, c] = &self.planes;
+        Legal(core::array::from_fn(|i| b.0[i] | (a.0[i] & !c.0[i]))).set_of()
     }
 
     /// Vectors whose lazy instance's line is asserted (codes 2 and 3).
@@ -90,16 +95,20 @@ impl Packed {
         b.set_of()
     }
 
+    /// Whether an EOI of `v` exits with the VMCS as last loaded: routed, or
+    /// codes 2, 4 and 5.
     #[inline]
     pub(super) fn exits(&self, v: Vector) -> bool {
-        self.routed.contains(v) || matches!(self.code(v), 2 | EAGER)
+        self.routed.contains(v) || matches!(self.code(v), 2 | EAGER | 5)
     }
 
-    /// The VMCS was loaded: raised bits (code 3) are now in it (code 2).
+    /// The VMCS was loaded: a raised bit (code 3) is now in it (code 2), a
+    /// dropped one (code 5) out of it (code 1).
     #[inline]
     pub(super) fn loaded(&mut self) {
-        let [_, b, c] = &mut self.planes;
+        let [a, b, c] = &mut self.planes;
         for i in 0..15 {
+            a.0[i] &= !c.0[i];
             c.0[i] &= !b.0[i];
         }
     }
@@ -131,15 +140,18 @@ impl Packed {
     /// eager vector or one with no instance seen.
     pub(super) fn set_line(&mut self, v: Vector, line: Line) {
         let code = self.code(v);
-        if matches!(code, 1..=3) {
+        if matches!(code, 1..=3 | 5) {
             self.put(
                 v,
-                match line {
-                    Line::Low => 1,
-                    Line::Asserted => 2,
-                    // Already loaded (2) or raised (3): nothing new.
-                    Line::Raised if code == 1 => 3,
-                    Line::Raised => code,
+                match (line, code) {
+                    (Line::Low, 2) => 5,
+                    (Line::Low, 3) => 1,
+                    (Line::Low, c) => c,
+                    (Line::Asserted, _) => 2,
+                    (Line::Raised, 1) => 3,
+                    // The VMCS still holds the bit: nothing to raise.
+                    (Line::Raised, 5) => 2,
+                    (Line::Raised, c) => c,
                 },
             );
         }

@@ -1603,9 +1603,8 @@ impl<S: AsRef<[VcpuSlot]>, const PINS: usize> Irqchip<S, PINS> {
         if asserted {
             // In flight while the vCPU may run with the bit clear: raise it
             // and make the vCPU exit; `take_events` re-checks at that exit.
-            let was = g.map.bitmap().contains(e.vector());
             g.map.set_line(e.vector(), Line::Raised);
-            if !was && g.map.bitmap().contains(e.vector()) {
+            if !g.map.intercepts(e.vector()) {
                 fx.exit.insert(VcpuId::new(owner));
             }
         } else {
