@@ -451,8 +451,10 @@ impl<S: AsRef<[VcpuSlot]>, const PINS: usize> Irqchip<S, PINS> {
     ) {
         let mut sh = self.shared.lock();
         if self.line_aware()
+            && offset % crate::ioapic::MMIO_LEN == crate::ioapic::IOWIN
             && let Some(i) = selected_pin::<PINS>(&sh)
         {
+            // Event (c): a write of the entry. (Selecting one is not.)
             self.settle(&mut sh, i, fx);
         }
         let selected = selected_pin::<PINS>(&sh).map(|i| (i, sh.ioapic.entries()[i]));
@@ -1619,11 +1621,13 @@ impl<S: AsRef<[VcpuSlot]>, const PINS: usize> Irqchip<S, PINS> {
     fn lazy_rewritten(&self, sh: &Shared<PINS>, i: usize, old: RedirectionEntry) {
         let owner = sh.owner[i].get();
         let new = sh.ioapic.entries()[i];
-        if owner == OWNER_NONE || (new.vector() == old.vector() && new.remote_irr()) {
+        if owner == OWNER_NONE || !old.remote_irr() || new.vector() == old.vector() {
             return;
         }
         sh.owner[i].set(OWNER_NONE);
-        if let Some(slot) = self.vcpus.as_ref().get(usize::from(owner)) {
+        if new.remote_irr()
+            && let Some(slot) = self.vcpus.as_ref().get(usize::from(owner))
+        {
             slot.0.lock().map.make_eager(old.vector());
         }
     }
