@@ -248,4 +248,3 @@ fn line_aware_loses_nothing_diverges_nowhere_and_exits_at_most_as_exact() {
         }
     }
 }
-

@@ -456,7 +456,7 @@ mod svg {
                 _ => groups.push((c.workload, vec![c])),
             }
         }
-        let policies: Vec<Policy> = Policy::ALL
+        let policies: Vec<Policy> = super::POLICIES
             .into_iter()
             .filter(|p| rows.iter().any(|c| c.policy == *p))
             .collect();
