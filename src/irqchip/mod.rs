@@ -463,7 +463,7 @@ impl<S: AsRef<[VcpuSlot]>, const PINS: usize> Irqchip<S, PINS> {
         if let Some((i, old)) = selected
             && self.line_aware()
         {
-            self.lazy_rewritten(&sh, i, old);
+            self.lazy_rewritten(&mut sh, i, old, fx);
         }
     }
 
@@ -522,7 +522,7 @@ impl<S: AsRef<[VcpuSlot]>, const PINS: usize> Irqchip<S, PINS> {
         if let Some((i, old)) = old
             && self.line_aware()
         {
-            self.lazy_rewritten(&sh, i, old);
+            self.lazy_rewritten(&mut sh, i, old, fx);
         }
     }
 
@@ -1029,6 +1029,20 @@ impl<S: AsRef<[VcpuSlot]>, const PINS: usize> Irqchip<S, PINS> {
         // An INIT to take. Its reset changes the LAPIC's addressing, so the
         // routing caches and every bitmap follow: the shared lock first.
         let mut sh = self.shared.lock();
+        if self.line_aware() {
+            // The reset wipes IRR and ISR: a lazy instance still in flight
+            // will never be EOI'd (its pin stays wedged, as in the
+            // reference); one already retired had its EOI first.
+            for q in 0..PINS {
+                if sh.owner[q].get() == vcpu.get() {
+                    if self.lazy_retired(&sh, q) {
+                        self.settle(&mut sh, q, fx);
+                    } else {
+                        sh.owner[q].set(OWNER_NONE);
+                    }
+                }
+            }
+        }
         let out = {
             let mut v = slot.lock();
             let mut e = v.apic.events.get();
@@ -1617,18 +1631,50 @@ impl<S: AsRef<[VcpuSlot]>, const PINS: usize> Irqchip<S, PINS> {
     /// After a write to pin `i` (which was `old`): a lazy instance still in
     /// flight whose entry changed vector becomes eager, so its EOI is
     /// forwarded as the reference forwards it (matching whatever entries
-    /// hold the vector then).
-    fn lazy_rewritten(&self, sh: &Shared<PINS>, i: usize, old: RedirectionEntry) {
+    /// hold the vector then), and so does one whose vector the written entry
+    /// now shares.
+    fn lazy_rewritten<L: DeliveryLog>(
+        &self,
+        sh: &mut Shared<PINS>,
+        i: usize,
+        old: RedirectionEntry,
+        fx: &mut Effects<L>,
+    ) {
         let owner = sh.owner[i].get();
         let new = sh.ioapic.entries()[i];
-        if owner == OWNER_NONE || !old.remote_irr() || new.vector() == old.vector() {
+        if owner != OWNER_NONE && new.vector() == old.vector() && new.polarity() != old.polarity() {
+            // A polarity flip asserts or deasserts the pin without a line
+            // change: the same as `set_line` for the lazy instance.
+            self.lazy_line(sh, i, fx);
+        }
+        if owner != OWNER_NONE && old.remote_irr() && new.vector() != old.vector() {
+            sh.owner[i].set(OWNER_NONE);
+            if new.remote_irr()
+                && let Some(slot) = self.vcpus.as_ref().get(usize::from(owner))
+            {
+                slot.0.lock().map.make_eager(old.vector());
+            }
+        }
+        if new.vector() == old.vector() || sh.pin_of[usize::from(new.vector().get())] != PIN_MANY {
             return;
         }
-        sh.owner[i].set(OWNER_NONE);
-        if new.remote_irr()
-            && let Some(slot) = self.vcpus.as_ref().get(usize::from(owner))
-        {
-            slot.0.lock().map.make_eager(old.vector());
+        // The written entry now shares its vector with another: an EOI of
+        // that vector clears every such entry's remote IRR, so a lazy
+        // instance of it turns eager (its EOI is the reference's again).
+        for q in 0..PINS {
+            let o = sh.owner[q].get();
+            let e = sh.ioapic.entries()[q];
+            if q != i && o != OWNER_NONE && e.vector() == new.vector() && e.remote_irr() {
+                if self.lazy_retired(sh, q) {
+                    // Retired before the write: its EOI came first.
+                    self.settle(sh, q, fx);
+                    continue;
+                }
+                sh.owner[q].set(OWNER_NONE);
+                if let Some(slot) = self.vcpus.as_ref().get(usize::from(o)) {
+                    slot.0.lock().map.make_eager(e.vector());
+                }
+            }
         }
     }
 
@@ -1651,13 +1697,8 @@ impl<S: AsRef<[VcpuSlot]>, const PINS: usize> Irqchip<S, PINS> {
         map: &mut EoiExitMap,
     ) -> bool {
         let v = to_map.vector;
-        let q = sh.pin_of[usize::from(v.get())];
-        if q != PIN_NONE && q != PIN_MANY {
-            let q = usize::from(q);
-            if pin.is_none_or(|p| p.index() != q)
-                && sh.owner[q].get() == id.get()
-                && sh.ioapic.entries()[q].remote_irr()
-            {
+        if let Some(q) = Self::owned_pin(sh, id, v) {
+            if pin.is_none_or(|p| p.index() != q) {
                 if had {
                     // From now on its EOI is the reference's EOI: it exits
                     // and reaches the I/O APIC (or not) exactly as there.
@@ -1688,6 +1729,18 @@ impl<S: AsRef<[VcpuSlot]>, const PINS: usize> Irqchip<S, PINS> {
         lazy
     }
 
+    /// The pin whose lazy instance of `v` vCPU `id` holds, if any: its owner
+    /// is `id`, its entry has vector `v` now and remote IRR set. (Not the
+    /// vector index: the entry's vector may have become shared since.)
+    fn owned_pin(sh: &Shared<PINS>, id: VcpuId, v: Vector) -> Option<usize> {
+        (0..PINS).find(|&q| {
+            sh.owner[q].get() == id.get() && {
+                let e = sh.ioapic.entries()[q];
+                e.vector() == v && e.remote_irr()
+            }
+        })
+    }
+
     /// The re-check at a vCPU's exit ([`Irqchip::take_events`]): each lazy
     /// instance whose line is asserted and that the guest retired since (in
     /// the race window) is resolved as its EOI would have been.
@@ -1696,18 +1749,14 @@ impl<S: AsRef<[VcpuSlot]>, const PINS: usize> Irqchip<S, PINS> {
         let slot = self.slot(vcpu.index());
         let held = slot.lock().map.line_held();
         for v in held.iter() {
-            let q = sh.pin_of[usize::from(v.get())];
-            let owned = q != PIN_NONE
-                && q != PIN_MANY
-                && sh.owner[usize::from(q)].get() == vcpu.get()
-                && sh.ioapic.entries()[usize::from(q)].remote_irr();
-            if owned && !self.lazy_retired(&sh, usize::from(q)) {
+            let owned = Self::owned_pin(&sh, vcpu, v);
+            if owned.is_some_and(|q| !self.lazy_retired(&sh, q)) {
                 continue;
             }
             slot.lock().map.set_line(v, Line::Low);
             fx.reload.insert(vcpu);
-            if owned {
-                self.settle(&mut sh, usize::from(q), fx);
+            if let Some(q) = owned {
+                self.settle(&mut sh, q, fx);
             }
         }
     }
