@@ -42,6 +42,7 @@ fn read<const V: usize, const P: usize>(c: &Irqchip<[VcpuSlot; V], P>, pin: u8) 
 }
 
 /// One side: a chip, its saved snapshot, the exits it owes.
+#[derive(Clone)]
 struct Side<const V: usize, const P: usize> {
     chip: Irqchip<[VcpuSlot; V], P>,
     saved: Option<IrqchipState<Vec<VcpuState>, P>>,
@@ -207,39 +208,100 @@ impl<const V: usize, const P: usize> Side<V, P> {
     }
 }
 
+impl<const V: usize, const P: usize> Side<V, P> {
+    fn new(config: IrqchipConfig, policy: Policy, init: &[u64]) -> Self {
+        let config = IrqchipConfig {
+            policy,
+            eoi_forwarding: EoiForwarding::TmrLevel,
+            ..config
+        };
+        let side = Side::<V, P> {
+            chip: Irqchip::new(config, ApicMode::XApic, [const { VcpuSlot::new() }; V]),
+            saved: None,
+            owed: [false; V],
+        };
+        for (p, &e) in init.iter().enumerate().take(P) {
+            side.chip
+                .write_entry(Pin::new(p as u8), e, &mut Effects::new());
+        }
+        for i in 0..V {
+            let _ = side.chip.vmcs_update(VcpuId::new(i as u16));
+        }
+        side
+    }
+
+    /// The end of a run: owed exits happen, then the guest reads every
+    /// entry.
+    fn finish(mut self) -> Vec<Option<u64>> {
+        for c in 0..V {
+            if self.owed[c] {
+                self.exit(c);
+            }
+        }
+        (0..P as u8).map(|p| Some(read(&self.chip, p))).collect()
+    }
+}
+
 fn run<const V: usize, const P: usize>(
     config: IrqchipConfig,
     policy: Policy,
     init: &[u64],
     steps: &[GuestStep],
 ) -> Vec<Option<u64>> {
-    let config = IrqchipConfig {
-        policy,
-        eoi_forwarding: EoiForwarding::TmrLevel,
-        ..config
-    };
-    let mut side = Side::<V, P> {
-        chip: Irqchip::new(config, ApicMode::XApic, [const { VcpuSlot::new() }; V]),
-        saved: None,
-        owed: [false; V],
-    };
-    for (p, &e) in init.iter().enumerate().take(P) {
-        side.chip
-            .write_entry(Pin::new(p as u8), e, &mut Effects::new());
-    }
-    for i in 0..V {
-        let _ = side.chip.vmcs_update(VcpuId::new(i as u16));
-    }
+    let mut side = Side::<V, P>::new(config, policy, init);
     let mut seen: Vec<Option<u64>> = steps.iter().map(|&s| side.step(s)).collect();
-    for c in 0..V {
-        if side.owed[c] {
-            side.exit(c);
+    seen.extend(side.finish());
+    seen
+}
+
+/// Every sequence of up to `depth` steps from `alphabet`, after the steps
+/// of `prefix`, depth first with the two chips cloned at each prefix: each
+/// step's guest-visible result, and the final reads after every prefix, must
+/// agree between `Exact` and `LineAware`. Returns the number of sequences
+/// checked, or the first counterexample found (`prefix` not included).
+pub fn line_aware_exhaustive<const V: usize, const P: usize>(
+    config: IrqchipConfig,
+    init: &[u64],
+    prefix: &[GuestStep],
+    alphabet: &[GuestStep],
+    depth: usize,
+) -> Result<u64, Vec<GuestStep>> {
+    fn go<const V: usize, const P: usize>(
+        a: &Side<V, P>,
+        b: &Side<V, P>,
+        alphabet: &[GuestStep],
+        left: usize,
+        path: &mut Vec<GuestStep>,
+        count: &mut u64,
+    ) -> Result<(), Vec<GuestStep>> {
+        *count += 1;
+        if a.clone().finish() != b.clone().finish() {
+            return Err(path.clone());
+        }
+        if left == 0 {
+            return Ok(());
+        }
+        for &s in alphabet {
+            let (mut a2, mut b2) = (a.clone(), b.clone());
+            path.push(s);
+            if a2.step(s) != b2.step(s) {
+                return Err(path.clone());
+            }
+            go(&a2, &b2, alphabet, left - 1, path, count)?;
+            path.pop();
+        }
+        Ok(())
+    }
+    let mut a = Side::<V, P>::new(config, Policy::Exact, init);
+    let mut b = Side::<V, P>::new(config, Policy::LineAware, init);
+    for &s in prefix {
+        if a.step(s) != b.step(s) {
+            return Err(Vec::new());
         }
     }
-    for p in 0..P as u8 {
-        seen.push(Some(read(&side.chip, p)));
-    }
-    seen
+    let mut count = 0;
+    go(&a, &b, alphabet, depth, &mut Vec::new(), &mut count)?;
+    Ok(count)
 }
 
 /// Runs `steps` after host-writing `init` to pins `0..` on a `V`-vCPU,
