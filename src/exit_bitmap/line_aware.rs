@@ -83,7 +83,7 @@ impl Packed {
 
     /// Vectors the next VMCS load must hold: codes 2, 3 and 4.
     #[inline]
-    pub(super) fn to_load(&self) -> VectorSet {
+    pub(super) fn loadable(&self) -> VectorSet {
         let [a, b, c] = &self.planes;
         Legal(core::array::from_fn(|i| b.0[i] | (a.0[i] & !c.0[i]))).set_of()
     }
@@ -180,7 +180,7 @@ impl Packed {
     pub(super) fn tracking(&self) -> LineAwareTracking {
         LineAwareTracking {
             routed: self.routed.set_of(),
-            eager: self.to_load(),
+            eager: self.loadable(),
         }
     }
 

@@ -554,7 +554,7 @@ impl EoiExitMap {
             }
             Book::NoIntercept { .. } => VectorSet::EMPTY,
             Book::LineAware { hdr, x } => {
-                let mut b = x.routed.set_of().union(&x.to_load());
+                let mut b = x.routed.set_of().union(&x.loadable());
                 if let Some(v) = hdr.rtc_owed {
                     b.insert(v);
                 }

@@ -1697,16 +1697,16 @@ impl<S: AsRef<[VcpuSlot]>, const PINS: usize> Irqchip<S, PINS> {
         map: &mut EoiExitMap,
     ) -> bool {
         let v = to_map.vector;
-        if let Some(q) = Self::owned_pin(sh, id, v) {
-            if pin.is_none_or(|p| p.index() != q) {
-                if had {
-                    // From now on its EOI is the reference's EOI: it exits
-                    // and reaches the I/O APIC (or not) exactly as there.
-                    map.make_eager(v);
-                    sh.owner[q].set(OWNER_NONE);
-                } else {
-                    sh.owner[q].set(OWNER_RETIRED);
-                }
+        if let Some(q) = Self::owned_pin(sh, id, v)
+            && pin.is_none_or(|p| p.index() != q)
+        {
+            if had {
+                // From now on its EOI is the reference's EOI: it exits and
+                // reaches the I/O APIC (or not) exactly as there.
+                map.make_eager(v);
+                sh.owner[q].set(OWNER_NONE);
+            } else {
+                sh.owner[q].set(OWNER_RETIRED);
             }
         }
         let Some(p) = pin else {

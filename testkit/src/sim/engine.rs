@@ -321,10 +321,10 @@ impl Sim {
             // A deferred EOI's effect reaches the guest when the chip clears
             // the pin's remote IRR (and, with the line up, delivers again).
             let entries = *self.chip.ioapic().entries();
-            for p in 0..24 {
+            for (p, (owed, e)) in self.owed.iter_mut().zip(entries.iter()).enumerate() {
                 let delivered = fx.log.iter().any(|d| d.pin == Some(Pin::new(p as u8)));
-                if self.owed[p] && (!entries[p].remote_irr() || delivered) {
-                    self.owed[p] = false;
+                if *owed && (!e.remote_irr() || delivered) {
+                    *owed = false;
                     self.c.lazy_resolutions += 1;
                 }
             }
@@ -892,9 +892,9 @@ impl Sim {
         // effect was still pending (lines are low after the drain).
         let _ = self.chip.state::<Vec<_>>();
         let entries = *self.chip.ioapic().entries();
-        for p in 0..24 {
-            if self.owed[p] {
-                if entries[p].remote_irr() {
+        for (owed, e) in self.owed.iter().zip(entries.iter()) {
+            if *owed {
+                if e.remote_irr() {
                     self.c.lost += 1;
                 } else {
                     self.c.lazy_resolutions += 1;
