@@ -82,9 +82,11 @@ impl fmt::Debug for Pin {
 pub struct Gsi(u32);
 
 impl Gsi {
-    /// Wraps a raw GSI.
+    /// Wraps a raw GSI. Crate-private: nothing in the API takes a `Gsi`
+    /// (the one the crate names is [`RTC_GSI`]).
     #[inline]
-    pub const fn new(gsi: u32) -> Self {
+    #[allow(dead_code)]
+    pub(crate) const fn new(gsi: u32) -> Self {
         Gsi(gsi)
     }
     /// The raw GSI.

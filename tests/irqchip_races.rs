@@ -171,6 +171,7 @@ fn stale_bit_is_dropped_after_the_in_flight_eoi_except_by_kvm_legacy() {
             ),
             Policy::TmrDriven => assert!(first.intercepted && !second.intercepted, "{p:?}"),
             Policy::NoIntercept => assert!(!first.intercepted && !second.intercepted, "{p:?}"),
+            Policy::LineAware => unreachable!("not in Policy::ALL"),
         }
     }
 }

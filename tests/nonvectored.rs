@@ -377,7 +377,7 @@ fn snapshot_saves_pending_events_and_rejects_more_than_two_nmis() {
     let _ = send(&c, BSP, icr(2, 4, 0));
     let _ = send(&c, BSP, icr(2, 6, 0x33));
     let s: IrqchipState<Vec<VcpuState>> = c.state();
-    assert_eq!(s.version, 4);
+    assert_eq!(s.version, 5); // version 4 added the events, 5 LineAware
     let copy = Irqchip::from_state(&s, [const { VcpuSlot::new() }; 3]).unwrap();
     assert_eq!(copy.state::<Vec<_>>(), s);
     assert!(take(&copy, AP).init);

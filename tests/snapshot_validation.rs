@@ -173,12 +173,12 @@ fn restore_refuses_contradictory_snapshots_and_changes_nothing() {
     let mut s;
 
     s = good.clone();
-    s.version = 5;
+    s.version = 6;
     refused(
         &s,
         SnapshotError::UnsupportedVersion {
-            found: 5,
-            supported: 4,
+            found: 6,
+            supported: 5,
         },
     );
     s = good.clone();
@@ -187,7 +187,7 @@ fn restore_refuses_contradictory_snapshots_and_changes_nothing() {
         &s,
         SnapshotError::UnsupportedVersion {
             found: 1,
-            supported: 4,
+            supported: 5,
         },
     );
     s = good.clone();

@@ -130,13 +130,13 @@ impl Inst {
 /// SDM illegal vectors), in 15 `u16` chunks: 30 bytes, 2-byte aligned, so
 /// `Exact`'s four sets and the map's header fit in 128 bytes.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, Debug, Default)]
-pub(super) struct Legal([u16; 15]);
+pub(super) struct Legal(pub(super) [u16; 15]);
 
 impl Legal {
-    const EMPTY: Legal = Legal([0; 15]);
+    pub(super) const EMPTY: Legal = Legal([0; 15]);
 
     #[inline]
-    fn slot(v: Vector) -> Option<(usize, u16)> {
+    pub(super) fn slot(v: Vector) -> Option<(usize, u16)> {
         let v = v.get();
         (v >= 16).then(|| (usize::from(v / 16) - 1, 1u16 << (v % 16)))
     }

@@ -34,7 +34,10 @@ use crate::types::{Destination, TriggerMode};
 use crate::vector::{Vector, VectorSet};
 
 mod exact;
+mod line_aware;
 mod state;
+
+pub(crate) use line_aware::Line;
 
 pub use state::EoiExitMapState;
 
@@ -72,10 +75,26 @@ pub enum Policy {
     /// TDX-style: nothing is intercepted. [`EoiExit::missed_level`] reports
     /// the level EOIs this loses.
     NoIntercept = 4,
+    /// Issue 15, only meaningful inside an [`Irqchip`](crate::Irqchip): the
+    /// EOI of a level instance exits only when its line was asserted at this
+    /// vCPU's last VM entry, when an ack notifier, a resampler or the RTC
+    /// needs it, or when its vector is shared on this vCPU with another
+    /// instance. Any other level EOI completes in hardware and the chip
+    /// clears remote IRR lazily, when the VMM next sees something that could
+    /// observe it (the line asserting again, an IOWIN read of the entry, a
+    /// reprogram of the entry, a snapshot). A line that asserts while its
+    /// instance is in service asks for an exit of the vCPU
+    /// ([`Effects::exit`](crate::irqchip::Effects::exit)). A map driven
+    /// without the chip sees every level instance as eager (its EOI exits,
+    /// as under `Exact` without routes).
+    LineAware = 5,
 }
 
 impl Policy {
-    /// Every policy, in declaration order.
+    /// The five policies that decide at the EOI itself whether it reaches
+    /// the I/O APIC, in declaration order. [`Policy::LineAware`], which
+    /// defers remote IRR, is not in it: the testkit's checkers, which count
+    /// an unintercepted necessary EOI as lost, iterate this list.
     pub const ALL: [Policy; 5] = [
         Policy::KvmLegacy,
         Policy::KvmHighestStale,
@@ -105,7 +124,8 @@ impl Policy {
     /// assert_eq!(Policy::default(), Policy::Exact);
     /// // The discriminant round-trips (snapshots store it as a byte).
     /// assert_eq!(Policy::try_from(Policy::Exact as u8), Ok(Policy::Exact));
-    /// assert!(Policy::try_from(5).is_err());
+    /// assert_eq!(Policy::try_from(5), Ok(Policy::LineAware));
+    /// assert!(Policy::try_from(6).is_err());
     /// ```
     pub const fn name(self) -> &'static str {
         match self {
@@ -114,6 +134,7 @@ impl Policy {
             Policy::TmrDriven => "TmrDriven",
             Policy::Exact => "Exact",
             Policy::NoIntercept => "NoIntercept",
+            Policy::LineAware => "LineAware",
         }
     }
 }
@@ -121,10 +142,13 @@ impl Policy {
 impl TryFrom<u8> for Policy {
     type Error = crate::InvalidValue;
     fn try_from(v: u8) -> Result<Self, Self::Error> {
-        Policy::ALL
-            .get(v as usize)
-            .copied()
-            .ok_or(crate::InvalidValue(v as u64))
+        match v {
+            5 => Ok(Policy::LineAware),
+            _ => Policy::ALL
+                .get(v as usize)
+                .copied()
+                .ok_or(crate::InvalidValue(v as u64)),
+        }
     }
 }
 
@@ -317,6 +341,10 @@ enum Book {
     NoIntercept {
         hdr: Header,
     },
+    LineAware {
+        hdr: Header,
+        x: line_aware::Packed,
+    },
 }
 
 /// A policy and the bookkeeping only it needs, as an [`EoiExitMapState`]
@@ -356,6 +384,21 @@ pub(crate) enum Saved {
     Exact(ExactTracking),
     /// [`Policy::NoIntercept`]: nothing to remember.
     NoIntercept,
+    /// [`Policy::LineAware`] (snapshot version 5).
+    LineAware(LineAwareTracking),
+}
+
+/// `LineAware`'s saved reasons. A lazy instance is saved as eager when its
+/// EOI exits or is about to, and not at all otherwise: the pin it came from
+/// is the chip's, not saved, so the restored chip adopts it as eager.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug, Default)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+pub(crate) struct LineAwareTracking {
+    /// Counted, unmasked ack-notifier, resample and RTC entries that target
+    /// this vCPU.
+    pub(crate) routed: VectorSet,
+    /// Vectors with an instance whose EOI exits.
+    pub(crate) eager: VectorSet,
 }
 
 /// The scan result of KVM's policies (`vcpu_scan_ioapic`).
@@ -398,6 +441,7 @@ impl PolicyState {
             Saved::TmrDriven { .. } => Policy::TmrDriven,
             Saved::Exact(_) => Policy::Exact,
             Saved::NoIntercept => Policy::NoIntercept,
+            Saved::LineAware(_) => Policy::LineAware,
         }
     }
 }
@@ -415,6 +459,7 @@ impl Book {
             Book::Kvm { hdr, .. }
             | Book::TmrDriven { hdr, .. }
             | Book::Exact { hdr, .. }
+            | Book::LineAware { hdr, .. }
             | Book::NoIntercept { hdr } => hdr,
         }
     }
@@ -425,6 +470,7 @@ impl Book {
             Book::Kvm { hdr, .. }
             | Book::TmrDriven { hdr, .. }
             | Book::Exact { hdr, .. }
+            | Book::LineAware { hdr, .. }
             | Book::NoIntercept { hdr } => hdr,
         }
     }
@@ -470,6 +516,10 @@ impl EoiExitMap {
                 x: exact::Packed::EMPTY,
             },
             Policy::NoIntercept => Book::NoIntercept { hdr },
+            Policy::LineAware => Book::LineAware {
+                hdr,
+                x: line_aware::Packed::EMPTY,
+            },
         };
         EoiExitMap { book }
     }
@@ -486,6 +536,7 @@ impl EoiExitMap {
             Book::TmrDriven { .. } => Policy::TmrDriven,
             Book::Exact { .. } => Policy::Exact,
             Book::NoIntercept { .. } => Policy::NoIntercept,
+            Book::LineAware { .. } => Policy::LineAware,
         }
     }
 
@@ -502,10 +553,22 @@ impl EoiExitMap {
                 b
             }
             Book::NoIntercept { .. } => VectorSet::EMPTY,
+            Book::LineAware { hdr, x } => {
+                let mut b = x.routed.set_of().union(&x.loadable());
+                if let Some(v) = hdr.rtc_owed {
+                    b.insert(v);
+                }
+                b
+            }
         }
     }
 
     /// Whether an EOI of `vector` is intercepted now.
+    ///
+    /// The same as `bitmap().contains(vector)`, except under
+    /// [`Policy::LineAware`] for a bit raised while the vCPU ran: it is in
+    /// the bitmap (the VMM must load it) but not in the VMCS the guest runs
+    /// with until [`EoiExitMap::take_vmcs_update`] hands it over.
     #[inline]
     pub fn intercepts(&self, vector: Vector) -> bool {
         match &self.book {
@@ -514,6 +577,7 @@ impl EoiExitMap {
                 x.routed.contains(vector) || x.needs(vector) || hdr.rtc_owed == Some(vector)
             }
             Book::NoIntercept { .. } => false,
+            Book::LineAware { hdr, x } => x.exits(vector) || hdr.rtc_owed == Some(vector),
         }
     }
 
@@ -572,6 +636,9 @@ impl EoiExitMap {
     #[inline]
     #[must_use = "the VMCS words must be written before the next VM entry"]
     pub fn take_vmcs_update(&mut self) -> Option<VmcsUpdate> {
+        if let Book::LineAware { x, .. } = &mut self.book {
+            x.loaded();
+        }
         let hdr = self.book.hdr_mut();
         let mask = core::mem::take(&mut hdr.dirty);
         if mask == 0 {
@@ -621,6 +688,7 @@ impl EoiExitMap {
         match &mut self.book {
             Book::Kvm { scan, .. } => *scan = KvmScan::default(),
             Book::Exact { x, .. } => x.routed = exact::Legal::default(),
+            Book::LineAware { x, .. } => x.routed = exact::Legal::default(),
             Book::TmrDriven { .. } | Book::NoIntercept { .. } => {}
         }
     }
@@ -647,6 +715,11 @@ impl EoiExitMap {
             }
             Book::Exact { x, .. } => {
                 if matched && !entry.masked {
+                    x.routed.insert(entry.vector);
+                }
+            }
+            Book::LineAware { x, .. } => {
+                if matched && !entry.masked && (entry.ack_notifier || entry.rtc) {
                     x.routed.insert(entry.vector);
                 }
             }
@@ -718,6 +791,7 @@ impl EoiExitMap {
                 scan.stale = unmatched.intersection(&apic.irr().union(apic.isr()));
             }
             Book::Exact { x, .. } => x.routed = exact::Legal::from_set(matched_unmasked),
+            Book::LineAware { x, .. } => x.routed = exact::Legal::from_set(matched_unmasked),
             Book::TmrDriven { .. } | Book::NoIntercept { .. } => {}
         }
         self.finish_scan(apic);
@@ -795,6 +869,7 @@ impl EoiExitMap {
                     x.sync_instances(apic, v, 0);
                 }
             }
+            Book::LineAware { x, .. } => x.adopt(apic),
             Book::NoIntercept { .. } => {}
         }
     }
@@ -855,6 +930,7 @@ impl EoiExitMap {
             Book::Exact { x, .. } => {
                 x.on_accept(apic, a);
             }
+            Book::LineAware { x, .. } => x.on_accept(apic, a),
             Book::NoIntercept { .. } => return,
             Book::Kvm { .. } => {}
         }
@@ -864,7 +940,7 @@ impl EoiExitMap {
             self.book.hdr_mut().rtc_owed = Some(v);
         }
         self.mark_vector(v, was);
-        if let (Book::Exact { .. }, Some(r)) = (&self.book, old_rtc)
+        if let (Book::Exact { .. } | Book::LineAware { .. }, Some(r)) = (&self.book, old_rtc)
             && r != v
             && a.source == Source::Rtc
         {
@@ -882,11 +958,19 @@ impl EoiExitMap {
     /// exit. The other policies track no instances.
     pub(crate) fn adopt_in_flight(&mut self, apic: &LocalApic) {
         let before = self.bitmap();
-        if let Book::Exact { x, .. } = &mut self.book {
-            for v in apic.irr().union(apic.isr()).iter() {
-                x.sync_instances(apic, v, 0);
-                x.need_all(v);
+        match &mut self.book {
+            Book::Exact { x, .. } => {
+                for v in apic.irr().union(apic.isr()).iter() {
+                    x.sync_instances(apic, v, 0);
+                    x.need_all(v);
+                }
             }
+            Book::LineAware { x, .. } => {
+                for v in apic.irr().union(apic.isr()).iter() {
+                    x.make_eager(v);
+                }
+            }
+            _ => {}
         }
         self.mark(&before);
     }
@@ -978,10 +1062,53 @@ impl EoiExitMap {
                 x.sync_instances(apic, vector, 0);
                 self.mark_vector(vector, true);
             }
+            Book::LineAware { x, .. } => {
+                x.sync(apic, vector, 0);
+                self.mark_vector(vector, true);
+            }
             // An RTC EOI owed only shows in the next scan's result, as in KVM.
             Book::Kvm { .. } | Book::TmrDriven { .. } | Book::NoIntercept { .. } => {}
         }
         exit
+    }
+}
+
+impl EoiExitMap {
+    /// `LineAware`: the chip's line state for the lazy instance of `v` on
+    /// this vCPU. Marks the word when the bitmap changes. Other policies:
+    /// nothing.
+    #[inline]
+    pub(crate) fn set_line(&mut self, v: Vector, line: Line) {
+        let before = self.bitmap().contains(v);
+        if let Book::LineAware { x, .. } = &mut self.book {
+            x.set_line(v, line);
+        }
+        if self.bitmap().contains(v) != before {
+            self.book.hdr_mut().dirty |= 1 << (v.get() >> 6);
+        }
+    }
+
+    /// `LineAware`: another instance shares `v` with a lazy one here, so
+    /// every EOI of `v` exits until none is outstanding.
+    #[inline]
+    pub(crate) fn make_eager(&mut self, v: Vector) {
+        let before = self.bitmap().contains(v);
+        if let Book::LineAware { x, .. } = &mut self.book {
+            x.make_eager(v);
+        }
+        if self.bitmap().contains(v) != before {
+            self.book.hdr_mut().dirty |= 1 << (v.get() >> 6);
+        }
+    }
+
+    /// `LineAware`: the vectors of lazy instances whose line is asserted
+    /// (loaded into the bitmap or raised while the vCPU ran).
+    #[inline]
+    pub(crate) fn line_held(&self) -> VectorSet {
+        match &self.book {
+            Book::LineAware { x, .. } => x.held(),
+            _ => VectorSet::EMPTY,
+        }
     }
 }
 

@@ -1,7 +1,7 @@
 //! [`EoiExitMapState`]: the saved state of an [`EoiExitMap`], beside it.
 
 use super::exact::Packed;
-use super::{Book, EoiExitMap, ExactTracking, Header, PolicyState, Saved};
+use super::{Book, EoiExitMap, ExactTracking, Header, PolicyState, Saved, line_aware};
 use crate::snapshot::{LocalApicState, SNAPSHOT_VERSION, SnapshotError, check_version};
 use crate::vector::{Vector, VectorSet};
 
@@ -91,6 +91,30 @@ impl EoiExitMapState {
                     None => Ok(()),
                 }
             }
+            Saved::LineAware(t) => {
+                let mut derived = t.routed.union(&t.eager);
+                if let Some(v) = self.rtc_owed {
+                    derived.insert(v);
+                }
+                let legal = VectorSet::from_u64_words([!0xFFFF, !0, !0, !0]);
+                if let Some(v) = derived.difference(&legal).lowest() {
+                    Err(SnapshotError::inconsistent(
+                        Some(v.get()),
+                        "LineAware: an illegal vector (0-15) is routed or tracked (no LAPIC accepts it)",
+                    ))
+                } else if let Some(v) = derived
+                    .difference(&self.bitmap)
+                    .union(&self.bitmap.difference(&derived))
+                    .lowest()
+                {
+                    Err(SnapshotError::inconsistent(
+                        Some(v.get()),
+                        "LineAware: the bitmap disagrees with the routes, the eager instances and the RTC EOI owed",
+                    ))
+                } else {
+                    Ok(())
+                }
+            }
             _ => Ok(()),
         }
     }
@@ -169,6 +193,7 @@ impl EoiExitMap {
             },
             Book::Exact { x, .. } => Saved::Exact(x.tracking()),
             Book::NoIntercept { .. } => Saved::NoIntercept,
+            Book::LineAware { x, .. } => Saved::LineAware(x.tracking()),
         };
         let hdr = self.book.hdr();
         EoiExitMapState {
@@ -226,6 +251,10 @@ impl EoiExitMap {
                 x: Packed::from_tracking(x),
             },
             Saved::NoIntercept => Book::NoIntercept { hdr },
+            Saved::LineAware(t) => Book::LineAware {
+                hdr,
+                x: line_aware::Packed::from_tracking(t),
+            },
         };
     }
 }

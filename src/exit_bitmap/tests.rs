@@ -264,8 +264,8 @@ fn msi_route_scan_entry_counts_only_with_the_level_bit() {
 
 #[test]
 fn policy_try_from_round_trips_and_rejects_unknown_values() {
-    for p in Policy::ALL {
+    for p in Policy::ALL.into_iter().chain([Policy::LineAware]) {
         assert_eq!(Policy::try_from(p as u8), Ok(p));
     }
-    assert!(Policy::try_from(5).is_err());
+    assert!(Policy::try_from(6).is_err());
 }

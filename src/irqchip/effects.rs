@@ -87,6 +87,14 @@ pub struct Effects<L = ()> {
     /// ([`Irqchip::vmcs_update`]) before it next runs guest code, so a running
     /// one MUST be kicked out of guest mode first.
     pub reload: VcpuSet,
+    /// `LineAware`: vCPUs whose EOI-exit bit was raised while they may be
+    /// running (a lazy instance's line asserted again while it is in
+    /// service). The VMM MUST make each leave guest mode (an IPI; no need to
+    /// wait for it) and, before it re-enters, call
+    /// [`Irqchip::take_events`](super::Irqchip::take_events) (which re-checks
+    /// the instance and may deliver) and then
+    /// [`Irqchip::vmcs_update`](super::Irqchip::vmcs_update).
+    pub exit: VcpuSet,
     /// Pins the I/O APIC throttled (EOI storm): call
     /// [`Irqchip::deliver_later_elapsed`] for each after a delay (KVM: 10 ms).
     pub deliver_later: PinSet,
@@ -113,6 +121,7 @@ impl<L> Effects<L> {
         Effects {
             kick: VcpuSet::EMPTY,
             reload: VcpuSet::EMPTY,
+            exit: VcpuSet::EMPTY,
             deliver_later: PinSet::EMPTY,
             route_changed: PinSet::EMPTY,
             rtc_coalesced: false,
@@ -124,6 +133,7 @@ impl<L> Effects<L> {
     pub fn is_empty(&self) -> bool {
         self.kick.is_empty()
             && self.reload.is_empty()
+            && self.exit.is_empty()
             && self.deliver_later.is_empty()
             && self.route_changed.is_empty()
             && !self.rtc_coalesced
@@ -133,6 +143,7 @@ impl<L> Effects<L> {
     pub fn clear(&mut self) {
         self.kick.clear();
         self.reload.clear();
+        self.exit.clear();
         self.deliver_later.clear();
         self.route_changed.clear();
         self.rtc_coalesced = false;

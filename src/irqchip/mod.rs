@@ -50,6 +50,8 @@
 //! Guest-controlled inputs (MMIO offsets, sizes and values, pins, EOIs at any
 //! time) never panic.
 
+use core::cell::Cell;
+
 use spin::Mutex;
 
 mod config;
@@ -64,7 +66,7 @@ pub use events::VcpuEvents;
 pub use state::{IrqchipState, VcpuState};
 
 use crate::Ioapic;
-use crate::exit_bitmap::{Accepted, EoiExitMap, Policy, Source, VmcsUpdate};
+use crate::exit_bitmap::{Accepted, EoiExitMap, Line, Policy, Source, VmcsUpdate};
 use crate::ioapic::{IoapicEffects, REG_REDTBL_BASE, RedirectionEntry, Rescan};
 use crate::lapic::{Acceptance, ApicMode, Ipi, LocalApic, Shorthand};
 use crate::types::{
@@ -213,6 +215,12 @@ const PIN_NONE: u8 = u8::MAX;
 /// compares every entry.
 const PIN_MANY: u8 = u8::MAX - 1;
 
+/// `LineAware` pin owner: the pin has no lazy level instance.
+const OWNER_NONE: u16 = u16::MAX;
+/// `LineAware` pin owner: the lazy instance's vCPU retired it by an EOI that
+/// did not exit (seen when another instance of the vector arrived there).
+const OWNER_RETIRED: u16 = u16::MAX - 1;
+
 /// Physical-ID cache entry: no vCPU has that ID.
 const PHYS_NONE: u16 = u16::MAX;
 /// Physical-ID cache entry: several vCPUs match (shared ID, broadcast).
@@ -239,6 +247,12 @@ pub(crate) struct Shared<const PINS: usize> {
     /// 24; with one entry per vector, which is how guests program the I/O
     /// APIC, the result is the same).
     pin_of: [u8; 256],
+    /// `LineAware`: per pin, the vCPU whose LAPIC holds the pin's *lazy*
+    /// level instance (its EOI does not exit; remote IRR is cleared when the
+    /// chip finds it retired), [`OWNER_RETIRED`], or [`OWNER_NONE`]. Meaningful
+    /// only while the entry's remote IRR is set. Two bytes per pin; a `Cell`
+    /// because deliveries hold the shared lock by shared reference.
+    owner: [Cell<u16>; PINS],
 }
 
 /// The physical destinations below 256 that `apic` can match: its own ID
@@ -372,6 +386,7 @@ where
                 phys: [PHYS_NONE; 256],
                 counted_edge: counted_edge(&config),
                 pin_of: [PIN_NONE; 256],
+                owner: [const { Cell::new(OWNER_NONE) }; PINS],
             }),
             vcpus: storage,
         };
@@ -411,8 +426,19 @@ impl<S: AsRef<[VcpuSlot]>, const PINS: usize> Irqchip<S, PINS> {
     // ---- guest MMIO and host inputs ------------------------------------
 
     /// A guest read of the I/O APIC window.
+    ///
+    /// Under [`Policy::LineAware`] a read of a redirection entry whose lazy
+    /// level instance has retired clears its remote IRR first, as the EOI
+    /// would have (see [`Irqchip::set_line`]), so the guest reads what it
+    /// would have read had that EOI exited.
     pub fn mmio_read(&self, offset: u64, size: u32) -> u64 {
-        self.shared.lock().ioapic.mmio_read(offset, size)
+        let mut sh = self.shared.lock();
+        if self.line_aware()
+            && let Some(i) = selected_pin::<PINS>(&sh)
+        {
+            self.settle_quiet(&mut sh, i);
+        }
+        sh.ioapic.mmio_read(offset, size)
     }
 
     /// A guest write to the I/O APIC window.
@@ -424,17 +450,23 @@ impl<S: AsRef<[VcpuSlot]>, const PINS: usize> Irqchip<S, PINS> {
         fx: &mut Effects<L>,
     ) {
         let mut sh = self.shared.lock();
-        let selected = sh
-            .ioapic
-            .ioregsel()
-            .checked_sub(REG_REDTBL_BASE)
-            .map(|i| usize::from(i / 2))
-            .filter(|&i| i < PINS)
-            .map(|i| (i, sh.ioapic.entries()[i]));
+        if self.line_aware()
+            && offset % crate::ioapic::MMIO_LEN == crate::ioapic::IOWIN
+            && let Some(i) = selected_pin::<PINS>(&sh)
+        {
+            // Event (c): a write of the entry. (Selecting one is not.)
+            self.settle(&mut sh, i, fx);
+        }
+        let selected = selected_pin::<PINS>(&sh).map(|i| (i, sh.ioapic.entries()[i]));
         let a = sh.ioapic.mmio_write(offset, size, value);
         // Most writes (IOREGSEL, a read-only register) change nothing.
         if !a.is_empty() {
             self.apply(&mut sh, a, selected, fx);
+        }
+        if let Some((i, old)) = selected
+            && self.line_aware()
+        {
+            self.lazy_rewritten(&mut sh, i, old, fx);
         }
     }
 
@@ -484,16 +516,81 @@ impl<S: AsRef<[VcpuSlot]>, const PINS: usize> Irqchip<S, PINS> {
     /// ```
     pub fn write_entry<L: DeliveryLog>(&self, pin: Pin, value: u64, fx: &mut Effects<L>) {
         let mut sh = self.shared.lock();
+        if self.line_aware() && pin.index() < PINS {
+            self.settle(&mut sh, pin.index(), fx);
+        }
         let old = sh.ioapic.entry(pin).map(|e| (pin.index(), e));
         let a = sh.ioapic.write_entry(pin, value);
         self.apply(&mut sh, a, old, fx);
+        if let Some((i, old)) = old
+            && self.line_aware()
+        {
+            self.lazy_rewritten(&mut sh, i, old, fx);
+        }
     }
 
     /// Sets a pin's electrical level.
+    ///
+    /// # `LineAware`
+    ///
+    /// Under [`Policy::LineAware`] a level instance delivered to a single
+    /// vCPU, from a pin whose vector no other entry holds, with no other
+    /// instance of that vector outstanding there and no ack notifier, is
+    /// *lazy*: its EOI exits only while its line is asserted, as this method
+    /// last saw it before the vCPU's VM entry. A deassert drops the bit (the
+    /// vCPU loads it at its next [`Irqchip::vmcs_update`]; no kick needed).
+    /// An EOI that does not exit leaves remote IRR set; the chip clears it,
+    /// as the EOI would have, when the VMM next sees something that could
+    /// observe it and finds the instance retired (its vector neither in IRR
+    /// nor in ISR of the vCPU that accepted it): the line asserting again
+    /// (here, which then delivers), an IOWIN read or a write of the entry,
+    /// [`Irqchip::state`], and the re-check below.
+    ///
+    /// The race: the line asserts again while the instance is still in
+    /// flight and the vCPU runs with the bit clear. The bit is raised and
+    /// the vCPU is put in [`Effects::exit`]: the VMM MUST make it leave
+    /// guest mode (an IPI; it need not wait), and before it re-enters call
+    /// [`Irqchip::take_events`], which re-checks: if the guest retired the
+    /// instance in the window (its EOI completed in hardware), remote IRR is
+    /// cleared and the line delivered again (effects in its `fx`); otherwise
+    /// the bit stays, and the [`Irqchip::vmcs_update`] that follows loads it.
+    ///
+    /// ```
+    /// use eoi_exit::irqchip::Effects;
+    /// use eoi_exit::{
+    ///     ApicMode, Irqchip, IrqchipConfig, Pin, Policy, RedirectionEntry, TriggerMode, VcpuId,
+    ///     VcpuSlot, Vector,
+    /// };
+    ///
+    /// let config = IrqchipConfig { policy: Policy::LineAware, ..IrqchipConfig::default() };
+    /// let chip: Irqchip<_> = Irqchip::new(config, ApicMode::XApic, [VcpuSlot::new()]);
+    /// let (pin, v, vcpu) = (Pin::new(10), Vector::new(0x50), VcpuId::new(0));
+    /// let mut fx = Effects::new();
+    /// chip.write_entry(pin, RedirectionEntry::fixed(v, TriggerMode::Level, 0).0, &mut fx);
+    ///
+    /// // INTx: delivered with the line asserted, so the bit is set ...
+    /// chip.set_line(pin, true, &mut fx);
+    /// assert!(chip.vcpu(vcpu).unwrap().map.intercepts(v));
+    /// assert_eq!(chip.ack(vcpu), Some(v));
+    /// // ... the handler reads the device's status (a VM exit): the line drops.
+    /// chip.set_line(pin, false, &mut fx);
+    /// let _ = chip.vmcs_update(vcpu); // the VM entry loads the bit clear
+    /// let eoi = chip.guest_eoi(vcpu, &mut fx);
+    /// assert!(eoi.level && !eoi.intercepted); // no EOI exit
+    /// assert!(chip.ioapic().entry(pin).unwrap().remote_irr()); // not yet cleared
+    ///
+    /// // The device asserts again: remote IRR is cleared lazily, then delivered.
+    /// fx.clear();
+    /// chip.set_line(pin, true, &mut fx);
+    /// assert!(fx.kick.contains(vcpu));
+    /// assert_eq!(chip.ack(vcpu), Some(v));
+    /// ```
     pub fn set_line<L: DeliveryLog>(&self, pin: Pin, level: bool, fx: &mut Effects<L>) {
         let mut sh = self.shared.lock();
         if sh.ioapic.drive_line(pin, level) {
             self.deliver_pin(&sh, pin, fx);
+        } else if self.line_aware() && pin.index() < PINS {
+            self.lazy_line(&mut sh, pin.index(), fx);
         }
     }
 
@@ -540,7 +637,7 @@ impl<S: AsRef<[VcpuSlot]>, const PINS: usize> Irqchip<S, PINS> {
         };
         let sh = self.shared.lock();
         let targets = self.vcpus_matching(&sh, msg.destination);
-        self.deliver(msg, None, source, targets, fx);
+        self.deliver(&sh, msg, None, source, targets, fx);
     }
 
     /// Applies a write to one vCPU's LAPIC registers (a trapped guest write
@@ -661,7 +758,7 @@ impl<S: AsRef<[VcpuSlot]>, const PINS: usize> Irqchip<S, PINS> {
         } else {
             Source::Plain
         };
-        self.deliver(&ipi.message, None, source, targets, fx);
+        self.deliver(sh, &ipi.message, None, source, targets, fx);
     }
 
     // ---- the guest on one vCPU ----------------------------------------
@@ -914,6 +1011,9 @@ impl<S: AsRef<[VcpuSlot]>, const PINS: usize> Irqchip<S, PINS> {
     ) -> VcpuEvents {
         let i = vcpu.index();
         let slot = self.slot(i);
+        if self.line_aware() && !slot.lock().map.line_held().is_empty() {
+            self.recheck(vcpu, fx);
+        }
         {
             let mut v = slot.lock();
             let mut e = v.apic.events.get();
@@ -932,6 +1032,20 @@ impl<S: AsRef<[VcpuSlot]>, const PINS: usize> Irqchip<S, PINS> {
         // An INIT to take. Its reset changes the LAPIC's addressing, so the
         // routing caches and every bitmap follow: the shared lock first.
         let mut sh = self.shared.lock();
+        if self.line_aware() {
+            // The reset wipes IRR and ISR: a lazy instance still in flight
+            // will never be EOI'd (its pin stays wedged, as in the
+            // reference); one already retired had its EOI first.
+            for q in 0..PINS {
+                if sh.owner[q].get() == vcpu.get() {
+                    if self.lazy_retired(&sh, q) {
+                        self.settle(&mut sh, q, fx);
+                    } else {
+                        sh.owner[q].set(OWNER_NONE);
+                    }
+                }
+            }
+        }
         let out = {
             let mut v = slot.lock();
             let mut e = v.apic.events.get();
@@ -992,8 +1106,11 @@ impl<S: AsRef<[VcpuSlot]>, const PINS: usize> Irqchip<S, PINS> {
         // `Exact` does not count its route; ack-notifier and RTC pins still
         // count. KVM's scans do not read SVR bit 12.
         let directed = self.directed(apic);
+        // `LineAware` counts only the routes whose every EOI is needed (ack
+        // notifier, resampler, RTC); a level instance's bit follows its line.
+        let level_counts = !directed && !self.line_aware();
         let counted = |pin: usize, e: &RedirectionEntry| {
-            (e.is_level() && !directed) || sh.counted_edge.contains(Pin::new(pin as u8))
+            (e.is_level() && level_counts) || sh.counted_edge.contains(Pin::new(pin as u8))
         };
         let mut matched = Words::default();
         let mut unmasked = Words::default();
@@ -1190,7 +1307,11 @@ impl<S: AsRef<[VcpuSlot]>, const PINS: usize> Irqchip<S, PINS> {
         } else {
             Source::Plain
         };
-        self.deliver(&msg, Some(p), source, sh.dest[p.index()], fx);
+        if self.line_aware() {
+            // A new remote-IRR cycle: its acceptance decides who owns it.
+            sh.owner[p.index()].set(OWNER_NONE);
+        }
+        self.deliver(sh, &msg, Some(p), source, sh.dest[p.index()], fx);
     }
 
     fn all_vcpus(&self) -> VcpuSet {
@@ -1255,12 +1376,12 @@ impl<S: AsRef<[VcpuSlot]>, const PINS: usize> Irqchip<S, PINS> {
     /// Whether a counted, unmasked entry with vector `u` targets `me`: what
     /// a rescan of `me` finds for `u`, from the vector index.
     fn routed_to(&self, sh: &Shared<PINS>, me: VcpuId, apic: &LocalApic, u: Vector) -> bool {
-        let directed = self.directed(apic);
+        let level_counts = !self.directed(apic) && !self.line_aware();
         let live = |p: usize| {
             let e = sh.ioapic.entries()[p];
             e.vector() == u
                 && !e.masked()
-                && ((e.is_level() && !directed) || sh.counted_edge.contains(Pin::new(p as u8)))
+                && ((e.is_level() && level_counts) || sh.counted_edge.contains(Pin::new(p as u8)))
                 && sh.dest[p].contains(me)
         };
         match sh.pin_of[usize::from(u.get())] {
@@ -1274,6 +1395,7 @@ impl<S: AsRef<[VcpuSlot]>, const PINS: usize> Irqchip<S, PINS> {
     /// matches), or to the lowest-priority winner among them.
     fn deliver<L: DeliveryLog>(
         &self,
+        sh: &Shared<PINS>,
         msg: &InterruptMessage,
         pin: Option<Pin>,
         source: Source,
@@ -1313,12 +1435,13 @@ impl<S: AsRef<[VcpuSlot]>, const PINS: usize> Irqchip<S, PINS> {
                 Arbitration::SdmPriority => best.map(|(_, id)| id),
             };
             if let Some(id) = winner {
-                self.accept_on(id, msg, pin, source, fx);
+                self.accept_on(sh, id, msg, pin, source, true, fx);
             }
             return;
         }
+        let alone = targets.len() == 1;
         for id in targets.iter() {
-            self.accept_on(id, msg, pin, source, fx);
+            self.accept_on(sh, id, msg, pin, source, alone, fx);
         }
     }
 
@@ -1353,12 +1476,15 @@ impl<S: AsRef<[VcpuSlot]>, const PINS: usize> Irqchip<S, PINS> {
         fx.kick.insert(id);
     }
 
+    #[allow(clippy::too_many_arguments)]
     fn accept_on<L: DeliveryLog>(
         &self,
+        sh: &Shared<PINS>,
         id: VcpuId,
         msg: &InterruptMessage,
         pin: Option<Pin>,
         source: Source,
+        alone: bool,
         fx: &mut Effects<L>,
     ) {
         let Some(slot) = self.vcpus.as_ref().get(id.index()) else {
@@ -1366,6 +1492,7 @@ impl<S: AsRef<[VcpuSlot]>, const PINS: usize> Irqchip<S, PINS> {
         };
         let mut v = slot.0.lock();
         let Vcpu { apic, map, .. } = &mut *v;
+        let had = apic.irr().contains(msg.vector) || apic.isr().contains(msg.vector);
         let (vector, trigger, coalesced) = match apic.accept(msg) {
             Acceptance::Accepted { vector, trigger } => (vector, trigger, false),
             Acceptance::Coalesced { vector, trigger } => (vector, trigger, true),
@@ -1391,7 +1518,12 @@ impl<S: AsRef<[VcpuSlot]>, const PINS: usize> Irqchip<S, PINS> {
         // Only this vector's bit can change, and the previous RTC vector's
         // when the owed RTC EOI moves to this one.
         let before = (map.intercepts(vector), map.rtc_owed());
+        let lazy = self.line_aware() && self.lazy_accept(sh, id, had, pin, alone, &mut to_map, map);
         map.on_accept(apic, to_map);
+        if lazy {
+            // Delivered because its line is asserted: asserted at entry.
+            map.set_line(vector, Line::Asserted);
+        }
         if (map.intercepts(vector), map.rtc_owed()) != before {
             // The VMCS must hold the new bit before the guest can take this
             // interrupt (TmrDriven sets it here; Exact for RTC and untracked
@@ -1404,6 +1536,244 @@ impl<S: AsRef<[VcpuSlot]>, const PINS: usize> Irqchip<S, PINS> {
             accepted,
             pin,
         });
+    }
+}
+
+/// The pin whose redirection entry IOREGSEL selects, if any.
+fn selected_pin<const PINS: usize>(sh: &Shared<PINS>) -> Option<usize> {
+    sh.ioapic
+        .ioregsel()
+        .checked_sub(REG_REDTBL_BASE)
+        .map(|i| usize::from(i / 2))
+        .filter(|&i| i < PINS)
+}
+
+// ---- LineAware: lazy remote IRR ------------------------------------------
+
+impl<S: AsRef<[VcpuSlot]>, const PINS: usize> Irqchip<S, PINS> {
+    #[inline(always)]
+    fn line_aware(&self) -> bool {
+        self.config.policy == Policy::LineAware
+    }
+
+    /// Whether pin `i` holds a lazy level instance that its vCPU has retired
+    /// (an EOI that did not exit): remote IRR set, and the vector neither in
+    /// IRR nor in ISR of the owner (or the owner was seen retiring it).
+    fn lazy_retired(&self, sh: &Shared<PINS>, i: usize) -> bool {
+        let e = sh.ioapic.entries()[i];
+        if !e.remote_irr() || !e.is_level() {
+            return false;
+        }
+        match sh.owner[i].get() {
+            OWNER_NONE => false,
+            OWNER_RETIRED => true,
+            c => self.vcpus.as_ref().get(usize::from(c)).is_some_and(|slot| {
+                let g = slot.0.lock();
+                !(g.apic.irr().contains(e.vector()) || g.apic.isr().contains(e.vector()))
+            }),
+        }
+    }
+
+    /// Clears pin `i`'s remote IRR if its lazy instance retired, as the EOI
+    /// would have, and applies what that EOI causes (a line still asserted is
+    /// delivered again).
+    fn settle<L: DeliveryLog>(&self, sh: &mut Shared<PINS>, i: usize, fx: &mut Effects<L>) {
+        if !self.lazy_retired(sh, i) {
+            return;
+        }
+        sh.owner[i].set(OWNER_NONE);
+        let v = sh.ioapic.entries()[i].vector();
+        if let Some(a) = sh.ioapic.eoi_pin(i, v)
+            && !a.is_empty()
+        {
+            self.apply(sh, a, None, fx);
+        }
+    }
+
+    /// [`Irqchip::settle`] where nothing can be delivered (a read, a
+    /// snapshot): only when the EOI would have delivered nothing either (the
+    /// entry masked or its line deasserted). A retired instance whose line is
+    /// asserted exists only in the race window, where the EOI would have
+    /// re-delivered and set remote IRR again: leaving it set reads the same,
+    /// and the vCPU's re-check delivers.
+    fn settle_quiet(&self, sh: &mut Shared<PINS>, i: usize) {
+        let e = sh.ioapic.entries()[i];
+        if (e.masked() || !sh.ioapic.asserted(Pin::new(i as u8))) && self.lazy_retired(sh, i) {
+            sh.owner[i].set(OWNER_NONE);
+            let _ = sh.ioapic.eoi_pin(i, e.vector());
+        }
+    }
+
+    /// A line change the I/O APIC did not deliver, on a pin that may hold a
+    /// lazy instance: event (a) when it asserts, and the race.
+    fn lazy_line<L: DeliveryLog>(&self, sh: &mut Shared<PINS>, i: usize, fx: &mut Effects<L>) {
+        let e = sh.ioapic.entries()[i];
+        let owner = sh.owner[i].get();
+        if !e.remote_irr() || owner == OWNER_NONE {
+            return;
+        }
+        let asserted = sh.ioapic.asserted(Pin::new(i as u8));
+        if asserted && self.lazy_retired(sh, i) {
+            self.settle(sh, i, fx);
+            return;
+        }
+        let Some(slot) = self.vcpus.as_ref().get(usize::from(owner)) else {
+            return;
+        };
+        let mut g = slot.0.lock();
+        if asserted {
+            // In flight while the vCPU may run with the bit clear: raise it
+            // and make the vCPU exit; `take_events` re-checks at that exit.
+            g.map.set_line(e.vector(), Line::Raised);
+            if !g.map.intercepts(e.vector()) {
+                fx.exit.insert(VcpuId::new(owner));
+            }
+        } else {
+            g.map.set_line(e.vector(), Line::Low);
+        }
+    }
+
+    /// After a write to pin `i` (which was `old`): a lazy instance still in
+    /// flight whose entry changed vector becomes eager, so its EOI is
+    /// forwarded as the reference forwards it (matching whatever entries
+    /// hold the vector then), and so does one whose vector the written entry
+    /// now shares.
+    fn lazy_rewritten<L: DeliveryLog>(
+        &self,
+        sh: &mut Shared<PINS>,
+        i: usize,
+        old: RedirectionEntry,
+        fx: &mut Effects<L>,
+    ) {
+        let owner = sh.owner[i].get();
+        let new = sh.ioapic.entries()[i];
+        if owner != OWNER_NONE && new.vector() == old.vector() && new.polarity() != old.polarity() {
+            // A polarity flip asserts or deasserts the pin without a line
+            // change: the same as `set_line` for the lazy instance.
+            self.lazy_line(sh, i, fx);
+        }
+        if owner != OWNER_NONE && old.remote_irr() && new.vector() != old.vector() {
+            sh.owner[i].set(OWNER_NONE);
+            if new.remote_irr()
+                && let Some(slot) = self.vcpus.as_ref().get(usize::from(owner))
+            {
+                slot.0.lock().map.make_eager(old.vector());
+            }
+        }
+        if new.vector() == old.vector() || sh.pin_of[usize::from(new.vector().get())] != PIN_MANY {
+            return;
+        }
+        // The written entry now shares its vector with another: an EOI of
+        // that vector clears every such entry's remote IRR, so a lazy
+        // instance of it turns eager (its EOI is the reference's again).
+        for q in 0..PINS {
+            let o = sh.owner[q].get();
+            let e = sh.ioapic.entries()[q];
+            if q != i && o != OWNER_NONE && e.vector() == new.vector() && e.remote_irr() {
+                if self.lazy_retired(sh, q) {
+                    // Retired before the write: its EOI came first.
+                    self.settle(sh, q, fx);
+                    continue;
+                }
+                sh.owner[q].set(OWNER_NONE);
+                if let Some(slot) = self.vcpus.as_ref().get(usize::from(o)) {
+                    slot.0.lock().map.make_eager(e.vector());
+                }
+            }
+        }
+    }
+
+    /// An acceptance on `id` under `LineAware`, before the map hears of it.
+    /// Another instance of a vector whose lazy instance `id` holds makes it
+    /// eager (the in-flight test would be ambiguous), or, when `id` has
+    /// already retired the lazy one (`had` is false), records that. Returns
+    /// whether this acceptance is itself lazy (then reported to the map as
+    /// plain): a level pin's, delivered to this vCPU `alone`, from the only
+    /// entry holding its vector, no ack notifier or resampler on the pin.
+    #[allow(clippy::too_many_arguments)]
+    fn lazy_accept(
+        &self,
+        sh: &Shared<PINS>,
+        id: VcpuId,
+        had: bool,
+        pin: Option<Pin>,
+        alone: bool,
+        to_map: &mut Accepted,
+        map: &mut EoiExitMap,
+    ) -> bool {
+        let v = to_map.vector;
+        if let Some(q) = Self::owned_pin(sh, id, v)
+            && pin.is_none_or(|p| p.index() != q)
+        {
+            if had {
+                // From now on its EOI is the reference's EOI: it exits and
+                // reaches the I/O APIC (or not) exactly as there.
+                map.make_eager(v);
+                sh.owner[q].set(OWNER_NONE);
+            } else {
+                sh.owner[q].set(OWNER_RETIRED);
+            }
+        }
+        let Some(p) = pin else {
+            return false;
+        };
+        let lazy = to_map.source == Source::NeedsEoi
+            && to_map.trigger.is_level()
+            && !had
+            && alone
+            && sh.pin_of[usize::from(v.get())] == p.get()
+            && !self.config.notified_pins().contains(p)
+            && sh.owner[p.index()].get() == OWNER_NONE;
+        if lazy && !sh.ioapic.entries()[p.index()].remote_irr() {
+            return false;
+        }
+        if lazy {
+            sh.owner[p.index()].set(id.get());
+            to_map.source = Source::Plain;
+        }
+        lazy
+    }
+
+    /// The pin whose lazy instance of `v` vCPU `id` holds, if any: its owner
+    /// is `id`, its entry has vector `v` now and remote IRR set. (Not the
+    /// vector index: the entry's vector may have become shared since.)
+    fn owned_pin(sh: &Shared<PINS>, id: VcpuId, v: Vector) -> Option<usize> {
+        (0..PINS).find(|&q| {
+            sh.owner[q].get() == id.get() && {
+                let e = sh.ioapic.entries()[q];
+                e.vector() == v && e.remote_irr()
+            }
+        })
+    }
+
+    /// The re-check at a vCPU's exit ([`Irqchip::take_events`]): each lazy
+    /// instance whose line is asserted and that the guest retired since (in
+    /// the race window) is resolved as its EOI would have been.
+    fn recheck<L: DeliveryLog>(&self, vcpu: VcpuId, fx: &mut Effects<L>) {
+        let mut sh = self.shared.lock();
+        let slot = self.slot(vcpu.index());
+        let held = slot.lock().map.line_held();
+        for v in held.iter() {
+            let owned = Self::owned_pin(&sh, vcpu, v);
+            if owned.is_some_and(|q| !self.lazy_retired(&sh, q)) {
+                continue;
+            }
+            slot.lock().map.set_line(v, Line::Low);
+            fx.reload.insert(vcpu);
+            if let Some(q) = owned {
+                self.settle(&mut sh, q, fx);
+            }
+        }
+    }
+
+    /// Before a snapshot: every lazy instance that retired and whose EOI
+    /// would have delivered nothing is resolved (event (d)).
+    pub(crate) fn settle_all(&self, sh: &mut Shared<PINS>) {
+        if self.line_aware() {
+            for i in 0..PINS {
+                self.settle_quiet(sh, i);
+            }
+        }
     }
 }
 

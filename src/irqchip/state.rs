@@ -123,7 +123,8 @@ impl<S: AsRef<[VcpuSlot]>, const PINS: usize> Irqchip<S, PINS> {
     /// `Box<[VcpuState]>`, a `heapless::Vec`...): the shared lock is held
     /// while every vCPU is copied, so no input is half-seen.
     pub fn state<V: FromIterator<VcpuState>>(&self) -> IrqchipState<V, PINS> {
-        let sh = self.shared.lock();
+        let mut sh = self.shared.lock();
+        self.settle_all(&mut sh);
         IrqchipState {
             version: SNAPSHOT_VERSION,
             config: self.config,
@@ -156,7 +157,19 @@ impl<S: AsRef<[VcpuSlot]>, const PINS: usize> Irqchip<S, PINS> {
     ) -> Result<(), SnapshotError> {
         state.validate(self.config.policy, vcpu.get())?;
         let mut sh = self.shared.lock();
-        self.slot(vcpu.index()).lock().set_state(state);
+        {
+            let mut v = self.slot(vcpu.index()).lock();
+            v.set_state(state);
+            adopt_line_aware(&mut v);
+        }
+        if self.config.policy == crate::Policy::LineAware {
+            // Which pins this vCPU's lazy instances came from is not saved.
+            for o in sh.owner.iter() {
+                if o.get() == vcpu.get() {
+                    o.set(super::OWNER_NONE);
+                }
+            }
+        }
         self.rebuild_routing(&mut sh);
         fx.reload.insert(vcpu);
         Ok(())
@@ -191,11 +204,15 @@ where
             .restore_exact(s.ioapic.config, &s.ioapic.registers());
         for (slot, v) in self.vcpus.as_mut().iter_mut().zip(s.vcpus.as_ref()) {
             slot.0.get_mut().set_state(v);
+            adopt_line_aware(slot.0.get_mut());
         }
         // APIC IDs, logical addressing and entries came back verbatim: the
         // routing caches must follow them.
         let mut sh: Shared<PINS> = self.shared.get_mut().clone();
         sh.counted_edge = super::counted_edge(&s.config);
+        for o in sh.owner.iter() {
+            o.set(super::OWNER_NONE);
+        }
         self.rebuild_routing(&mut sh);
         *self.shared.get_mut() = sh;
         Ok(())
@@ -221,5 +238,14 @@ where
         });
         chip.restore(s)?;
         Ok(chip)
+    }
+}
+
+/// `LineAware`: a snapshot does not say which pin a lazy instance came from,
+/// so a loaded vCPU's instances in flight are all adopted as eager (their
+/// EOIs exit and reach the I/O APIC, once each).
+fn adopt_line_aware(v: &mut Vcpu) {
+    if v.map.policy() == crate::Policy::LineAware {
+        v.map.adopt_in_flight(&v.apic);
     }
 }

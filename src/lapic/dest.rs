@@ -4,6 +4,7 @@
 //! The rules are documented on [`LocalApic::matches`].
 
 use super::{ApicMode, LocalApic};
+use crate::irqchip::Arbitration;
 use crate::types::{Destination, DestinationMode, InterruptMessage};
 
 /// The xAPIC broadcast destination.
@@ -125,16 +126,16 @@ impl LocalApic {
 ///
 /// **KVM differs.** KVM never compares priorities: with its default
 /// `vector_hashing=1` it picks the `(vector % n)`-th of the `n` matching,
-/// software-enabled vCPUs ([`lowest_priority_kvm`]); with `vector_hashing=0` it
+/// software-enabled vCPUs (`lowest_priority_kvm`); with `vector_hashing=0` it
 /// compares `apic_arb_prio`, a per-vCPU counter of lowest-priority interrupts
 /// received (`kvm_apic_compare_prio`), which rotates the target. Use this
-/// function for SDM semantics and [`lowest_priority_kvm`] for differential
+/// function for SDM semantics and `lowest_priority_kvm` for differential
 /// tests against real KVM.
 ///
 /// Returns `None` when no candidate matches. The focus-processor rule (an APIC
 /// that already has the vector in IRR or ISR wins, unless SVR bit 9 disables the
 /// focus check) is not modelled; KVM ignores it too.
-pub fn lowest_priority<'a, I>(candidates: I, msg: &InterruptMessage) -> Option<usize>
+fn lowest_priority_sdm<'a, I>(candidates: I, msg: &InterruptMessage) -> Option<usize>
 where
     I: IntoIterator<Item = (usize, &'a LocalApic)>,
 {
@@ -165,7 +166,7 @@ where
 ///   mask within the cluster instead, and drops the interrupt when the chosen
 ///   bit has no (enabled) APIC; it agrees with this function when every mask bit
 ///   names exactly one enabled APIC and candidates come in logical-bit order.
-pub fn lowest_priority_kvm<'a, I>(candidates: I, msg: &InterruptMessage) -> Option<usize>
+fn lowest_priority_kvm<'a, I>(candidates: I, msg: &InterruptMessage) -> Option<usize>
 where
     I: IntoIterator<Item = (usize, &'a LocalApic)> + Clone,
 {
@@ -184,4 +185,61 @@ where
         .filter(|(_, a)| eligible(a))
         .nth(nth)
         .map(|(i, _)| i)
+}
+
+/// The lowest-priority target among `candidates` under `arbitration`: the
+/// SDM's rule ([`Arbitration::SdmPriority`]) or KVM's default vector hashing
+/// ([`Arbitration::KvmVectorHashing`]), the two rules
+/// [`Irqchip`](crate::Irqchip) also applies. Returns the winner's index, or
+/// `None` when no candidate matches `msg.destination` and is enabled.
+///
+/// * SDM: the matching, enabled LAPIC with the lowest *arbitration
+///   priority* (the APR, offset 0x90 of [`LocalApic::read_register`]); ties
+///   go to the lowest index, a deterministic stand-in for hardware's
+///   unspecified choice. The focus-processor rule is not modelled (KVM
+///   ignores it too).
+/// * KVM (`vector_hashing=1`, the slow path of `__kvm_irq_delivery_to_apic`):
+///   of the `n` candidates that match and are hardware- and
+///   software-enabled, in iteration order (KVM: vCPU index order), the
+///   `(vector % n)`-th. KVM turns a *physical* lowest-priority message to
+///   `0xFF` into a fixed broadcast, and its optimized map path hashes over
+///   the bits of a logical mask within the cluster instead (it agrees with
+///   this when every mask bit names exactly one enabled APIC and candidates
+///   come in logical-bit order); with `vector_hashing=0` it compares a
+///   per-vCPU counter (`kvm_apic_compare_prio`), which rotates the target.
+///
+/// # Examples
+///
+/// ```
+/// use eoi_exit::irqchip::Arbitration;
+/// use eoi_exit::lapic::lowest_priority;
+/// use eoi_exit::{
+///     ApicId, ApicMode, DeliveryMode, Destination, DestinationMode, InterruptMessage, LocalApic,
+///     TriggerMode, Vector,
+/// };
+///
+/// let apics: Vec<LocalApic> =
+///     (0..3).map(|i| LocalApic::new_enabled(ApicId::new(i), ApicMode::X2Apic)).collect();
+/// let msg = InterruptMessage {
+///     destination: Destination { id: 0xffff_ffff, mode: DestinationMode::Physical },
+///     delivery_mode: DeliveryMode::LowestPriority,
+///     vector: Vector::new(0x61),
+///     trigger: TriggerMode::Edge,
+/// };
+/// let c = apics.iter().enumerate();
+/// assert_eq!(lowest_priority(c.clone(), &msg, Arbitration::SdmPriority), Some(0));
+/// assert_eq!(lowest_priority(c, &msg, Arbitration::KvmVectorHashing), Some(0x61 % 3));
+/// ```
+pub fn lowest_priority<'a, I>(
+    candidates: I,
+    msg: &InterruptMessage,
+    arbitration: Arbitration,
+) -> Option<usize>
+where
+    I: IntoIterator<Item = (usize, &'a LocalApic)> + Clone,
+{
+    match arbitration {
+        Arbitration::SdmPriority => lowest_priority_sdm(candidates, msg),
+        Arbitration::KvmVectorHashing => lowest_priority_kvm(candidates, msg),
+    }
 }

@@ -13,8 +13,8 @@
 //!
 //! # Call order
 //!
-//! 1. The VMM routes a message: [`LocalApic::matches`] (or [`lowest_priority`] /
-//!    [`lowest_priority_kvm`]) picks the targets, then [`LocalApic::accept`]
+//! 1. The VMM routes a message: [`LocalApic::matches`] (or
+//!    [`lowest_priority`]) picks the targets, then [`LocalApic::accept`]
 //!    sets IRR and TMR on each.
 //! 2. When the vCPU takes an interrupt (INTA, or hardware virtual-interrupt
 //!    delivery), [`LocalApic::ack`] moves the highest deliverable IRR vector to
@@ -29,8 +29,7 @@
 //! accepted; KVM accepts them), though a restored or KVM-imported state may
 //! hold them in IRR/ISR/TMR as KVM stores them ([`LocalApicState`]); broadcast and physical matching follow KVM
 //! (x2APIC broadcast quirk, hotplug hack); lowest-priority arbitration offers
-//! both (SDM APR in [`lowest_priority`], KVM vector hashing in
-//! [`lowest_priority_kvm`]); suppress-EOI-broadcast follows the SDM (KVM's split
+//! both ([`lowest_priority`] with the SDM's APR or KVM's vector hashing); suppress-EOI-broadcast follows the SDM (KVM's split
 //! irqchip ignores SVR bit 12 by default, see [`Eoi`] and
 //! [`EoiForwarding`](crate::irqchip::EoiForwarding)).
 
@@ -39,8 +38,8 @@ mod state;
 
 pub use state::LocalApicState;
 
+pub use dest::lowest_priority;
 pub(crate) use dest::{DFR_FLAT, x2apic_ldr};
-pub use dest::{lowest_priority, lowest_priority_kvm};
 
 use crate::irqchip::PackedEvents;
 use crate::types::{

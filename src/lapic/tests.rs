@@ -3,6 +3,7 @@
 extern crate std;
 
 use super::*;
+use crate::irqchip::Arbitration;
 use crate::types::{Destination, DestinationMode};
 
 fn v(n: u8) -> Vector {
@@ -715,14 +716,22 @@ fn lowest_priority_picks_the_lowest_arbitration_priority_among_matching() {
     apics[0].write_tpr(0x50);
     apics[1].write_tpr(0x20);
     apics[2].write_tpr(0x30);
-    let got = lowest_priority(apics.iter().enumerate(), &lowest_msg(0x60));
+    let got = lowest_priority(
+        apics.iter().enumerate(),
+        &lowest_msg(0x60),
+        Arbitration::SdmPriority,
+    );
     assert_eq!(got, Some(1));
 }
 
 #[test]
 fn lowest_priority_breaks_ties_by_lowest_index() {
     let apics = [enabled_xapic(0), enabled_xapic(1), enabled_xapic(2)];
-    let got = lowest_priority(apics.iter().enumerate().rev(), &lowest_msg(0x60));
+    let got = lowest_priority(
+        apics.iter().enumerate().rev(),
+        &lowest_msg(0x60),
+        Arbitration::SdmPriority,
+    );
     assert_eq!(got, Some(0));
 }
 
@@ -738,11 +747,20 @@ fn lowest_priority_skips_disabled_and_non_matching_apics() {
     apics[1].write_ldr(0x0200_0000);
     let mut m = lowest_msg(0x60);
     m.destination = logical(0x03);
-    assert_eq!(lowest_priority(apics.iter().enumerate(), &m), Some(2));
+    assert_eq!(
+        lowest_priority(apics.iter().enumerate(), &m, Arbitration::SdmPriority),
+        Some(2)
+    );
     m.destination = logical(0x02);
-    assert_eq!(lowest_priority(apics.iter().enumerate(), &m), Some(1));
+    assert_eq!(
+        lowest_priority(apics.iter().enumerate(), &m, Arbitration::SdmPriority),
+        Some(1)
+    );
     m.destination = logical(0x04);
-    assert_eq!(lowest_priority(apics.iter().enumerate(), &m), None);
+    assert_eq!(
+        lowest_priority(apics.iter().enumerate(), &m, Arbitration::SdmPriority),
+        None
+    );
 }
 
 #[test]
@@ -755,16 +773,28 @@ fn lowest_priority_kvm_hashes_the_vector_over_matching_enabled_apics() {
     ];
     // Eligible: 0, 2, 3. 0x61 % 3 = 1 -> index 2.
     assert_eq!(
-        lowest_priority_kvm(apics.iter().enumerate(), &lowest_msg(0x61)),
+        lowest_priority(
+            apics.iter().enumerate(),
+            &lowest_msg(0x61),
+            Arbitration::KvmVectorHashing
+        ),
         Some(2)
     );
     assert_eq!(
-        lowest_priority_kvm(apics.iter().enumerate(), &lowest_msg(0x60)),
+        lowest_priority(
+            apics.iter().enumerate(),
+            &lowest_msg(0x60),
+            Arbitration::KvmVectorHashing
+        ),
         Some(0)
     );
     let none: [LocalApic; 0] = [];
     assert_eq!(
-        lowest_priority_kvm(none.iter().enumerate(), &lowest_msg(0x60)),
+        lowest_priority(
+            none.iter().enumerate(),
+            &lowest_msg(0x60),
+            Arbitration::KvmVectorHashing
+        ),
         None
     );
 }

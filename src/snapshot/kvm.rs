@@ -532,7 +532,9 @@ impl<S: AsRef<[VcpuSlot]>> Irqchip<S, KVM_IOAPIC_NUM_PINS> {
         base_address: u64,
         x2apic_format: bool,
     ) -> (kvm_ioapic_state, V) {
-        let sh = self.shared.lock();
+        let mut sh = self.shared.lock();
+        // `LineAware`: resolve the lazy remote IRRs first, as `state` does.
+        self.settle_all(&mut sh);
         let k = ioapic_to_kvm(&sh.ioapic.state(), base_address);
         let pages = self
             .vcpus

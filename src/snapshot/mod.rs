@@ -82,7 +82,9 @@ pub use crate::lapic::LocalApicState;
 #[cfg(doc)]
 use crate::{EoiExitMap, Ioapic, Irqchip, LocalApic, MaskedEdge};
 
-/// The snapshot format version this crate writes. It also reads version 3,
+/// The snapshot format version this crate writes. Version 5 added
+/// `Policy::LineAware`'s saved bookkeeping (an enum variant older readers do
+/// not know; a version-4 snapshot reads unchanged). It also reads version 3,
 /// whose `VcpuState` had no `events` (nothing pending), and version 2, whose
 /// `LocalApicState` had no ICR and ESR either (they load as 0).
 ///
@@ -91,7 +93,7 @@ use crate::{EoiExitMap, Ioapic, Irqchip, LocalApic, MaskedEdge};
 /// postcard has no field names to miss, so an older postcard snapshot does
 /// not decode into this version's structs: convert it through JSON, or
 /// decode it with the crate version that wrote it.
-pub const SNAPSHOT_VERSION: u16 = 4;
+pub const SNAPSHOT_VERSION: u16 = 5;
 
 /// The oldest snapshot format version this crate reads.
 const OLDEST_READABLE: u16 = 2;

@@ -451,11 +451,15 @@ fn lapic_step(apics: &mut [LocalApic; LAPICS], chip: &Chip, op: &LapicOp) {
         LapicOp::Route(msg, sdm) => {
             if msg.delivery_mode == DeliveryMode::LowestPriority {
                 let c = apics.iter().enumerate();
-                let w = if sdm {
-                    lapic::lowest_priority(c, &msg)
-                } else {
-                    lapic::lowest_priority_kvm(c, &msg)
-                };
+                let w = lapic::lowest_priority(
+                    c,
+                    &msg,
+                    if sdm {
+                        eoi_exit::irqchip::Arbitration::SdmPriority
+                    } else {
+                        eoi_exit::irqchip::Arbitration::KvmVectorHashing
+                    },
+                );
                 if let Some(w) = w {
                     assert!(w < LAPICS, "arbitration picked {w}");
                     assert!(

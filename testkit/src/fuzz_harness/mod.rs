@@ -49,7 +49,8 @@ mod snapshot;
 pub use ioapic_mmio::{IOAPIC_MMIO_OPS, IoOp, ioapic_mmio};
 pub use lapic::{LapicChange, LapicOp, lapic};
 pub use routing_reconfig::{
-    CHIP_VCPUS, ChipStats, ROUTING_OPS, routing_reconfig, run_routing_reconfig,
+    CHIP_VCPUS, ChipStats, ROUTING_OPS, decode_routing_reconfig, routing_reconfig,
+    run_routing_reconfig,
 };
 pub use snapshot::{SNAPSHOT_OPS, snapshot};
 

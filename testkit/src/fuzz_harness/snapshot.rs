@@ -230,11 +230,15 @@ fn check_chip_snapshots(u: &mut Unstructured<'_>) -> Result<()> {
         // saved in `VcpuState::events` (the chip round trip checks them).
         assert_eq!(back.state(), a, "LocalApic snapshot round trip");
         let m = map.state();
-        assert_eq!(
-            EoiExitMap::from_state(&m).expect("map snapshot restores"),
-            map,
-            "EoiExitMap snapshot round trip"
-        );
+        let back = EoiExitMap::from_state(&m).expect("map snapshot restores");
+        if policy == Policy::LineAware {
+            // Lossy by design: lazy instances are saved as eager or not at
+            // all (their pin is the chip's). The saved form is a fixed point.
+            assert_eq!(back.state(), m, "LineAware map snapshot round trip");
+            assert_eq!(back.bitmap(), map.bitmap());
+        } else {
+            assert_eq!(back, map, "EoiExitMap snapshot round trip");
+        }
         #[cfg(all(target_os = "linux", target_arch = "x86_64"))]
         {
             use eoi_exit::snapshot::kvm::{KvmLapicIdentity, lapic_from_kvm, lapic_to_kvm};
@@ -259,7 +263,26 @@ fn check_chip_snapshots(u: &mut Unstructured<'_>) -> Result<()> {
     let cs: IrqchipState<Vec<VcpuState>> = chip.state();
     let copy = eoi_exit::Irqchip::from_state(&cs, [const { VcpuSlot::new() }; V])
         .expect("Irqchip snapshot restores");
-    assert_eq!(copy.state::<Vec<_>>(), cs, "Irqchip snapshot round trip");
+    let back: IrqchipState<Vec<VcpuState>> = copy.state();
+    if policy == Policy::LineAware {
+        // A restore adopts every instance in flight as eager (which pin a
+        // lazy one came from is not saved): the maps may differ, the rest
+        // may not, and a second round trip is a fixed point.
+        assert_eq!(back.ioapic, cs.ioapic, "Irqchip snapshot round trip");
+        for (b, c) in back.vcpus.iter().zip(&cs.vcpus) {
+            assert_eq!(b.apic, c.apic, "Irqchip snapshot round trip");
+        }
+        let again = eoi_exit::Irqchip::from_state(&back, [const { VcpuSlot::new() }; V])
+            .expect("Irqchip snapshot restores");
+        let again: IrqchipState<Vec<VcpuState>> = again.state();
+        assert_eq!(
+            again.vcpus.iter().map(|v| v.map.bitmap).collect::<Vec<_>>(),
+            back.vcpus.iter().map(|v| v.map.bitmap).collect::<Vec<_>>(),
+            "LineAware second round trip"
+        );
+    } else {
+        assert_eq!(back, cs, "Irqchip snapshot round trip");
+    }
     Ok(())
 }
 

@@ -9,7 +9,7 @@ use super::oracle::{Class, Oracle, PinRoles, Tag};
 use super::workload::Workload;
 use crate::race::SplitMix64;
 use eoi_exit::Vector;
-use eoi_exit::ioapic::{IOEOI, IoapicVersion};
+use eoi_exit::ioapic::{IOEOI, IOREGSEL, IOWIN, IoapicVersion, REG_REDTBL_BASE};
 use eoi_exit::irqchip::{Delivery, Effects, Irqchip, IrqchipConfig, LapicWrite, VcpuSlot};
 use eoi_exit::lapic::ApicMode;
 use eoi_exit::{
@@ -101,6 +101,15 @@ struct Sim {
     pin_roles: PinRoles,
     now: u64,
     c: Census,
+    /// `LineAware`: vCPUs named in `Effects::exit` that have not exited yet.
+    must_exit: Vec<bool>,
+    /// `LineAware`: pins whose necessary EOI did not exit and whose remote
+    /// IRR the chip has not been seen to clear yet.
+    owed: [bool; 24],
+    /// Per vCPU, the vectors acknowledged (the guest-visible trace).
+    acks: Vec<Vec<u8>>,
+    /// The drain phase has begun.
+    draining: bool,
     /// `EOI_SIM_TRACE` set: every EOI and entry write is printed to stderr.
     trace: bool,
 }
@@ -114,6 +123,17 @@ pub(crate) fn run_n(
     events: u64,
     progress: &mut dyn FnMut(u64),
 ) -> Census {
+    run_hooked(w, policy, seed, events, progress, None).0
+}
+
+/// As [`run_n`], with the guest-visible trace.
+pub(crate) fn run_traced(
+    w: &Workload,
+    policy: Policy,
+    seed: u64,
+    events: u64,
+    progress: &mut dyn FnMut(u64),
+) -> (Census, Vec<Vec<u8>>) {
     run_hooked(w, policy, seed, events, progress, None)
 }
 
@@ -131,7 +151,7 @@ pub(crate) fn run_hooked(
     events: u64,
     progress: &mut dyn FnMut(u64),
     mut hook: RestoreHook<'_>,
-) -> Census {
+) -> (Census, Vec<Vec<u8>>) {
     let mut sim = Sim::new(w, policy);
     let mut rng = SplitMix64::new(seed ^ 0x5EED_0000_E0E1_u64);
     let total = w.weights.total().max(1);
@@ -223,6 +243,10 @@ impl Sim {
                 rtc: w.rtc.then_some(RTC_PIN),
             },
             now: 0,
+            must_exit: std::vec![false; n],
+            owed: [false; 24],
+            acks: std::vec![Vec::new(); n],
+            draining: false,
             trace: std::env::var_os("EOI_SIM_TRACE").is_some(),
             c: Census {
                 workload: w.name,
@@ -263,8 +287,17 @@ impl Sim {
         sim
     }
 
+    /// Pin `p`'s entry as the guest reads it (IOREGSEL, then IOWIN, for
+    /// each half): under `LineAware` such a read resolves a deferred EOI.
     fn entry(&self, p: u8) -> RedirectionEntry {
-        self.chip.ioapic().entries()[p as usize]
+        let half = |i: u8| {
+            let mut fx = new_fx();
+            let sel = u64::from(REG_REDTBL_BASE + 2 * p + i);
+            self.chip.mmio_write(IOREGSEL, 4, sel, &mut fx);
+            debug_assert!(fx.is_empty() && fx.log.is_empty());
+            self.chip.mmio_read(IOWIN, 4)
+        };
+        RedirectionEntry(half(0) | half(1) << 32)
     }
 
     fn tag(&self, pin: Option<Pin>, level: bool) -> Tag {
@@ -279,6 +312,22 @@ impl Sim {
     fn effects(&mut self, fx: SimEffects) {
         if fx.rtc_coalesced {
             self.c.rtc_coalesced += 1;
+        }
+        for id in fx.exit.iter() {
+            self.c.exit_kicks += 1;
+            self.must_exit[id.index()] = true;
+        }
+        if self.owed.iter().any(|&o| o) {
+            // A deferred EOI's effect reaches the guest when the chip clears
+            // the pin's remote IRR (and, with the line up, delivers again).
+            let entries = *self.chip.ioapic().entries();
+            for (p, (owed, e)) in self.owed.iter_mut().zip(entries.iter()).enumerate() {
+                let delivered = fx.log.iter().any(|d| d.pin == Some(Pin::new(p as u8)));
+                if *owed && (!e.remote_irr() || delivered) {
+                    *owed = false;
+                    self.c.lazy_resolutions += 1;
+                }
+            }
         }
         for d in fx.log.iter() {
             let tag = self.tag(d.pin, d.accepted.trigger == TriggerMode::Level);
@@ -582,12 +631,29 @@ impl Sim {
 
     // ---- the guest on one vCPU -------------------------------------------
 
+    /// A VM entry of vCPU `v`. After an exit the VMM owed it
+    /// (`Effects::exit`), `take_events` re-checks first, as documented.
     fn enter(&mut self, v: usize) {
-        let _ = self.chip.vmcs_update(VcpuId::new(v as u16));
+        let id = VcpuId::new(v as u16);
+        if self.must_exit[v] {
+            self.must_exit[v] = false;
+            let mut fx = new_fx();
+            let _ = self.chip.take_events(id, false, false, &mut fx);
+            self.effects(fx);
+        }
+        let _ = self.chip.vmcs_update(id);
     }
 
     fn step(&mut self, v: usize, r: u64) {
-        self.enter(v);
+        // An owed exit lands before this step, or (half the time, when the
+        // step is a handler's end) just after its EOI: the race window.
+        let finishing = self.guests[v]
+            .stack
+            .last()
+            .is_some_and(|t| t.remaining == 0);
+        if !(self.must_exit[v] && finishing && r & (1 << 40) != 0) {
+            self.enter(v);
+        }
         match self.guests[v].stack.last_mut() {
             Some(top) if top.remaining > 0 => {
                 top.remaining -= 1;
@@ -595,8 +661,11 @@ impl Sim {
                     self.try_ack(v, r);
                 }
             }
-            Some(_) => self.finish_handler(v),
+            Some(_) => self.finish_handler(v, r),
             None => self.try_ack(v, r),
+        }
+        if self.must_exit[v] {
+            self.enter(v);
         }
     }
 
@@ -605,6 +674,7 @@ impl Sim {
             return;
         };
         self.oracle.ack(v, vector);
+        self.acks[v].push(vector.get());
         let (lo, hi) = self.w.handler;
         let len = lo + (r % (hi.saturating_sub(lo) as u64 + 1)) as u32;
         let sti = (r >> 32) % 100 < self.w.nest_pct as u64;
@@ -615,21 +685,41 @@ impl Sim {
         });
     }
 
-    fn finish_handler(&mut self, v: usize) {
+    fn finish_handler(&mut self, v: usize, r: u64) {
         let Some(h) = self.guests[v].stack.pop() else {
             return;
         };
-        // The driver quiets its device before the EOI (unless it is broken).
+        // The driver quiets its device before the EOI (unless it is broken,
+        // or, with `status_read_exit`, the status read finds it still
+        // pending).
         let mut level_pin = None;
         if let Some(inst) = self.oracle.in_service(v, h.vector) {
             let p = inst.level_pin;
             if (p as usize) < 24 {
                 level_pin = Some(p);
             }
-            if (p as usize) < 24 && !self.broken.contains(Pin::new(p)) {
+            // Draining: every device is quiet and stays so.
+            let live = self.w.status_read_exit && !self.draining;
+            let pending = live && (r >> 8) % 100 < u64::from(self.w.still_pending_pct);
+            if (p as usize) < 24 && !self.broken.contains(Pin::new(p)) && !pending {
                 let mut fx = new_fx();
                 self.chip.set_line(Pin::new(p), false, &mut fx);
                 self.effects(fx);
+            }
+            if (p as usize) < 24 && self.w.status_read_exit {
+                // The status read was a VM exit on this vCPU: it re-enters.
+                self.enter(v);
+                // A shared line: the other device asserts before the EOI.
+                let shared = self
+                    .level_pins
+                    .iter()
+                    .position(|&q| q == p)
+                    .is_some_and(|k| k % 2 == 1);
+                if live && shared && (r >> 16) % 100 < u64::from(self.w.shared_assert_pct) {
+                    let mut fx = new_fx();
+                    self.chip.set_line(Pin::new(p), true, &mut fx);
+                    self.effects(fx);
+                }
             }
         }
         self.eoi(v, h.vector);
@@ -713,6 +803,15 @@ impl Sim {
                     self.c.avoidable_masked_route += 1;
                 }
             }
+            (false, Class::Necessary) if self.c.policy == Policy::LineAware => {
+                // Deferred: lost only if the chip never resolves it.
+                self.c.deferred += 1;
+                if (inst.level_pin as usize) < 24 {
+                    self.owed[inst.level_pin as usize] = true;
+                } else {
+                    self.c.lost += 1;
+                }
+            }
             (false, Class::Necessary) => self.c.lost += 1,
             (false, _) => {}
         }
@@ -736,6 +835,7 @@ impl Sim {
 
     /// Lines low, drivers fixed, timers run, the guest EOIs everything.
     fn drain(&mut self) {
+        self.draining = true;
         self.broken = PinSet::EMPTY;
         for p in 0..24u8 {
             if self.roles[p as usize] != Role::Unused {
@@ -771,7 +871,7 @@ impl Sim {
                             break;
                         }
                     } else {
-                        self.finish_handler(v);
+                        self.finish_handler(v, 0);
                     }
                 }
             }
@@ -781,8 +881,26 @@ impl Sim {
         }
     }
 
-    fn finish(mut self, events: u64) -> Census {
+    fn finish(mut self, events: u64) -> (Census, Vec<Vec<u8>>) {
         self.c.events = events;
+        for v in 0..self.n {
+            if self.must_exit[v] {
+                self.enter(v);
+            }
+        }
+        // A snapshot is event (d): it resolves every deferred EOI whose
+        // effect was still pending (lines are low after the drain).
+        let _ = self.chip.state::<Vec<_>>();
+        let entries = *self.chip.ioapic().entries();
+        for (owed, e) in self.owed.iter().zip(entries.iter()) {
+            if *owed {
+                if e.remote_irr() {
+                    self.c.lost += 1;
+                } else {
+                    self.c.lazy_resolutions += 1;
+                }
+            }
+        }
         for v in 0..self.n {
             let s = self.chip.vcpu(VcpuId::new(v as u16)).expect("vcpu").stats;
             self.c.rescans += u64::from(s.rescans);
@@ -797,6 +915,6 @@ impl Sim {
             .filter(|e| e.remote_irr())
             .count() as u64;
         self.c.oracle_mismatches = self.oracle.mismatches;
-        self.c
+        (self.c, self.acks)
     }
 }

@@ -184,6 +184,50 @@ pub struct Census {
     /// Disagreements between the oracle's bookkeeping and the LAPICs (0
     /// unless the simulator or the crate is wrong).
     pub oracle_mismatches: u64,
+    /// `LineAware`: necessary EOIs that did not exit, left for the chip to
+    /// resolve lazily (not lost unless never resolved).
+    pub deferred: u64,
+    /// `LineAware`: deferred EOIs whose effect reached the guest later (the
+    /// pin's remote IRR found clear, or the pin delivered again). Each cost
+    /// the VMM a lock of the vCPU whose LAPIC it read, at an event it
+    /// handled anyway.
+    pub lazy_resolutions: u64,
+    /// `LineAware`: vCPUs named in `Effects::exit` (a line asserted while
+    /// its lazy instance was in service): each an IPI and a VM exit that
+    /// the EOI-exit bitmap alone would not have caused.
+    pub exit_kicks: u64,
+    /// Acknowledged interrupts, summed over vCPUs, from the first point
+    /// where a vCPU's sequence of acknowledged vectors departs from the
+    /// reference run's (`Exact`) to the end: what the guest could tell.
+    /// Filled by [`run_traced`]'s caller ([`divergences`]); 0 from [`run`].
+    pub divergences: u64,
+}
+
+/// The guest-visible trace of a run: per vCPU, the vectors it acknowledged,
+/// in order.
+pub type Trace = Vec<Vec<u8>>;
+
+/// How far `t` departs from `reference`: per vCPU, the longer length minus
+/// the common prefix, summed.
+pub fn divergences(t: &Trace, reference: &Trace) -> u64 {
+    t.iter()
+        .zip(reference)
+        .map(|(a, b)| {
+            let common = a.iter().zip(b).take_while(|(x, y)| x == y).count();
+            (a.len().max(b.len()) - common) as u64
+        })
+        .sum()
+}
+
+/// As [`run_with_progress`], also returning the guest-visible [`Trace`].
+pub fn run_traced(
+    w: &Workload,
+    policy: Policy,
+    seed: u64,
+    events: u64,
+    progress: &mut dyn FnMut(u64),
+) -> (Census, Trace) {
+    engine::run_traced(w, policy, seed, events, progress)
 }
 
 /// Runs workload `w` under `policy` for `events` events from `seed`.
@@ -217,7 +261,7 @@ pub fn run_restored(
         *chip = eoi_exit::Irqchip::from_state(&back, storage)
             .unwrap_or_else(|e| panic!("sim: restored snapshot is invalid: {e}"));
     };
-    engine::run_hooked(w, policy, seed, events, &mut |_| {}, Some((at, &mut swap)))
+    engine::run_hooked(w, policy, seed, events, &mut |_| {}, Some((at, &mut swap))).0
 }
 
 /// As [`run`], calling `progress(events_done)` every few thousand events.

@@ -86,6 +86,17 @@ pub struct Workload {
     pub directed_eoi: bool,
     /// Guest steps the VMM's EOI-storm timer takes to fire (KVM: 10 ms).
     pub deliver_later_delay: u64,
+    /// INTx drivers (workload `intx`): a level handler first reads its
+    /// device's status register, a VM exit on that vCPU where the device
+    /// model lowers the line (and the vCPU re-enters), then EOIs.
+    pub status_read_exit: bool,
+    /// Percent of those status reads that find the device still pending:
+    /// the line stays asserted through the EOI.
+    pub still_pending_pct: u32,
+    /// Percent of handlers on a shared line (every other level pin has a
+    /// second device) during which the other device asserts the line
+    /// between the status read and the EOI.
+    pub shared_assert_pct: u32,
     /// Event weights.
     pub weights: Weights,
 }
@@ -107,6 +118,9 @@ const BASE: Workload = Workload {
     reroute_special: false,
     directed_eoi: false,
     deliver_later_delay: 200,
+    status_read_exit: false,
+    still_pending_pct: 0,
+    shared_assert_pct: 0,
     weights: Weights {
         step: 80,
         assert: 8,
@@ -143,7 +157,7 @@ const MIXED: Workload = Workload {
 };
 
 /// Every workload, in census order.
-pub const WORKLOADS: [Workload; 10] = [
+pub const WORKLOADS: [Workload; 11] = [
     Workload {
         name: "seed",
         doc: "the Linux 6.16 patch's scenario: a level pin moves while in service, its old vector is reused for an MSI",
@@ -264,6 +278,27 @@ pub const WORKLOADS: [Workload; 10] = [
             rtc: 2,
             notifier: 2,
             storm: 1,
+        },
+        ..BASE
+    },
+    Workload {
+        name: "intx",
+        doc: "legacy INTx: handlers read the device status (an exit that lowers the line) before the EOI; 10% still pending; shared lines reassert",
+        vcpus: 4,
+        level_pins: 8,
+        status_read_exit: true,
+        still_pending_pct: 10,
+        shared_assert_pct: 10,
+        handler: (1, 4),
+        weights: Weights {
+            step: 80,
+            assert: 16,
+            msi: 4,
+            reroute: 1,
+            mask: 0,
+            rtc: 0,
+            notifier: 0,
+            storm: 0,
         },
         ..BASE
     },
