@@ -122,6 +122,15 @@ impl<S: AsRef<[VcpuSlot]>, const PINS: usize> Irqchip<S, PINS> {
     /// A consistent snapshot, collected into `V` (a `Vec<VcpuState>`, a
     /// `Box<[VcpuState]>`, a `heapless::Vec`...): the shared lock is held
     /// while every vCPU is copied, so no input is half-seen.
+    ///
+    /// Under [`Policy::LineAware`](crate::Policy::LineAware), first call
+    /// [`Irqchip::take_events`] for every vCPU named in an
+    /// [`Effects::exit`](super::Effects::exit) since its last entry: the
+    /// snapshot does not save which vCPU owes a lazy instance's re-check, so
+    /// an instance the guest retired in that window, on a line still
+    /// asserted, would leave the copy's remote IRR set with nothing left to
+    /// clear it (a wedged line). Pausing the vCPUs for a save is exactly that
+    /// exit; run the VM-entry calls before saving, not after.
     pub fn state<V: FromIterator<VcpuState>>(&self) -> IrqchipState<V, PINS> {
         let mut sh = self.shared.lock();
         self.settle_all(&mut sh);
