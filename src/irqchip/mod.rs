@@ -1665,11 +1665,15 @@ impl<S: AsRef<[VcpuSlot]>, const PINS: usize> Irqchip<S, PINS> {
         }
         // The written entry now shares its vector with another: an EOI of
         // that vector clears every such entry's remote IRR, so a lazy
-        // instance of it turns eager (its EOI is the reference's again).
+        // instance of it turns eager (its EOI is the reference's again),
+        // whether or not its own entry still has remote IRR set: one
+        // switched to edge since keeps the instance in flight, and its EOI
+        // now reaches the written entry (found by the routing_reconfig
+        // fuzz target: a level SMI entry rewritten to the vector).
         for q in 0..PINS {
             let o = sh.owner[q].get();
             let e = sh.ioapic.entries()[q];
-            if q != i && o != OWNER_NONE && e.vector() == new.vector() && e.remote_irr() {
+            if q != i && o != OWNER_NONE && e.vector() == new.vector() {
                 if self.lazy_retired(sh, q) {
                     // Retired before the write: its EOI came first.
                     self.settle(sh, q, fx);
