@@ -201,6 +201,31 @@ impl Legal {
     }
 }
 
+/// The 3-bit state code of `v` in three bit planes (bits 2, 1, 0), 0 for an
+/// illegal vector: one slot computation, three bit reads. `Exact` and
+/// `LineAware` keep their per-vector states this way.
+#[inline]
+pub(super) fn plane_code(planes: &[Legal; 3], v: Vector) -> u8 {
+    let Some((i, b)) = Legal::slot(v) else {
+        return 0;
+    };
+    let [a, bb, c] = planes;
+    u8::from(a.0[i] & b != 0) << 2 | u8::from(bb.0[i] & b != 0) << 1 | u8::from(c.0[i] & b != 0)
+}
+
+/// Stores `code` as `v`'s state in the three planes (nothing for an illegal
+/// vector).
+#[inline]
+pub(super) fn plane_put(planes: &mut [Legal; 3], v: Vector, code: u8) {
+    let Some((k, b)) = Legal::slot(v) else {
+        return;
+    };
+    for (n, plane) in planes.iter_mut().enumerate() {
+        let on = (code >> (2 - n)) & 1 != 0;
+        plane.0[k] = (plane.0[k] & !b) | if on { b } else { 0 };
+    }
+}
+
 /// `Exact`'s live bookkeeping: the routes to this vCPU and the instance
 /// states, three bits per vector in three planes (`a`, `b`, `c` are bits 2,
 /// 1, 0 of [`Inst::code`]), legal vectors only (120 bytes).
@@ -222,11 +247,7 @@ impl Packed {
     /// computation, three bit reads.
     #[inline]
     fn code(&self, v: Vector) -> u8 {
-        let Some((i, b)) = Legal::slot(v) else {
-            return 0;
-        };
-        let [a, bb, c] = &self.planes;
-        u8::from(a.0[i] & b != 0) << 2 | u8::from(bb.0[i] & b != 0) << 1 | u8::from(c.0[i] & b != 0)
+        plane_code(&self.planes, v)
     }
 
     #[inline]
@@ -236,14 +257,7 @@ impl Packed {
 
     #[inline]
     fn put(&mut self, v: Vector, i: Inst) {
-        let Some((k, b)) = Legal::slot(v) else {
-            return;
-        };
-        let code = i.code();
-        for (n, plane) in self.planes.iter_mut().enumerate() {
-            let on = (code >> (2 - n)) & 1 != 0;
-            plane.0[k] = (plane.0[k] & !b) | if on { b } else { 0 };
-        }
+        plane_put(&mut self.planes, v, i.code());
     }
 
     /// Whether an outstanding instance of `v` needs its EOI.

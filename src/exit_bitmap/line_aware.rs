@@ -27,7 +27,7 @@
 //! [`EoiExitMap::bitmap`]: super::EoiExitMap::bitmap
 //! [`EoiExitMap::take_vmcs_update`]: super::EoiExitMap::take_vmcs_update
 
-use super::exact::Legal;
+use super::exact::{Legal, plane_code, plane_put};
 use super::{Accepted, LineAwareTracking, Source};
 use crate::lapic::LocalApic;
 use crate::vector::{Vector, VectorSet};
@@ -63,22 +63,12 @@ impl Packed {
 
     #[inline]
     fn code(&self, v: Vector) -> u8 {
-        let Some((i, b)) = Legal::slot(v) else {
-            return 0;
-        };
-        let [a, bb, c] = &self.planes;
-        u8::from(a.0[i] & b != 0) << 2 | u8::from(bb.0[i] & b != 0) << 1 | u8::from(c.0[i] & b != 0)
+        plane_code(&self.planes, v)
     }
 
     #[inline]
     fn put(&mut self, v: Vector, code: u8) {
-        let Some((k, b)) = Legal::slot(v) else {
-            return;
-        };
-        for (n, plane) in self.planes.iter_mut().enumerate() {
-            let on = (code >> (2 - n)) & 1 != 0;
-            plane.0[k] = (plane.0[k] & !b) | if on { b } else { 0 };
-        }
+        plane_put(&mut self.planes, v, code);
     }
 
     /// Vectors the next VMCS load must hold: codes 2, 3 and 4.
