@@ -48,6 +48,20 @@ fn level(vector: Vector, dest: u32) -> u64 {
     RedirectionEntry::fixed(vector, TriggerMode::Level, dest).0
 }
 
+/// The INTx pattern up to the EOI: pin `P`'s level interrupt delivered to
+/// vCPU 0 and in service, the handler's status read has lowered the line,
+/// and the vCPU has entered with its bitmap loaded (the bit dropped).
+fn quieted_in_service() -> Chip<1> {
+    let c = chip::<1>();
+    c.write_entry(P, level(V, 0), &mut Effects::new());
+    let mut fx = Effects::new();
+    c.set_line(P, true, &mut fx);
+    assert_eq!(c.ack(C0), Some(V));
+    c.set_line(P, false, &mut fx);
+    let _ = c.vmcs_update(C0);
+    c
+}
+
 fn remote_irr<const N: usize>(c: &Chip<N>, pin: Pin) -> bool {
     c.ioapic().entry(pin).unwrap().remote_irr()
 }
@@ -215,13 +229,7 @@ fn restore_adopts_instances_in_flight_as_eager() {
 
 #[test]
 fn line_asserting_while_in_service_raises_the_bit_and_asks_for_an_exit() {
-    let c = chip::<1>();
-    c.write_entry(P, level(V, 0), &mut Effects::new());
-    let mut fx = Effects::new();
-    c.set_line(P, true, &mut fx);
-    assert_eq!(c.ack(C0), Some(V));
-    c.set_line(P, false, &mut fx);
-    let _ = c.vmcs_update(C0);
+    let c = quieted_in_service();
     // The device asserts again while the handler still runs.
     let mut fx = Effects::new();
     c.set_line(P, true, &mut fx);
@@ -249,13 +257,7 @@ fn line_asserting_while_in_service_raises_the_bit_and_asks_for_an_exit() {
 
 #[test]
 fn eoi_in_the_race_window_is_resolved_at_the_vcpus_next_exit() {
-    let c = chip::<1>();
-    c.write_entry(P, level(V, 0), &mut Effects::new());
-    let mut fx = Effects::new();
-    c.set_line(P, true, &mut fx);
-    assert_eq!(c.ack(C0), Some(V));
-    c.set_line(P, false, &mut fx);
-    let _ = c.vmcs_update(C0);
+    let c = quieted_in_service();
     let mut fx = Effects::new();
     c.set_line(P, true, &mut fx);
     assert!(fx.exit.contains(C0));
@@ -308,13 +310,7 @@ fn msi(vector: Vector, dest: u32) -> InterruptMessage {
 
 #[test]
 fn vector_shared_with_an_msi_on_the_vcpu_makes_the_eoi_exit() {
-    let c = chip::<1>();
-    c.write_entry(P, level(V, 0), &mut Effects::new());
-    let mut fx = Effects::new();
-    c.set_line(P, true, &mut fx);
-    assert_eq!(c.ack(C0), Some(V));
-    c.set_line(P, false, &mut fx);
-    let _ = c.vmcs_update(C0);
+    let c = quieted_in_service();
     assert!(!intercepts(&c, C0, V));
     // An edge MSI with the same vector arrives while the level one is in
     // service: which EOI retires which is now ambiguous, so both exit.

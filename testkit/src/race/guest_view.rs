@@ -19,7 +19,7 @@
 use std::vec::Vec;
 
 use eoi_exit::ioapic::{IOREGSEL, IOWIN, MMIO_LEN, REG_REDTBL_BASE};
-use eoi_exit::irqchip::{Effects, EoiForwarding, IrqchipState, LapicWrite, VcpuState};
+use eoi_exit::irqchip::{Effects, EoiForwarding, IrqchipState, VcpuState};
 use eoi_exit::{ApicMode, Irqchip, IrqchipConfig, Pin, Policy, VcpuId, VcpuSlot};
 
 use super::{Op, fixed_physical};
@@ -151,34 +151,12 @@ impl<const V: usize, const P: usize> Side<V, P> {
                     let _ = self.chip.vmcs_update(VcpuId::new(i as u16));
                 }
                 Op::DeliverLater { pin: p } => c.deliver_later_elapsed(pin(p), &mut fx),
-                Op::Ldr { vcpu, logical_id } => c.write_lapic(
-                    VcpuId::new(u16::from(vcpu) % V as u16),
-                    LapicWrite::Register {
-                        offset: 0xD0,
-                        value: u32::from(logical_id) << 24,
-                    },
-                    &mut fx,
-                ),
-                Op::Tpr { vcpu, tpr } => c.write_lapic(
-                    VcpuId::new(u16::from(vcpu) % V as u16),
-                    LapicWrite::Register {
-                        offset: 0x80,
-                        value: u32::from(tpr),
-                    },
-                    &mut fx,
-                ),
-                Op::Ipi {
-                    vcpu,
-                    dest,
-                    vector,
-                    shorthand,
-                } => {
-                    let id = VcpuId::new(u16::from(vcpu) % V as u16);
-                    for (offset, value) in [
-                        (0x310, u32::from(dest) << 24),
-                        (0x300, u32::from(vector) | u32::from(shorthand & 3) << 18),
-                    ] {
-                        c.write_lapic(id, LapicWrite::Register { offset, value }, &mut fx);
+                Op::Ldr { .. } | Op::Tpr { .. } | Op::Ipi { .. } => {
+                    if let Some((vcpu, writes)) = op.lapic_writes() {
+                        let id = VcpuId::new(u16::from(vcpu) % V as u16);
+                        for w in writes.into_iter().flatten() {
+                            c.write_lapic(id, w, &mut fx);
+                        }
                     }
                 }
                 Op::Snapshot => self.saved = Some(c.state()),

@@ -356,55 +356,15 @@ impl<const VCPUS: usize, const PINS: usize> Harness<VCPUS, PINS> {
                 self.chip
                     .deliver_later_elapsed(Pin::new((pin as usize % PINS) as u8), &mut fx);
             }
-            Op::Ldr { vcpu, logical_id } => {
-                let c = VcpuId::new((vcpu as usize % VCPUS) as u16);
-                self.chip.write_lapic(
-                    c,
-                    LapicWrite::Register {
-                        offset: 0xD0,
-                        value: (logical_id as u32) << 24,
-                    },
-                    &mut fx,
-                );
-            }
-            Op::Ipi {
-                vcpu,
-                dest,
-                vector,
-                shorthand,
-            } => {
-                let c = VcpuId::new((vcpu as usize % VCPUS) as u16);
-                for (offset, value) in [
-                    (0x310, u32::from(dest) << 24),
-                    (0x300, u32::from(vector) | u32::from(shorthand & 3) << 18),
-                ] {
-                    self.chip
-                        .write_lapic(c, LapicWrite::Register { offset, value }, &mut fx);
+            Op::Ldr { .. } | Op::Ipi { .. } | Op::DirectedEoi { .. } | Op::Tpr { .. } => {
+                // Guest LAPIC writes (a TPR write changes no routing: no
+                // rescan follows it).
+                if let Some((vcpu, writes)) = op.lapic_writes() {
+                    let c = VcpuId::new((vcpu as usize % VCPUS) as u16);
+                    for w in writes.into_iter().flatten() {
+                        self.chip.write_lapic(c, w, &mut fx);
+                    }
                 }
-            }
-            Op::DirectedEoi { vcpu, on } => {
-                let c = VcpuId::new((vcpu as usize % VCPUS) as u16);
-                let value = 0x1FF | if on { SVR_SUPPRESS_EOI_BROADCAST } else { 0 };
-                self.chip.write_lapic(
-                    c,
-                    LapicWrite::Register {
-                        offset: 0xF0,
-                        value,
-                    },
-                    &mut fx,
-                );
-            }
-            Op::Tpr { vcpu, tpr } => {
-                // TPR is guest state with no effect on routing: no rescan.
-                let c = VcpuId::new((vcpu as usize % VCPUS) as u16);
-                self.chip.write_lapic(
-                    c,
-                    LapicWrite::Register {
-                        offset: 0x80,
-                        value: u32::from(tpr),
-                    },
-                    &mut fx,
-                );
             }
         }
         info.accepted = fx.log.len() as u32;

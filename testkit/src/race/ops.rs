@@ -4,6 +4,7 @@ use core::fmt;
 
 use eoi_exit::RTC_GSI;
 use eoi_exit::ioapic::RedirectionEntry;
+use eoi_exit::irqchip::LapicWrite;
 
 /// One field of a redirection entry, with its new value.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
@@ -179,6 +180,39 @@ pub enum Op {
         /// SVR bit 12.
         on: bool,
     },
+}
+
+impl Op {
+    /// The guest's LAPIC register writes this op stands for, on its vCPU (the
+    /// op's raw index; callers reduce it modulo their vCPU count): the LDR,
+    /// the TPR, SVR bit 12 (directed EOI; the APIC stays software-enabled with
+    /// vector 0xFF), or an xAPIC IPI as ICR2 then ICR (which sends). `None`
+    /// for every other op. One translation for every harness that drives an
+    /// `Irqchip` with ops.
+    pub fn lapic_writes(self) -> Option<(u8, [Option<LapicWrite>; 2])> {
+        let reg = |offset, value| Some(LapicWrite::Register { offset, value });
+        Some(match self {
+            Op::Ldr { vcpu, logical_id } => (vcpu, [reg(0xD0, u32::from(logical_id) << 24), None]),
+            Op::Tpr { vcpu, tpr } => (vcpu, [reg(0x80, u32::from(tpr)), None]),
+            Op::DirectedEoi { vcpu, on } => (
+                vcpu,
+                [reg(0xF0, 0x1FF | if on { 1 << 12 } else { 0 }), None],
+            ),
+            Op::Ipi {
+                vcpu,
+                dest,
+                vector,
+                shorthand,
+            } => (
+                vcpu,
+                [
+                    reg(0x310, u32::from(dest) << 24),
+                    reg(0x300, u32::from(vector) | u32::from(shorthand & 3) << 18),
+                ],
+            ),
+            _ => return None,
+        })
+    }
 }
 
 impl fmt::Display for Field {
