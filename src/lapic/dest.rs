@@ -91,10 +91,11 @@ impl LocalApic {
                 }
             }
             DestinationMode::Logical => {
+                let ldr = self.ldr();
                 if x2 {
-                    (self.ldr >> 16) == (mda >> 16) && (self.ldr & mda & 0xFFFF) != 0
+                    (ldr >> 16) == (mda >> 16) && (ldr & mda & 0xFFFF) != 0
                 } else {
-                    let logical_id = self.ldr >> 24;
+                    let logical_id = ldr >> 24;
                     match self.dfr() {
                         DFR_FLAT => (logical_id & mda) != 0,
                         DFR_CLUSTER => {

@@ -97,6 +97,18 @@ const SVR_WRITABLE: u32 = 0x3FF;
 
 /// ESR bit 5: send illegal vector.
 pub(crate) const ESR_SEND_ILLEGAL_VECTOR: u8 = 1 << 5;
+/// `LocalApic::bits`: the LDR holds the x2APIC value derived from the
+/// initial ID (x2APIC mode, or kept from it: KVM clears the LDR only at
+/// reset).
+const BIT_LDR_X2: u8 = 1 << 3;
+/// `LocalApic::bits`: version bit 24 (directed EOI) advertised.
+const BIT_DIRECTED_EOI: u8 = 1 << 2;
+/// `LocalApic::bits`: the pending ESR errors (bits 6:5 of the ESR) in 1:0.
+const ESR_PENDING_MASK: u8 = 0b11;
+/// Shift from `LocalApic::bits` 1:0 to ESR bits 6:5.
+const ESR_PENDING_SHIFT: u32 = 5;
+/// `LocalApic::bits` of a reset APIC: DFR flat, nothing else.
+const DFR_FLAT_BITS: u8 = ((DFR_FLAT >> 28) as u8) << 4;
 /// ESR bit 6: receive illegal vector.
 pub(crate) const ESR_RECEIVE_ILLEGAL_VECTOR: u8 = 1 << 6;
 /// ICR bit 11: logical destination mode.
@@ -249,17 +261,18 @@ pub struct LocalApic {
     /// xAPIC ID register bits 31:24.
     xapic_id: u8,
     mode: ApicMode,
-    /// Logical destination register (full 32 bits as the guest reads it).
-    ldr: u32,
-    /// Destination format register (bits 27:0 always read as 1).
-    /// The DFR's model, bits 31:28 (bits 27:0 always read as 1): one byte,
-    /// so the pending non-vectored events fit beside it in 128 bytes.
-    dfr_model: u8,
-    /// Spurious-interrupt vector register.
-    svr: u32,
+    /// The xAPIC logical ID, LDR bits 31:24 (bits 23:0 read as 0), unless
+    /// [`BIT_LDR_X2`] says the LDR holds its x2APIC value.
+    ldr_xapic: u8,
+    /// Packed flags, so a `LocalApic` takes 120 bytes and the chip's
+    /// per-vCPU routing cache fits beside it in the slot: the DFR model
+    /// (bits 31:28 of the DFR; 27:0 always read as 1) in bits 7:4,
+    /// [`BIT_LDR_X2`], [`BIT_DIRECTED_EOI`], and the two ESR errors waiting
+    /// for the next ESR write in bits 1:0 ([`ESR_PENDING_SHIFT`]).
+    bits: u8,
+    /// Spurious-interrupt vector register (bits 9:0 and 12; the rest read 0).
+    svr: u16,
     tpr: u8,
-    /// Version register bit 24 advertised.
-    directed_eoi_supported: bool,
     irr: VectorSet,
     isr: VectorSet,
     tmr: VectorSet,
@@ -269,9 +282,6 @@ pub struct LocalApic {
     icr: u64,
     /// Error status register as the guest reads it.
     esr: u8,
-    /// Errors detected since the last ESR write (SDM: a write of the ESR
-    /// moves them into it).
-    esr_pending: u8,
     /// Always equal to `isr.highest()` (KVM's `highest_isr_cache`, kept eager).
     highest_isr_cache: Option<Vector>,
     /// The non-vectored events the chip holds for this vCPU (INIT, SIPI,
@@ -290,18 +300,16 @@ impl LocalApic {
             initial_id: id.get(),
             xapic_id: id.get() as u8,
             mode: ApicMode::XApic,
-            ldr: 0,
-            dfr_model: (DFR_FLAT >> 28) as u8,
+            ldr_xapic: 0,
+            bits: DFR_FLAT_BITS,
             events: PackedEvents::NONE,
-            svr: Svr::RESET,
+            svr: Svr::RESET as u16,
             tpr: 0,
-            directed_eoi_supported: false,
             irr: VectorSet::EMPTY,
             isr: VectorSet::EMPTY,
             tmr: VectorSet::EMPTY,
             icr: 0,
             esr: 0,
-            esr_pending: 0,
             highest_isr_cache: None,
         }
     }
@@ -311,7 +319,7 @@ impl LocalApic {
     pub fn new_enabled(id: ApicId, mode: ApicMode) -> Self {
         let mut apic = Self::new(id);
         apic.set_mode(mode);
-        apic.svr = Svr::RESET | Svr::APIC_SOFTWARE_ENABLE.bits();
+        apic.svr = (Svr::RESET | Svr::APIC_SOFTWARE_ENABLE.bits()) as u16;
         apic
     }
 
@@ -340,9 +348,8 @@ impl LocalApic {
     pub fn set_id(&mut self, id: ApicId) {
         self.initial_id = id.get();
         self.xapic_id = id.get() as u8;
-        if self.mode == ApicMode::X2Apic {
-            self.ldr = x2apic_ldr(self.initial_id);
-        }
+        // In x2APIC mode the LDR follows the ID; so does an x2APIC LDR an
+        // xAPIC-mode APIC kept from an earlier x2APIC phase.
     }
 
     /// Guest write of the xAPIC ID register: bits 31:24 become the xAPIC ID;
@@ -446,8 +453,8 @@ impl LocalApic {
         if self.mode == ApicMode::X2Apic && value != 0 {
             return false;
         }
-        self.esr = self.esr_pending;
-        self.esr_pending = 0;
+        self.esr = self.esr_pending();
+        self.set_esr_pending(0);
         true
     }
 
@@ -496,7 +503,7 @@ impl LocalApic {
         };
         let vector = Vector::new(low as u8);
         if delivery_mode.uses_vector() && vector.is_reserved() {
-            self.esr_pending |= ESR_SEND_ILLEGAL_VECTOR;
+            self.set_esr_pending(self.esr_pending() | ESR_SEND_ILLEGAL_VECTOR);
             return None;
         }
         let level = low & ICR_LEVEL_TRIGGER != 0;
@@ -546,7 +553,7 @@ impl LocalApic {
         }
         let vector = Vector::new(value as u8);
         if vector.is_reserved() {
-            self.esr_pending |= ESR_SEND_ILLEGAL_VECTOR;
+            self.set_esr_pending(self.esr_pending() | ESR_SEND_ILLEGAL_VECTOR);
             return None;
         }
         Some(Ipi {
@@ -585,7 +592,7 @@ impl LocalApic {
             return;
         }
         match mode {
-            ApicMode::X2Apic => self.ldr = x2apic_ldr(self.initial_id),
+            ApicMode::X2Apic => self.bits |= BIT_LDR_X2,
             ApicMode::XApic => self.xapic_id = self.initial_id as u8,
             ApicMode::Disabled => {}
         }
@@ -598,7 +605,8 @@ impl LocalApic {
     ///
     pub(crate) fn write_ldr(&mut self, v: u32) {
         if self.mode == ApicMode::XApic {
-            self.ldr = v & 0xFF00_0000;
+            self.ldr_xapic = (v >> 24) as u8;
+            self.bits &= !BIT_LDR_X2;
         }
     }
 
@@ -606,7 +614,54 @@ impl LocalApic {
     /// member bit in 15:0 (x2APIC).
     #[inline]
     pub(crate) fn ldr(&self) -> u32 {
-        self.ldr
+        if self.bits & BIT_LDR_X2 != 0 {
+            x2apic_ldr(self.initial_id)
+        } else {
+            u32::from(self.ldr_xapic) << 24
+        }
+    }
+
+    /// Sets the LDR from a validated snapshot value: the x2APIC value of the
+    /// initial ID, or an xAPIC value (bits 23:0 zero).
+    pub(crate) fn load_ldr(&mut self, ldr: u32) {
+        if ldr == x2apic_ldr(self.initial_id) {
+            self.bits |= BIT_LDR_X2;
+            self.ldr_xapic = 0;
+        } else {
+            self.bits &= !BIT_LDR_X2;
+            self.ldr_xapic = (ldr >> 24) as u8;
+        }
+    }
+
+    /// The DFR model, bits 31:28.
+    #[inline]
+    fn dfr_model(&self) -> u8 {
+        self.bits >> 4
+    }
+
+    /// Whether the version register advertises directed EOI.
+    #[inline]
+    pub(crate) fn directed_eoi(&self) -> bool {
+        self.bits & BIT_DIRECTED_EOI != 0
+    }
+
+    /// Errors detected since the last ESR write (SDM: a write of the ESR
+    /// moves them into it): only the illegal-vector ones can be.
+    #[inline]
+    pub(crate) fn esr_pending(&self) -> u8 {
+        (self.bits & ESR_PENDING_MASK) << ESR_PENDING_SHIFT
+    }
+
+    /// Sets the errors waiting for the next ESR write (a validated value).
+    #[inline]
+    pub(crate) fn set_esr_pending(&mut self, v: u8) {
+        self.bits = self.bits & !ESR_PENDING_MASK | (v >> ESR_PENDING_SHIFT) & ESR_PENDING_MASK;
+    }
+
+    /// Sets the DFR model bits 31:28.
+    #[inline]
+    pub(crate) fn set_dfr_model(&mut self, model: u8) {
+        self.bits = self.bits & 0x0F | model << 4;
     }
 
     /// Guest write of the DFR: only the model bits 31:28 are writable, bits
@@ -616,14 +671,14 @@ impl LocalApic {
     /// disabled.
     pub(crate) fn write_dfr(&mut self, v: u32) {
         if self.mode == ApicMode::XApic {
-            self.dfr_model = (v >> 28) as u8;
+            self.set_dfr_model((v >> 28) as u8);
         }
     }
 
     /// The DFR (its last xAPIC value in x2APIC mode, where it does not exist).
     #[inline]
     pub(crate) fn dfr(&self) -> u32 {
-        u32::from(self.dfr_model) << 28 | 0x0FFF_FFFF
+        u32::from(self.dfr_model()) << 28 | 0x0FFF_FFFF
     }
 
     // ----- SVR and version ---------------------------------------------------
@@ -634,29 +689,29 @@ impl LocalApic {
     /// are kept (SDM) but nothing new is accepted.
     pub(crate) fn write_svr(&mut self, v: u32) {
         let mut mask = SVR_WRITABLE;
-        if self.directed_eoi_supported {
+        if self.directed_eoi() {
             mask |= Svr::SUPPRESS_EOI_BROADCAST.bits();
         }
-        self.svr = v & mask;
+        self.svr = (v & mask) as u16;
     }
 
     /// The raw SVR.
     #[inline]
     pub(crate) fn svr(&self) -> u32 {
-        self.svr
+        u32::from(self.svr)
     }
 
     /// The SVR flag bits.
     #[inline]
     #[cfg(test)]
     pub(crate) fn svr_flags(&self) -> Svr {
-        Svr::from_bits_truncate(self.svr)
+        Svr::from_bits_truncate(self.svr())
     }
 
     /// SVR bit 8.
     #[inline]
     pub(crate) fn software_enabled(&self) -> bool {
-        self.svr & Svr::APIC_SOFTWARE_ENABLE.bits() != 0
+        self.svr() & Svr::APIC_SOFTWARE_ENABLE.bits() != 0
     }
 
     /// Whether the version register advertises "suppress EOI broadcast"
@@ -664,7 +719,11 @@ impl LocalApic {
     /// userspace (split) I/O APIC. Turning it off leaves an already-set SVR
     /// bit 12 in place but no longer honoured.
     pub fn set_directed_eoi_supported(&mut self, on: bool) {
-        self.directed_eoi_supported = on;
+        if on {
+            self.bits |= BIT_DIRECTED_EOI;
+        } else {
+            self.bits &= !BIT_DIRECTED_EOI;
+        }
     }
 
     /// The version register: version 0x14 (an integrated APIC, KVM's
@@ -672,7 +731,7 @@ impl LocalApic {
     /// directed EOI is advertised.
     pub(crate) fn version(&self) -> u32 {
         let mut v = APIC_VERSION | (MAX_LVT << 16);
-        if self.directed_eoi_supported {
+        if self.directed_eoi() {
             v |= VERSION_DIRECTED_EOI;
         }
         v
@@ -682,7 +741,7 @@ impl LocalApic {
     /// SVR bit 12 set.
     #[inline]
     pub(crate) fn suppresses_eoi_broadcast(&self) -> bool {
-        self.directed_eoi_supported && self.svr & Svr::SUPPRESS_EOI_BROADCAST.bits() != 0
+        self.directed_eoi() && self.svr() & Svr::SUPPRESS_EOI_BROADCAST.bits() != 0
     }
 
     // ----- priorities --------------------------------------------------------
@@ -803,7 +862,7 @@ impl LocalApic {
         let vector = msg.vector;
         if vector.is_reserved() {
             // SDM "receive illegal vector": logged, not delivered.
-            self.esr_pending |= ESR_RECEIVE_ILLEGAL_VECTOR;
+            self.set_esr_pending(self.esr_pending() | ESR_RECEIVE_ILLEGAL_VECTOR);
             return Acceptance::Ignored(IgnoreReason::IllegalVector);
         }
         let trigger = msg.trigger;
@@ -892,18 +951,19 @@ impl LocalApic {
     /// LDR to 0 (xAPIC; x2APIC keeps the LDR derived from the ID), and the SVR
     /// to 0xFF, which software-disables the APIC until the guest enables it.
     pub(crate) fn init_reset(&mut self) {
-        self.dfr_model = (DFR_FLAT >> 28) as u8;
+        self.set_dfr_model((DFR_FLAT >> 28) as u8);
         if self.mode != ApicMode::X2Apic {
-            self.ldr = 0;
+            self.ldr_xapic = 0;
+            self.bits &= !BIT_LDR_X2;
         }
-        self.svr = Svr::RESET;
+        self.svr = Svr::RESET as u16;
         self.tpr = 0;
         self.irr = VectorSet::EMPTY;
         self.isr = VectorSet::EMPTY;
         self.tmr = VectorSet::EMPTY;
         self.icr = 0;
         self.esr = 0;
-        self.esr_pending = 0;
+        self.set_esr_pending(0);
         self.highest_isr_cache = None;
     }
 

@@ -1,6 +1,8 @@
 //! [`LocalApicState`]: the saved state of a [`LocalApic`], beside it.
 
-use super::{ApicMode, LocalApic, Svr, x2apic_ldr};
+use super::{
+    ApicMode, ESR_RECEIVE_ILLEGAL_VECTOR, ESR_SEND_ILLEGAL_VECTOR, LocalApic, Svr, x2apic_ldr,
+};
 use crate::snapshot::{SNAPSHOT_VERSION, SnapshotError, check_version};
 use crate::vector::VectorSet;
 
@@ -75,8 +77,22 @@ impl LocalApicState {
         if self.dfr & 0x0FFF_FFFF != 0x0FFF_FFFF {
             return bad("DFR", self.dfr);
         }
-        if self.mode == ApicMode::X2Apic && self.ldr != x2apic_ldr(self.initial_id) {
+        // x2APIC mode: the LDR follows the ID. Otherwise an xAPIC LDR (bits
+        // 23:0 read as 0), or the x2APIC one kept from an x2APIC phase.
+        let x2_ldr = x2apic_ldr(self.initial_id);
+        let ldr_ok = match self.mode {
+            ApicMode::X2Apic => self.ldr == x2_ldr,
+            ApicMode::XApic | ApicMode::Disabled => {
+                self.ldr == x2_ldr || self.ldr & 0x00FF_FFFF == 0
+            }
+        };
+        if !ldr_ok {
             return bad("LDR", self.ldr);
+        }
+        // Only the illegal-vector errors are ever pending (see `LocalApic::eoi`
+        // and the ICR send path).
+        if self.esr_pending & !(ESR_SEND_ILLEGAL_VECTOR | ESR_RECEIVE_ILLEGAL_VECTOR) != 0 {
+            return bad("pending ESR", self.esr_pending.into());
         }
         Ok(())
     }
@@ -85,11 +101,12 @@ impl LocalApicState {
         apic.initial_id = self.initial_id;
         apic.xapic_id = self.xapic_id;
         apic.mode = self.mode;
-        apic.ldr = self.ldr;
-        apic.dfr_model = (self.dfr >> 28) as u8;
-        apic.svr = self.svr;
+        apic.load_ldr(self.ldr);
+        apic.set_dfr_model((self.dfr >> 28) as u8);
+        // Validated: bits 9:0 and 12 only.
+        apic.svr = self.svr as u16;
         apic.tpr = self.tpr;
-        apic.directed_eoi_supported = self.directed_eoi_supported;
+        apic.set_directed_eoi_supported(self.directed_eoi_supported);
         apic.irr = self.irr;
         apic.isr = self.isr;
         apic.tmr = self.tmr;
@@ -97,7 +114,7 @@ impl LocalApicState {
         // delivery status bit).
         apic.icr = self.icr;
         apic.esr = self.esr;
-        apic.esr_pending = self.esr_pending;
+        apic.set_esr_pending(self.esr_pending);
         apic.recompute_caches();
     }
 }
@@ -112,17 +129,17 @@ impl LocalApic {
             initial_id: self.initial_id,
             xapic_id: self.xapic_id,
             mode: self.mode,
-            ldr: self.ldr,
+            ldr: self.ldr(),
             dfr: self.dfr(),
-            svr: self.svr,
+            svr: self.svr(),
             tpr: self.tpr,
-            directed_eoi_supported: self.directed_eoi_supported,
+            directed_eoi_supported: self.directed_eoi(),
             irr: self.irr,
             isr: self.isr,
             tmr: self.tmr,
             icr: self.icr,
             esr: self.esr,
-            esr_pending: self.esr_pending,
+            esr_pending: self.esr_pending(),
         }
     }
 
@@ -152,7 +169,7 @@ impl LocalApicState {
     #[cfg_attr(not(feature = "kvm"), allow(dead_code))]
     pub(crate) fn version_register(&self) -> u32 {
         let mut a = LocalApic::new(crate::ApicId::new(self.initial_id));
-        a.directed_eoi_supported = self.directed_eoi_supported;
+        a.set_directed_eoi_supported(self.directed_eoi_supported);
         a.version()
     }
 }
