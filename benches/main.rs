@@ -425,7 +425,82 @@ fn irqchip(c: &mut Criterion) {
             fx.clear();
         })
     });
+
+    // reroute_4096: the same targeted write on 4096 x2APIC vCPUs (APIC ID =
+    // index: a lookup is a load). The destinations above 255 use the
+    // extended destination ID (entry bits 55:49).
+    let big = |id: &dyn Fn(usize) -> u32| {
+        let slots: Box<[VcpuSlot]> = (0..4096).map(|_| VcpuSlot::new()).collect();
+        let chip = Irqchip::<_, 24>::with_apics(big_config(), slots, |v| {
+            LocalApic::new_enabled(ApicId::new(id(v.index())), ApicMode::X2Apic)
+        });
+        let mut fx = Effects::new();
+        for (pin, e) in table().iter().enumerate() {
+            chip.write_entry(Pin::new(pin as u8), e.0, &mut fx);
+        }
+        chip
+    };
+    for (name, id) in [
+        (
+            "reroute_4096",
+            &(|i: usize| i as u32) as &dyn Fn(usize) -> u32,
+        ),
+        // Sparse, topology-like IDs (odd, up to 8191): a binary search
+        // over the sorted-ID index instead of a load.
+        ("reroute_4096_sparse", &|i: usize| 2 * i as u32 + 1),
+    ] {
+        let chip = big(id);
+        let mut k = 0usize;
+        let mut step = |chip: &Irqchip<Box<[VcpuSlot]>, 24>, fx: &mut Effects| {
+            k = (k + 997) % 4096;
+            chip.write_entry(Pin::new(5), level(0x35, id(k)).0, fx);
+        };
+        fx.clear();
+        step(&chip, &mut fx);
+        fx.clear();
+        step(&chip, &mut fx);
+        assert_eq!(
+            fx.reload.len(),
+            2,
+            "{name}: only the old and new destinations"
+        );
+        g.bench_function(name, |b| {
+            b.iter(|| {
+                step(&chip, &mut fx);
+                fx.clear();
+            })
+        });
+    }
+
+    // deliver_broadcast_4096: an edge MSI to the x2APIC broadcast ID: every
+    // one of 4096 vCPUs accepts it (or coalesces it into IRR) and is listed
+    // in `kick`.
+    let chip = big(&|i| i as u32);
+    let msg = InterruptMessage {
+        destination: Destination {
+            id: u32::MAX,
+            mode: DestinationMode::Physical,
+        },
+        delivery_mode: DeliveryMode::Fixed,
+        vector: Vector::new(0x61),
+        trigger: TriggerMode::Edge,
+    };
+    fx.clear();
+    chip.send_msi(&msg, &mut fx);
+    assert_eq!(fx.kick.len(), 4096);
+    g.bench_function("deliver_broadcast_4096", |b| {
+        b.iter(|| {
+            chip.send_msi(black_box(&msg), &mut fx);
+            fx.clear();
+        })
+    });
     g.finish();
+}
+
+/// The configuration of the 4096-vCPU chips: the default one, with the
+/// extended destination ID decoded (destinations up to 32767 in entries).
+fn big_config() -> IrqchipConfig {
+    IrqchipConfig::default()
 }
 
 // ---- main and the ratio table -------------------------------------------
@@ -434,13 +509,16 @@ criterion_group!(benches, vector_set, send_eoi, rescan, lapic);
 criterion_group!(judged, floor, irqchip);
 
 /// The figures divided by the floors.
-const JUDGED: [&str; 8] = [
+const JUDGED: [&str; 11] = [
     "irqchip/guest_eoi_level",
     "irqchip/cycle_level",
     "irqchip/program_entry_mmio",
     "irqchip/rescan24",
     "irqchip/reroute_256/targeted",
     "irqchip/reroute_256/naive_rescan_all",
+    "irqchip/reroute_4096",
+    "irqchip/reroute_4096_sparse",
+    "irqchip/deliver_broadcast_4096",
     // Listed last so the table also shows them against the floors.
     "floor/spin_lock_pair",
     "floor/scan24_clear",

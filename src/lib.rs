@@ -145,6 +145,7 @@ mod routes;
 mod set;
 pub mod snapshot;
 mod types;
+mod vcpu_set;
 mod vector;
 
 pub use exit_bitmap::{EoiExit, EoiExitMap, Policy, VmcsUpdate};
@@ -152,7 +153,6 @@ pub use ioapic::{
     Ioapic, IoapicConfig, IoapicEffects, IoapicVersion, MaskedEdge, PinSet, RedirectionEntry,
     Rescan,
 };
-pub use irqchip::VcpuSet;
 pub use irqchip::{Effects, GuestEoi, Irqchip, IrqchipConfig, LapicWrite, VcpuSlot};
 pub use lapic::{Acceptance, ApicMode, Eoi, LocalApic};
 pub use routes::Msi;
@@ -161,4 +161,5 @@ pub use types::{
     ApicId, DeliveryMode, Destination, DestinationMode, Gsi, InterruptMessage, InvalidValue, Pin,
     Polarity, RTC_GSI, TriggerMode, VcpuId,
 };
+pub use vcpu_set::{MAX_VCPUS, VcpuSet, VcpuSetIter};
 pub use vector::{Vector, VectorSet};

@@ -1,12 +1,12 @@
 //! [`Set256`]: the one 256-bit set type behind [`VectorSet`](crate::VectorSet),
-//! [`PinSet`](crate::PinSet) and [`VcpuSet`](crate::VcpuSet).
+//! and [`PinSet`](crate::PinSet).
 //!
 //! Four `u64` words, bit `i % 64` of word `i / 64` for element index `i`: the
 //! layout of the VMCS `EOI_EXIT_BITMAP0..3` words, so a vector set is loaded
 //! into the VMCS as it is. One type means one API: `insert` and `remove` say
 //! whether they changed the set, `len` is a `usize`, iteration yields the
-//! element type (a [`Vector`](crate::Vector), a [`Pin`](crate::Pin), a
-//! [`VcpuId`](crate::VcpuId)), in ascending order.
+//! element type (a [`Vector`](crate::Vector), a [`Pin`](crate::Pin)), in
+//! ascending order.
 
 use core::fmt;
 use core::hash::{Hash, Hasher};
@@ -17,8 +17,7 @@ mod sealed {
 }
 
 /// An element of a [`Set256`]: a value with an index below 256. Sealed:
-/// implemented by [`Vector`](crate::Vector), [`Pin`](crate::Pin) and
-/// [`VcpuId`](crate::VcpuId).
+/// implemented by [`Vector`](crate::Vector) and [`Pin`](crate::Pin).
 pub trait SetElement: Copy + sealed::Sealed {
     /// The element's bit index (an index of 256 or more is never a member).
     fn index(self) -> usize;
@@ -47,18 +46,6 @@ impl SetElement for crate::Pin {
     #[inline]
     fn from_index(i: u8) -> Self {
         crate::Pin::new(i)
-    }
-}
-
-impl sealed::Sealed for crate::VcpuId {}
-impl SetElement for crate::VcpuId {
-    #[inline]
-    fn index(self) -> usize {
-        self.get() as usize
-    }
-    #[inline]
-    fn from_index(i: u8) -> Self {
-        crate::VcpuId::new(u16::from(i))
     }
 }
 
@@ -180,22 +167,8 @@ impl<T: SetElement> Set256<T> {
         (i < 256).then(|| (i >> 6, 1u64 << (i & 63)))
     }
 
-    /// The set of `e` alone (empty for an index of 256 or more), built in
-    /// registers: no word is written and then re-read whole.
-    #[inline]
-    pub(crate) fn single(e: T) -> Self {
-        let i = e.index();
-        Self::from_u64_words(core::array::from_fn(|w| {
-            if i < 256 && i >> 6 == w {
-                1u64 << (i & 63)
-            } else {
-                0
-            }
-        }))
-    }
-
     /// Adds `e`; returns whether it was absent. An element with an index of
-    /// 256 or more (a [`VcpuId`](crate::VcpuId) past 255) is not added.
+    /// 256 or more is not added.
     #[inline]
     pub fn insert(&mut self, e: T) -> bool {
         let Some((w, b)) = Self::pos(e) else {
@@ -264,18 +237,13 @@ impl<T: SetElement> Set256<T> {
     /// # Examples
     ///
     /// ```
-    /// use eoi_exit::{VcpuId, VcpuSet};
+    /// use eoi_exit::{Vector, VectorSet};
     ///
-    /// let mut reload = VcpuSet::EMPTY;
-    /// reload.insert(VcpuId::new(7));
-    /// reload.insert(VcpuId::new(2));
-    /// assert!(!reload.insert(VcpuId::new(300))); // beyond 255: never a member
-    /// assert_eq!(reload.iter().collect::<Vec<_>>(), [VcpuId::new(2), VcpuId::new(7)]);
-    /// assert_eq!(reload.len(), 2);
-    /// for vcpu in &reload {
-    ///     // kick `vcpu` so that it loads its VMCS update before it reenters
-    ///     assert!(vcpu.index() < 256);
-    /// }
+    /// let mut pending = VectorSet::EMPTY;
+    /// pending.insert(Vector::new(0x71));
+    /// pending.insert(Vector::new(0x30));
+    /// assert_eq!(pending.iter().collect::<Vec<_>>(), [Vector::new(0x30), Vector::new(0x71)]);
+    /// assert_eq!(pending.len(), 2);
     /// ```
     #[inline]
     pub fn iter(&self) -> Set256Iter<T> {

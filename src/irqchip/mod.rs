@@ -16,10 +16,28 @@
 //! Memory grows with the vCPUs present: one slot is a few hundred bytes, the
 //! shared part (I/O APIC, routing caches) under 2 KiB.
 //!
-//! vCPU indices are 0..=255 (at most 256 vCPUs). APIC IDs are 32-bit: an
-//! x2APIC ID above 255 is matched exactly by physical and logical x2APIC
-//! destinations (MSIs); an I/O APIC entry addresses 8 bits of destination
-//! plus the extended-destination bits, as KVM decodes them.
+//! Up to [`MAX_VCPUS`] (4096, KVM's `KVM_MAX_VCPUS`) vCPUs, indexed
+//! 0..=4095. APIC IDs are 32-bit x2APIC IDs, sparse or topology-encoded as
+//! the VMM likes: nothing is sized by the largest ID or the largest VM. The
+//! routing cache lives in the slots (eight bytes each):
+//!
+//! * each vCPU's slot says which pins' destinations match it, so a rescan
+//!   is one bit test per pin and a pin with one destination vCPU delivers
+//!   with one load;
+//! * a physical destination below 256 is a table load (KVM's optimized
+//!   map); one above 255 is a load when every vCPU's x2APIC ID is its index,
+//!   else a binary search of a sorted-ID index spread over the slots
+//!   (O(log n));
+//! * an x2APIC logical destination names at most 16 IDs of its cluster,
+//!   each looked up, so lowest-priority arbitration among them never scans
+//!   the VM;
+//! * broadcasts (0xFF, 0xFFFF_FFFF), xAPIC logical IDs, shared IDs, and
+//!   clusters that alias above 2^20 walk every vCPU, as KVM's slow path
+//!   does. Duplicate IDs are legal: every vCPU with the ID matches, as in
+//!   KVM once its map is disabled.
+//!
+//! An I/O APIC entry addresses 8 bits of destination plus the
+//! extended-destination bits, as KVM decodes them.
 //!
 //! # Threads
 //!
@@ -68,7 +86,7 @@ pub use state::{IrqchipState, VcpuState};
 use crate::Ioapic;
 use crate::exit_bitmap::{Accepted, EoiExitMap, Line, Policy, Source, VmcsUpdate};
 use crate::ioapic::{IoapicEffects, REG_REDTBL_BASE, RedirectionEntry, Rescan};
-use crate::lapic::{Acceptance, ApicMode, Ipi, LocalApic, Shorthand};
+use crate::lapic::{Acceptance, ApicMode, Ipi, LocalApic, Shorthand, X2APIC_BROADCAST};
 use crate::types::{
     ApicId, DeliveryMode, Destination, DestinationMode, InterruptMessage, Pin, Polarity, RTC_GSI,
     VcpuId,
@@ -115,6 +133,8 @@ pub struct Vcpu {
     pub map: EoiExitMap,
     /// Counters.
     pub stats: VcpuStats,
+    /// The chip's routing cache for this slot.
+    pub(crate) route: Route,
 }
 
 impl Vcpu {
@@ -122,7 +142,28 @@ impl Vcpu {
         apic: LocalApic::new(ApicId::new(0)),
         map: EoiExitMap::new(Policy::Exact),
         stats: VcpuStats::ZERO,
+        route: Route::EMPTY,
     };
+}
+
+/// The routing cache an [`Irqchip`] keeps in each vCPU slot, so that it
+/// grows with the vCPUs present (eight bytes, in the room a 120-byte
+/// `LocalApic` leaves in the slot).
+#[derive(Clone, Copy, PartialEq, Eq, Debug, Default)]
+pub(crate) struct Route {
+    /// Bit `p`: entry `p`'s destination matches this vCPU's LAPIC. A rescan
+    /// reads these bits instead of matching destinations; a pin delivers to
+    /// the vCPUs that have its bit.
+    pins: u32,
+    /// The physical-ID index, spread over the slots: slot `i` names the
+    /// vCPU with the `i`-th smallest x2APIC ID (ties by index), so a lookup
+    /// of an ID above 255 is a binary search, with no table indexed by a
+    /// 32-bit ID.
+    by_id: u16,
+}
+
+impl Route {
+    const EMPTY: Route = Route { pins: 0, by_id: 0 };
 }
 
 /// Storage for one vCPU of an [`Irqchip`], provided by the VMM.
@@ -165,9 +206,7 @@ impl core::fmt::Debug for VcpuSlot {
     }
 }
 
-/// A set of vCPUs (indices 0..=255): a [`Set256`](crate::Set256) of
-/// [`VcpuId`].
-pub type VcpuSet = crate::set::Set256<VcpuId>;
+pub use crate::vcpu_set::{MAX_VCPUS, VcpuSet};
 
 /// A trapped guest write to one local APIC, or a host-side change, applied
 /// by [`Irqchip::write_lapic`].
@@ -226,18 +265,50 @@ const PHYS_NONE: u16 = u16::MAX;
 /// Physical-ID cache entry: several vCPUs match (shared ID, broadcast).
 const PHYS_MANY: u16 = u16::MAX - 1;
 
+/// How the chip finds the vCPUs of a destination above 255 or a logical one,
+/// as KVM's `kvm_recalculate_apic_map` decides whether its map can be used.
+#[derive(Clone, Copy, Debug, Default)]
+struct IdLookup {
+    /// vCPU `i` has x2APIC ID `i`, for every `i`: an ID is its own index.
+    identity: bool,
+    /// Every vCPU is in x2APIC mode with an ID below 2^20, so a logical
+    /// destination (cluster in bits 31:16, members in 15:0) names at most 16
+    /// x2APIC IDs, each one lookup. Otherwise (xAPIC logical IDs, or
+    /// clusters that alias above 2^20) a logical destination walks every
+    /// vCPU, as KVM's slow path does.
+    x2_clusters: bool,
+}
+
+/// Who an interrupt goes to, resolved as far as the routing caches allow.
+#[derive(Clone, Copy, Debug)]
+enum Targets {
+    /// Nobody.
+    None,
+    /// One vCPU (by index).
+    One(usize),
+    /// Pin `p`'s destination: the vCPUs whose route has bit `p`.
+    Pin(usize),
+    /// The vCPUs whose LAPIC matches.
+    Dest(Destination),
+    /// Every vCPU but `except`.
+    All { except: Option<usize> },
+}
+
 /// What every vCPU shares, behind one lock.
 #[derive(Clone)]
 pub(crate) struct Shared<const PINS: usize> {
     pub(crate) ioapic: Ioapic<PINS>,
-    /// Per pin: the vCPUs whose LAPIC its entry's destination matches. Kept
-    /// current on every entry write and LAPIC addressing change, so a rescan
-    /// and a delivery are bit tests, not destination matching.
-    dest: [VcpuSet; PINS],
+    /// Per pin: the one vCPU its entry's destination matches, or
+    /// [`PHYS_NONE`] / [`PHYS_MANY`] (then the vCPUs whose [`Route::pins`]
+    /// hold the pin). Kept current with those bits on every entry write and
+    /// LAPIC addressing change, so a pin's delivery to one vCPU is a load.
+    dest_one: [u16; PINS],
     /// Physical destinations 0..=255 -> the one matching vCPU, or
     /// [`PHYS_NONE`] / [`PHYS_MANY`] (KVM's optimized APIC map, with its
     /// slow path for conflicts), for MSIs.
     phys: [u16; 256],
+    /// How IDs above 255 are looked up (see [`Route::by_id`]).
+    ids: IdLookup,
     /// Pins a scan counts even when edge: the ack-notifier pins, and the RTC
     /// pin under `rtc_tracking` (KVM's `kvm_ioapic_scan_entry`).
     counted_edge: crate::PinSet,
@@ -339,12 +410,16 @@ impl<S, const PINS: usize> Irqchip<S, PINS>
 where
     S: AsRef<[VcpuSlot]> + AsMut<[VcpuSlot]>,
 {
+    /// The routing cache holds one bit per pin in a `u32` (KVM's I/O APIC
+    /// has 24 pins).
+    const PINS_FIT: () = assert!(PINS <= 32, "an Irqchip has at most 32 I/O APIC pins");
+
     /// One vCPU per slot of `storage`: vCPU `i` gets APIC ID `i`,
     /// software-enabled, in `mode` (the state the guest's firmware leaves).
     ///
     /// # Panics
     ///
-    /// If `storage` holds no slot or more than 256.
+    /// If `storage` holds no slot or more than [`MAX_VCPUS`] (4096).
     pub fn new(config: IrqchipConfig, mode: ApicMode, storage: S) -> Self {
         Self::with_apics(config, storage, |i| {
             LocalApic::new_enabled(ApicId::new(u32::from(i.get())), mode)
@@ -362,10 +437,11 @@ where
         mut storage: S,
         mut apic: impl FnMut(VcpuId) -> LocalApic,
     ) -> Self {
+        let () = Self::PINS_FIT;
         let n = storage.as_ref().len();
         assert!(
-            (1..=256).contains(&n),
-            "an Irqchip has 1..=256 vCPUs, got {n}"
+            (1..=MAX_VCPUS).contains(&n),
+            "an Irqchip has 1..={MAX_VCPUS} vCPUs, got {n}"
         );
         for (i, slot) in storage.as_mut().iter_mut().enumerate() {
             // A fresh vCPU: nothing pending, whatever chip the LAPIC was
@@ -376,14 +452,16 @@ where
                 apic,
                 map: EoiExitMap::new(config.policy),
                 stats: VcpuStats::ZERO,
+                route: Route::EMPTY,
             };
         }
         let chip = Irqchip {
             config,
             shared: Mutex::new(Shared {
                 ioapic: Ioapic::new(config.ioapic),
-                dest: [VcpuSet::EMPTY; PINS],
+                dest_one: [PHYS_NONE; PINS],
                 phys: [PHYS_NONE; 256],
+                ids: IdLookup::default(),
                 counted_edge: counted_edge(&config),
                 pin_of: [PIN_NONE; 256],
                 owner: [const { Cell::new(OWNER_NONE) }; PINS],
@@ -636,7 +714,7 @@ impl<S: AsRef<[VcpuSlot]>, const PINS: usize> Irqchip<S, PINS> {
             Source::Plain
         };
         let sh = self.shared.lock();
-        let targets = self.vcpus_matching(&sh, msg.destination);
+        let targets = self.resolve(&sh, msg.destination);
         self.deliver(&sh, msg, None, source, targets, fx);
     }
 
@@ -739,20 +817,14 @@ impl<S: AsRef<[VcpuSlot]>, const PINS: usize> Irqchip<S, PINS> {
         ipi: Ipi,
         fx: &mut Effects<L>,
     ) {
-        let mut targets = match ipi.shorthand {
-            Shorthand::None => self.vcpus_matching(sh, ipi.message.destination),
-            Shorthand::SelfOnly => VcpuSet::EMPTY,
-            Shorthand::AllIncludingSelf | Shorthand::AllExcludingSelf => self.all_vcpus(),
+        let targets = match ipi.shorthand {
+            Shorthand::None => self.resolve(sh, ipi.message.destination),
+            Shorthand::SelfOnly => Targets::One(from.index()),
+            Shorthand::AllIncludingSelf => Targets::All { except: None },
+            Shorthand::AllExcludingSelf => Targets::All {
+                except: Some(from.index()),
+            },
         };
-        match ipi.shorthand {
-            Shorthand::SelfOnly => {
-                targets.insert(from);
-            }
-            Shorthand::AllExcludingSelf => {
-                targets.remove(from);
-            }
-            Shorthand::None | Shorthand::AllIncludingSelf => {}
-        }
         let source = if ipi.message.trigger.is_level() {
             Source::NeedsEoi
         } else {
@@ -1092,14 +1164,18 @@ impl<S: AsRef<[VcpuSlot]>, const PINS: usize> Irqchip<S, PINS> {
     /// test per pin: the destinations were matched when they last changed.
     fn rescan_locked(&self, sh: &Shared<PINS>, i: usize, v: &mut Vcpu) {
         let Vcpu {
-            apic, map, stats, ..
+            apic,
+            map,
+            stats,
+            route,
         } = v;
         stats.rescans = stats.rescans.wrapping_add(1);
         stats.entries_scanned = stats.entries_scanned.wrapping_add(PINS as u32);
         // One bit test of the pin's cached destination set per counted
         // entry. The sets are built in registers (a memory read-modify-write
         // per entry would chain on store forwarding).
-        let me = VcpuId::new(i as u16);
+        let _ = i;
+        let pins = route.pins;
         let kvm = self.config.policy.is_kvm();
         // Directed EOI in effect: a plain level entry's EOI never reaches
         // the I/O APIC from here (the guest writes the EOI register), so
@@ -1115,14 +1191,15 @@ impl<S: AsRef<[VcpuSlot]>, const PINS: usize> Irqchip<S, PINS> {
         let mut matched = Words::default();
         let mut unmasked = Words::default();
         let mut unmatched = Words::default();
-        let table = sh.ioapic.entries().iter().zip(sh.dest.iter()).enumerate();
+        let table = sh.ioapic.entries().iter().enumerate();
+        let routed = |pin: usize| pins >> pin & 1 != 0;
         if kvm {
-            for (pin, (e, dest)) in table {
+            for (pin, e) in table {
                 if !counted(pin, e) {
                     continue;
                 }
                 let v = e.vector();
-                if dest.contains(me) {
+                if routed(pin) {
                     if !e.masked() {
                         unmasked.insert(v);
                     }
@@ -1134,8 +1211,8 @@ impl<S: AsRef<[VcpuSlot]>, const PINS: usize> Irqchip<S, PINS> {
         } else {
             // The other policies read only the unmasked matches: four
             // accumulators, which stay in registers.
-            for (pin, (e, dest)) in table {
-                if counted(pin, e) && dest.contains(me) && !e.masked() {
+            for (pin, e) in table {
+                if counted(pin, e) && routed(pin) && !e.masked() {
                     unmasked.insert(e.vector());
                 }
             }
@@ -1159,11 +1236,14 @@ impl<S: AsRef<[VcpuSlot]>, const PINS: usize> Irqchip<S, PINS> {
             .any(|v| v.0.lock().map.rtc_owed().is_some())
     }
 
-    /// Rebuilds the physical-ID table and every pin's destination set from
-    /// the LAPICs as they are now.
+    /// Rebuilds the routing caches from the LAPICs as they are now: the
+    /// physical-ID table, each vCPU's pin bits, each pin's single vCPU, the
+    /// sorted-ID index and the lookup mode (KVM's `kvm_recalculate_apic_map`:
+    /// one pass over the vCPUs, plus a sort when the x2APIC IDs are not the
+    /// indices).
     fn rebuild_routing(&self, sh: &mut Shared<PINS>) {
         sh.phys = [PHYS_NONE; 256];
-        sh.dest = [VcpuSet::EMPTY; PINS];
+        sh.dest_one = [PHYS_NONE; PINS];
         let entries = *sh.ioapic.entries();
         sh.pin_of = [PIN_NONE; 256];
         for (pin, e) in entries.iter().enumerate() {
@@ -1173,8 +1253,11 @@ impl<S: AsRef<[VcpuSlot]>, const PINS: usize> Irqchip<S, PINS> {
                 _ => PIN_MANY,
             };
         }
+        let mut identity = true;
+        let mut x2_clusters = true;
         for (i, slot) in self.vcpus.as_ref().iter().enumerate() {
-            let apic = slot.0.lock().apic;
+            let mut v = slot.0.lock();
+            let apic = v.apic;
             for id in phys_candidates(&apic) {
                 let d = Destination {
                     id,
@@ -1185,11 +1268,177 @@ impl<S: AsRef<[VcpuSlot]>, const PINS: usize> Irqchip<S, PINS> {
                     *e = if *e == PHYS_NONE { i as u16 } else { PHYS_MANY };
                 }
             }
-            for (set, e) in sh.dest.iter_mut().zip(entries.iter()) {
+            let mut pins = 0;
+            for (pin, e) in entries.iter().enumerate() {
                 if apic.matches(e.destination()) {
-                    set.insert(VcpuId::new(i as u16));
+                    pins |= 1 << pin;
+                    let one = &mut sh.dest_one[pin];
+                    *one = if *one == PHYS_NONE {
+                        i as u16
+                    } else {
+                        PHYS_MANY
+                    };
                 }
             }
+            v.route = Route {
+                pins,
+                by_id: i as u16,
+            };
+            let id = apic.x2apic_id();
+            identity &= id as usize == i;
+            x2_clusters &= apic.mode() == ApicMode::X2Apic && id < 1 << 20;
+        }
+        sh.ids = IdLookup {
+            identity,
+            x2_clusters,
+        };
+        if !identity {
+            self.sort_by_id();
+        }
+    }
+
+    /// The sort key of sorted-index position `pos`: the x2APIC ID of the
+    /// vCPU it names, then that vCPU's index.
+    fn id_key(&self, pos: usize) -> (u32, usize) {
+        let j = usize::from(self.slot(pos).lock().route.by_id);
+        (self.slot(j).lock().apic.x2apic_id(), j)
+    }
+
+    /// Sorts the index spread over the slots' `by_id` (a heapsort in place:
+    /// no allocation, O(n log n) whatever the IDs).
+    fn sort_by_id(&self) {
+        let n = self.vcpus();
+        let swap = |a: usize, b: usize| {
+            let x = self.slot(a).lock().route.by_id;
+            let y = core::mem::replace(&mut self.slot(b).lock().route.by_id, x);
+            self.slot(a).lock().route.by_id = y;
+        };
+        let sift = |mut root: usize, end: usize| loop {
+            let mut child = 2 * root + 1;
+            if child >= end {
+                break;
+            }
+            if child + 1 < end && self.id_key(child) < self.id_key(child + 1) {
+                child += 1;
+            }
+            if self.id_key(root) >= self.id_key(child) {
+                break;
+            }
+            swap(root, child);
+            root = child;
+        };
+        for root in (0..n / 2).rev() {
+            sift(root, n);
+        }
+        for end in (1..n).rev() {
+            swap(0, end);
+            sift(0, end);
+        }
+    }
+
+    /// Calls `f` with each vCPU whose x2APIC ID is `id`, in index order.
+    fn by_x2apic_id(&self, sh: &Shared<PINS>, id: u32, mut f: impl FnMut(usize)) {
+        let n = self.vcpus();
+        if sh.ids.identity {
+            if (id as usize) < n {
+                f(id as usize);
+            }
+            return;
+        }
+        let (mut lo, mut hi) = (0, n);
+        while lo < hi {
+            let mid = lo + (hi - lo) / 2;
+            if self.id_key(mid).0 < id {
+                lo = mid + 1;
+            } else {
+                hi = mid;
+            }
+        }
+        while lo < n {
+            let (key, j) = self.id_key(lo);
+            if key != id {
+                break;
+            }
+            f(j);
+            lo += 1;
+        }
+    }
+
+    /// Calls `f` with each vCPU whose LAPIC matches `dest`: a table load for
+    /// a physical destination below 256 with one owner, a binary search (or
+    /// a load) for a physical one above, up to 16 of those for an x2APIC
+    /// cluster, and a walk over every vCPU otherwise (broadcasts, xAPIC
+    /// logical IDs, conflicts), as KVM's slow path walks them. Every
+    /// candidate is checked with [`LocalApic::matches`], so the caches only
+    /// ever narrow the search.
+    fn for_each_match(&self, sh: &Shared<PINS>, dest: Destination, mut f: impl FnMut(usize)) {
+        let mut check = |i: usize| {
+            if self.slot(i).lock().apic.matches(dest) {
+                f(i);
+            }
+        };
+        match dest.mode {
+            DestinationMode::Physical if dest.id < 256 => match sh.phys[dest.id as usize] {
+                PHYS_NONE => {}
+                PHYS_MANY => (0..self.vcpus()).for_each(check),
+                i => f(usize::from(i)),
+            },
+            DestinationMode::Physical if dest.id != X2APIC_BROADCAST => {
+                self.by_x2apic_id(sh, dest.id, check);
+            }
+            DestinationMode::Logical
+                if sh.ids.x2_clusters && dest.id != X2APIC_BROADCAST && dest.id != 0xFF =>
+            {
+                let cluster = dest.id >> 16;
+                let mut members = dest.id & 0xFFFF;
+                while members != 0 {
+                    let bit = members.trailing_zeros();
+                    members &= members - 1;
+                    self.by_x2apic_id(sh, cluster << 4 | bit, &mut check);
+                }
+            }
+            _ => (0..self.vcpus()).for_each(check),
+        }
+    }
+
+    /// The vCPUs `dest` names, for a message sent now.
+    fn resolve(&self, sh: &Shared<PINS>, dest: Destination) -> Targets {
+        if dest.mode == DestinationMode::Physical && dest.id < 256 {
+            match sh.phys[dest.id as usize] {
+                PHYS_NONE => return Targets::None,
+                PHYS_MANY => {}
+                i => return Targets::One(usize::from(i)),
+            }
+        }
+        Targets::Dest(dest)
+    }
+
+    /// Calls `f` with each of `t`'s vCPUs, in index order where the cache
+    /// allows it (see [`Irqchip::for_each_match`]).
+    fn each_target(&self, sh: &Shared<PINS>, t: Targets, mut f: impl FnMut(usize)) {
+        match t {
+            Targets::None => {}
+            Targets::One(i) => f(i),
+            Targets::Pin(p) => {
+                for i in 0..self.vcpus() {
+                    let hit = self.slot(i).lock().route.pins >> p & 1 != 0;
+                    if hit {
+                        f(i);
+                    }
+                }
+            }
+            Targets::Dest(d) => self.for_each_match(sh, d, f),
+            Targets::All { except } => (0..self.vcpus()).filter(|&i| Some(i) != except).for_each(f),
+        }
+    }
+
+    /// The vCPUs of pin `p`'s destination.
+    #[inline]
+    fn pin_targets(sh: &Shared<PINS>, p: usize) -> Targets {
+        match sh.dest_one[p] {
+            PHYS_NONE => Targets::None,
+            PHYS_MANY => Targets::Pin(p),
+            i => Targets::One(usize::from(i)),
         }
     }
 
@@ -1205,31 +1454,6 @@ impl<S: AsRef<[VcpuSlot]>, const PINS: usize> Irqchip<S, PINS> {
             }
         }
         sh.pin_of[usize::from(v.get())] = found;
-    }
-
-    /// Recomputes one pin's destination set.
-    fn refresh_dest(&self, sh: &mut Shared<PINS>, pin: usize) {
-        let d = sh.ioapic.entries()[pin].destination();
-        sh.dest[pin] = self.vcpus_matching(sh, d);
-    }
-
-    /// The vCPUs whose LAPIC matches `dest`: a table lookup for a physical
-    /// destination with a single owner, a walk over every vCPU otherwise.
-    fn vcpus_matching(&self, sh: &Shared<PINS>, dest: Destination) -> VcpuSet {
-        let mut out = VcpuSet::EMPTY;
-        if dest.mode == DestinationMode::Physical && dest.id < 256 {
-            match sh.phys[dest.id as usize] {
-                PHYS_NONE => return out,
-                PHYS_MANY => {}
-                i => return VcpuSet::single(VcpuId::new(i)),
-            }
-        }
-        for (i, slot) in self.vcpus.as_ref().iter().enumerate() {
-            if slot.0.lock().apic.matches(dest) {
-                out.insert(VcpuId::new(i as u16));
-            }
-        }
-        out
     }
 
     /// Applies I/O APIC actions: routing caches and rescans first (so a newly
@@ -1261,16 +1485,28 @@ impl<S: AsRef<[VcpuSlot]>, const PINS: usize> Irqchip<S, PINS> {
                     Self::index_vector(sh, old.vector());
                     Self::index_vector(sh, new.vector());
                 }
-                let mut targets = sh.dest[i];
+                let before = sh.dest_one[i];
+                let mut both = None;
                 if new.destination() != old.destination() {
-                    self.refresh_dest(sh, i);
+                    both = self.refresh_dest(sh, i, new.destination());
                 }
                 if scan_key(new) != scan_key(old) || self.config.policy.is_kvm() {
+                    let vectors = [old.vector(), new.vector()];
                     if a.rescan == Rescan::All {
-                        self.rescan_set(sh, self.all_vcpus(), fx);
+                        self.rescan_set(sh, 0..self.vcpus(), fx);
+                    } else if let Some(set) = &both {
+                        self.reroute_set(sh, set.iter().map(VcpuId::index), vectors, fx);
+                    } else if before == PHYS_MANY {
+                        // The same several vCPUs before and after: its members.
+                        self.each_target(sh, Targets::Pin(i), |m| {
+                            self.reroute_set(sh, [m], vectors, fx)
+                        });
                     } else {
-                        targets.union_with(&sh.dest[i]);
-                        self.reroute_set(sh, targets, [old.vector(), new.vector()], fx);
+                        // One vCPU before and after, at most: no set to build.
+                        let one = |d: u16| (d < PHYS_MANY).then_some(usize::from(d));
+                        let (a, b) = (one(before), one(sh.dest_one[i]));
+                        let b = b.filter(|&b| Some(b) != a);
+                        self.reroute_set(sh, a.into_iter().chain(b), vectors, fx);
                     }
                 }
             }
@@ -1311,24 +1547,92 @@ impl<S: AsRef<[VcpuSlot]>, const PINS: usize> Irqchip<S, PINS> {
             // A new remote-IRR cycle: its acceptance decides who owns it.
             sh.owner[p.index()].set(OWNER_NONE);
         }
-        self.deliver(sh, &msg, Some(p), source, sh.dest[p.index()], fx);
+        self.deliver(
+            sh,
+            &msg,
+            Some(p),
+            source,
+            Self::pin_targets(sh, p.index()),
+            fx,
+        );
     }
 
-    fn all_vcpus(&self) -> VcpuSet {
-        let mut all = VcpuSet::EMPTY;
-        for i in 0..self.vcpus() {
-            all.insert(VcpuId::new(i as u16));
-        }
-        all
-    }
-
-    fn rescan_set<L>(&self, sh: &Shared<PINS>, targets: VcpuSet, fx: &mut Effects<L>) {
-        for id in targets.iter() {
-            if let Some(slot) = self.vcpus.as_ref().get(id.index()) {
-                self.rescan_locked(sh, id.index(), &mut slot.0.lock());
-                fx.reload.insert(id);
+    fn rescan_set<L>(
+        &self,
+        sh: &Shared<PINS>,
+        targets: impl IntoIterator<Item = usize>,
+        fx: &mut Effects<L>,
+    ) {
+        for i in targets {
+            if let Some(slot) = self.vcpus.as_ref().get(i) {
+                self.rescan_locked(sh, i, &mut slot.0.lock());
+                fx.reload.insert(VcpuId::new(i as u16));
             }
         }
+    }
+
+    /// Moves pin `pin`'s destination to `dest`: its bit leaves the old
+    /// vCPUs' routes and joins the new ones'. Touches only those vCPUs when
+    /// each side is one vCPU (the physical case); returns the old and new
+    /// vCPUs together when either side was several (a walk).
+    fn refresh_dest(
+        &self,
+        sh: &mut Shared<PINS>,
+        pin: usize,
+        dest: Destination,
+    ) -> Option<VcpuSet> {
+        let bit = 1u32 << pin;
+        let old = sh.dest_one[pin];
+        let mut both = None;
+        match old {
+            PHYS_NONE => {}
+            PHYS_MANY => {
+                let mut set = VcpuSet::EMPTY;
+                for i in 0..self.vcpus() {
+                    let mut v = self.slot(i).lock();
+                    if v.route.pins & bit != 0 {
+                        v.route.pins &= !bit;
+                        set.insert(VcpuId::new(i as u16));
+                    }
+                }
+                both = Some(set);
+            }
+            i => self.slot(usize::from(i)).lock().route.pins &= !bit,
+        }
+        let mut first = None;
+        let mut many: Option<VcpuSet> = None;
+        self.for_each_match(sh, dest, |i| {
+            self.slot(i).lock().route.pins |= bit;
+            match first {
+                None => first = Some(i),
+                Some(f) => {
+                    let set = many.get_or_insert_with(|| {
+                        let mut s = VcpuSet::EMPTY;
+                        s.insert(VcpuId::new(f as u16));
+                        s
+                    });
+                    set.insert(VcpuId::new(i as u16));
+                }
+            }
+        });
+        sh.dest_one[pin] = match (first, &many) {
+            (None, _) => PHYS_NONE,
+            (Some(f), None) => f as u16,
+            (Some(_), Some(_)) => PHYS_MANY,
+        };
+        if both.is_none() && many.is_none() {
+            return None;
+        }
+        let mut set = both.unwrap_or_default();
+        if let Some(m) = &many {
+            set.union_with(m);
+        }
+        for i in [old, sh.dest_one[pin]] {
+            if i < PHYS_MANY {
+                set.insert(VcpuId::new(i));
+            }
+        }
+        Some(set)
     }
 
     /// After one entry's write, brings each of `targets` up to date for the
@@ -1338,20 +1642,21 @@ impl<S: AsRef<[VcpuSlot]>, const PINS: usize> Irqchip<S, PINS> {
     fn reroute_set<L>(
         &self,
         sh: &Shared<PINS>,
-        targets: VcpuSet,
+        targets: impl IntoIterator<Item = usize>,
         vectors: [Vector; 2],
         fx: &mut Effects<L>,
     ) {
-        for id in targets.iter() {
-            let Some(slot) = self.vcpus.as_ref().get(id.index()) else {
+        for i in targets {
+            let Some(slot) = self.vcpus.as_ref().get(i) else {
                 continue;
             };
+            let id = VcpuId::new(i as u16);
             let mut guard = slot.0.lock();
             let v = &mut *guard;
             let distinct = if vectors[0] == vectors[1] { 1 } else { 2 };
             let done = vectors[..distinct].iter().all(|&u| {
                 v.map
-                    .reroute(&v.apic, u, self.routed_to(sh, id, &v.apic, u))
+                    .reroute(&v.apic, u, self.routed_to(sh, v.route.pins, &v.apic, u))
             });
             if done {
                 // Counted as a rescan that read one entry per vector.
@@ -1375,14 +1680,14 @@ impl<S: AsRef<[VcpuSlot]>, const PINS: usize> Irqchip<S, PINS> {
 
     /// Whether a counted, unmasked entry with vector `u` targets `me`: what
     /// a rescan of `me` finds for `u`, from the vector index.
-    fn routed_to(&self, sh: &Shared<PINS>, me: VcpuId, apic: &LocalApic, u: Vector) -> bool {
+    fn routed_to(&self, sh: &Shared<PINS>, pins: u32, apic: &LocalApic, u: Vector) -> bool {
         let level_counts = !self.directed(apic) && !self.line_aware();
         let live = |p: usize| {
             let e = sh.ioapic.entries()[p];
             e.vector() == u
                 && !e.masked()
                 && ((e.is_level() && level_counts) || sh.counted_edge.contains(Pin::new(p as u8)))
-                && sh.dest[p].contains(me)
+                && pins >> p & 1 != 0
         };
         match sh.pin_of[usize::from(u.get())] {
             PIN_NONE => false,
@@ -1399,50 +1704,65 @@ impl<S: AsRef<[VcpuSlot]>, const PINS: usize> Irqchip<S, PINS> {
         msg: &InterruptMessage,
         pin: Option<Pin>,
         source: Source,
-        targets: VcpuSet,
+        targets: Targets,
         fx: &mut Effects<L>,
     ) {
+        let id = |i: usize| VcpuId::new(i as u16);
         if !msg.delivery_mode.uses_vector() {
             // SMI, NMI, INIT, SIPI, ExtINT: every matching vCPU (no
             // arbitration), outside IRR/ISR.
-            for id in targets.iter() {
-                self.latch_event_on(id, msg, fx);
-            }
+            self.each_target(sh, targets, |i| self.latch_event_on(id(i), msg, fx));
             return;
         }
         if msg.delivery_mode == DeliveryMode::LowestPriority {
             // Eligible: matching (the targets), hardware- and software-enabled.
             let mut eligible = VcpuSet::EMPTY;
-            let mut best: Option<(u8, VcpuId)> = None;
-            for id in targets.iter() {
-                let apic = self.slot(id.index()).lock().apic;
+            let mut count = 0;
+            let mut best: Option<(u8, usize)> = None;
+            self.each_target(sh, targets, |i| {
+                let apic = self.slot(i).lock().apic;
                 if !apic.accepts_vectored() {
-                    continue;
+                    return;
                 }
-                eligible.insert(id);
+                eligible.insert(id(i));
+                count += 1;
                 let prio = apic.apr();
-                if best.is_none_or(|(p, _)| prio < p) {
-                    best = Some((prio, id));
+                // Lowest arbitration priority, lowest index among equals.
+                if best.is_none_or(|(p, b)| prio < p || (prio == p && i < b)) {
+                    best = Some((prio, i));
                 }
-            }
+            });
             let winner = match self.config.arbitration {
                 // KVM's vector hashing: the (vector % n)-th eligible vCPU.
-                Arbitration::KvmVectorHashing => match eligible.len() {
+                Arbitration::KvmVectorHashing => match count {
                     0 => None,
                     n => eligible.iter().nth(usize::from(msg.vector.get()) % n),
                 },
                 // SDM: lowest arbitration priority, lowest index among equals.
-                Arbitration::SdmPriority => best.map(|(_, id)| id),
+                Arbitration::SdmPriority => best.map(|(_, i)| id(i)),
             };
-            if let Some(id) = winner {
-                self.accept_on(sh, id, msg, pin, source, true, fx);
+            if let Some(w) = winner {
+                self.accept_on(sh, w, msg, pin, source, true, fx);
             }
             return;
         }
-        let alone = targets.len() == 1;
-        for id in targets.iter() {
-            self.accept_on(sh, id, msg, pin, source, alone, fx);
-        }
+        let alone = match targets {
+            Targets::None => return,
+            Targets::One(i) => {
+                self.accept_on(sh, id(i), msg, pin, source, true, fx);
+                return;
+            }
+            // Several by construction.
+            Targets::Pin(_) => false,
+            Targets::Dest(_) | Targets::All { .. } => {
+                let mut n = 0;
+                self.each_target(sh, targets, |_| n += 1);
+                n == 1
+            }
+        };
+        self.each_target(sh, targets, |i| {
+            self.accept_on(sh, id(i), msg, pin, source, alone, fx)
+        });
     }
 
     /// Latches a non-vectored message on one vCPU, as KVM's

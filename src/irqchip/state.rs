@@ -47,15 +47,15 @@ pub struct IrqchipState<V, const PINS: usize = 24> {
 
 impl<V: AsRef<[VcpuState]>, const PINS: usize> IrqchipState<V, PINS> {
     /// Checks everything [`Irqchip::restore`] checks, except the vCPU count
-    /// of the chip restored into: 1..=256 vCPUs, each valid under the
+    /// of the chip restored into: 1..=[`MAX_VCPUS`](crate::MAX_VCPUS) vCPUs, each valid under the
     /// configuration's policy.
     pub fn validate(&self) -> Result<(), SnapshotError> {
         check_version(self.version)?;
         let vcpus = self.vcpus.as_ref();
-        if !(1..=256).contains(&vcpus.len()) {
+        if !(1..=crate::MAX_VCPUS).contains(&vcpus.len()) {
             return Err(SnapshotError::Shape {
                 what: "vCPUs",
-                expected: vcpus.len().clamp(1, 256),
+                expected: vcpus.len().clamp(1, crate::MAX_VCPUS),
                 found: vcpus.len(),
             });
         }

@@ -106,7 +106,7 @@ fn an_out_of_range_vcpu_is_a_documented_panic_not_a_spurious_eoi() {
 }
 
 #[test]
-#[should_panic(expected = "1..=256 vCPUs")]
+#[should_panic(expected = "1..=4096 vCPUs")]
 fn empty_storage_is_refused() {
     let _: Irqchip<[VcpuSlot; 0]> = Irqchip::new(IrqchipConfig::default(), ApicMode::XApic, []);
 }

@@ -39,7 +39,7 @@ mod state;
 pub use state::LocalApicState;
 
 pub use dest::lowest_priority;
-pub(crate) use dest::{DFR_FLAT, x2apic_ldr};
+pub(crate) use dest::{DFR_FLAT, X2APIC_BROADCAST, x2apic_ldr};
 
 use crate::irqchip::PackedEvents;
 use crate::types::{
@@ -342,6 +342,13 @@ impl LocalApic {
         ApicId::new(self.initial_id)
     }
 
+    /// The x2APIC (initial) ID: what a physical destination above 255
+    /// matches, in either mode (KVM's `kvm_apic_match_physical_addr`).
+    #[inline]
+    pub(crate) fn x2apic_id(&self) -> u32 {
+        self.initial_id
+    }
+
     /// Host-side: gives this APIC a new identity. Sets the initial (x2APIC) ID
     /// to `id` and the xAPIC ID to its low 8 bits (the ID register holds only
     /// bits 31:24); in x2APIC mode the LDR is re-derived.
@@ -592,7 +599,10 @@ impl LocalApic {
             return;
         }
         match mode {
-            ApicMode::X2Apic => self.bits |= BIT_LDR_X2,
+            ApicMode::X2Apic => {
+                self.bits |= BIT_LDR_X2;
+                self.ldr_xapic = 0;
+            }
             ApicMode::XApic => self.xapic_id = self.initial_id as u8,
             ApicMode::Disabled => {}
         }

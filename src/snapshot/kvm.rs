@@ -31,7 +31,7 @@
 //! | 0x30 | version | bit 24 = directed EOI advertised (KVM recomputes the rest) |
 //! | 0x80 | TPR | bits 7:0 |
 //! | 0xA0 | PPR | written on export (derived; KVM recomputes it on set) |
-//! | 0xD0 | LDR | verbatim in xAPIC mode; derived from the ID in x2APIC mode |
+//! | 0xD0 | LDR | xAPIC mode: bits 31:24 (bits 23:0 are reserved and a guest write clears them; only `KVM_SET_LAPIC` can set them, and they are dropped on import, as ESR bits 31:8 are), or the x2APIC value kept from an x2APIC phase; x2APIC mode: derived from the ID |
 //! | 0xE0 | DFR | verbatim |
 //! | 0xF0 | SVR | verbatim |
 //! | 0x100 + 0x10 n | ISR word n | vectors 32n..32n+31 |
@@ -293,7 +293,17 @@ pub fn lapic_from_kvm(
             // KVM derives the LDR from the ID when it sets an x2APIC page.
             (initial_id as u8, x2apic_ldr(initial_id))
         }
-        ApicMode::XApic | ApicMode::Disabled => ((id_reg >> 24) as u8, get32(page, reg::LDR)),
+        ApicMode::XApic | ApicMode::Disabled => {
+            let ldr = get32(page, reg::LDR);
+            // Reserved bits 23:0 mean nothing to KVM's logical match (it
+            // reads the logical ID, bits 31:24); the model does not hold them.
+            let ldr = if ldr == x2apic_ldr(initial_id) {
+                ldr
+            } else {
+                ldr & 0xFF00_0000
+            };
+            ((id_reg >> 24) as u8, ldr)
+        }
     };
     let s = LocalApicState {
         version: SNAPSHOT_VERSION,
@@ -476,7 +486,7 @@ where
         }
         let n = storage.as_ref().len();
         for found in [lapics.len(), who.len()] {
-            if found != n || !(1..=256).contains(&n) {
+            if found != n || !(1..=crate::MAX_VCPUS).contains(&n) {
                 return Err(SnapshotError::Shape {
                     what: "vCPUs",
                     expected: n,

@@ -149,7 +149,7 @@ fn every_workload_is_named_documented_and_runnable() {
     for w in WORKLOADS.iter() {
         assert!(!w.doc.is_empty() && !w.doc.contains('\n'), "{}", w.name);
         assert_eq!(sim::workload(w.name), Some(w));
-        assert!((1..=256).contains(&w.vcpus), "{}", w.name);
+        assert!((1..=eoi_exit::MAX_VCPUS).contains(&w.vcpus), "{}", w.name);
     }
     let names: Vec<&str> = WORKLOADS.iter().map(|w| w.name).collect();
     assert_eq!(
@@ -165,12 +165,17 @@ fn every_workload_is_named_documented_and_runnable() {
             "mixed",
             "directed-eoi",
             "large",
+            "large-1024",
             "intx"
         ]
     );
     assert_eq!(
         sim::workload("large").map(|w| (w.vcpus, w.events)),
         Some((256, 1_000_000))
+    );
+    assert_eq!(
+        sim::workload("large-1024").map(|w| (w.vcpus, w.events)),
+        Some((1024, 1_000_000))
     );
 }
 

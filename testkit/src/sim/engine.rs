@@ -39,9 +39,10 @@ fn msi_vector(k: u8, j: u8) -> Vector {
     Vector::new(0x30 + 8 * (k % 24) + 4 + (j & 3))
 }
 
-/// The APIC ID of vCPU `i`. With 256 vCPUs the APICs are in x2APIC mode and
-/// vCPU 255 gets ID 256 (reached through the extended destination ID), since
-/// destination 0xFF is KVM's broadcast.
+/// The APIC ID of vCPU `i`. With 256 vCPUs or more the APICs are in x2APIC
+/// mode and vCPUs from 255 on get ID `i + 1` (reached through the extended
+/// destination ID), since destination 0xFF is KVM's broadcast; the IDs are
+/// then not the indices, so the chip looks them up in its sorted index.
 fn apic_id(i: usize) -> u32 {
     if i >= 255 { i as u32 + 1 } else { i as u32 }
 }
@@ -143,7 +144,7 @@ pub(crate) type RestoreHook<'a> = Option<(u64, &'a mut dyn FnMut(&mut SimChip))>
 
 /// Runs one workload under one policy, with an optional restore hook.
 ///
-/// Panics unless `w.vcpus` is in 1..=256.
+/// Panics unless `w.vcpus` is in 1..=4096.
 pub(crate) fn run_hooked(
     w: &Workload,
     policy: Policy,
@@ -213,8 +214,8 @@ impl Sim {
         }
         let n = w.vcpus;
         assert!(
-            (1..=256).contains(&n),
-            "sim: {n} vCPUs (a workload has 1..=256)"
+            (1..=eoi_exit::MAX_VCPUS).contains(&n),
+            "sim: {n} vCPUs (a workload has 1..=4096)"
         );
         let mode = if n > 8 || w.directed_eoi {
             ApicMode::X2Apic

@@ -171,7 +171,8 @@ fn page_lapic() -> impl Strategy<Value = (LocalApicState, bool)> {
                     ldr: if mode == ApicMode::X2Apic {
                         (id >> 4) << 16 | 1 << (id & 0xf) // SDM x2APIC LDR
                     } else {
-                        ldr
+                        // Bits 23:0 are reserved: a guest write clears them.
+                        ldr & 0xFF00_0000
                     },
                     dfr: dfr | 0x0FFF_FFFF,
                     svr: svr & 0x13FF,
@@ -317,6 +318,15 @@ fn lapic_from_kvm_refuses_what_kvm_refuses_and_takes_what_it_holds() {
         s,
         "legacy format"
     );
+    // xAPIC LDR bits 23:0 are reserved (a guest write clears them; KVM's
+    // logical match reads bits 31:24): a page holding them imports as the
+    // logical ID alone.
+    let x = LocalApic::new_enabled(ApicId::new(3), ApicMode::XApic).state();
+    let mut page = lapic_to_kvm(&x, false);
+    page.regs[reg::LDR] = 0x5a;
+    page.regs[reg::LDR + 3] = 0x04;
+    let m = lapic_from_kvm(&page, &identity(&x, false)).expect("KVM holds this page");
+    assert_eq!(m.ldr, 0x0400_0000);
     assert_eq!(apic_mode_from_base(0xFEE0_0900), ApicMode::XApic);
     assert_eq!(apic_mode_from_base(0xFEE0_0D00), ApicMode::X2Apic);
     assert_eq!(apic_mode_from_base(0xFEE0_0000), ApicMode::Disabled);
