@@ -12,13 +12,14 @@ pub const MAX_VCPUS: usize = 4096;
 const WORDS: usize = MAX_VCPUS / 64;
 
 /// A set of vCPU indices below [`MAX_VCPUS`], as a two-level bitmap: 64
-/// words of 64 bits, and a summary word whose bit `w` says word `w` is not
-/// empty.
+/// words of 64 bits, and a summary word whose bit `w` says word `w` is in
+/// use (a word the summary does not name is garbage, never read).
 ///
 /// Why two levels: the set is exact for a broadcast to 4096 vCPUs (no vCPU
 /// to kick is ever dropped), while the common case, one or two vCPUs,
-/// costs a few words. [`clear`](Self::clear), [`is_empty`](Self::is_empty)
-/// and iteration read the summary and only the words it names, so reusing
+/// costs a few words. [`clear`](Self::clear) is one store (the summary),
+/// [`is_empty`](Self::is_empty) one load, and iteration reads the summary
+/// and only the words it names, so reusing
 /// one [`Effects`](crate::irqchip::Effects) per vCPU thread costs nothing
 /// per input however large the set could grow. The 520 bytes are the
 /// caller's sink, passed by `&mut`, never returned by value.
@@ -41,11 +42,30 @@ const WORDS: usize = MAX_VCPUS / 64;
 /// reload.clear();
 /// assert!(reload.is_empty());
 /// ```
-#[derive(Clone, PartialEq, Eq, Hash)]
+#[derive(Clone)]
 pub struct VcpuSet {
-    /// Bit `w`: `words[w] != 0`.
+    /// Bit `w`: `words[w]` is in use, and not 0.
     summary: u64,
     words: [u64; WORDS],
+}
+
+/// Equal members (words the summary does not name are not looked at).
+impl PartialEq for VcpuSet {
+    fn eq(&self, other: &Self) -> bool {
+        self.summary == other.summary
+            && self.word_indices().all(|w| self.words[w] == other.words[w])
+    }
+}
+
+impl Eq for VcpuSet {}
+
+impl core::hash::Hash for VcpuSet {
+    fn hash<H: core::hash::Hasher>(&self, h: &mut H) {
+        self.summary.hash(h);
+        for w in self.word_indices() {
+            self.words[w].hash(h);
+        }
+    }
 }
 
 impl Default for VcpuSet {
@@ -84,9 +104,14 @@ impl VcpuSet {
             return false;
         }
         let (w, bit) = (i / 64, 1u64 << (i % 64));
+        if self.summary & 1 << w == 0 {
+            // A word not in use: overwrite whatever a clear left there.
+            self.words[w] = bit;
+            self.summary |= 1 << w;
+            return true;
+        }
         let was = self.words[w] & bit != 0;
         self.words[w] |= bit;
-        self.summary |= 1 << w;
         !was
     }
 
@@ -98,6 +123,9 @@ impl VcpuSet {
             return false;
         }
         let (w, bit) = (i / 64, 1u64 << (i % 64));
+        if self.summary & 1 << w == 0 {
+            return false;
+        }
         let was = self.words[w] & bit != 0;
         self.words[w] &= !bit;
         if self.words[w] == 0 {
@@ -110,24 +138,26 @@ impl VcpuSet {
     #[inline]
     pub fn contains(&self, vcpu: VcpuId) -> bool {
         let i = vcpu.index();
-        i < MAX_VCPUS && self.words[i / 64] & 1 << (i % 64) != 0
+        i < MAX_VCPUS
+            && self.summary & 1 << (i / 64) != 0
+            && self.words[i / 64] & 1 << (i % 64) != 0
     }
 
-    /// Empties the set, touching only the words that hold members.
+    /// Empties the set: one store (the words are left as garbage, which
+    /// nothing reads until an insert overwrites them).
     #[inline]
     pub fn clear(&mut self) {
-        let mut s = self.summary;
-        while s != 0 {
-            self.words[s.trailing_zeros() as usize] = 0;
-            s &= s - 1;
-        }
         self.summary = 0;
     }
 
     /// Adds every member of `other`.
     pub(crate) fn union_with(&mut self, other: &VcpuSet) {
         for w in other.word_indices() {
-            self.words[w] |= other.words[w];
+            if self.summary & 1 << w == 0 {
+                self.words[w] = other.words[w];
+            } else {
+                self.words[w] |= other.words[w];
+            }
         }
         self.summary |= other.summary;
     }
@@ -214,7 +244,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn summary_tracks_nonempty_words_through_insert_remove_and_clear() {
+    fn summary_tracks_words_in_use_through_insert_remove_and_clear() {
         let mut s = VcpuSet::EMPTY;
         assert!(s.insert(VcpuId::new(0)));
         assert!(s.insert(VcpuId::new(4095)));
@@ -227,6 +257,11 @@ mod tests {
         assert_eq!(s, t, "equal members, equal sets");
         s.clear();
         assert_eq!(s, VcpuSet::EMPTY);
+        // The garbage a clear leaves is never a member.
+        assert!(!s.contains(VcpuId::new(4095)));
+        assert!(s.insert(VcpuId::new(4094)));
+        assert_eq!(s.iter().collect::<std::vec::Vec<_>>(), [VcpuId::new(4094)]);
+        assert!(!s.remove(VcpuId::new(4095)));
         let all: VcpuSet = (0..4096).map(VcpuId::new).collect();
         assert_eq!(all.len(), 4096);
         assert!(all.iter().map(VcpuId::index).eq(0..4096));

@@ -126,15 +126,18 @@ impl VcpuStats {
 /// go through [`Irqchip::write_lapic`] and [`Irqchip::load_vcpu`], which keep
 /// the bitmaps consistent.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
+// In this order, the routing cache and the counters share the slot lock's
+// cache line: a reroute on a large VM touches no extra line for them.
+#[repr(C)]
 pub struct Vcpu {
+    /// The chip's routing cache for this slot.
+    pub(crate) route: Route,
+    /// Counters.
+    pub stats: VcpuStats,
     /// Its local APIC.
     pub apic: LocalApic,
     /// Its EOI-exit map.
     pub map: EoiExitMap,
-    /// Counters.
-    pub stats: VcpuStats,
-    /// The chip's routing cache for this slot.
-    pub(crate) route: Route,
 }
 
 impl Vcpu {
@@ -1486,28 +1489,17 @@ impl<S: AsRef<[VcpuSlot]>, const PINS: usize> Irqchip<S, PINS> {
                     Self::index_vector(sh, new.vector());
                 }
                 let before = sh.dest_one[i];
-                let mut both = None;
-                if new.destination() != old.destination() {
-                    both = self.refresh_dest(sh, i, new.destination());
-                }
-                if scan_key(new) != scan_key(old) || self.config.policy.is_kvm() {
-                    let vectors = [old.vector(), new.vector()];
-                    if a.rescan == Rescan::All {
-                        self.rescan_set(sh, 0..self.vcpus(), fx);
-                    } else if let Some(set) = &both {
-                        self.reroute_set(sh, set.iter().map(VcpuId::index), vectors, fx);
-                    } else if before == PHYS_MANY {
-                        // The same several vCPUs before and after: its members.
-                        self.each_target(sh, Targets::Pin(i), |m| {
-                            self.reroute_set(sh, [m], vectors, fx)
-                        });
-                    } else {
-                        // One vCPU before and after, at most: no set to build.
-                        let one = |d: u16| (d < PHYS_MANY).then_some(usize::from(d));
-                        let (a, b) = (one(before), one(sh.dest_one[i]));
-                        let b = b.filter(|&b| Some(b) != a);
-                        self.reroute_set(sh, a.into_iter().chain(b), vectors, fx);
-                    }
+                let rescan = scan_key(new) != scan_key(old) || self.config.policy.is_kvm();
+                if new.destination() != old.destination()
+                    && rescan
+                    && a.rescan != Rescan::All
+                    && before != PHYS_MANY
+                    && self.move_single(sh, i, before, new.destination(), old.vector(), fx)
+                {
+                    // One vCPU before and one after, at most: moved and
+                    // rerouted under one lock each.
+                } else {
+                    self.reroute_after_write(sh, i, old, new, before, rescan, a.rescan, fx);
                 }
             }
             _ => {
@@ -1522,6 +1514,88 @@ impl<S: AsRef<[VcpuSlot]>, const PINS: usize> Irqchip<S, PINS> {
                 self.deliver_pin(sh, p, fx);
             }
         }
+    }
+
+    /// The general case of [`Irqchip::apply`] after a write to entry `i`:
+    /// refresh its destination if it changed, then reroute (or rescan) the
+    /// vCPUs it left and joined.
+    #[allow(clippy::too_many_arguments)]
+    fn reroute_after_write<L>(
+        &self,
+        sh: &mut Shared<PINS>,
+        i: usize,
+        old: RedirectionEntry,
+        new: RedirectionEntry,
+        before: u16,
+        rescan: bool,
+        kind: Rescan,
+        fx: &mut Effects<L>,
+    ) {
+        let mut both = None;
+        if new.destination() != old.destination() {
+            both = self.refresh_dest(sh, i, new.destination());
+        }
+        if !rescan {
+            return;
+        }
+        let vectors = [old.vector(), new.vector()];
+        if kind == Rescan::All {
+            self.rescan_set(sh, 0..self.vcpus(), fx);
+        } else if let Some(set) = &both {
+            self.reroute_set(sh, set.iter().map(VcpuId::index), vectors, fx);
+        } else if before == PHYS_MANY {
+            // The same several vCPUs before and after: its members.
+            self.each_target(sh, Targets::Pin(i), |m| {
+                self.reroute_set(sh, [m], vectors, fx)
+            });
+        } else {
+            // One vCPU before and after, at most: no set to build.
+            let one = |d: u16| (d < PHYS_MANY).then_some(usize::from(d));
+            let (a, b) = (one(before), one(sh.dest_one[i]));
+            let b = b.filter(|&b| Some(b) != a);
+            self.reroute_set(sh, a.into_iter().chain(b), vectors, fx);
+        }
+    }
+
+    /// Moves entry `pin` from the one vCPU `before` names (or none) to the
+    /// one `dest` matches (or none), updating each vCPU's pin bit under the
+    /// lock its reroute takes anyway. `false`, with nothing changed, when
+    /// `dest` matches several vCPUs (the general path handles it).
+    fn move_single<L>(
+        &self,
+        sh: &mut Shared<PINS>,
+        pin: usize,
+        before: u16,
+        dest: Destination,
+        old_vector: Vector,
+        fx: &mut Effects<L>,
+    ) -> bool {
+        let mut first = None;
+        let mut several = false;
+        self.for_each_match(sh, dest, |i| match first {
+            None => first = Some(i),
+            Some(_) => several = true,
+        });
+        if several {
+            return false;
+        }
+        sh.dest_one[pin] = first.map_or(PHYS_NONE, |i| i as u16);
+        let new_vector = sh.ioapic.entries()[pin].vector();
+        let vectors = [old_vector, new_vector];
+        let bit = 1u32 << pin;
+        let old = (before < PHYS_MANY).then_some(usize::from(before));
+        match (old, first) {
+            (Some(a), Some(b)) if a == b => self.reroute_one(sh, a, vectors, 0, 0, fx),
+            (old, new) => {
+                if let Some(a) = old {
+                    self.reroute_one(sh, a, vectors, bit, 0, fx);
+                }
+                if let Some(b) = new {
+                    self.reroute_one(sh, b, vectors, 0, bit, fx);
+                }
+            }
+        }
+        true
     }
 
     /// Delivers pin `p`'s message, which the I/O APIC has just sent, to the
@@ -1647,26 +1721,42 @@ impl<S: AsRef<[VcpuSlot]>, const PINS: usize> Irqchip<S, PINS> {
         fx: &mut Effects<L>,
     ) {
         for i in targets {
-            let Some(slot) = self.vcpus.as_ref().get(i) else {
-                continue;
-            };
-            let id = VcpuId::new(i as u16);
-            let mut guard = slot.0.lock();
-            let v = &mut *guard;
-            let distinct = if vectors[0] == vectors[1] { 1 } else { 2 };
-            let done = vectors[..distinct].iter().all(|&u| {
-                v.map
-                    .reroute(&v.apic, u, self.routed_to(sh, v.route.pins, &v.apic, u))
-            });
-            if done {
-                // Counted as a rescan that read one entry per vector.
-                v.stats.rescans = v.stats.rescans.wrapping_add(1);
-                v.stats.entries_scanned = v.stats.entries_scanned.wrapping_add(distinct as u32);
-            } else {
-                self.rescan_locked(sh, id.index(), v);
-            }
-            fx.reload.insert(id);
+            self.reroute_one(sh, i, vectors, 0, 0, fx);
         }
+    }
+
+    /// [`Irqchip::reroute_set`] for one vCPU, first clearing and setting
+    /// `clear` / `set` in its pin bits.
+    #[inline]
+    fn reroute_one<L>(
+        &self,
+        sh: &Shared<PINS>,
+        i: usize,
+        vectors: [Vector; 2],
+        clear: u32,
+        set: u32,
+        fx: &mut Effects<L>,
+    ) {
+        let Some(slot) = self.vcpus.as_ref().get(i) else {
+            return;
+        };
+        let id = VcpuId::new(i as u16);
+        let mut guard = slot.0.lock();
+        let v = &mut *guard;
+        v.route.pins = v.route.pins & !clear | set;
+        let distinct = if vectors[0] == vectors[1] { 1 } else { 2 };
+        let done = vectors[..distinct].iter().all(|&u| {
+            v.map
+                .reroute(&v.apic, u, self.routed_to(sh, v.route.pins, &v.apic, u))
+        });
+        if done {
+            // Counted as a rescan that read one entry per vector.
+            v.stats.rescans = v.stats.rescans.wrapping_add(1);
+            v.stats.entries_scanned = v.stats.entries_scanned.wrapping_add(distinct as u32);
+        } else {
+            self.rescan_locked(sh, id.index(), v);
+        }
+        fx.reload.insert(id);
     }
 
     /// Whether directed EOI is in effect on `apic` for the rescans of a
@@ -1746,23 +1836,32 @@ impl<S: AsRef<[VcpuSlot]>, const PINS: usize> Irqchip<S, PINS> {
             }
             return;
         }
-        let alone = match targets {
-            Targets::None => return,
-            Targets::One(i) => {
-                self.accept_on(sh, id(i), msg, pin, source, true, fx);
-                return;
-            }
-            // Several by construction.
-            Targets::Pin(_) => false,
-            Targets::Dest(_) | Targets::All { .. } => {
-                let mut n = 0;
-                self.each_target(sh, targets, |_| n += 1);
-                n == 1
-            }
-        };
+        if let Targets::One(i) = targets {
+            self.accept_on(sh, id(i), msg, pin, source, true, fx);
+            return;
+        }
+        // Several, or one: whether a vCPU takes the message alone is known
+        // only at the second match, so the first waits for it (one pass).
+        let mut first = None;
+        let mut several = false;
         self.each_target(sh, targets, |i| {
-            self.accept_on(sh, id(i), msg, pin, source, alone, fx)
+            if !several {
+                match first.take() {
+                    None => {
+                        first = Some(i);
+                        return;
+                    }
+                    Some(f) => {
+                        several = true;
+                        self.accept_on(sh, id(f), msg, pin, source, false, fx);
+                    }
+                }
+            }
+            self.accept_on(sh, id(i), msg, pin, source, false, fx);
         });
+        if let Some(f) = first {
+            self.accept_on(sh, id(f), msg, pin, source, !several, fx);
+        }
     }
 
     /// Latches a non-vectored message on one vCPU, as KVM's
