@@ -24,7 +24,7 @@ use eoi_exit::exit_bitmap::{Accepted, ScanEntry, Source};
 use eoi_exit::ioapic::{IOREGSEL, IOWIN, REG_REDTBL_BASE};
 use eoi_exit::{
     ApicId, ApicMode, DeliveryMode, Destination, DestinationMode, Effects, EoiExitMap,
-    InterruptMessage, Irqchip, IrqchipConfig, LocalApic, Pin, Policy, RedirectionEntry,
+    InterruptMessage, Irqchip, IrqchipConfig, LocalApic, MsiFormat, Pin, Policy, RedirectionEntry,
     TriggerMode, VcpuId, VcpuSlot, Vector, VectorSet,
 };
 
@@ -105,7 +105,7 @@ fn scanned(policy: Policy, apic: &LocalApic) -> EoiExitMap {
     let mut m = EoiExitMap::new(policy);
     m.scan(
         apic,
-        table().map(|e| ScanEntry::from_redirection(e, false, false)),
+        table().map(|e| ScanEntry::from_redirection(e, MsiFormat::Xapic, false, false)),
     );
     m
 }
@@ -163,10 +163,9 @@ fn rescan(c: &mut Criterion) {
             b.iter(|| {
                 m.scan(
                     &apic,
-                    entries
-                        .iter()
-                        .enumerate()
-                        .map(|(pin, e)| ScanEntry::from_redirection(*e, false, pin == 8)),
+                    entries.iter().enumerate().map(|(pin, e)| {
+                        ScanEntry::from_redirection(*e, MsiFormat::Xapic, false, pin == 8)
+                    }),
                 );
                 black_box(m.bitmap());
             })
@@ -199,7 +198,7 @@ fn lapic(c: &mut Criterion) {
     let mut m = EoiExitMap::new(Policy::Exact);
     m.scan(
         &apic,
-        table().map(|e| ScanEntry::from_redirection(e, false, false)),
+        table().map(|e| ScanEntry::from_redirection(e, MsiFormat::Xapic, false, false)),
     );
     g.bench_function("on_accept_exact", |b| {
         let a = Accepted {

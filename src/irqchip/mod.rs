@@ -18,8 +18,9 @@
 //!
 //! vCPU indices are 0..=255 (at most 256 vCPUs). APIC IDs are 32-bit: an
 //! x2APIC ID above 255 is matched exactly by physical and logical x2APIC
-//! destinations (MSIs); an I/O APIC entry addresses 8 bits of destination
-//! plus the extended-destination bits, as KVM decodes them.
+//! destinations (MSIs under [`MsiFormat::X2apicApi`], IPIs); an I/O APIC
+//! entry addresses 8 bits of destination, 15 under
+//! [`MsiFormat::ExtDestId`] ([`IoapicConfig::msi_format`](crate::IoapicConfig::msi_format)).
 //!
 //! # Threads
 //!
@@ -69,6 +70,7 @@ use crate::Ioapic;
 use crate::exit_bitmap::{Accepted, EoiExitMap, Line, Policy, Source, VmcsUpdate};
 use crate::ioapic::{IoapicEffects, REG_REDTBL_BASE, RedirectionEntry, Rescan};
 use crate::lapic::{Acceptance, ApicMode, Ipi, LocalApic, Shorthand};
+use crate::routes::{Msi, MsiFormat};
 use crate::types::{
     ApicId, DeliveryMode, Destination, DestinationMode, InterruptMessage, Pin, Polarity, RTC_GSI,
     VcpuId,
@@ -601,8 +603,15 @@ impl<S: AsRef<[VcpuSlot]>, const PINS: usize> Irqchip<S, PINS> {
         self.apply(&mut sh, a, None, fx);
     }
 
-    /// Delivers an MSI (edge MSIs are the common case; their EOIs matter to
-    /// nobody, so they are tagged [`Source::Plain`]).
+    /// Delivers an MSI the guest (a device) wrote, its destination decoded
+    /// with [`IoapicConfig::msi_format`](crate::IoapicConfig::msi_format):
+    /// address bits 11:5 count only under [`MsiFormat::ExtDestId`] and
+    /// `address_hi` only under [`MsiFormat::X2apicApi`] (KVM's
+    /// `KVM_SIGNAL_MSI` with the x2APIC API). A message that format refuses
+    /// or with a reserved delivery mode delivers nothing ([`Msi::message`]
+    /// is `None`; KVM returns `EINVAL` or drops it). Edge MSIs are the
+    /// common case; their EOIs matter to nobody, so they are tagged
+    /// [`Source::Plain`].
     ///
     /// # Examples
     ///
@@ -610,7 +619,7 @@ impl<S: AsRef<[VcpuSlot]>, const PINS: usize> Irqchip<S, PINS> {
     /// use eoi_exit::irqchip::Effects;
     /// use eoi_exit::{
     ///     ApicMode, DeliveryMode, Destination, DestinationMode, InterruptMessage, Irqchip,
-    ///     IrqchipConfig, Msi, TriggerMode, VcpuId, VcpuSlot, Vector,
+    ///     IrqchipConfig, Msi, MsiFormat, TriggerMode, VcpuId, VcpuSlot, Vector,
     /// };
     ///
     /// let chip: Irqchip<_> =
@@ -621,15 +630,18 @@ impl<S: AsRef<[VcpuSlot]>, const PINS: usize> Irqchip<S, PINS> {
     ///     vector: Vector::new(0x61),
     ///     trigger: TriggerMode::Edge,
     /// };
-    /// // A device's MSI write arrives as address/data; decode it first.
-    /// let msi = Msi::from_message(&msg);
+    /// // A device's MSI write arrives as address/data.
+    /// let msi = Msi::from_message(&msg, MsiFormat::Xapic).unwrap();
     /// let mut fx = Effects::new();
-    /// chip.send_msi(&msi.message().unwrap(), &mut fx);
+    /// chip.send_msi(&msi, &mut fx);
     /// assert_eq!(fx.kick.iter().collect::<Vec<_>>(), [VcpuId::new(1)]);
     /// // An edge MSI's EOI is nobody's business: nothing to intercept.
     /// assert!(chip.vmcs_update(VcpuId::new(1)).is_none());
     /// ```
-    pub fn send_msi<L: DeliveryLog>(&self, msg: &InterruptMessage, fx: &mut Effects<L>) {
+    pub fn send_msi<L: DeliveryLog>(&self, msi: &Msi, fx: &mut Effects<L>) {
+        let Some(msg) = msi.message(self.config.ioapic.msi_format) else {
+            return;
+        };
         let source = if msg.trigger.is_level() {
             Source::NeedsEoi
         } else {
@@ -637,7 +649,7 @@ impl<S: AsRef<[VcpuSlot]>, const PINS: usize> Irqchip<S, PINS> {
         };
         let sh = self.shared.lock();
         let targets = self.vcpus_matching(&sh, msg.destination);
-        self.deliver(&sh, msg, None, source, targets, fx);
+        self.deliver(&sh, &msg, None, source, targets, fx);
     }
 
     /// Applies a write to one vCPU's LAPIC registers (a trapped guest write
@@ -1186,7 +1198,7 @@ impl<S: AsRef<[VcpuSlot]>, const PINS: usize> Irqchip<S, PINS> {
                 }
             }
             for (set, e) in sh.dest.iter_mut().zip(entries.iter()) {
-                if apic.matches(e.destination()) {
+                if apic.matches(e.destination(self.config.ioapic.msi_format)) {
                     set.insert(VcpuId::new(i as u16));
                 }
             }
@@ -1209,7 +1221,7 @@ impl<S: AsRef<[VcpuSlot]>, const PINS: usize> Irqchip<S, PINS> {
 
     /// Recomputes one pin's destination set.
     fn refresh_dest(&self, sh: &mut Shared<PINS>, pin: usize) {
-        let d = sh.ioapic.entries()[pin].destination();
+        let d = sh.ioapic.entries()[pin].destination(self.config.ioapic.msi_format);
         sh.dest[pin] = self.vcpus_matching(sh, d);
     }
 
@@ -1262,10 +1274,11 @@ impl<S: AsRef<[VcpuSlot]>, const PINS: usize> Irqchip<S, PINS> {
                     Self::index_vector(sh, new.vector());
                 }
                 let mut targets = sh.dest[i];
-                if new.destination() != old.destination() {
+                let format = self.config.ioapic.msi_format;
+                if new.destination(format) != old.destination(format) {
                     self.refresh_dest(sh, i);
                 }
-                if scan_key(new) != scan_key(old) || self.config.policy.is_kvm() {
+                if scan_key(new, format) != scan_key(old, format) || self.config.policy.is_kvm() {
                     if a.rescan == Rescan::All {
                         self.rescan_set(sh, self.all_vcpus(), fx);
                     } else {
@@ -1861,8 +1874,8 @@ fn counted_edge(config: &IrqchipConfig) -> crate::PinSet {
 
 /// The fields of a redirection entry that a rescan reads: vector, trigger
 /// mode, mask, destination and destination mode.
-fn scan_key(e: RedirectionEntry) -> (Vector, bool, bool, Destination) {
-    (e.vector(), e.is_level(), e.masked(), e.destination())
+fn scan_key(e: RedirectionEntry, format: MsiFormat) -> (Vector, bool, bool, Destination) {
+    (e.vector(), e.is_level(), e.masked(), e.destination(format))
 }
 
 #[cfg(test)]

@@ -505,8 +505,8 @@ where
                 let rtc = sh.ioapic.entries()[RTC_GSI.get() as usize];
                 for slot in chip.vcpus.as_ref() {
                     let mut v = slot.0.lock();
-                    let owed =
-                        v.apic.matches(rtc.destination()) && v.apic.pending_eoi(rtc.vector());
+                    let owed = v.apic.matches(rtc.destination(config.ioapic.msi_format))
+                        && v.apic.pending_eoi(rtc.vector());
                     v.map.set_rtc_owed(owed.then_some(rtc.vector()));
                 }
             }
