@@ -70,6 +70,27 @@ use crate::vector::Vector;
 ///
 /// The module documentation lists the Linux, KVM and QEMU functions each
 /// rule was read from.
+///
+/// # Examples
+///
+/// A guest told `KVM_FEATURE_MSI_EXT_DEST_ID` routes a pin to APIC ID 300
+/// (0x12C): bits 63:56 hold 0x2C, bits 55:49 hold 1.
+///
+/// ```
+/// use eoi_exit::{
+///     Ioapic, IoapicConfig, MsiFormat, Pin, RedirectionEntry, Rescan, TriggerMode, Vector,
+/// };
+///
+/// let e = RedirectionEntry::fixed(Vector::new(0x40), TriggerMode::Level, 300);
+/// for (format, dest) in [(MsiFormat::Xapic, 0x2C), (MsiFormat::ExtDestId, 300)] {
+///     let mut io: Ioapic = Ioapic::new(IoapicConfig { msi_format: format, ..IoapicConfig::DEFAULT });
+///     // The vCPUs to rescan: the destination as this I/O APIC decodes it.
+///     let Rescan::Targets { new: Some(d), .. } = io.write_entry(Pin::new(4), e.0).rescan else {
+///         unreachable!("a fixed entry names its destination")
+///     };
+///     assert_eq!(d.id, dest);
+/// }
+/// ```
 #[derive(Clone, Copy, PartialEq, Eq, Hash, Debug, Default)]
 #[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 #[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]

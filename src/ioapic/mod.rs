@@ -52,6 +52,7 @@
 //! | pin polarity | ignored: `kvm_set_irq` takes the logical level | applied | applied: [`Ioapic::set_line`] takes the electrical level |
 //! | EOI-storm counter on an entry write | kept | QEMU resets it | kept |
 //! | EOI register (0x40) | none (version 0x11) | version 0x20 | version 0x20 only |
+//! | entry bits 55:49 | reserved: an 8-bit `dest_id` (bits 63:56) | reserved (82093AA); QEMU copies them to MSI address bits 11:5 | destination bits 14:8 under [`MsiFormat::ExtDestId`] (Linux's `KVM_FEATURE_MSI_EXT_DEST_ID`), ignored by default ([`IoapicConfig::msi_format`]) |
 //!
 //! Redirection writes behave as in KVM otherwise: delivery status and remote
 //! IRR are read-only, switching an entry to edge clears remote IRR (Linux and

@@ -457,7 +457,10 @@ where
     ///    EOIs owed. The VMCS of every vCPU is taken to hold an empty bitmap
     ///    (a fresh VMCS): [`Irqchip::vmcs_update`] returns every non-zero word.
     ///
-    /// Statistics count the import's rescans.
+    /// Statistics count the import's rescans. KVM's in-kernel I/O APIC reads
+    /// 8 destination bits (bits 55:49 are reserved there): import with
+    /// `config.ioapic.msi_format` [`MsiFormat::Xapic`](crate::MsiFormat::Xapic),
+    /// the default, for the entries to keep KVM's destinations.
     pub fn import_kvm<L: DeliveryLog>(
         config: IrqchipConfig,
         ioapic: &kvm_ioapic_state,
