@@ -24,8 +24,8 @@ use eoi_exit::exit_bitmap::{Accepted, ScanEntry, Source};
 use eoi_exit::ioapic::{IOREGSEL, IOWIN, REG_REDTBL_BASE};
 use eoi_exit::{
     ApicId, ApicMode, DeliveryMode, Destination, DestinationMode, Effects, EoiExitMap,
-    InterruptMessage, Irqchip, IrqchipConfig, LocalApic, Pin, Policy, RedirectionEntry,
-    TriggerMode, VcpuId, VcpuSlot, Vector, VectorSet,
+    InterruptMessage, Irqchip, IrqchipConfig, LocalApic, Msi, MsiFormat, Pin, Policy,
+    RedirectionEntry, TriggerMode, VcpuId, VcpuSlot, Vector, VectorSet,
 };
 
 /// The bitvec alternative VectorSet was measured against.
@@ -105,7 +105,7 @@ fn scanned(policy: Policy, apic: &LocalApic) -> EoiExitMap {
     let mut m = EoiExitMap::new(policy);
     m.scan(
         apic,
-        table().map(|e| ScanEntry::from_redirection(e, false, false)),
+        table().map(|e| ScanEntry::from_redirection(e, MsiFormat::Xapic, false, false)),
     );
     m
 }
@@ -163,10 +163,9 @@ fn rescan(c: &mut Criterion) {
             b.iter(|| {
                 m.scan(
                     &apic,
-                    entries
-                        .iter()
-                        .enumerate()
-                        .map(|(pin, e)| ScanEntry::from_redirection(*e, false, pin == 8)),
+                    entries.iter().enumerate().map(|(pin, e)| {
+                        ScanEntry::from_redirection(*e, MsiFormat::Xapic, false, pin == 8)
+                    }),
                 );
                 black_box(m.bitmap());
             })
@@ -199,7 +198,7 @@ fn lapic(c: &mut Criterion) {
     let mut m = EoiExitMap::new(Policy::Exact);
     m.scan(
         &apic,
-        table().map(|e| ScanEntry::from_redirection(e, false, false)),
+        table().map(|e| ScanEntry::from_redirection(e, MsiFormat::Xapic, false, false)),
     );
     g.bench_function("on_accept_exact", |b| {
         let a = Accepted {
@@ -429,9 +428,11 @@ fn irqchip(c: &mut Criterion) {
     // reroute_4096: the same targeted write on 4096 x2APIC vCPUs (APIC ID =
     // index: a lookup is a load). The destinations above 255 use the
     // extended destination ID (entry bits 55:49).
-    let big = |id: &dyn Fn(usize) -> u32| {
+    let big = |format: MsiFormat, id: &dyn Fn(usize) -> u32| {
         let slots: Box<[VcpuSlot]> = (0..4096).map(|_| VcpuSlot::new()).collect();
-        let chip = Irqchip::<_, 24>::with_apics(big_config(), slots, |v| {
+        let mut config = IrqchipConfig::default();
+        config.ioapic.msi_format = format;
+        let chip = Irqchip::<_, 24>::with_apics(config, slots, |v| {
             LocalApic::new_enabled(ApicId::new(id(v.index())), ApicMode::X2Apic)
         });
         let mut fx = Effects::new();
@@ -449,7 +450,7 @@ fn irqchip(c: &mut Criterion) {
         // over the sorted-ID index instead of a load.
         ("reroute_4096_sparse", &|i: usize| 2 * i as u32 + 1),
     ] {
-        let chip = big(id);
+        let chip = big(MsiFormat::ExtDestId, id);
         let mut k = 0usize;
         let mut step = |chip: &Irqchip<Box<[VcpuSlot]>, 24>, fx: &mut Effects| {
             k = (k + 997) % 4096;
@@ -475,7 +476,8 @@ fn irqchip(c: &mut Criterion) {
     // deliver_broadcast_4096: an edge MSI to the x2APIC broadcast ID: every
     // one of 4096 vCPUs accepts it (or coalesces it into IRR) and is listed
     // in `kick`.
-    let chip = big(&|i| i as u32);
+    // The x2APIC broadcast needs KVM's x2APIC API (32-bit destinations).
+    let chip = big(MsiFormat::X2apicApi, &|i| i as u32);
     let msg = InterruptMessage {
         destination: Destination {
             id: u32::MAX,
@@ -485,22 +487,17 @@ fn irqchip(c: &mut Criterion) {
         vector: Vector::new(0x61),
         trigger: TriggerMode::Edge,
     };
+    let msi = Msi::from_message(&msg, MsiFormat::X2apicApi).expect("32-bit destination");
     fx.clear();
-    chip.send_msi(&msg, &mut fx);
+    chip.send_msi(&msi, &mut fx);
     assert_eq!(fx.kick.len(), 4096);
     g.bench_function("deliver_broadcast_4096", |b| {
         b.iter(|| {
-            chip.send_msi(black_box(&msg), &mut fx);
+            chip.send_msi(black_box(&msi), &mut fx);
             fx.clear();
         })
     });
     g.finish();
-}
-
-/// The configuration of the 4096-vCPU chips: the default one, with the
-/// extended destination ID decoded (destinations up to 32767 in entries).
-fn big_config() -> IrqchipConfig {
-    IrqchipConfig::default()
 }
 
 // ---- main and the ratio table -------------------------------------------

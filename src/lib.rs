@@ -155,7 +155,7 @@ pub use ioapic::{
 };
 pub use irqchip::{Effects, GuestEoi, Irqchip, IrqchipConfig, LapicWrite, VcpuSlot};
 pub use lapic::{Acceptance, ApicMode, Eoi, LocalApic};
-pub use routes::Msi;
+pub use routes::{Msi, MsiFormat};
 pub use set::{Set256, SetElement};
 pub use types::{
     ApicId, DeliveryMode, Destination, DestinationMode, Gsi, InterruptMessage, InvalidValue, Pin,

@@ -258,7 +258,8 @@ u8_enum! {
 #[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
 pub struct Destination {
     /// Destination field: 8 bits (xAPIC, I/O APIC), 15 bits with the extended
-    /// destination ID, 32 bits for x2APIC.
+    /// destination ID, 32 bits for x2APIC (IPIs, and MSIs under KVM's x2APIC
+    /// API): see [`MsiFormat`](crate::MsiFormat).
     pub id: u32,
     /// How `id` is interpreted.
     pub mode: DestinationMode,
@@ -271,7 +272,7 @@ pub struct Destination {
 ///
 /// ```
 /// use eoi_exit::{
-///     DeliveryMode, Destination, DestinationMode, InterruptMessage, RedirectionEntry,
+///     DeliveryMode, Destination, DestinationMode, InterruptMessage, MsiFormat, RedirectionEntry,
 ///     TriggerMode, Vector,
 /// };
 ///
@@ -282,7 +283,7 @@ pub struct Destination {
 ///     vector: Vector::new(0x40),
 ///     trigger: TriggerMode::Level,
 /// };
-/// assert_eq!(e.message(), Some(msg));
+/// assert_eq!(e.message(MsiFormat::Xapic), Some(msg));
 /// // The mode enums convert from their raw encodings; 3 is reserved.
 /// assert_eq!(DeliveryMode::try_from(1), Ok(DeliveryMode::LowestPriority));
 /// assert!(DeliveryMode::try_from(3).is_err());

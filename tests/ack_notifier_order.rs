@@ -122,15 +122,19 @@ fn kvm_resampler_ignores_eois_of_other_vectors() {
     // An edge MSI of another vector, taken and EOIed while pin 5 is pending.
     chip.set_line(PIN, true, &mut fx);
     chip.send_msi(
-        &eoi_exit::InterruptMessage {
-            destination: eoi_exit::Destination {
-                id: 0,
-                mode: eoi_exit::DestinationMode::Physical,
+        &eoi_exit::Msi::from_message(
+            &eoi_exit::InterruptMessage {
+                destination: eoi_exit::Destination {
+                    id: 0,
+                    mode: eoi_exit::DestinationMode::Physical,
+                },
+                delivery_mode: eoi_exit::DeliveryMode::Fixed,
+                vector: Vector::new(0x61),
+                trigger: TriggerMode::Edge,
             },
-            delivery_mode: eoi_exit::DeliveryMode::Fixed,
-            vector: Vector::new(0x61),
-            trigger: TriggerMode::Edge,
-        },
+            eoi_exit::MsiFormat::Xapic,
+        )
+        .unwrap(),
         &mut fx,
     );
     assert_eq!(chip.ack(VCPU), Some(Vector::new(0x61)));

@@ -168,15 +168,19 @@ fn sdm_receive_illegal_vector_sets_esr_bit_6() {
     let chip = chip(ApicMode::XApic);
     let mut fx = Effects::new();
     chip.send_msi(
-        &InterruptMessage {
-            destination: Destination {
-                id: 1,
-                mode: DestinationMode::Physical,
+        &eoi_exit::Msi::from_message(
+            &InterruptMessage {
+                destination: Destination {
+                    id: 1,
+                    mode: DestinationMode::Physical,
+                },
+                delivery_mode: DeliveryMode::Fixed,
+                vector: Vector::new(0x07),
+                trigger: TriggerMode::Edge,
             },
-            delivery_mode: DeliveryMode::Fixed,
-            vector: Vector::new(0x07),
-            trigger: TriggerMode::Edge,
-        },
+            eoi_exit::MsiFormat::Xapic,
+        )
+        .unwrap(),
         &mut fx,
     );
     assert!(fx.kick.is_empty() && pending(&chip, 0x07).is_empty());

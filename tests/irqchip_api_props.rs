@@ -187,7 +187,10 @@ fn apply(c: &Chip, call: &Call, fx: &mut Effects, hw: &mut [[u64; 4]]) {
         Call::WriteEntry(p, e) => c.write_entry(Pin::new(p), e, fx),
         Call::Mmio(o, s, v) => c.mmio_write(o, s, v, fx),
         Call::Line(p, l) => c.set_line(Pin::new(p), l, fx),
-        Call::Msi(m) => c.send_msi(&m, fx),
+        Call::Msi(m) => c.send_msi(
+            &eoi_exit::Msi::from_message(&m, eoi_exit::MsiFormat::Xapic).unwrap(),
+            fx,
+        ),
         Call::Ack(v) => {
             let _ = c.ack(id(v));
         }
@@ -253,7 +256,16 @@ fn check(
         for (pin, e) in io.entries().iter().enumerate() {
             let counted = e.is_level() || notifier.contains(Pin::new(pin as u8));
             let masked_ok = policy != Policy::Exact || !e.masked();
-            if counted && masked_ok && a.apic.matches(e.destination()) {
+            // The default format: bits 63:56 and the mode bit (11).
+            let dest = Destination {
+                id: (e.0 >> 56) as u32,
+                mode: if e.0 & 1 << 11 != 0 {
+                    DestinationMode::Logical
+                } else {
+                    DestinationMode::Physical
+                },
+            };
+            if counted && masked_ok && a.apic.matches(dest) {
                 prop_assert!(
                     a.map.intercepts(e.vector()),
                     "{call:?}: pin {pin} ({e:?}) targets vCPU{i} but {:?} is not in its bitmap",

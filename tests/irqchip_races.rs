@@ -151,7 +151,10 @@ fn stale_bit_is_dropped_after_the_in_flight_eoi_except_by_kvm_legacy() {
             vector: Vector::new(0x40),
             trigger: TriggerMode::Edge,
         };
-        c.send_msi(&msg, &mut Effects::new());
+        c.send_msi(
+            &eoi_exit::Msi::from_message(&msg, eoi_exit::MsiFormat::Xapic).unwrap(),
+            &mut Effects::new(),
+        );
         let _ = c.ack(V0);
         let second = c.guest_eoi(V0, &mut Effects::new());
         match p {

@@ -112,7 +112,10 @@ fn device_thread(chip: Arc<Chip>, seed: u64) {
                     vector: Vector::new(0x60 + rng.below(8) as u8),
                     trigger: TriggerMode::Edge,
                 };
-                chip.send_msi(&msg, &mut fx);
+                chip.send_msi(
+                    &eoi_exit::Msi::from_message(&msg, eoi_exit::MsiFormat::Xapic).unwrap(),
+                    &mut fx,
+                );
             }
             7..=9 => {
                 // The guest retargets a pin, high half first, as Linux does.

@@ -296,8 +296,8 @@ fn ack_notifier_pin_eoi_always_exits() {
     assert!(!remote_irr(&c, P));
 }
 
-fn msi(vector: Vector, dest: u32) -> InterruptMessage {
-    InterruptMessage {
+fn msi(vector: Vector, dest: u32) -> eoi_exit::Msi {
+    let msg = InterruptMessage {
         destination: Destination {
             id: dest,
             mode: DestinationMode::Physical,
@@ -305,7 +305,8 @@ fn msi(vector: Vector, dest: u32) -> InterruptMessage {
         delivery_mode: DeliveryMode::Fixed,
         vector,
         trigger: TriggerMode::Edge,
-    }
+    };
+    eoi_exit::Msi::from_message(&msg, eoi_exit::MsiFormat::Xapic).unwrap()
 }
 
 #[test]

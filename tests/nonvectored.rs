@@ -5,7 +5,7 @@
 use eoi_exit::irqchip::{Effects, IrqchipState, LapicWrite, VcpuEvents, VcpuState};
 use eoi_exit::{
     ApicMode, DeliveryMode, Destination, DestinationMode, InterruptMessage, Irqchip, IrqchipConfig,
-    Pin, RedirectionEntry, TriggerMode, VcpuId, VcpuSlot, Vector,
+    MsiFormat, Pin, RedirectionEntry, TriggerMode, VcpuId, VcpuSlot, Vector,
 };
 
 type Chip = Irqchip<[VcpuSlot; 3]>;
@@ -54,8 +54,9 @@ fn fixed(c: &Chip, v: VcpuId, vector: u8) {
     assert!(fx.kick.contains(v));
 }
 
-fn msg(dm: DeliveryMode, dest: u32, vector: u8, trigger: TriggerMode) -> InterruptMessage {
-    InterruptMessage {
+/// The MSI a device writes (8-bit destination).
+fn msg(dm: DeliveryMode, dest: u32, vector: u8, trigger: TriggerMode) -> eoi_exit::Msi {
+    let m = InterruptMessage {
         destination: Destination {
             id: dest,
             mode: DestinationMode::Physical,
@@ -63,7 +64,8 @@ fn msg(dm: DeliveryMode, dest: u32, vector: u8, trigger: TriggerMode) -> Interru
         delivery_mode: dm,
         vector: Vector::new(vector),
         trigger,
-    }
+    };
+    eoi_exit::Msi::from_message(&m, eoi_exit::MsiFormat::Xapic).unwrap()
 }
 
 #[test]
@@ -367,7 +369,9 @@ fn sdm_start_up_is_reserved_in_ioapic_entries_and_msis() {
         address_lo: 0xFEE0_1000,
         data: 6 << 8 | 0x30,
     };
-    assert_eq!(m.message(), None);
+    for f in [MsiFormat::Xapic, MsiFormat::ExtDestId, MsiFormat::X2apicApi] {
+        assert_eq!(m.message(f), None);
+    }
 }
 
 #[test]
@@ -377,7 +381,7 @@ fn snapshot_saves_pending_events_and_rejects_more_than_two_nmis() {
     let _ = send(&c, BSP, icr(2, 4, 0));
     let _ = send(&c, BSP, icr(2, 6, 0x33));
     let s: IrqchipState<Vec<VcpuState>> = c.state();
-    assert_eq!(s.version, 5); // version 4 added the events, 5 LineAware
+    assert_eq!(s.version, 6); // version 4 added the events, 5 LineAware, 6 msi_format
     let copy = Irqchip::from_state(&s, [const { VcpuSlot::new() }; 3]).unwrap();
     assert_eq!(copy.state::<Vec<_>>(), s);
     assert!(take(&copy, AP).init);

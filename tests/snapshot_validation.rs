@@ -173,12 +173,12 @@ fn restore_refuses_contradictory_snapshots_and_changes_nothing() {
     let mut s;
 
     s = good.clone();
-    s.version = 6;
+    s.version = 7;
     refused(
         &s,
         SnapshotError::UnsupportedVersion {
-            found: 6,
-            supported: 5,
+            found: 7,
+            supported: 6,
         },
     );
     s = good.clone();
@@ -187,7 +187,7 @@ fn restore_refuses_contradictory_snapshots_and_changes_nothing() {
         &s,
         SnapshotError::UnsupportedVersion {
             found: 1,
-            supported: 5,
+            supported: 6,
         },
     );
     s = good.clone();
@@ -583,7 +583,10 @@ fn restore_rebuilds_the_physical_destination_table() {
         trigger: eoi_exit::TriggerMode::Edge,
     };
     let mut fx = Effects::new();
-    b.send_msi(&msg, &mut fx);
+    b.send_msi(
+        &eoi_exit::Msi::from_message(&msg, eoi_exit::MsiFormat::Xapic).unwrap(),
+        &mut fx,
+    );
     assert_eq!(
         fx.kick.iter().collect::<Vec<_>>(),
         [eoi_exit::VcpuId::new(3)]

@@ -8,16 +8,30 @@ use eoi_exit::irqchip::{Arbitration, Effects};
 use eoi_exit::lapic::LocalApic;
 use eoi_exit::{
     Acceptance, ApicId, ApicMode, DeliveryMode, Destination, DestinationMode, InterruptMessage,
-    Irqchip, IrqchipConfig, LapicWrite, MAX_VCPUS, Pin, RedirectionEntry, TriggerMode, VcpuId,
-    VcpuSet, VcpuSlot, Vector,
+    Irqchip, IrqchipConfig, LapicWrite, MAX_VCPUS, Msi, MsiFormat, Pin, RedirectionEntry,
+    TriggerMode, VcpuId, VcpuSet, VcpuSlot, Vector,
 };
 use proptest::prelude::*;
 
 type Chip = Irqchip<Box<[VcpuSlot]>, 24>;
 
+/// MSIs with 32-bit destinations (KVM's x2APIC API); entries then carry 8
+/// bits.
 fn chip_with(n: usize, apic: impl FnMut(VcpuId) -> LocalApic) -> Chip {
+    chip_in(n, MsiFormat::X2apicApi, apic)
+}
+
+fn chip_in(n: usize, format: MsiFormat, apic: impl FnMut(VcpuId) -> LocalApic) -> Chip {
     let slots: Box<[VcpuSlot]> = (0..n).map(|_| VcpuSlot::new()).collect();
-    Irqchip::with_apics(IrqchipConfig::default(), slots, apic)
+    let mut config = IrqchipConfig::default();
+    config.ioapic.msi_format = format;
+    Irqchip::with_apics(config, slots, apic)
+}
+
+/// Sends `m` as the MSI the chip's format encodes it to.
+fn send(chip: &Chip, m: &InterruptMessage, fx: &mut Effects) {
+    let msi = Msi::from_message(m, chip.config().ioapic.msi_format).expect("encodable");
+    chip.send_msi(&msi, fx);
 }
 
 fn x2(id: u32) -> LocalApic {
@@ -61,7 +75,7 @@ fn x2apic_broadcast_to_4096_vcpus_kicks_every_one_of_them() {
         DeliveryMode::Fixed,
         0x61,
     );
-    chip.send_msi(&m, &mut fx);
+    send(&chip, &m, &mut fx);
     assert_eq!(fx.kick.len(), 4096, "no vCPU to kick is lost");
     for v in [0u16, 255, 256, 4095] {
         assert!(
@@ -93,7 +107,7 @@ fn physical_destination_above_255_reaches_the_vcpu_with_that_sparse_x2apic_id() 
             DeliveryMode::Fixed,
             0x40,
         );
-        chip.send_msi(&m, &mut fx);
+        send(&chip, &m, &mut fx);
         assert_eq!(
             fx.kick.iter().collect::<Vec<_>>(),
             [VcpuId::new(i)],
@@ -103,7 +117,8 @@ fn physical_destination_above_255_reaches_the_vcpu_with_that_sparse_x2apic_id() 
     }
     // A hole in the topology: nobody.
     fx.clear();
-    chip.send_msi(
+    send(
+        &chip,
         &msg(0x80, DestinationMode::Physical, DeliveryMode::Fixed, 0x40),
         &mut fx,
     );
@@ -121,7 +136,8 @@ fn duplicate_x2apic_ids_all_take_a_physical_message_as_in_kvm_without_its_map() 
         })
     });
     let mut fx = Effects::new();
-    chip.send_msi(
+    send(
+        &chip,
         &msg(0x1000, DestinationMode::Physical, DeliveryMode::Fixed, 0x40),
         &mut fx,
     );
@@ -138,7 +154,8 @@ fn x2apic_cluster_destination_above_cluster_15_reaches_its_members_and_lowest_pr
     let chip = chip_with(1024, |v| x2(u32::from(v.get())));
     let mut fx = Effects::new();
     let cluster40 = 40 << 16 | 0b1000_0000_0000_0101; // members 0, 2, 15
-    chip.send_msi(
+    send(
+        &chip,
         &msg(
             cluster40,
             DestinationMode::Logical,
@@ -158,14 +175,15 @@ fn x2apic_cluster_destination_above_cluster_15_reaches_its_members_and_lowest_pr
         0x51,
     );
     fx.clear();
-    chip.send_msi(&lowest, &mut fx);
+    send(&chip, &lowest, &mut fx);
     assert_eq!(fx.kick.iter().collect::<Vec<_>>(), [VcpuId::new(640)]);
     // SDM arbitration: the member with the lowest TPR.
     let slots: Box<[VcpuSlot]> = (0..1024).map(|_| VcpuSlot::new()).collect();
-    let config = IrqchipConfig {
+    let mut config = IrqchipConfig {
         arbitration: Arbitration::SdmPriority,
         ..IrqchipConfig::default()
     };
+    config.ioapic.msi_format = MsiFormat::X2apicApi;
     let chip: Chip = Irqchip::with_apics(config, slots, |v| x2(u32::from(v.get())));
     for (v, tpr) in [(640u16, 0x20), (642, 0x10), (655, 0x30)] {
         let tpr = LapicWrite::Register {
@@ -175,13 +193,14 @@ fn x2apic_cluster_destination_above_cluster_15_reaches_its_members_and_lowest_pr
         chip.write_lapic(VcpuId::new(v), tpr, &mut fx);
     }
     fx.clear();
-    chip.send_msi(&lowest, &mut fx);
+    send(&chip, &lowest, &mut fx);
     assert_eq!(fx.kick.iter().collect::<Vec<_>>(), [VcpuId::new(642)]);
 }
 
 #[test]
 fn a_redirection_write_on_4096_vcpus_reloads_only_the_old_and_new_destinations() {
-    let chip = chip_with(4096, |v| x2(u32::from(v.get())));
+    // Entry destinations above 255: the extended destination ID.
+    let chip = chip_in(4096, MsiFormat::ExtDestId, |v| x2(u32::from(v.get())));
     let mut fx = Effects::new();
     let pin = Pin::new(5);
     chip.write_entry(
@@ -216,7 +235,8 @@ fn a_redirection_write_on_4096_vcpus_reloads_only_the_old_and_new_destinations()
 fn a_1024_vcpu_snapshot_with_sparse_ids_restores_to_the_same_state() {
     let chip = chip_with(1024, |v| x2(topo(v.get())));
     let mut fx = Effects::new();
-    chip.send_msi(
+    send(
+        &chip,
         &msg(
             topo(700),
             DestinationMode::Physical,
@@ -231,7 +251,8 @@ fn a_1024_vcpu_snapshot_with_sparse_ids_restores_to_the_same_state() {
     assert_eq!(copy.state::<Vec<_>>(), snap);
     // The copy's caches were rebuilt: the sparse ID still routes.
     fx.clear();
-    copy.send_msi(
+    send(
+        &copy,
         &msg(
             topo(1023),
             DestinationMode::Physical,
@@ -328,7 +349,7 @@ proptest! {
                     let mode = if logical { DestinationMode::Logical } else { DestinationMode::Physical };
                     let m = msg(id, mode, dm, v);
                     let want = walk(&chip, &m);
-                    chip.send_msi(&m, &mut fx);
+                    send(&chip, &m, &mut fx);
                     if lowest {
                         prop_assert!(fx.kick.len() <= 1 && fx.kick.iter().all(|k| want.contains(k)));
                         prop_assert_eq!(fx.kick.is_empty(), want.is_empty());
@@ -341,7 +362,8 @@ proptest! {
                     let e = RedirectionEntry::new(Vector::new(v), DeliveryMode::Fixed, mode,
                         eoi_exit::Polarity::ActiveHigh, TriggerMode::Edge, false, dest);
                     chip.write_entry(Pin::new(3), e.0, &mut fx);
-                    let m = msg(e.destination().id, mode, DeliveryMode::Fixed, v);
+                    let format = chip.config().ioapic.msi_format;
+                    let m = msg(e.message(format).unwrap().destination.id, mode, DeliveryMode::Fixed, v);
                     let want = walk(&chip, &m);
                     fx.clear();
                     chip.set_line(Pin::new(3), true, &mut fx);
@@ -384,7 +406,7 @@ proptest! {
             let m = msg(cluster << 16 | u32::from(members), DestinationMode::Logical, dm, 0x40);
             let want = walk(&chip, &m);
             fx.clear();
-            chip.send_msi(&m, &mut fx);
+            send(&chip, &m, &mut fx);
             if lowest {
                 prop_assert!(fx.kick.len() <= 1 && fx.kick.iter().all(|k| want.contains(k)));
                 prop_assert_eq!(fx.kick.is_empty(), want.is_empty());

@@ -29,7 +29,7 @@
 
 use crate::RedirectionEntry;
 use crate::lapic::LocalApic;
-use crate::routes::Msi;
+use crate::routes::{Msi, MsiFormat};
 use crate::types::{Destination, TriggerMode};
 use crate::vector::{Vector, VectorSet};
 
@@ -175,11 +175,19 @@ pub struct ScanEntry {
 }
 
 impl ScanEntry {
-    /// From an I/O APIC redirection entry (in-kernel style scan).
+    /// From an I/O APIC redirection entry (in-kernel style scan), its
+    /// destination decoded with `format` (the I/O APIC's
+    /// [`IoapicConfig::msi_format`](crate::IoapicConfig::msi_format); KVM's
+    /// in-kernel I/O APIC is [`MsiFormat::Xapic`]).
     #[inline]
-    pub const fn from_redirection(entry: RedirectionEntry, ack_notifier: bool, rtc: bool) -> Self {
+    pub const fn from_redirection(
+        entry: RedirectionEntry,
+        format: MsiFormat,
+        ack_notifier: bool,
+        rtc: bool,
+    ) -> Self {
         ScanEntry {
-            destination: entry.destination(),
+            destination: entry.destination(format),
             vector: entry.vector(),
             level: entry.is_level(),
             ack_notifier,
@@ -190,17 +198,24 @@ impl ScanEntry {
 
     /// From a split-irqchip MSI route (KVM's `kvm_scan_ioapic_routes`: only the
     /// level bit of the data counts; the caller MUST pass only GSIs below the
-    /// reserved I/O APIC pin count).
+    /// reserved I/O APIC pin count), its destination decoded as KVM decodes
+    /// it: `format` is [`MsiFormat::X2apicApi`] when the VMM enabled
+    /// `KVM_X2APIC_API_USE_32BIT_IDS`, [`MsiFormat::Xapic`] otherwise.
+    /// `None` for a route KVM refuses to install (`address_hi` bits 7:0 set
+    /// under the x2APIC API), which therefore never counts.
     #[inline]
-    pub const fn from_msi_route(msi: &Msi) -> Self {
-        ScanEntry {
-            destination: msi.destination(),
+    pub const fn from_msi_route(msi: &Msi, format: MsiFormat) -> Option<Self> {
+        let Some(destination) = msi.destination(format) else {
+            return None;
+        };
+        Some(ScanEntry {
+            destination,
             vector: msi.vector(),
             level: msi.is_level(),
             ack_notifier: false,
             rtc: false,
             masked: false,
-        }
+        })
     }
 
     /// Whether KVM's scan counts the entry: level, ack notifier or RTC.
@@ -625,7 +640,7 @@ impl EoiExitMap {
     ///     RedirectionEntry::fixed(Vector::new(0x40), TriggerMode::Level, 0),
     ///     RedirectionEntry::fixed(Vector::new(0xfe), TriggerMode::Level, 0),
     /// ];
-    /// map.scan(&apic, table.map(|e| eoi_exit::exit_bitmap::ScanEntry::from_redirection(e, false, false)));
+    /// map.scan(&apic, table.map(|e| eoi_exit::exit_bitmap::ScanEntry::from_redirection(e, eoi_exit::MsiFormat::Xapic, false, false)));
     ///
     /// let u = map.take_vmcs_update().unwrap();
     /// assert_eq!(u.mask, 0b1010); // words 1 (0x40) and 3 (0xfe) changed
@@ -897,7 +912,7 @@ impl EoiExitMap {
     ///
     /// let mut map = EoiExitMap::new(Policy::Exact);
     /// // Pin 3 has an ack notifier (say, an assigned device's INTx).
-    /// map.scan(&apic, (0..).zip(table).map(|(pin, e)| eoi_exit::exit_bitmap::ScanEntry::from_redirection(e, pin == 3, false)));
+    /// map.scan(&apic, (0..).zip(table).map(|(pin, e)| eoi_exit::exit_bitmap::ScanEntry::from_redirection(e, eoi_exit::MsiFormat::Xapic, pin == 3, false)));
     /// let bits: Vec<u8> = map.bitmap().iter().map(Vector::get).collect();
     /// assert_eq!(bits, [0x40, 0x43]); // not 0x41 (APIC ID 1), not 0x42 (plain edge)
     /// ```
@@ -1016,7 +1031,7 @@ impl EoiExitMap {
     ///     // ... while its entry now targets APIC ID 1.
     ///     let table = [RedirectionEntry::fixed(v, TriggerMode::Level, 1)];
     ///     let mut map = EoiExitMap::new(policy);
-    ///     map.scan(&apic, table.map(|e| eoi_exit::exit_bitmap::ScanEntry::from_redirection(e, false, false)));
+    ///     map.scan(&apic, table.map(|e| eoi_exit::exit_bitmap::ScanEntry::from_redirection(e, eoi_exit::MsiFormat::Xapic, false, false)));
     ///     assert!(map.intercepts(v), "{policy:?}: the in-service EOI is needed");
     ///
     ///     let eoi = apic.eoi().unwrap(); // the LAPIC retires it first
@@ -1025,7 +1040,7 @@ impl EoiExitMap {
     ///     assert_eq!(exit.rescan, policy == Policy::KvmHighestStale);
     ///     assert_eq!(map.intercepts(v), policy != Policy::Exact, "{policy:?}");
     ///     if exit.rescan {
-    ///         map.scan(&apic, table.map(|e| eoi_exit::exit_bitmap::ScanEntry::from_redirection(e, false, false)));
+    ///         map.scan(&apic, table.map(|e| eoi_exit::exit_bitmap::ScanEntry::from_redirection(e, eoi_exit::MsiFormat::Xapic, false, false)));
     ///         assert!(!map.intercepts(v));
     ///     }
     /// }

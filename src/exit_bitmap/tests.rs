@@ -258,8 +258,21 @@ fn msi_route_scan_entry_counts_only_with_the_level_bit() {
         data: 0x8040,
     };
     let edge = Msi { data: 0x40, ..lvl };
-    assert!(ScanEntry::from_msi_route(&lvl).counts_for_kvm());
-    assert!(!ScanEntry::from_msi_route(&edge).counts_for_kvm());
+    for f in [MsiFormat::Xapic, MsiFormat::ExtDestId, MsiFormat::X2apicApi] {
+        assert!(ScanEntry::from_msi_route(&lvl, f).unwrap().counts_for_kvm());
+        assert!(
+            !ScanEntry::from_msi_route(&edge, f)
+                .unwrap()
+                .counts_for_kvm()
+        );
+    }
+    // KVM refuses an x2APIC-API route with address_hi bits 7:0 set: no entry.
+    let bad = Msi {
+        address_hi: 0x1,
+        ..lvl
+    };
+    assert_eq!(ScanEntry::from_msi_route(&bad, MsiFormat::X2apicApi), None);
+    assert!(ScanEntry::from_msi_route(&bad, MsiFormat::Xapic).is_some());
 }
 
 #[test]

@@ -1,6 +1,7 @@
-//! [`IoapicConfig`]: the version register and the masked-edge rule, the two
-//! places where KVM, QEMU and the 82093AA differ.
+//! [`IoapicConfig`]: the version register, the masked-edge rule and the
+//! destination format, the places where KVM, QEMU and the 82093AA differ.
 
+use crate::routes::MsiFormat;
 use crate::types::InvalidValue;
 
 #[cfg(doc)]
@@ -65,8 +66,8 @@ pub enum MaskedEdge {
 /// Static configuration of an [`Ioapic`].
 ///
 /// `IoapicConfig::default()` equals [`IoapicConfig::DEFAULT`]: version 0x11,
-/// [`MaskedEdge::Latch`], ID 0, i.e. KVM's in-kernel I/O APIC. `DEFAULT` is
-/// the same value for `const` contexts.
+/// [`MaskedEdge::Latch`], ID 0, [`MsiFormat::Xapic`], i.e. KVM's in-kernel
+/// I/O APIC. `DEFAULT` is the same value for `const` contexts.
 ///
 /// # Examples
 ///
@@ -106,13 +107,43 @@ pub struct IoapicConfig {
     pub masked_edge: MaskedEdge,
     /// Initial I/O APIC ID (bits 3:0 are used).
     pub id: u8,
+    /// How destinations above 7 are carried, on the interrupt bus this I/O
+    /// APIC sends on: whether redirection-entry bits 55:49 are destination
+    /// bits 14:8 ([`MsiFormat::ExtDestId`], Linux's
+    /// `KVM_FEATURE_MSI_EXT_DEST_ID`) or reserved ([`MsiFormat::Xapic`], the
+    /// default, and [`MsiFormat::X2apicApi`]). An
+    /// [`Irqchip`](crate::Irqchip) decodes the guest's MSIs
+    /// ([`Irqchip::send_msi`](crate::Irqchip::send_msi)) with the same
+    /// format: Linux's one CPUID bit covers both.
+    ///
+    /// The default is [`MsiFormat::Xapic`], what the guest sees from
+    /// hardware, from KVM's in-kernel I/O APIC (an 8-bit `dest_id`) and from
+    /// a VMM that does not advertise the feature: a guest writes the bits
+    /// only when told it may. Choose [`MsiFormat::ExtDestId`] when the VMM
+    /// sets `KVM_FEATURE_MSI_EXT_DEST_ID` in the guest's CPUID (QEMU does
+    /// with the split irqchip) and the guest has APIC IDs above 255.
+    ///
+    /// A snapshot written before this field existed (version 5 and older)
+    /// loads with [`MsiFormat::ExtDestId`], the decoding those versions
+    /// always applied.
+    #[cfg_attr(feature = "serde", serde(default = "format_before_v6"))]
+    pub msi_format: MsiFormat,
+}
+
+/// The destination format of a snapshot older than version 6: entry bits
+/// 55:49 were always decoded.
+#[cfg(feature = "serde")]
+fn format_before_v6() -> MsiFormat {
+    MsiFormat::ExtDestId
 }
 
 impl IoapicConfig {
-    /// Version 0x11, [`MaskedEdge::Latch`], ID 0: KVM's in-kernel I/O APIC.
+    /// Version 0x11, [`MaskedEdge::Latch`], ID 0, [`MsiFormat::Xapic`]:
+    /// KVM's in-kernel I/O APIC.
     pub const DEFAULT: IoapicConfig = IoapicConfig {
         version: IoapicVersion::V11,
         masked_edge: MaskedEdge::Latch,
         id: 0,
+        msi_format: MsiFormat::Xapic,
     };
 }

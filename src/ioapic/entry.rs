@@ -2,6 +2,7 @@
 
 use core::fmt;
 
+use crate::routes::MsiFormat;
 use crate::types::{
     DeliveryMode, Destination, DestinationMode, InterruptMessage, InvalidValue, Polarity,
     TriggerMode,
@@ -20,8 +21,8 @@ use crate::vector::Vector;
 /// | 14 | remote IRR (read-only) |
 /// | 15 | trigger mode (1 = level) |
 /// | 16 | mask |
-/// | 55:49 | extended destination ID (destination bits 14:8, Linux/KVM convention) |
-/// | 63:56 | destination |
+/// | 55:49 | extended destination ID: destination bits 14:8 under [`MsiFormat::ExtDestId`], reserved otherwise |
+/// | 63:56 | destination bits 7:0 |
 ///
 /// The reset value has only the mask bit set (datasheet: "all entries masked"),
 /// and is the [`Default`].
@@ -34,14 +35,14 @@ use crate::vector::Vector;
 /// # Examples
 ///
 /// ```
-/// use eoi_exit::{RedirectionEntry, TriggerMode, Vector};
+/// use eoi_exit::{MsiFormat, RedirectionEntry, TriggerMode, Vector};
 ///
 /// assert!(RedirectionEntry::default().masked());
 ///
 /// let e = RedirectionEntry::fixed(Vector::new(0x40), TriggerMode::Level, 3);
 /// let (low, high) = (e.0 as u32, (e.0 >> 32) as u32);
 /// assert_eq!((low, high), (0x0000_8040, 0x0300_0000)); // what IOWIN carries
-/// let msg = e.message().unwrap(); // what it sends when its pin fires
+/// let msg = e.message(MsiFormat::Xapic).unwrap(); // what it sends when its pin fires
 /// assert_eq!((msg.destination.id, msg.vector), (3, Vector::new(0x40)));
 /// ```
 #[derive(Clone, Copy, PartialEq, Eq, Hash)]
@@ -67,20 +68,23 @@ impl RedirectionEntry {
     /// Bit 16: interrupt mask.
     pub const MASK: u64 = 1 << 16;
     /// Bit 11: destination mode, 1 = logical.
-    pub const LOGICAL: u64 = 1 << 11;
+    pub(crate) const LOGICAL: u64 = 1 << 11;
     /// Bits the guest cannot write: delivery status and remote IRR.
     pub(crate) const READ_ONLY: u64 = Self::DELIVERY_STATUS | Self::REMOTE_IRR;
-    /// Value at reset: masked, everything else zero.
-    pub const RESET: RedirectionEntry = RedirectionEntry(Self::MASK);
+    /// Value at reset: masked, everything else zero (the [`Default`]).
+    pub(crate) const RESET: RedirectionEntry = RedirectionEntry(Self::MASK);
 
-    /// Builds an entry from its fields (extended destination ID from bits
-    /// 14:8 of `destination`; bits above 14 are dropped).
+    /// Builds an entry from its fields: destination bits 7:0 in bits 63:56
+    /// and bits 14:8 in bits 55:49, the extended destination ID (read only
+    /// under [`MsiFormat::ExtDestId`]); bits above 14 are dropped, as no
+    /// entry can hold them.
     ///
     /// # Examples
     ///
     /// ```
     /// use eoi_exit::{
-    ///     DeliveryMode, DestinationMode, Polarity, RedirectionEntry, TriggerMode, Vector,
+    ///     DeliveryMode, DestinationMode, MsiFormat, Polarity, RedirectionEntry, TriggerMode,
+    ///     Vector,
     /// };
     ///
     /// let e = RedirectionEntry::new(
@@ -95,7 +99,9 @@ impl RedirectionEntry {
     /// assert_eq!(e.delivery_mode(), Ok(DeliveryMode::LowestPriority));
     /// assert_eq!(e.0 >> 56, 0x34); // destination ID, bits 63:56
     /// assert_eq!(e.0 >> 49 & 0x7f, 0x12); // extended destination ID, bits 55:49
-    /// assert_eq!(e.destination().id, 0x1234);
+    /// let dest = |f| e.message(f).unwrap().destination.id;
+    /// assert_eq!(dest(MsiFormat::ExtDestId), 0x1234);
+    /// assert_eq!(dest(MsiFormat::Xapic), 0x34); // bits 55:49 are reserved there
     /// assert!(e.masked() && !RedirectionEntry(e.0 & !RedirectionEntry::MASK).masked());
     /// ```
     #[allow(clippy::too_many_arguments)]
@@ -125,16 +131,17 @@ impl RedirectionEntry {
     ///
     /// ```
     /// use eoi_exit::{
-    ///     DeliveryMode, DestinationMode, Polarity, RedirectionEntry, TriggerMode, Vector,
+    ///     DeliveryMode, DestinationMode, MsiFormat, Polarity, RedirectionEntry, TriggerMode,
+    ///     Vector,
     /// };
     ///
     /// let e = RedirectionEntry::fixed(Vector::new(0x40), TriggerMode::Level, 1);
     /// assert_eq!(e.vector(), Vector::new(0x40));
     /// assert_eq!(e.delivery_mode(), Ok(DeliveryMode::Fixed));
-    /// assert_eq!(e.destination().mode, DestinationMode::Physical);
     /// assert_eq!(e.polarity(), Polarity::ActiveHigh);
     /// assert!(e.is_level() && !e.masked() && !e.remote_irr());
-    /// assert_eq!(e.destination().id, 1);
+    /// let dest = e.message(MsiFormat::Xapic).unwrap().destination;
+    /// assert_eq!((dest.id, dest.mode), (1, DestinationMode::Physical));
     /// ```
     pub const fn fixed(vector: Vector, trigger: TriggerMode, apic_id: u32) -> Self {
         Self::new(
@@ -222,16 +229,24 @@ impl RedirectionEntry {
     pub(crate) const fn extended_destination_id(self) -> u8 {
         ((self.0 >> 49) & 0x7f) as u8
     }
-    /// The full destination: bits 63:56 plus the extended ID as bits 14:8.
+    /// The raw destination bits: bits 63:56 plus bits 55:49 as bits 14:8,
+    /// whatever the format (for `Debug`).
     #[inline]
     pub(crate) const fn destination_id_full(self) -> u32 {
         self.destination_id() as u32 | (self.extended_destination_id() as u32) << 8
     }
-    /// Destination plus mode.
+    /// Destination plus mode, as `format` decodes the entry's message: bits
+    /// 55:49 count under [`MsiFormat::ExtDestId`] only (an entry's message
+    /// has no `address_hi`, so [`MsiFormat::X2apicApi`] reads 8 bits, as
+    /// [`MsiFormat::Xapic`] does).
     #[inline]
-    pub const fn destination(self) -> Destination {
+    pub(crate) const fn destination(self, format: MsiFormat) -> Destination {
+        let id = match format {
+            MsiFormat::ExtDestId => self.destination_id_full(),
+            MsiFormat::Xapic | MsiFormat::X2apicApi => self.destination_id() as u32,
+        };
         Destination {
-            id: self.destination_id_full(),
+            id,
             mode: self.destination_mode(),
         }
     }
@@ -258,12 +273,15 @@ impl RedirectionEntry {
         }
     }
 
-    /// The interrupt message this entry sends, or `None` for a reserved
-    /// delivery mode (KVM drops those).
+    /// The interrupt message this entry sends, its destination decoded as
+    /// `format` decodes it (bits 55:49 count under
+    /// [`MsiFormat::ExtDestId`] only; pass the I/O APIC's
+    /// [`IoapicConfig::msi_format`](crate::IoapicConfig::msi_format)), or
+    /// `None` for a reserved delivery mode (KVM drops those).
     #[inline]
-    pub fn message(self) -> Option<InterruptMessage> {
+    pub fn message(self, format: MsiFormat) -> Option<InterruptMessage> {
         Some(InterruptMessage {
-            destination: self.destination(),
+            destination: self.destination(format),
             delivery_mode: self.delivery_mode().ok()?,
             vector: self.vector(),
             trigger: self.trigger_mode(),
@@ -322,6 +340,9 @@ mod tests {
         assert_eq!(e.destination_id(), 0xab);
         assert_eq!(e.extended_destination_id(), 0x7f);
         assert_eq!(e.destination_id_full(), 0x7fab);
+        assert_eq!(e.destination(MsiFormat::Xapic).id, 0xab);
+        assert_eq!(e.destination(MsiFormat::X2apicApi).id, 0xab);
+        assert_eq!(e.destination(MsiFormat::ExtDestId).id, 0x7fab);
     }
 
     #[test]
@@ -329,7 +350,7 @@ mod tests {
         for raw in [3u64, 6] {
             let e = RedirectionEntry(0x30 | raw << 8);
             assert!(e.delivery_mode().is_err());
-            assert!(e.message().is_none());
+            assert!(e.message(MsiFormat::Xapic).is_none());
         }
     }
 

@@ -52,6 +52,7 @@
 //! | pin polarity | ignored: `kvm_set_irq` takes the logical level | applied | applied: [`Ioapic::set_line`] takes the electrical level |
 //! | EOI-storm counter on an entry write | kept | QEMU resets it | kept |
 //! | EOI register (0x40) | none (version 0x11) | version 0x20 | version 0x20 only |
+//! | entry bits 55:49 | reserved: an 8-bit `dest_id` (bits 63:56) | reserved (82093AA); QEMU copies them to MSI address bits 11:5 | destination bits 14:8 under [`MsiFormat::ExtDestId`] (Linux's `KVM_FEATURE_MSI_EXT_DEST_ID`), ignored by default ([`IoapicConfig::msi_format`]) |
 //!
 //! Redirection writes behave as in KVM otherwise: delivery status and remote
 //! IRR are read-only, switching an entry to edge clears remote IRR (Linux and
@@ -69,6 +70,9 @@ mod state;
 
 #[cfg(test)]
 use crate::routes::Msi;
+use crate::routes::MsiFormat;
+#[cfg(test)]
+use crate::types::InvalidValue;
 use crate::types::{InterruptMessage, Pin, Polarity};
 use crate::vector::Vector;
 
@@ -93,7 +97,7 @@ pub const MMIO_LEN: u64 = 0x100;
 /// Indirect register: ID.
 pub(crate) const REG_ID: u8 = 0x00;
 /// Indirect register: version.
-pub const REG_VERSION: u8 = 0x01;
+pub(crate) const REG_VERSION: u8 = 0x01;
 /// Indirect register: arbitration ID.
 pub(crate) const REG_ARB: u8 = 0x02;
 /// Indirect register: low half of redirection entry 0.
@@ -275,26 +279,28 @@ impl<const PINS: usize> Ioapic<PINS> {
         self.id
     }
 
-    /// The interrupt the pin's entry sends now, or `None` for a reserved
-    /// delivery mode (3, 6) or a pin out of range. For ExtInt the real vector
-    /// comes from the 8259A; the entry's vector field is reported as is.
+    /// The interrupt the pin's entry sends now, its destination decoded
+    /// with this I/O APIC's [`IoapicConfig::msi_format`], or `None` for a
+    /// reserved delivery mode (3, 6) or a pin out of range. For ExtInt the
+    /// real vector comes from the 8259A; the entry's vector field is
+    /// reported as is.
     #[inline]
     pub(crate) fn message(&self, pin: Pin) -> Option<InterruptMessage> {
-        self.entry(pin)?.message()
+        self.entry(pin)?.message(self.config.msi_format)
     }
 
-    /// The MSI address/data a split-irqchip VMM installs as the pin's GSI route
-    /// (`KVM_SET_GSI_ROUTING`): level entries get the trigger and assert bits,
-    /// destination bits 14:8 go to address bits 11:5 (extended destination ID).
-    ///
-    /// The route is returned for masked entries too: masking is enforced by
-    /// this model never delivering a masked pin, so the VMM may keep the route
-    /// installed (QEMU skips updating masked routes; either is correct).
-    /// `None` for a reserved delivery mode or a pin out of range.
+    /// The MSI address/data a split-irqchip VMM installs as the pin's GSI
+    /// route (`KVM_SET_GSI_ROUTING`), in `format` (what KVM reads): the
+    /// entry's message as this I/O APIC decodes it, encoded with
+    /// [`Msi::from_message`]. The public spelling is that composition.
     #[cfg(test)]
     #[inline]
-    pub(crate) fn msi_route(&self, pin: Pin) -> Option<Msi> {
-        Some(Msi::from_message(&self.message(pin)?))
+    pub(crate) fn msi_route(
+        &self,
+        pin: Pin,
+        format: MsiFormat,
+    ) -> Option<Result<Msi, InvalidValue>> {
+        Some(Msi::from_message(&self.message(pin)?, format))
     }
 
     /// The registers and pin state (`KVM_GET_IRQCHIP`; public through
@@ -417,12 +423,12 @@ impl<const PINS: usize> Ioapic<PINS> {
     /// through IOWIN.
     ///
     /// ```
-    /// use eoi_exit::ioapic::{IOREGSEL, IOWIN, REG_REDTBL_BASE, REG_VERSION};
+    /// use eoi_exit::ioapic::{IOREGSEL, IOWIN, REG_REDTBL_BASE};
     /// use eoi_exit::{Ioapic, IoapicConfig, Pin, RedirectionEntry, TriggerMode, Vector};
     ///
     /// let mut io: Ioapic = Ioapic::new(IoapicConfig::DEFAULT); // 24 pins
-    /// // Version register: highest entry index 23 in bits 23:16, version 0x11.
-    /// let _ = io.mmio_write(IOREGSEL, 4, REG_VERSION.into());
+    /// // Version register (index 1): highest entry index 23 in bits 23:16, version 0x11.
+    /// let _ = io.mmio_write(IOREGSEL, 4, 0x01);
     /// assert_eq!(io.mmio_read(IOWIN, 4), 0x0017_0011);
     ///
     /// // Low half of entry 2: vector 0x40, level, unmasked.
@@ -507,7 +513,7 @@ impl<const PINS: usize> Ioapic<PINS> {
 
         let mut actions = IoapicEffects {
             route_changed: Some(pin),
-            rescan: Self::rescan_for(old, new),
+            rescan: Self::rescan_for(old, new, self.config.msi_format),
             ..IoapicEffects::NONE
         };
         if new.is_level() && self.asserted(pin) {
@@ -516,12 +522,12 @@ impl<const PINS: usize> Ioapic<PINS> {
         actions
     }
 
-    fn rescan_for(old: RedirectionEntry, new: RedirectionEntry) -> Rescan {
+    fn rescan_for(old: RedirectionEntry, new: RedirectionEntry, format: MsiFormat) -> Rescan {
         // Delivery mode 0 is Fixed.
         if old.delivery_mode_bits() != 0 || new.delivery_mode_bits() != 0 {
             return Rescan::All;
         }
-        let (o, n) = (old.destination(), new.destination());
+        let (o, n) = (old.destination(format), new.destination(format));
         Rescan::Targets {
             old: (o != n).then_some(o),
             new: Some(n),
@@ -543,7 +549,7 @@ impl<const PINS: usize> Ioapic<PINS> {
     /// # Examples
     ///
     /// ```
-    /// use eoi_exit::{Ioapic, Pin, RedirectionEntry, TriggerMode, Vector};
+    /// use eoi_exit::{Ioapic, MsiFormat, Pin, RedirectionEntry, TriggerMode, Vector};
     ///
     /// let mut io: Ioapic = Ioapic::default();
     /// let pin = Pin::new(5);
@@ -552,7 +558,7 @@ impl<const PINS: usize> Ioapic<PINS> {
     ///
     /// let fx = io.set_line(pin, true);
     /// assert!(fx.deliver.contains(pin)); // the VMM MUST deliver the entry's message
-    /// assert_eq!(io.entry(pin).unwrap().message().unwrap().vector, Vector::new(0x40));
+    /// assert_eq!(io.entry(pin).unwrap().message(MsiFormat::Xapic).unwrap().vector, Vector::new(0x40));
     /// assert!(io.entry(pin).unwrap().remote_irr());
     ///
     /// // Remote IRR holds further deliveries until the EOI.

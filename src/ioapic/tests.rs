@@ -634,13 +634,32 @@ fn rescan_uses_old_destination_mode_for_old_destination() {
 
 #[test]
 fn rescan_old_destination_includes_the_extended_destination_id() {
-    let mut io = Io::default();
+    let mut io = Io::new(IoapicConfig {
+        msi_format: MsiFormat::ExtDestId,
+        ..IoapicConfig::DEFAULT
+    });
     let _ = io.write_entry(p(3), level(0x40, 0x1_05));
     let a = io.write_entry(p(3), level(0x40, 0x05));
     assert_eq!(
         a.rescan,
         Rescan::Targets {
             old: Some(phys(0x105)),
+            new: Some(phys(0x05))
+        }
+    );
+}
+
+#[test]
+fn rescan_ignores_bits_55_49_without_the_extended_destination_id() {
+    // Bits 55:49 are reserved in the default format: a write that changes
+    // only them moves no destination.
+    let mut io = Io::default();
+    let _ = io.write_entry(p(3), level(0x40, 0x1_05));
+    let a = io.write_entry(p(3), level(0x40, 0x05));
+    assert_eq!(
+        a.rescan,
+        Rescan::Targets {
+            old: None,
             new: Some(phys(0x05))
         }
     );
@@ -749,7 +768,7 @@ fn out_of_range_pins_are_ignored() {
         assert!(io.deliver_later_elapsed(p(n)).is_empty());
         assert_eq!(io.entry(p(n)), None);
         assert_eq!(io.message(p(n)), None);
-        assert_eq!(io.msi_route(p(n)), None);
+        assert_eq!(io.msi_route(p(n), MsiFormat::X2apicApi), None);
         assert!(!io.line(p(n)));
         assert!(!io.asserted(p(n)));
     }
@@ -758,7 +777,10 @@ fn out_of_range_pins_are_ignored() {
 
 #[test]
 fn message_reports_destination_mode_vector_and_trigger() {
-    let mut io = Io::default();
+    let mut io = Io::new(IoapicConfig {
+        msi_format: MsiFormat::ExtDestId,
+        ..IoapicConfig::DEFAULT
+    });
     let e = RedirectionEntry::new(
         v(0x66),
         DeliveryMode::LowestPriority,
@@ -771,6 +793,11 @@ fn message_reports_destination_mode_vector_and_trigger() {
     let _ = io.write_entry(p(2), e.bits());
     let m = io.message(p(2)).unwrap();
     assert_eq!(m.destination, logical(0x0203));
+    // The default format reads bits 63:56 only.
+    assert_eq!(
+        e.message(MsiFormat::Xapic).unwrap().destination,
+        logical(0x03)
+    );
     assert_eq!(m.delivery_mode, DeliveryMode::LowestPriority);
     assert_eq!(m.vector, v(0x66));
     assert_eq!(m.trigger, TriggerMode::Level);
@@ -790,13 +817,30 @@ fn reserved_delivery_mode_is_not_delivered_and_sets_no_remote_irr() {
 
 #[test]
 fn msi_route_encodes_level_assert_and_extended_destination() {
-    let mut io = Io::default();
+    let mut io = Io::new(IoapicConfig {
+        msi_format: MsiFormat::ExtDestId,
+        ..IoapicConfig::DEFAULT
+    });
     let _ = io.write_entry(p(5), level(0x40, 0x1_23));
-    let m = io.msi_route(p(5)).unwrap();
+    let m = io.msi_route(p(5), MsiFormat::ExtDestId).unwrap().unwrap();
     assert_eq!(m.address_lo, 0xFEE0_0000 | 0x23 << 12 | 0x01 << 5);
     assert_eq!(m.data, 0x40 | Msi::DATA_LEVEL_TRIGGER | Msi::DATA_ASSERT);
+    // QEMU's swizzle: the same destination in address_hi for KVM's x2APIC API.
+    let k = io.msi_route(p(5), MsiFormat::X2apicApi).unwrap().unwrap();
+    assert_eq!(
+        (k.address_lo, k.address_hi),
+        (0xFEE0_0000 | 0x23 << 12, 0x100)
+    );
+    // KVM without the API cannot carry it: an error, not a truncated route.
+    assert_eq!(
+        io.msi_route(p(5), MsiFormat::Xapic),
+        Some(Err(InvalidValue(0x123)))
+    );
     let _ = io.write_entry(p(6), edge(0x41, 2));
-    assert_eq!(io.msi_route(p(6)).unwrap().data, 0x41);
+    assert_eq!(
+        io.msi_route(p(6), MsiFormat::Xapic).unwrap().unwrap().data,
+        0x41
+    );
 }
 
 #[test]
@@ -804,7 +848,7 @@ fn msi_route_is_returned_for_masked_entries() {
     let mut io = Io::default();
     let masked = RedirectionEntry(level(0x40, 1)).with_mask(true);
     let _ = io.write_entry(p(5), masked.bits());
-    let m = io.msi_route(p(5)).unwrap();
+    let m = io.msi_route(p(5), MsiFormat::Xapic).unwrap().unwrap();
     assert_eq!(m.vector(), v(0x40));
     assert!(m.is_level());
 }

@@ -73,7 +73,7 @@ impl DeliveryLog for std::vec::Vec<Delivery> {
 /// assert!(fx.reload.contains(vcpu1)); // the route put 0x40 in its bitmap
 /// assert!(fx.kick.contains(vcpu1)); // and it accepted the interrupt
 /// fx.clear();
-/// assert!(fx.is_empty());
+/// assert!(fx.kick.is_empty() && fx.reload.is_empty());
 /// ```
 #[must_use = "accepted interrupts must be noticed and rescanned vCPUs reloaded"]
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -129,8 +129,10 @@ impl<L> Effects<L> {
         }
     }
 
-    /// No duty left (the log is not looked at).
-    pub fn is_empty(&self) -> bool {
+    /// No duty left (the log is not looked at). Crate-private: each field
+    /// is its own duty, and a VMM acts on them one by one.
+    #[cfg(test)]
+    pub(crate) fn is_empty(&self) -> bool {
         self.kick.is_empty()
             && self.reload.is_empty()
             && self.exit.is_empty()

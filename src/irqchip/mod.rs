@@ -36,8 +36,11 @@
 //!   does. Duplicate IDs are legal: every vCPU with the ID matches, as in
 //!   KVM once its map is disabled.
 //!
-//! An I/O APIC entry addresses 8 bits of destination plus the
-//! extended-destination bits, as KVM decodes them.
+//! How far a message reaches: an x2APIC ID above 255 is matched exactly by
+//! physical and logical x2APIC destinations (MSIs under
+//! [`MsiFormat::X2apicApi`], IPIs); an I/O APIC entry addresses 8 bits of
+//! destination, 15 under [`MsiFormat::ExtDestId`]
+//! ([`IoapicConfig::msi_format`](crate::IoapicConfig::msi_format)).
 //!
 //! # Threads
 //!
@@ -87,6 +90,7 @@ use crate::Ioapic;
 use crate::exit_bitmap::{Accepted, EoiExitMap, Line, Policy, Source, VmcsUpdate};
 use crate::ioapic::{IoapicEffects, REG_REDTBL_BASE, RedirectionEntry, Rescan};
 use crate::lapic::{Acceptance, ApicMode, Ipi, LocalApic, Shorthand, X2APIC_BROADCAST};
+use crate::routes::{Msi, MsiFormat};
 use crate::types::{
     ApicId, DeliveryMode, Destination, DestinationMode, InterruptMessage, Pin, Polarity, RTC_GSI,
     VcpuId,
@@ -682,8 +686,15 @@ impl<S: AsRef<[VcpuSlot]>, const PINS: usize> Irqchip<S, PINS> {
         self.apply(&mut sh, a, None, fx);
     }
 
-    /// Delivers an MSI (edge MSIs are the common case; their EOIs matter to
-    /// nobody, so they are tagged [`Source::Plain`]).
+    /// Delivers an MSI the guest (a device) wrote, its destination decoded
+    /// with [`IoapicConfig::msi_format`](crate::IoapicConfig::msi_format):
+    /// address bits 11:5 count only under [`MsiFormat::ExtDestId`] and
+    /// `address_hi` only under [`MsiFormat::X2apicApi`] (KVM's
+    /// `KVM_SIGNAL_MSI` with the x2APIC API). A message that format refuses
+    /// or with a reserved delivery mode delivers nothing ([`Msi::message`]
+    /// is `None`; KVM returns `EINVAL` or drops it). Edge MSIs are the
+    /// common case; their EOIs matter to nobody, so they are tagged
+    /// [`Source::Plain`].
     ///
     /// # Examples
     ///
@@ -691,7 +702,7 @@ impl<S: AsRef<[VcpuSlot]>, const PINS: usize> Irqchip<S, PINS> {
     /// use eoi_exit::irqchip::Effects;
     /// use eoi_exit::{
     ///     ApicMode, DeliveryMode, Destination, DestinationMode, InterruptMessage, Irqchip,
-    ///     IrqchipConfig, Msi, TriggerMode, VcpuId, VcpuSlot, Vector,
+    ///     IrqchipConfig, Msi, MsiFormat, TriggerMode, VcpuId, VcpuSlot, Vector,
     /// };
     ///
     /// let chip: Irqchip<_> =
@@ -702,15 +713,18 @@ impl<S: AsRef<[VcpuSlot]>, const PINS: usize> Irqchip<S, PINS> {
     ///     vector: Vector::new(0x61),
     ///     trigger: TriggerMode::Edge,
     /// };
-    /// // A device's MSI write arrives as address/data; decode it first.
-    /// let msi = Msi::from_message(&msg);
+    /// // A device's MSI write arrives as address/data.
+    /// let msi = Msi::from_message(&msg, MsiFormat::Xapic).unwrap();
     /// let mut fx = Effects::new();
-    /// chip.send_msi(&msi.message().unwrap(), &mut fx);
+    /// chip.send_msi(&msi, &mut fx);
     /// assert_eq!(fx.kick.iter().collect::<Vec<_>>(), [VcpuId::new(1)]);
     /// // An edge MSI's EOI is nobody's business: nothing to intercept.
     /// assert!(chip.vmcs_update(VcpuId::new(1)).is_none());
     /// ```
-    pub fn send_msi<L: DeliveryLog>(&self, msg: &InterruptMessage, fx: &mut Effects<L>) {
+    pub fn send_msi<L: DeliveryLog>(&self, msi: &Msi, fx: &mut Effects<L>) {
+        let Some(msg) = msi.message(self.config.ioapic.msi_format) else {
+            return;
+        };
         let source = if msg.trigger.is_level() {
             Source::NeedsEoi
         } else {
@@ -718,7 +732,7 @@ impl<S: AsRef<[VcpuSlot]>, const PINS: usize> Irqchip<S, PINS> {
         };
         let sh = self.shared.lock();
         let targets = self.resolve(&sh, msg.destination);
-        self.deliver(&sh, msg, None, source, targets, fx);
+        self.deliver(&sh, &msg, None, source, targets, fx);
     }
 
     /// Applies a write to one vCPU's LAPIC registers (a trapped guest write
@@ -1248,6 +1262,7 @@ impl<S: AsRef<[VcpuSlot]>, const PINS: usize> Irqchip<S, PINS> {
         sh.phys = [PHYS_NONE; 256];
         sh.dest_one = [PHYS_NONE; PINS];
         let entries = *sh.ioapic.entries();
+        let format = self.config.ioapic.msi_format;
         sh.pin_of = [PIN_NONE; 256];
         for (pin, e) in entries.iter().enumerate() {
             let slot = &mut sh.pin_of[usize::from(e.vector().get())];
@@ -1273,7 +1288,7 @@ impl<S: AsRef<[VcpuSlot]>, const PINS: usize> Irqchip<S, PINS> {
             }
             let mut pins = 0;
             for (pin, e) in entries.iter().enumerate() {
-                if apic.matches(e.destination()) {
+                if apic.matches(e.destination(format)) {
                     pins |= 1 << pin;
                     let one = &mut sh.dest_one[pin];
                     *one = if *one == PHYS_NONE {
@@ -1489,12 +1504,14 @@ impl<S: AsRef<[VcpuSlot]>, const PINS: usize> Irqchip<S, PINS> {
                     Self::index_vector(sh, new.vector());
                 }
                 let before = sh.dest_one[i];
-                let rescan = scan_key(new) != scan_key(old) || self.config.policy.is_kvm();
-                if new.destination() != old.destination()
+                let format = self.config.ioapic.msi_format;
+                let rescan =
+                    scan_key(new, format) != scan_key(old, format) || self.config.policy.is_kvm();
+                if new.destination(format) != old.destination(format)
                     && rescan
                     && a.rescan != Rescan::All
                     && before != PHYS_MANY
-                    && self.move_single(sh, i, before, new.destination(), old.vector(), fx)
+                    && self.move_single(sh, i, before, new.destination(format), old.vector(), fx)
                 {
                     // One vCPU before and one after, at most: moved and
                     // rerouted under one lock each.
@@ -1532,8 +1549,9 @@ impl<S: AsRef<[VcpuSlot]>, const PINS: usize> Irqchip<S, PINS> {
         fx: &mut Effects<L>,
     ) {
         let mut both = None;
-        if new.destination() != old.destination() {
-            both = self.refresh_dest(sh, i, new.destination());
+        let format = self.config.ioapic.msi_format;
+        if new.destination(format) != old.destination(format) {
+            both = self.refresh_dest(sh, i, new.destination(format));
         }
         if !rescan {
             return;
@@ -2280,8 +2298,8 @@ fn counted_edge(config: &IrqchipConfig) -> crate::PinSet {
 
 /// The fields of a redirection entry that a rescan reads: vector, trigger
 /// mode, mask, destination and destination mode.
-fn scan_key(e: RedirectionEntry) -> (Vector, bool, bool, Destination) {
-    (e.vector(), e.is_level(), e.masked(), e.destination())
+fn scan_key(e: RedirectionEntry, format: MsiFormat) -> (Vector, bool, bool, Destination) {
+    (e.vector(), e.is_level(), e.masked(), e.destination(format))
 }
 
 #[cfg(test)]

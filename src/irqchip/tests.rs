@@ -28,7 +28,7 @@ fn msg(dest: u32) -> InterruptMessage {
 
 fn kicked<const N: usize>(c: &Chip<N>, m: &InterruptMessage) -> std::vec::Vec<u16> {
     let mut fx = Effects::new();
-    c.send_msi(m, &mut fx);
+    c.send_msi(&Msi::from_message(m, MsiFormat::Xapic).unwrap(), &mut fx);
     fx.kick.iter().map(VcpuId::get).collect()
 }
 
@@ -342,7 +342,7 @@ proptest::proptest! {
                         ((e.is_level() && !directed) || *p == 3)
                             && !e.masked()
                             && e.vector().get() >= 16
-                            && vc.apic.matches(e.destination())
+                            && vc.apic.matches(e.destination(chip.config.ioapic.msi_format))
                     })
                     .map(|(_, e)| e.vector())
                     .collect();

@@ -467,7 +467,10 @@ where
     ///    EOIs owed. The VMCS of every vCPU is taken to hold an empty bitmap
     ///    (a fresh VMCS): [`Irqchip::vmcs_update`] returns every non-zero word.
     ///
-    /// Statistics count the import's rescans.
+    /// Statistics count the import's rescans. KVM's in-kernel I/O APIC reads
+    /// 8 destination bits (bits 55:49 are reserved there): import with
+    /// `config.ioapic.msi_format` [`MsiFormat::Xapic`](crate::MsiFormat::Xapic),
+    /// the default, for the entries to keep KVM's destinations.
     pub fn import_kvm<L: DeliveryLog>(
         config: IrqchipConfig,
         ioapic: &kvm_ioapic_state,
@@ -515,8 +518,8 @@ where
                 let rtc = sh.ioapic.entries()[RTC_GSI.get() as usize];
                 for slot in chip.vcpus.as_ref() {
                     let mut v = slot.0.lock();
-                    let owed =
-                        v.apic.matches(rtc.destination()) && v.apic.pending_eoi(rtc.vector());
+                    let owed = v.apic.matches(rtc.destination(config.ioapic.msi_format))
+                        && v.apic.pending_eoi(rtc.vector());
                     v.map.set_rtc_owed(owed.then_some(rtc.vector()));
                 }
             }

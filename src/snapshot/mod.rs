@@ -82,9 +82,13 @@ pub use crate::lapic::LocalApicState;
 #[cfg(doc)]
 use crate::{EoiExitMap, Ioapic, Irqchip, LocalApic, MaskedEdge};
 
-/// The snapshot format version this crate writes. Version 5 added
-/// `Policy::LineAware`'s saved bookkeeping (an enum variant older readers do
-/// not know; a version-4 snapshot reads unchanged). It also reads version 3,
+/// The snapshot format version this crate writes. Version 6 added
+/// [`IoapicConfig::msi_format`](crate::IoapicConfig::msi_format); a version-5
+/// or older snapshot has none and loads with
+/// [`MsiFormat::ExtDestId`](crate::MsiFormat::ExtDestId), the decoding of
+/// redirection-entry bits 55:49 those versions always applied. Version 5
+/// added `Policy::LineAware`'s saved bookkeeping (an enum variant older
+/// readers do not know; a version-4 snapshot reads unchanged). It also reads version 3,
 /// whose `VcpuState` had no `events` (nothing pending), and version 2, whose
 /// `LocalApicState` had no ICR and ESR either (they load as 0).
 ///
@@ -93,7 +97,7 @@ use crate::{EoiExitMap, Ioapic, Irqchip, LocalApic, MaskedEdge};
 /// postcard has no field names to miss, so an older postcard snapshot does
 /// not decode into this version's structs: convert it through JSON, or
 /// decode it with the crate version that wrote it.
-pub const SNAPSHOT_VERSION: u16 = 5;
+pub const SNAPSHOT_VERSION: u16 = 6;
 
 /// The oldest snapshot format version this crate reads.
 const OLDEST_READABLE: u16 = 2;
@@ -115,7 +119,7 @@ pub enum SnapshotError {
         /// The version found.
         found: u16,
         /// The newest version this crate reads ([`SNAPSHOT_VERSION`]; it
-        /// reads versions 2 and 3 too).
+        /// reads versions 2 to 5 too).
         supported: u16,
     },
     /// The snapshot was taken with another size: `what` is `"I/O APIC pins"`

@@ -5,8 +5,9 @@
 //!
 //! * redirection-table writes go through [`Ioapic::mmio_write`] (IOREGSEL / IOWIN at
 //!   0xFEC00000; here the host plays the guest's driver and issues the writes itself);
-//! * every `route_changed` pin gets its GSI route re-installed: [`Ioapic::msi_route`] as an
-//!   MSI entry in `KVM_SET_GSI_ROUTING` (KVM re-scans every vCPU's EOI-exit bitmap);
+//! * every `route_changed` pin gets its GSI route re-installed: its entry's message, decoded
+//!   in the I/O APIC's `MsiFormat` and encoded in the one KVM reads ([`Msi::from_message`]),
+//!   as an MSI entry in `KVM_SET_GSI_ROUTING` (KVM re-scans every vCPU's EOI-exit bitmap);
 //! * every pin in `deliver` is injected with `KVM_IRQ_LINE` on its GSI (through that route);
 //! * every `KVM_EXIT_IOAPIC_EOI` is fed to [`Ioapic::eoi`]: remote IRR clears, and a line
 //!   that is still asserted is delivered again.
@@ -44,7 +45,9 @@ fn main() {
 #[cfg(all(target_os = "linux", target_arch = "x86_64"))]
 mod vmm {
     use eoi_exit::ioapic::{IOREGSEL, IOWIN, REG_REDTBL_BASE};
-    use eoi_exit::{Ioapic, IoapicEffects, Msi, Pin, RedirectionEntry, TriggerMode, Vector};
+    use eoi_exit::{
+        Ioapic, IoapicEffects, Msi, MsiFormat, Pin, RedirectionEntry, TriggerMode, Vector,
+    };
 
     use crate::kvm_support::{HarnessError, IrqChipMode, Result, Route, Stop, TestVm};
 
@@ -79,13 +82,17 @@ mod vmm {
         fn act(&mut self, a: IoapicEffects) -> Result<()> {
             if let Some(pin) = a.route_changed {
                 let gsi = u32::from(pin.get());
-                // The pin's GSI route: its entry's message as an MSI (masked
-                // entries too: the model never delivers a masked pin).
+                // The pin's GSI route: its entry's message as the guest
+                // meant it (this I/O APIC's format, the default 8-bit one),
+                // encoded as KVM reads it (no x2APIC API here: 8 bits too).
+                // Masked entries too: the model never delivers a masked pin.
                 let route = self
                     .io
                     .entry(pin)
-                    .and_then(|e| e.message())
-                    .map(|msg| Msi::from_message(&msg));
+                    .and_then(|e| e.message(MsiFormat::Xapic))
+                    .map(|msg| {
+                        Msi::from_message(&msg, MsiFormat::Xapic).expect("an 8-bit destination")
+                    });
                 match route {
                     Some(m) => self.t.vm.set_route(
                         gsi,

@@ -8,7 +8,7 @@
 
 use eoi_exit::ioapic::{IOEOI, IOREGSEL, IOWIN, MMIO_LEN, REG_REDTBL_BASE};
 use eoi_exit::{
-    Ioapic, IoapicConfig, IoapicEffects, IoapicVersion, MaskedEdge, Pin, Polarity,
+    Ioapic, IoapicConfig, IoapicEffects, IoapicVersion, MaskedEdge, MsiFormat, Pin, Polarity,
     RedirectionEntry, Vector,
 };
 use eoi_exit_testkit::race::{IoapicStep, check_ioapic_state, check_ioapic_step};
@@ -104,18 +104,26 @@ fn op() -> impl Strategy<Value = Op> {
 }
 
 fn ioapic_config() -> impl Strategy<Value = IoapicConfig> {
-    (any::<bool>(), any::<bool>(), any::<u8>()).prop_map(|(v20, drop, id)| IoapicConfig {
-        version: if v20 {
-            IoapicVersion::V20
-        } else {
-            IoapicVersion::V11
-        },
-        masked_edge: if drop {
-            MaskedEdge::Drop
-        } else {
-            MaskedEdge::Latch
-        },
-        id,
+    let format = prop_oneof![
+        Just(MsiFormat::Xapic),
+        Just(MsiFormat::ExtDestId),
+        Just(MsiFormat::X2apicApi)
+    ];
+    (any::<bool>(), any::<bool>(), any::<u8>(), format).prop_map(|(v20, drop, id, msi_format)| {
+        IoapicConfig {
+            version: if v20 {
+                IoapicVersion::V20
+            } else {
+                IoapicVersion::V11
+            },
+            masked_edge: if drop {
+                MaskedEdge::Drop
+            } else {
+                MaskedEdge::Latch
+            },
+            id,
+            msi_format,
+        }
     })
 }
 

@@ -192,7 +192,8 @@ fn run(c: &Chip, op: Op) -> String {
             format!("{fx:?}")
         }
         Op::Msi { msg } => {
-            c.send_msi(&msg, &mut fx);
+            let msi = eoi_exit::Msi::from_message(&msg, eoi_exit::MsiFormat::Xapic);
+            c.send_msi(&msi.expect("an 8-bit destination"), &mut fx);
             format!("{fx:?}")
         }
         Op::Ack(i) => format!("{:?}", c.ack(v(i))),

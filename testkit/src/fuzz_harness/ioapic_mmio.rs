@@ -384,10 +384,12 @@ pub fn ioapic_mmio(data: &[u8]) {
 fn run_ioapic_mmio(u: &mut Unstructured<'_>) -> Result<()> {
     let masked_edge: MaskedEdge = u.arbitrary()?;
     let id: u8 = u.arbitrary()?;
+    let msi_format = super::msi_format_from(id);
     let cfg = |version| IoapicConfig {
         version,
         masked_edge,
         id,
+        msi_format,
     };
     let mut v11 = IoChecker::<24>::new(cfg(IoapicVersion::V11));
     let mut v20 = IoChecker::<24>::new(cfg(IoapicVersion::V20));

@@ -7,7 +7,7 @@ use eoi_exit::Vector;
 use eoi_exit::irqchip::{Effects, IrqchipState, VcpuEvents, VcpuState};
 use eoi_exit::lapic::{self, ApicMode, LocalApic};
 use eoi_exit::{ApicId, DeliveryMode, InterruptMessage, TriggerMode};
-use eoi_exit::{Irqchip, IrqchipConfig, LapicWrite, VcpuId, VcpuSlot};
+use eoi_exit::{Irqchip, IrqchipConfig, LapicWrite, Msi, MsiFormat, VcpuId, VcpuSlot};
 
 use super::{MAX_OPS, gen_message, gen_vector};
 
@@ -232,7 +232,10 @@ fn chip_step(chip: &Chip, op: &LapicOp) {
         }
         LapicOp::Msi(msg) => {
             vectored = uses_vector(msg.delivery_mode);
-            chip.send_msi(&msg, &mut fx);
+            // The chip decodes the x2APIC API's form, which carries any
+            // 32-bit destination (a start-up MSI is reserved: not delivered).
+            let msi = Msi::from_message(&msg, MsiFormat::X2apicApi).expect("32-bit form");
+            chip.send_msi(&msi, &mut fx);
         }
         LapicOp::Take(i, init_blocked, nmi_blocked) => {
             vectored = false;
@@ -636,11 +639,9 @@ fn run_lapic(u: &mut Unstructured<'_>) -> Result<()> {
     } else {
         ApicMode::XApic
     };
-    let chip: Chip = Irqchip::new(
-        IrqchipConfig::default(),
-        chip_mode,
-        [const { VcpuSlot::new() }; LAPICS],
-    );
+    let mut config = IrqchipConfig::default();
+    config.ioapic.msi_format = MsiFormat::X2apicApi;
+    let chip: Chip = Irqchip::new(config, chip_mode, [const { VcpuSlot::new() }; LAPICS]);
     let mut n = 0;
     while !u.is_empty() && n < MAX_OPS {
         n += 1;

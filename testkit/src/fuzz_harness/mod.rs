@@ -161,6 +161,20 @@ fn gen_entry(u: &mut Unstructured<'_>) -> Result<u64> {
         | dest << 56)
 }
 
+/// The destination format of a fuzzed I/O APIC, from bits 5:4 of its ID
+/// byte (the ID keeps bits 3:0), so a corpus input written before the format
+/// existed keeps its byte layout: 0 is the default (8-bit), 1 and 3 the
+/// extended destination ID, 2 the x2APIC API. (Before the format, bits 55:49
+/// were always decoded; the race harness's xAPIC IDs are below 256, so an
+/// extended destination reached no vCPU then, and its low byte may now.)
+fn msi_format_from(id: u8) -> eoi_exit::MsiFormat {
+    match (id >> 4) & 3 {
+        0 => eoi_exit::MsiFormat::Xapic,
+        2 => eoi_exit::MsiFormat::X2apicApi,
+        _ => eoi_exit::MsiFormat::ExtDestId,
+    }
+}
+
 fn gen_message(u: &mut Unstructured<'_>) -> Result<InterruptMessage> {
     if u.ratio(1u8, 6)? {
         return u.arbitrary();

@@ -164,10 +164,14 @@ pub(super) fn gen_op(u: &mut Unstructured<'_>) -> Result<Op> {
 /// The configuration of one `routing_reconfig` run (the policy is set per run).
 fn race_config(u: &mut Unstructured<'_>) -> Result<HarnessConfig> {
     let mut cfg = HarnessConfig::new(Policy::Exact);
+    // Read in the order the fields always were (inputs keep their meaning);
+    // the destination format comes from the ID's unused bits 5:4.
+    let (version, masked_edge, id): (_, _, u8) = (u.arbitrary()?, u.arbitrary()?, u.arbitrary()?);
     cfg.chip.ioapic = IoapicConfig {
-        version: u.arbitrary()?,
-        masked_edge: u.arbitrary()?,
-        id: u.arbitrary()?,
+        version,
+        masked_edge,
+        id,
+        msi_format: super::msi_format_from(id),
     };
     if u.ratio(1u8, 4)? {
         let mask = u.arbitrary::<u32>()?;

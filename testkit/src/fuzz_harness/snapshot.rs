@@ -165,7 +165,7 @@ fn run_snapshot_conversions(u: &mut Unstructured<'_>) -> Result<()> {
 }
 
 fn arbitrary_state<const P: usize>(u: &mut Unstructured<'_>) -> Result<IoapicState<P>> {
-    let mut entries = [RedirectionEntry::RESET; P];
+    let mut entries = [RedirectionEntry::default(); P];
     for e in entries.iter_mut() {
         *e = RedirectionEntry(gen_entry(u)?);
     }
@@ -287,10 +287,14 @@ fn check_chip_snapshots(u: &mut Unstructured<'_>) -> Result<()> {
 }
 
 fn run_snapshot(u: &mut Unstructured<'_>) -> Result<()> {
+    // Read in the order the fields always were (inputs keep their meaning);
+    // the destination format comes from the ID's unused bits 5:4.
+    let (version, masked_edge, id): (_, _, u8) = (u.arbitrary()?, u.arbitrary()?, u.arbitrary()?);
     let cfg = IoapicConfig {
-        version: u.arbitrary()?,
-        masked_edge: u.arbitrary()?,
-        id: u.arbitrary()?,
+        version,
+        masked_edge,
+        id,
+        msi_format: super::msi_format_from(id),
     };
     if u.arbitrary::<bool>()? {
         // (2) arbitrary state, then guest ops on top of it.

@@ -22,7 +22,7 @@ use eoi_exit::ioapic::{IOREGSEL, IOWIN, MMIO_LEN, REG_REDTBL_BASE};
 use eoi_exit::irqchip::{Effects, EoiForwarding, IrqchipState, VcpuState};
 use eoi_exit::{ApicMode, Irqchip, IrqchipConfig, Pin, Policy, VcpuId, VcpuSlot};
 
-use super::{Op, fixed_physical};
+use super::{Op, fixed_msi};
 
 /// One step of a [`line_aware_divergence`] run.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -128,9 +128,9 @@ impl<const V: usize, const P: usize> Side<V, P> {
                     dest,
                     vector,
                     level,
-                } => c.send_msi(&fixed_physical(u32::from(dest), vector, level), &mut fx),
+                } => c.send_msi(&fixed_msi(u32::from(dest), vector, level), &mut fx),
                 Op::Accept { vcpu, vector } => c.send_msi(
-                    &fixed_physical(u32::from(vcpu) % V as u32, vector, false),
+                    &fixed_msi(u32::from(vcpu) % V as u32, vector, false),
                     &mut fx,
                 ),
                 Op::Ack { vcpu } => {

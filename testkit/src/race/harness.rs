@@ -52,6 +52,20 @@ pub fn fixed_physical(dest: u32, vector: u8, level: bool) -> InterruptMessage {
     }
 }
 
+/// [`fixed_physical`] as the MSI a device writes, in the 8-bit form every
+/// [`MsiFormat`](eoi_exit::MsiFormat) decodes alike.
+///
+/// # Panics
+///
+/// If `dest` is above 0xFF.
+pub fn fixed_msi(dest: u32, vector: u8, level: bool) -> eoi_exit::Msi {
+    eoi_exit::Msi::from_message(
+        &fixed_physical(dest, vector, level),
+        eoi_exit::MsiFormat::Xapic,
+    )
+    .expect("an 8-bit destination")
+}
+
 /// One Irqchip under the invariant checker.
 pub struct Harness<const VCPUS: usize, const PINS: usize = 24> {
     pub(super) config: HarnessConfig,
@@ -265,12 +279,12 @@ impl<const VCPUS: usize, const PINS: usize> Harness<VCPUS, PINS> {
                 level,
             } => {
                 self.chip
-                    .send_msi(&fixed_physical(dest as u32, vector, level), &mut fx);
+                    .send_msi(&fixed_msi(dest as u32, vector, level), &mut fx);
             }
             Op::Accept { vcpu, vector } => {
                 let id = self.vstate(vcpu as usize % VCPUS).apic.id();
                 self.chip
-                    .send_msi(&fixed_physical(id.get(), vector, false), &mut fx);
+                    .send_msi(&fixed_msi(id.get(), vector, false), &mut fx);
             }
             Op::Ack { vcpu } => {
                 let c = vcpu as usize % VCPUS;
@@ -518,6 +532,7 @@ impl<const VCPUS: usize, const PINS: usize> Harness<VCPUS, PINS> {
             let entries = io.entries().iter().enumerate().map(|(pin, e)| {
                 ScanEntry::from_redirection(
                     *e,
+                    self.config.chip.ioapic.msi_format,
                     super::config::notified(&self.config.chip, Pin::new(pin as u8)),
                     self.config.chip.rtc_tracking && pin == RTC_PIN as usize,
                 )

@@ -7,13 +7,13 @@
 //! 82093AA rule it enforces.
 
 use eoi_exit::Ioapic;
-use eoi_exit::ioapic::{
-    IOREGSEL, IOWIN, IoapicEffects, IoapicState, REG_REDTBL_BASE, REG_VERSION, Rescan,
-};
-use eoi_exit::{Msi, RedirectionEntry, Vector};
+use eoi_exit::ioapic::{IOREGSEL, IOWIN, IoapicEffects, IoapicState, REG_REDTBL_BASE, Rescan};
+use eoi_exit::{Msi, MsiFormat, RedirectionEntry, Vector};
 
-/// I/O APIC register indices (82093AA) the crate keeps private: ID and arbitration ID.
+/// I/O APIC register indices (82093AA) the crate keeps private: ID, version
+/// and arbitration ID.
 const REG_ID: u8 = 0x00;
+const REG_VERSION: u8 = 0x01;
 const REG_ARB: u8 = 0x02;
 
 /// Redirection entry bit 12: delivery status (read-only; the model never sets
@@ -189,9 +189,15 @@ pub fn check_ioapic_step<const P: usize>(
         }
         if actions.deliver.contains(pin) {
             assert!(!a.masked(), "pin {i}: masked pin delivered");
-            assert!(a.message().is_some(), "pin {i}: reserved mode delivered");
+            let format = after.state().config.msi_format;
             assert!(
-                a.message().map(|m| Msi::from_message(&m)).is_some(),
+                a.message(format).is_some(),
+                "pin {i}: reserved mode delivered"
+            );
+            // Any entry's destination fits the x2APIC API's route.
+            assert!(
+                a.message(format)
+                    .is_some_and(|m| Msi::from_message(&m, MsiFormat::X2apicApi).is_ok()),
                 "pin {i}: no MSI route"
             );
             assert!(

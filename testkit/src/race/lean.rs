@@ -201,7 +201,7 @@ mod tests {
 
     #[test]
     fn changed_entries_finds_every_change() {
-        let a = [RedirectionEntry::RESET; 40];
+        let a = [RedirectionEntry::default(); 40];
         for i in [0usize, 15, 16, 17, 31, 32, 39] {
             let mut b = a;
             b[i] = RedirectionEntry(b[i].0 ^ 1 << (i % 64));
@@ -217,7 +217,7 @@ mod tests {
 
     #[test]
     fn remote_irr_pins_is_the_filter() {
-        let mut t = [RedirectionEntry::RESET; 240];
+        let mut t = [RedirectionEntry::default(); 240];
         for i in [0usize, 5, 63, 64, 200, 239] {
             t[i] = RedirectionEntry(RedirectionEntry::REMOTE_IRR | RedirectionEntry::LEVEL);
         }

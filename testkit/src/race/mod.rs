@@ -115,7 +115,7 @@ mod rng;
 pub use checker::{Checker, Instance, MAX_INSTANCES, Need, Saved, StepInfo, Violation};
 pub use config::{HarnessConfig, Kick, LossCause, Mutant, Tolerated};
 pub use guest_view::{GuestStep, line_aware_divergence, line_aware_exhaustive};
-pub use harness::{Chip, Harness, fixed_physical};
+pub use harness::{Chip, Harness, fixed_msi, fixed_physical};
 pub use ioapic_check::{
     IoapicStep, check_ioapic_state, check_ioapic_step, expected_iowin, expected_iowin_table,
 };

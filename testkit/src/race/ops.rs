@@ -35,7 +35,7 @@ impl Field {
         match self {
             Field::Vector(v) => (entry & !0xff) | v as u64,
             Field::DeliveryMode(m) => (entry & !(7 << 8)) | ((m as u64 & 7) << 8),
-            Field::Logical(on) => bit(entry, RedirectionEntry::LOGICAL, on),
+            Field::Logical(on) => bit(entry, 1 << 11, on), // destination mode
             Field::ActiveLow(on) => bit(entry, RedirectionEntry::POLARITY_LOW, on),
             Field::Level(on) => bit(entry, RedirectionEntry::LEVEL, on),
             Field::Masked(on) => bit(entry, RedirectionEntry::MASK, on),

@@ -15,7 +15,7 @@ use eoi_exit::lapic::ApicMode;
 use eoi_exit::{
     ApicId, DeliveryMode, Destination, DestinationMode, InterruptMessage, Pin, TriggerMode, VcpuId,
 };
-use eoi_exit::{PinSet, Policy, RedirectionEntry};
+use eoi_exit::{Msi, MsiFormat, PinSet, Policy, RedirectionEntry};
 
 /// Pin 0: the edge pin with an ack notifier.
 const NOTIFIER_PIN: u8 = 0;
@@ -39,10 +39,15 @@ fn msi_vector(k: u8, j: u8) -> Vector {
     Vector::new(0x30 + 8 * (k % 24) + 4 + (j & 3))
 }
 
+/// How the simulated guest addresses destinations above 255: Linux's
+/// extended destination ID, in its I/O APIC entries and its MSIs.
+pub(crate) const FORMAT: MsiFormat = MsiFormat::ExtDestId;
+
 /// The APIC ID of vCPU `i`. With 256 vCPUs or more the APICs are in x2APIC
 /// mode and vCPUs from 255 on get ID `i + 1` (reached through the extended
-/// destination ID), since destination 0xFF is KVM's broadcast; the IDs are
-/// then not the indices, so the chip looks them up in its sorted index.
+/// destination ID, [`FORMAT`]), since destination 0xFF is KVM's broadcast;
+/// the IDs are then not the indices, so the chip looks them up in its
+/// sorted index.
 fn apic_id(i: usize) -> u32 {
     if i >= 255 { i as u32 + 1 } else { i as u32 }
 }
@@ -207,6 +212,7 @@ impl Sim {
             rtc_tracking: w.rtc,
             ..IrqchipConfig::default()
         };
+        config.ioapic.msi_format = FORMAT;
         if w.directed_eoi {
             // The EOI register needs a version-0x20 I/O APIC; `TmrLevel`
             // (the default) honours SVR bit 12 as the SDM does.
@@ -295,7 +301,7 @@ impl Sim {
             let mut fx = new_fx();
             let sel = u64::from(REG_REDTBL_BASE + 2 * p + i);
             self.chip.mmio_write(IOREGSEL, 4, sel, &mut fx);
-            debug_assert!(fx.is_empty() && fx.log.is_empty());
+            debug_assert!(fx == new_fx());
             self.chip.mmio_read(IOWIN, 4)
         };
         RedirectionEntry(half(0) | half(1) << 32)
@@ -485,7 +491,8 @@ impl Sim {
             trigger: TriggerMode::Edge,
         };
         let mut fx = new_fx();
-        self.chip.send_msi(&msg, &mut fx);
+        let msi = Msi::from_message(&msg, FORMAT).expect("APIC IDs up to 256");
+        self.chip.send_msi(&msi, &mut fx);
         self.effects(fx);
     }
 
@@ -797,10 +804,12 @@ impl Sim {
             (true, Class::Unavoidable) => self.c.unavoidable += 1,
             (true, Class::Avoidable) => {
                 self.c.avoidable += 1;
-                if entries
-                    .iter()
-                    .any(|e| e.masked() && e.vector() == vector && apic.matches(e.destination()))
-                {
+                if entries.iter().any(|e| {
+                    e.masked()
+                        && e.vector() == vector
+                        && e.message(FORMAT)
+                            .is_some_and(|m| apic.matches(m.destination))
+                }) {
                     self.c.avoidable_masked_route += 1;
                 }
             }

@@ -240,7 +240,10 @@ impl Oracle {
             return Class::Necessary;
         }
         let routed = entries.iter().enumerate().any(|(p, e)| {
-            if e.vector() != vector || !apic.matches(e.destination()) {
+            let to_here = e
+                .message(super::engine::FORMAT)
+                .is_some_and(|m| apic.matches(m.destination));
+            if e.vector() != vector || !to_here {
                 return false;
             }
             (!directed && e.is_level() && (!e.masked() || e.remote_irr()))
@@ -303,7 +306,7 @@ mod tests {
     fn level_instance_whose_entry_still_waits_is_necessary() {
         let mut o = Oracle::new(1);
         let inst = in_service_from_pin3(&mut o, 0x40);
-        let mut entries = [RedirectionEntry::RESET; 24];
+        let mut entries = [RedirectionEntry::default(); 24];
         // Moved to vCPU 1 while in service: still necessary (the stale case).
         entries[3] = level_entry(0x40, 1, true);
         assert_eq!(classify(&o, &inst, &entries), Class::Necessary);
@@ -314,7 +317,7 @@ mod tests {
     fn vector_rewritten_while_in_service_is_not_necessary() {
         let mut o = Oracle::new(1);
         let inst = in_service_from_pin3(&mut o, 0x40);
-        let mut entries = [RedirectionEntry::RESET; 24];
+        let mut entries = [RedirectionEntry::default(); 24];
         // The guest rewrote pin 3 to 0x50: an EOI of 0x40 cannot clear it.
         entries[3] = level_entry(0x50, 0, true);
         assert_eq!(classify(&o, &inst, &entries), Class::Avoidable);
@@ -327,7 +330,7 @@ mod tests {
     fn switched_to_edge_or_already_cleared_is_not_necessary() {
         let mut o = Oracle::new(1);
         let inst = in_service_from_pin3(&mut o, 0x40);
-        let mut entries = [RedirectionEntry::RESET; 24];
+        let mut entries = [RedirectionEntry::default(); 24];
         entries[3] = RedirectionEntry::fixed(Vector::new(0x40), TriggerMode::Edge, 1);
         assert_eq!(classify(&o, &inst, &entries), Class::Avoidable);
         entries[3] = level_entry(0x40, 1, false);
@@ -354,7 +357,7 @@ mod tests {
         o.accept(0, Vector::new(0x40), false, level);
         let inst = o.retire(0, Vector::new(0x40)).expect("in service");
         assert!(inst.plain && !inst.wants_eoi());
-        let mut entries = [RedirectionEntry::RESET; 24];
+        let mut entries = [RedirectionEntry::default(); 24];
         entries[3] = level_entry(0x40, 1, true);
         assert_eq!(classify(&o, &inst, &entries), Class::Unavoidable);
     }
@@ -363,7 +366,7 @@ mod tests {
     fn under_directed_eoi_a_waiting_level_instance_is_not_necessary() {
         let mut o = Oracle::new(1);
         let inst = in_service_from_pin3(&mut o, 0x40);
-        let mut entries = [RedirectionEntry::RESET; 24];
+        let mut entries = [RedirectionEntry::default(); 24];
         entries[3] = level_entry(0x40, 0, true);
         let apic = LocalApic::new_enabled(ApicId::new(0), ApicMode::XApic);
         let v = Vector::new(0x40);

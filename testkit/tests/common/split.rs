@@ -12,10 +12,13 @@ use std::collections::BTreeMap;
 
 use eoi_exit::exit_bitmap::{Accepted, ScanEntry, Source};
 use eoi_exit::lapic::{Acceptance, ApicMode};
-use eoi_exit::{ApicId, EoiExitMap, LocalApic, Msi, Policy, TriggerMode, Vector};
+use eoi_exit::{ApicId, EoiExitMap, LocalApic, Msi, MsiFormat, Policy, TriggerMode, Vector};
 
 /// KVM_CAP_SPLIT_IRQCHIP args[0] in the oracle.
 pub const RESERVED_PINS: u32 = 24;
+
+/// How KVM decodes the routes: the oracle does not enable the x2APIC API.
+pub const FORMAT: MsiFormat = MsiFormat::Xapic;
 
 pub struct Vcpu {
     pub apic: LocalApic,
@@ -34,7 +37,7 @@ pub struct SplitVm {
 }
 
 pub fn msi(dest: u32, vector: u8, level: bool) -> Msi {
-    Msi::from_message(&eoi_exit_testkit::race::fixed_physical(dest, vector, level))
+    eoi_exit_testkit::race::fixed_msi(dest, vector, level)
 }
 
 impl SplitVm {
@@ -67,7 +70,7 @@ impl SplitVm {
             .routes
             .iter()
             .filter(|&(&gsi, _)| gsi < RESERVED_PINS)
-            .map(|(_, route)| ScanEntry::from_msi_route(route));
+            .filter_map(|(_, route)| ScanEntry::from_msi_route(route, FORMAT));
         v.map.scan(&v.apic, routes);
     }
 
@@ -89,7 +92,7 @@ impl SplitVm {
     }
 
     fn deliver(&mut self, m: &Msi, source: Source) {
-        let msg = m.message().expect("valid MSI");
+        let msg = m.message(FORMAT).expect("valid MSI");
         for i in 0..self.vcpus.len() {
             let v = &mut self.vcpus[i];
             if !v.apic.matches(msg.destination) {
@@ -115,7 +118,9 @@ impl SplitVm {
     /// KVM_IRQ_LINE on a GSI: its route's MSI (a level route's instance needs its EOI).
     pub fn irq_line(&mut self, gsi: u32) {
         if let Some(m) = self.routes.get(&gsi).copied() {
-            let level = m.message().is_some_and(|x| x.trigger == TriggerMode::Level);
+            let level = m
+                .message(FORMAT)
+                .is_some_and(|x| x.trigger == TriggerMode::Level);
             let src = if level && gsi < RESERVED_PINS {
                 Source::NeedsEoi
             } else {

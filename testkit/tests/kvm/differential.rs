@@ -1163,7 +1163,8 @@ impl KernelModel {
             let msg = self
                 .io
                 .entry(pin)
-                .and_then(|e| e.message())
+                // KVM's in-kernel I/O APIC reads an 8-bit destination.
+                .and_then(|e| e.message(eoi_exit::MsiFormat::Xapic))
                 .ok_or("reserved delivery mode")?;
             for apic in &mut self.apics {
                 if apic.matches(msg.destination)

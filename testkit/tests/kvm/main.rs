@@ -14,6 +14,8 @@
 //!   `KVM_GET_VCPU_EVENTS`, `KVM_GET_MP_STATE`, `KVM_GET_SREGS` and `KVM_GET_LAPIC`;
 //! * `resample`: a resampling irqfd (in-kernel irqchip) against `IrqchipConfig::resample_pins`;
 //! * `directed_eoi`: SVR bit 12 under each `KVM_CAP_X2APIC_API` setting, KVM against the model;
+//! * `x2apic_ids`: 1,024 vCPUs with x2APIC IDs up to 4095, MSIs and GSI routes above APIC ID
+//!   255 with and without `KVM_CAP_X2APIC_API`, KVM against the model;
 //! * `common`: the split-irqchip model `common::split`, shared with `kvm_oracle_model`.
 //!
 //! Where `/dev/kvm` is unusable every KVM test prints one
@@ -33,3 +35,4 @@ mod resample;
 #[cfg(feature = "kvm")]
 mod snapshot;
 mod support;
+mod x2apic_ids;

@@ -237,7 +237,8 @@ pub fn skip_without_kvm(test: &str) -> bool {
     }
 }
 
-fn supported_cpuid(kvm: &Kvm) -> Result<kvm_bindings::CpuId, String> {
+/// `KVM_GET_SUPPORTED_CPUID`, checked to offer x2APIC.
+pub fn supported_cpuid(kvm: &Kvm) -> Result<kvm_bindings::CpuId, String> {
     let cpuid = kvm
         .get_supported_cpuid(KVM_MAX_CPUID_ENTRIES)
         .map_err(|e| format!("KVM_GET_SUPPORTED_CPUID failed: {e}"))?;
@@ -551,7 +552,8 @@ pub fn bit(words: &[u32; 8], vector: u8) -> bool {
 }
 
 impl LapicRegs {
-    fn from_state(l: &kvm_lapic_state) -> Self {
+    /// IRR/ISR/TMR of a `KVM_GET_LAPIC` page.
+    pub fn from_state(l: &kvm_lapic_state) -> Self {
         LapicRegs {
             irr: std::array::from_fn(|w| apic_word(l, ApicReg::Irr, w)),
             isr: std::array::from_fn(|w| apic_word(l, ApicReg::Isr, w)),
