@@ -522,6 +522,7 @@ impl<const PINS: usize> Ioapic<PINS> {
         actions
     }
 
+    #[inline(always)]
     fn rescan_for(old: RedirectionEntry, new: RedirectionEntry, format: MsiFormat) -> Rescan {
         // Delivery mode 0 is Fixed.
         if old.delivery_mode_bits() != 0 || new.delivery_mode_bits() != 0 {

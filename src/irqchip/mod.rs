@@ -130,9 +130,6 @@ impl VcpuStats {
 /// go through [`Irqchip::write_lapic`] and [`Irqchip::load_vcpu`], which keep
 /// the bitmaps consistent.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
-// In this order, the routing cache and the counters share the slot lock's
-// cache line: a reroute on a large VM touches no extra line for them.
-#[repr(C)]
 pub struct Vcpu {
     /// The chip's routing cache for this slot.
     pub(crate) route: Route,
@@ -319,6 +316,14 @@ pub(crate) struct Shared<const PINS: usize> {
     /// Pins a scan counts even when edge: the ack-notifier pins, and the RTC
     /// pin under `rtc_tracking` (KVM's `kvm_ioapic_scan_entry`).
     counted_edge: crate::PinSet,
+    /// The same, one bit per pin (`PINS` <= 32).
+    counted_edge_bits: u32,
+    /// Bit `p`: entry `p` is level-triggered. Kept with the table (every
+    /// entry write and load), so the rescan of a policy that reads only the
+    /// unmasked routes visits only the pins that count for its vCPU.
+    level_bits: u32,
+    /// Bit `p`: entry `p` is unmasked.
+    unmasked_bits: u32,
     /// Vector -> the one pin whose entry holds it, or [`PIN_NONE`] /
     /// [`PIN_MANY`]. Kept current on every entry write, so a forwarded EOI
     /// touches its entry instead of comparing all of them (KVM compares all
@@ -470,6 +475,9 @@ where
                 phys: [PHYS_NONE; 256],
                 ids: IdLookup::default(),
                 counted_edge: counted_edge(&config),
+                counted_edge_bits: counted_edge(&config).as_u64_words()[0] as u32,
+                level_bits: 0,
+                unmasked_bits: 0,
                 pin_of: [PIN_NONE; 256],
                 owner: [const { Cell::new(OWNER_NONE) }; PINS],
             }),
@@ -1226,10 +1234,19 @@ impl<S: AsRef<[VcpuSlot]>, const PINS: usize> Irqchip<S, PINS> {
                 }
             }
         } else {
-            // The other policies read only the unmasked matches: four
-            // accumulators, which stay in registers.
-            for (pin, e) in table {
-                if counted(pin, e) && routed(pin) && !e.masked() {
+            // The other policies read only the unmasked matches: the pins
+            // that count, route here and are unmasked, from three masks.
+            debug_assert!(sh.ioapic.entries().iter().enumerate().all(|(p, e)| {
+                (sh.level_bits >> p & 1 != 0) == e.is_level()
+                    && (sh.unmasked_bits >> p & 1 != 0) != e.masked()
+            }));
+            let level = if level_counts { sh.level_bits } else { 0 };
+            let mut live = pins & sh.unmasked_bits & (level | sh.counted_edge_bits);
+            let entries = sh.ioapic.entries();
+            while live != 0 {
+                let pin = live.trailing_zeros() as usize;
+                live &= live - 1;
+                if let Some(e) = entries.get(pin) {
                     unmasked.insert(e.vector());
                 }
             }
@@ -1263,6 +1280,9 @@ impl<S: AsRef<[VcpuSlot]>, const PINS: usize> Irqchip<S, PINS> {
         sh.dest_one = [PHYS_NONE; PINS];
         let entries = *sh.ioapic.entries();
         let format = self.config.ioapic.msi_format;
+        for i in 0..PINS {
+            Self::note_entry(sh, i);
+        }
         sh.pin_of = [PIN_NONE; 256];
         for (pin, e) in entries.iter().enumerate() {
             let slot = &mut sh.pin_of[usize::from(e.vector().get())];
@@ -1460,6 +1480,15 @@ impl<S: AsRef<[VcpuSlot]>, const PINS: usize> Irqchip<S, PINS> {
         }
     }
 
+    /// Brings entry `i`'s trigger and mask bits up to date.
+    #[inline]
+    fn note_entry(sh: &mut Shared<PINS>, i: usize) {
+        let e = sh.ioapic.entries()[i];
+        let bit = 1u32 << i;
+        sh.level_bits = sh.level_bits & !bit | if e.is_level() { bit } else { 0 };
+        sh.unmasked_bits = sh.unmasked_bits & !bit | if e.masked() { 0 } else { bit };
+    }
+
     /// Recomputes the vector index for `v` from the table.
     fn index_vector(sh: &mut Shared<PINS>, v: Vector) {
         let mut found = PIN_NONE;
@@ -1486,6 +1515,9 @@ impl<S: AsRef<[VcpuSlot]>, const PINS: usize> Irqchip<S, PINS> {
         written: Option<(usize, RedirectionEntry)>,
         fx: &mut Effects<L>,
     ) {
+        if let Some((i, _)) = written {
+            Self::note_entry(sh, i);
+        }
         // Touch the caller's sink only for what happened: its words were
         // likely just cleared, and re-reading them costs a store-forwarding
         // stall on every call.
@@ -2298,6 +2330,7 @@ fn counted_edge(config: &IrqchipConfig) -> crate::PinSet {
 
 /// The fields of a redirection entry that a rescan reads: vector, trigger
 /// mode, mask, destination and destination mode.
+#[inline(always)]
 fn scan_key(e: RedirectionEntry, format: MsiFormat) -> (Vector, bool, bool, Destination) {
     (e.vector(), e.is_level(), e.masked(), e.destination(format))
 }
