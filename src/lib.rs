@@ -158,8 +158,8 @@ pub use lapic::{Acceptance, ApicMode, Eoi, LocalApic};
 pub use routes::{Msi, MsiFormat};
 pub use set::{Set256, SetElement};
 pub use types::{
-    ApicId, DeliveryMode, Destination, DestinationMode, Gsi, InterruptMessage, InvalidValue, Pin,
-    Polarity, RTC_GSI, TriggerMode, VcpuId,
+    ApicId, DeliveryMode, Destination, DestinationMode, InterruptMessage, InvalidValue, Pin,
+    Polarity, TriggerMode, VcpuId,
 };
-pub use vcpu_set::{MAX_VCPUS, VcpuSet, VcpuSetIter};
+pub use vcpu_set::{MAX_VCPUS, VcpuSet};
 pub use vector::{Vector, VectorSet};

@@ -83,7 +83,7 @@ use crate::vector::Vector;
 ///
 /// let e = RedirectionEntry::fixed(Vector::new(0x40), TriggerMode::Level, 300);
 /// for (format, dest) in [(MsiFormat::Xapic, 0x2C), (MsiFormat::ExtDestId, 300)] {
-///     let mut io: Ioapic = Ioapic::new(IoapicConfig { msi_format: format, ..IoapicConfig::DEFAULT });
+///     let mut io: Ioapic = Ioapic::new(IoapicConfig { msi_format: format, ..IoapicConfig::default() });
 ///     // The vCPUs to rescan: the destination as this I/O APIC decodes it.
 ///     let Rescan::Targets { new: Some(d), .. } = io.write_entry(Pin::new(4), e.0).rescan else {
 ///         unreachable!("a fixed entry names its destination")

@@ -140,7 +140,7 @@ impl<T> Set256<T> {
     /// Set intersection.
     #[inline]
     #[must_use]
-    pub const fn intersection(&self, other: &Self) -> Self {
+    pub(crate) const fn intersection(&self, other: &Self) -> Self {
         let (a, b) = (self.words, other.words);
         Self::from_u64_words([a[0] & b[0], a[1] & b[1], a[2] & b[2], a[3] & b[3]])
     }

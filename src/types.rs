@@ -79,11 +79,11 @@ impl fmt::Debug for Pin {
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default, Debug)]
 #[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 #[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
-pub struct Gsi(u32);
+pub(crate) struct Gsi(u32);
 
 impl Gsi {
-    /// Wraps a raw GSI. Crate-private: nothing in the API takes a `Gsi`
-    /// (the one the crate names is [`RTC_GSI`]).
+    /// Wraps a raw GSI. (Crate-private, as the type: nothing in the API
+    /// takes a GSI; the RTC's is pin 8.)
     #[inline]
     #[allow(dead_code)]
     pub(crate) const fn new(gsi: u32) -> Self {
@@ -91,13 +91,13 @@ impl Gsi {
     }
     /// The raw GSI.
     #[inline]
-    pub const fn get(self) -> u32 {
+    pub(crate) const fn get(self) -> u32 {
         self.0
     }
 }
 
 /// The RTC's GSI: KVM's in-kernel I/O APIC tracks EOIs of pin 8 specially.
-pub const RTC_GSI: Gsi = Gsi(8);
+pub(crate) const RTC_GSI: Gsi = Gsi(8);
 
 /// Index of a vCPU inside an [`crate::Irqchip`] (not its APIC ID).
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]

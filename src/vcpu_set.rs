@@ -17,7 +17,8 @@ const WORDS: usize = MAX_VCPUS / 64;
 ///
 /// Why two levels: the set is exact for a broadcast to 4096 vCPUs (no vCPU
 /// to kick is ever dropped), while the common case, one or two vCPUs,
-/// costs a few words. [`clear`](Self::clear) is one store (the summary),
+/// costs a few words. Clearing is one store (the summary; see
+/// [`Effects::clear`](crate::irqchip::Effects::clear)),
 /// [`is_empty`](Self::is_empty) one load, and iteration reads the summary
 /// and only the words it names, so reusing
 /// one [`Effects`](crate::irqchip::Effects) per vCPU thread costs nothing
@@ -29,18 +30,15 @@ const WORDS: usize = MAX_VCPUS / 64;
 /// ```
 /// use eoi_exit::{VcpuId, VcpuSet};
 ///
-/// let mut reload = VcpuSet::EMPTY;
-/// reload.insert(VcpuId::new(4095));
-/// reload.insert(VcpuId::new(7));
-/// assert!(!reload.insert(VcpuId::new(4096))); // beyond MAX_VCPUS: never a member
+/// let reload: VcpuSet = [4095, 7, 4096].map(VcpuId::new).into_iter().collect();
+/// // 4096 is beyond MAX_VCPUS: never a member.
 /// assert_eq!(reload.iter().collect::<Vec<_>>(), [VcpuId::new(7), VcpuId::new(4095)]);
 /// assert_eq!(reload.len(), 2);
+/// assert!(reload.contains(VcpuId::new(4095)) && !VcpuSet::EMPTY.contains(VcpuId::new(7)));
 /// for vcpu in &reload {
 ///     // kick `vcpu` so that it loads its VMCS update before it reenters
 ///     assert!(vcpu.index() < 4096);
 /// }
-/// reload.clear();
-/// assert!(reload.is_empty());
 /// ```
 #[derive(Clone)]
 pub struct VcpuSet {
@@ -98,7 +96,7 @@ impl VcpuSet {
     /// Adds `vcpu`; whether it was absent. An index of [`MAX_VCPUS`] or more
     /// is never a member (`false`).
     #[inline]
-    pub fn insert(&mut self, vcpu: VcpuId) -> bool {
+    pub(crate) fn insert(&mut self, vcpu: VcpuId) -> bool {
         let i = vcpu.index();
         if i >= MAX_VCPUS {
             return false;
@@ -117,7 +115,8 @@ impl VcpuSet {
 
     /// Removes `vcpu`; whether it was present.
     #[inline]
-    pub fn remove(&mut self, vcpu: VcpuId) -> bool {
+    #[cfg(test)]
+    pub(crate) fn remove(&mut self, vcpu: VcpuId) -> bool {
         let i = vcpu.index();
         if i >= MAX_VCPUS {
             return false;
@@ -146,7 +145,7 @@ impl VcpuSet {
     /// Empties the set: one store (the words are left as garbage, which
     /// nothing reads until an insert overwrites them).
     #[inline]
-    pub fn clear(&mut self) {
+    pub(crate) fn clear(&mut self) {
         self.summary = 0;
     }
 
@@ -209,7 +208,8 @@ impl<'a> IntoIterator for &'a VcpuSet {
     }
 }
 
-/// Ascending iterator over a [`VcpuSet`].
+/// Ascending iterator over a [`VcpuSet`] ([`VcpuSet::iter`]; not
+/// re-exported: nameable only as `impl Iterator`).
 #[derive(Clone, Debug)]
 pub struct VcpuSetIter<'a> {
     set: &'a VcpuSet,

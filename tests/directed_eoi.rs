@@ -34,7 +34,7 @@ fn config(policy: Policy, fwd: EoiForwarding) -> IrqchipConfig {
         policy,
         ioapic: IoapicConfig {
             version: IoapicVersion::V20,
-            ..IoapicConfig::DEFAULT
+            ..IoapicConfig::default()
         },
         eoi_forwarding: fwd,
         ..IrqchipConfig::default()

@@ -280,7 +280,7 @@ fn restore_refuses_contradictory_snapshots_and_changes_nothing() {
     s = good.clone();
     s.ioapic.config = IoapicConfig {
         id: 3,
-        ..IoapicConfig::DEFAULT
+        ..IoapicConfig::default()
     };
     refused(
         &s,
@@ -506,7 +506,7 @@ fn standalone_from_state_refuses_bad_states_and_restores_verbatim() {
     // A good one brings its configuration, verbatim, with no re-injection.
     let mut src = Ioapic::<24>::new(IoapicConfig {
         masked_edge: MaskedEdge::Drop,
-        ..IoapicConfig::DEFAULT
+        ..IoapicConfig::default()
     });
     let _ = src.write_entry(Pin::new(2), 0x42 | 1 << 15 | 1 << 16); // masked level
     let _ = src.set_line(Pin::new(2), true);

@@ -65,9 +65,8 @@ pub enum MaskedEdge {
 
 /// Static configuration of an [`Ioapic`].
 ///
-/// `IoapicConfig::default()` equals [`IoapicConfig::DEFAULT`]: version 0x11,
-/// [`MaskedEdge::Latch`], ID 0, [`MsiFormat::Xapic`], i.e. KVM's in-kernel
-/// I/O APIC. `DEFAULT` is the same value for `const` contexts.
+/// `IoapicConfig::default()` is version 0x11, [`MaskedEdge::Latch`], ID 0,
+/// [`MsiFormat::Xapic`], i.e. KVM's in-kernel I/O APIC.
 ///
 /// # Examples
 ///
@@ -80,12 +79,11 @@ pub enum MaskedEdge {
 ///     Ioapic, IoapicConfig, IoapicVersion, Pin, RedirectionEntry, TriggerMode, Vector,
 /// };
 ///
-/// assert_eq!(IoapicConfig::default(), IoapicConfig::DEFAULT);
-/// assert_eq!(IoapicConfig::DEFAULT.version, IoapicVersion::V11);
+/// assert_eq!(IoapicConfig::default().version, IoapicVersion::V11);
 ///
 /// let (pin, v) = (Pin::new(10), Vector::new(0x40));
 /// for version in [IoapicVersion::V11, IoapicVersion::V20] {
-///     let config = IoapicConfig { version, ..IoapicConfig::DEFAULT };
+///     let config = IoapicConfig { version, ..IoapicConfig::default() };
 ///     let mut io: Ioapic = Ioapic::new(config);
 ///     let e = RedirectionEntry::fixed(v, TriggerMode::Level, 0);
 ///     let _ = io.write_entry(pin, e.0);
@@ -140,7 +138,7 @@ fn format_before_v6() -> MsiFormat {
 impl IoapicConfig {
     /// Version 0x11, [`MaskedEdge::Latch`], ID 0, [`MsiFormat::Xapic`]:
     /// KVM's in-kernel I/O APIC.
-    pub const DEFAULT: IoapicConfig = IoapicConfig {
+    pub(crate) const DEFAULT: IoapicConfig = IoapicConfig {
         version: IoapicVersion::V11,
         masked_edge: MaskedEdge::Latch,
         id: 0,

@@ -96,7 +96,8 @@ impl RedirectionEntry {
     ///     true, // masked
     ///     0x1234,
     /// );
-    /// assert_eq!(e.delivery_mode(), Ok(DeliveryMode::LowestPriority));
+    /// let msg = e.message(MsiFormat::Xapic).unwrap();
+    /// assert_eq!(msg.delivery_mode, DeliveryMode::LowestPriority);
     /// assert_eq!(e.0 >> 56, 0x34); // destination ID, bits 63:56
     /// assert_eq!(e.0 >> 49 & 0x7f, 0x12); // extended destination ID, bits 55:49
     /// let dest = |f| e.message(f).unwrap().destination.id;
@@ -137,7 +138,7 @@ impl RedirectionEntry {
     ///
     /// let e = RedirectionEntry::fixed(Vector::new(0x40), TriggerMode::Level, 1);
     /// assert_eq!(e.vector(), Vector::new(0x40));
-    /// assert_eq!(e.delivery_mode(), Ok(DeliveryMode::Fixed));
+    /// assert_eq!(e.message(MsiFormat::Xapic).unwrap().delivery_mode, DeliveryMode::Fixed);
     /// assert_eq!(e.polarity(), Polarity::ActiveHigh);
     /// assert!(e.is_level() && !e.masked() && !e.remote_irr());
     /// let dest = e.message(MsiFormat::Xapic).unwrap().destination;
@@ -172,7 +173,7 @@ impl RedirectionEntry {
     }
     /// Bits 10:8; `Err` for the reserved encodings 3 and 6.
     #[inline]
-    pub fn delivery_mode(self) -> Result<DeliveryMode, InvalidValue> {
+    pub(crate) fn delivery_mode(self) -> Result<DeliveryMode, InvalidValue> {
         // 6 (start-up) is an ICR encoding only; the 82093AA reserves it. KVM
         // would deliver it as a SIPI; the model follows the datasheet.
         match DeliveryMode::try_from(self.delivery_mode_bits())? {

@@ -426,7 +426,7 @@ impl<const PINS: usize> Ioapic<PINS> {
     /// use eoi_exit::ioapic::{IOREGSEL, IOWIN, REG_REDTBL_BASE};
     /// use eoi_exit::{Ioapic, IoapicConfig, Pin, RedirectionEntry, TriggerMode, Vector};
     ///
-    /// let mut io: Ioapic = Ioapic::new(IoapicConfig::DEFAULT); // 24 pins
+    /// let mut io: Ioapic = Ioapic::new(IoapicConfig::default()); // 24 pins
     /// // Version register (index 1): highest entry index 23 in bits 23:16, version 0x11.
     /// let _ = io.mmio_write(IOREGSEL, 4, 0x01);
     /// assert_eq!(io.mmio_read(IOWIN, 4), 0x0017_0011);

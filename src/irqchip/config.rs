@@ -64,7 +64,7 @@ use super::Irqchip;
 /// };
 ///
 /// let config = IrqchipConfig {
-///     ioapic: IoapicConfig { version: IoapicVersion::V20, ..IoapicConfig::DEFAULT },
+///     ioapic: IoapicConfig { version: IoapicVersion::V20, ..IoapicConfig::default() },
 ///     ..IrqchipConfig::default() // Policy::Exact, EoiForwarding::TmrLevel
 /// };
 /// let chip: Irqchip<_> = Irqchip::new(config, ApicMode::X2Apic, [VcpuSlot::new()]);
@@ -143,7 +143,7 @@ pub enum Arbitration {
 /// | field | default | why |
 /// |---|---|---|
 /// | `policy` | [`Policy::Exact`] | loses no EOI and makes no avoidable exit |
-/// | `ioapic` | [`IoapicConfig::DEFAULT`] (version 0x11, [`MaskedEdge::Latch`](crate::MaskedEdge::Latch), ID 0) | KVM's in-kernel I/O APIC |
+/// | `ioapic` | `IoapicConfig::default()` (version 0x11, [`MaskedEdge::Latch`](crate::MaskedEdge::Latch), ID 0) | KVM's in-kernel I/O APIC |
 /// | `ack_notifier_pins` | empty | notifiers belong to the VMM's devices (INTx of assigned devices, PIT reinjection) |
 /// | `resample_pins` | empty | resamplers belong to the VMM's devices (VFIO INTx) |
 /// | `rtc_tracking` | `false` | GSI 8 is an ordinary pin; KVM's RTC tracking is a Windows time-drift workaround |
@@ -162,7 +162,7 @@ pub enum Arbitration {
 ///
 /// let c = IrqchipConfig::default();
 /// assert_eq!(c.policy, Policy::Exact);
-/// assert_eq!(c.ioapic, IoapicConfig::DEFAULT);
+/// assert_eq!(c.ioapic, IoapicConfig::default());
 /// assert!(c.ack_notifier_pins.is_empty() && c.resample_pins.is_empty() && !c.rtc_tracking);
 /// assert_eq!(c.arbitration, Arbitration::KvmVectorHashing);
 /// assert_eq!(c.eoi_forwarding, EoiForwarding::TmrLevel);
@@ -182,7 +182,7 @@ pub enum Arbitration {
 ///     ioapic: IoapicConfig {
 ///         version: IoapicVersion::V20,
 ///         masked_edge: MaskedEdge::Drop,
-///         ..IoapicConfig::DEFAULT
+///         ..IoapicConfig::default()
 ///     },
 ///     eoi_forwarding: EoiForwarding::AllIntercepted,
 ///     ..IrqchipConfig::default()

@@ -14,7 +14,7 @@
 //! | `id` | ID (4 bits; KVM stores `(val >> 24) & 0xf`) |
 //! | `base_address` | not modelled: passed through ([`KvmIoapic::base_address`]) |
 //! | — | [`IoapicState::eoi_count`]: KVM's `irq_eoi[]` is not exported; imported as 0 |
-//! | — | [`IoapicState::config`]: [`IoapicConfig::DEFAULT`], KVM's I/O APIC (version 0x11, masked edges latched) |
+//! | — | [`IoapicState::config`]: `IoapicConfig::default()`, KVM's I/O APIC (version 0x11, masked edges latched) |
 //!
 //! KVM's `KVM_GET_IRQCHIP` reports `irr & !irr_delivered`: an edge pin whose
 //! edge was delivered and whose line is still high reads as low. The model
@@ -125,7 +125,7 @@ pub(crate) mod reg {
 /// A `kvm_ioapic_state` in model terms.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct KvmIoapic {
-    /// The model state, with KVM's configuration ([`IoapicConfig::DEFAULT`]).
+    /// The model state, with KVM's configuration (`IoapicConfig::default()`).
     pub state: IoapicState<KVM_IOAPIC_NUM_PINS>,
     /// KVM's `base_address` (not modelled; the VMM decodes MMIO).
     pub base_address: u64,

@@ -144,7 +144,7 @@ pub fn check_ioapic(k: &kvm_ioapic_state, bits: &[u64; 24]) {
     let again = ioapic_from_kvm(&back).expect("re-import of an export");
     assert_eq!(again, io, "export -> import is not the identity");
     // The imported state is a valid model state, under KVM's configuration.
-    assert_eq!(io.state.config, IoapicConfig::DEFAULT);
+    assert_eq!(io.state.config, IoapicConfig::default());
     let restored =
         Ioapic::<KVM_IOAPIC_NUM_PINS>::from_state(&io.state).expect("an imported state restores");
     assert_eq!(restored.state(), io.state);
@@ -158,7 +158,7 @@ pub fn check_ioapic_export(st: &IoapicState<KVM_IOAPIC_NUM_PINS>) {
     if kvm_representable(st) {
         // KVM's format has no configuration: the import's is KVM's.
         let want = IoapicState {
-            config: IoapicConfig::DEFAULT,
+            config: IoapicConfig::default(),
             ..*st
         };
         assert_eq!(

@@ -1,7 +1,8 @@
 //! What a [`Harness`] is built with: [`HarnessConfig`], [`Kick`], [`Mutant`],
 //! and the lost-EOI causes it may tolerate ([`LossCause`], [`Tolerated`]).
 
-use eoi_exit::ioapic::{IoapicConfig, PinSet};
+use eoi_exit::MsiFormat;
+use eoi_exit::ioapic::{IoapicConfig, IoapicVersion, MaskedEdge, PinSet};
 #[cfg(doc)]
 use eoi_exit::irqchip::Effects;
 use eoi_exit::irqchip::{Arbitration, EoiForwarding};
@@ -75,7 +76,14 @@ impl HarnessConfig {
         HarnessConfig {
             chip: IrqchipConfig {
                 policy,
-                ioapic: IoapicConfig::DEFAULT,
+                // KVM's in-kernel I/O APIC (`IoapicConfig::default()`,
+                // spelled out: this is a `const fn`).
+                ioapic: IoapicConfig {
+                    version: IoapicVersion::V11,
+                    masked_edge: MaskedEdge::Latch,
+                    id: 0,
+                    msi_format: MsiFormat::Xapic,
+                },
                 ack_notifier_pins: PinSet::EMPTY,
                 resample_pins: PinSet::EMPTY,
                 rtc_tracking: false,

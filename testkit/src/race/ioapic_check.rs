@@ -256,7 +256,7 @@ mod tests {
             let mut io = Ioapic::<P>::new(IoapicConfig {
                 version,
                 id: rng.next_u64() as u8,
-                ..IoapicConfig::DEFAULT
+                ..IoapicConfig::default()
             });
             for pin in 0..P {
                 let _ = io.write_entry(Pin::new(pin as u8), rng.next_u64());
@@ -285,7 +285,7 @@ mod tests {
     /// An I/O APIC with level entries (active high, unmasked, lines low) on
     /// every pin.
     fn level_table<const P: usize>() -> Ioapic<P> {
-        let mut io = Ioapic::<P>::new(IoapicConfig::DEFAULT);
+        let mut io = Ioapic::<P>::new(IoapicConfig::default());
         for pin in 0..P {
             let e = (0x30 + pin as u64 % 0x40) | RedirectionEntry::LEVEL | (pin as u64 % 4) << 56;
             let _ = io.write_entry(Pin::new(pin as u8), e);

@@ -125,7 +125,7 @@ fn on_model(mode: IrqChipMode, s: Setting, bit12: bool, level: bool) -> Seen {
         ioapic: IoapicConfig {
             version: IoapicVersion::V20,
             masked_edge: MaskedEdge::Drop,
-            ..IoapicConfig::DEFAULT
+            ..IoapicConfig::default()
         },
         eoi_forwarding: if split {
             s.forwarding()

@@ -97,7 +97,7 @@ fn representable_ioapic() -> impl Strategy<Value = IoapicState<24>> {
             IoapicState {
                 version: SNAPSHOT_VERSION,
                 pins: 24,
-                config: IoapicConfig::DEFAULT,
+                config: IoapicConfig::default(),
                 entries,
                 line,
                 pending_edge,
