@@ -156,29 +156,19 @@ const MIXED: Workload = Workload {
     ..BASE
 };
 
-/// 256 vCPUs, x2APIC: the `large` workload.
+/// 256 vCPUs, x2APIC: the `large` workload (the mixed one, scaled up, with
+/// twice the reroutes).
 const LARGE: Workload = Workload {
     name: "large",
     doc: "256 vCPUs (x2APIC), 22 level pins plus the notifier and RTC, 10^6 events of the mixed kind",
     vcpus: 256,
     events: 1_000_000,
     level_pins: 22,
-    storm_pins: 1,
-    notifier: true,
-    rtc: true,
-    reroute_special: true,
-    vector_change_pct: 25,
     weights: Weights {
-        step: 80,
-        assert: 8,
-        msi: 8,
         reroute: 2,
-        mask: 1,
-        rtc: 2,
-        notifier: 2,
-        storm: 1,
+        ..MIXED.weights
     },
-    ..BASE
+    ..MIXED
 };
 
 /// Every workload, in census order.

@@ -295,18 +295,7 @@ fn api_cases(top: u32) -> Vec<Case> {
         cases_for(&mut c, what, message(id, logical, true, false), f, &[false]);
     }
     // What KVM does with the forms it does not read.
-    raw_cases(
-        &mut c,
-        "ext-dest form of 300 (bits 11:5 ignored: 44)",
-        ext_form_lo(300),
-        0,
-    );
-    raw_cases(
-        &mut c,
-        "ext-dest form of 0x105 (bits 11:5 ignored: 5)",
-        ext_form_lo(0x105),
-        0,
-    );
+    ext_dest_cases(&mut c);
     raw_cases(
         &mut c,
         "address_hi bits 7:0 set (route invalid)",
@@ -314,6 +303,17 @@ fn api_cases(top: u32) -> Vec<Case> {
         0x101,
     );
     c
+}
+
+/// The extended-destination form, which KVM never reads, with or without the
+/// API: bits 11:5 are ignored.
+fn ext_dest_cases(c: &mut Vec<Case>) {
+    for (what, id) in [
+        ("ext-dest form of 300 (bits 11:5 ignored: 44)", 300),
+        ("ext-dest form of 0x105 (bits 11:5 ignored: 5)", 0x105),
+    ] {
+        raw_cases(c, what, ext_form_lo(id), 0);
+    }
 }
 
 fn legacy_cases() -> Vec<Case> {
@@ -341,18 +341,7 @@ fn legacy_cases() -> Vec<Case> {
         0xFEE0_0000 | 44 << 12,
         0x101,
     );
-    raw_cases(
-        &mut c,
-        "ext-dest form of 300 (bits 11:5 ignored: 44)",
-        ext_form_lo(300),
-        0,
-    );
-    raw_cases(
-        &mut c,
-        "ext-dest form of 0x105 (bits 11:5 ignored: 5)",
-        ext_form_lo(0x105),
-        0,
-    );
+    ext_dest_cases(&mut c);
     c
 }
 
