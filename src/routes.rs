@@ -111,7 +111,13 @@ pub enum MsiFormat {
     /// broadcast `0xFFFF_FFFF`. Address bits 11:5 are ignored, and a message
     /// with `address_hi` bits 7:0 set is invalid (KVM refuses the route).
     /// An I/O APIC entry's message has no `address_hi`, so an entry decodes
-    /// as under [`Xapic`](Self::Xapic).
+    /// as under [`Xapic`](Self::Xapic). An [`Irqchip`](crate::Irqchip) with
+    /// this format also drops KVM's x2APIC broadcast quirk, as VMMs enable
+    /// the API (QEMU sets `USE_32BIT_IDS | DISABLE_BROADCAST_QUIRK`
+    /// together): a message to `0xFF` is then APIC ID 255 (logically,
+    /// cluster 0, members 0-7) for an x2APIC-mode LAPIC. Under the other
+    /// formats the chip keeps KVM's default and rewrites it to the x2APIC
+    /// broadcast.
     X2apicApi,
 }
 

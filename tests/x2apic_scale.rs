@@ -47,15 +47,74 @@ fn msg(id: u32, mode: DestinationMode, dm: DeliveryMode, v: u8) -> InterruptMess
     }
 }
 
-/// The vCPUs a walk finds: destination matched and message accepted.
+/// The vCPUs a walk finds: destination matched and message accepted. Under
+/// `MsiFormat::X2apicApi` the chip models KVM with
+/// `KVM_X2APIC_API_DISABLE_BROADCAST_QUIRK` (`LocalApic::matches` models the
+/// default quirk): 0xFF is then an ordinary x2APIC destination.
 fn walk(chip: &Chip, m: &InterruptMessage) -> VcpuSet {
+    let quirk = chip.config().ioapic.msi_format != MsiFormat::X2apicApi;
     (0..chip.vcpus())
         .map(|i| VcpuId::new(i as u16))
         .filter(|&v| {
             let mut a = chip.vcpu(v).unwrap().apic;
-            a.matches(m.destination) && !matches!(a.accept(m), Acceptance::Ignored(_))
+            let d = m.destination;
+            let hit = if !quirk && d.id == 0xFF && a.mode() == ApicMode::X2Apic {
+                match d.mode {
+                    DestinationMode::Physical => a.id().get() == 0xFF,
+                    // Cluster 0, members 0-7 (SDM x2APIC logical match).
+                    DestinationMode::Logical => {
+                        let ldr = a.read_register(0xD0).unwrap();
+                        ldr >> 16 == 0 && ldr & 0xFF != 0
+                    }
+                }
+            } else {
+                a.matches(d)
+            };
+            hit && !matches!(a.accept(m), Acceptance::Ignored(_))
         })
         .collect()
+}
+
+#[test]
+fn x2apic_api_format_makes_0xff_apic_id_255_as_kvm_with_disable_broadcast_quirk() {
+    let mut fx = Effects::new();
+    for (format, phys, logical) in [
+        // KVM's default: the quirk rewrites 0xFF to the x2APIC broadcast.
+        (MsiFormat::Xapic, 300, 300),
+        // `KVM_X2APIC_API_DISABLE_BROADCAST_QUIRK` (QEMU sets it with
+        // `USE_32BIT_IDS`): APIC ID 255; logical cluster 0, members 0-7.
+        (MsiFormat::X2apicApi, 1, 8),
+    ] {
+        let chip = chip_in(300, format, |v| x2(u32::from(v.get())));
+        for (mode, want) in [
+            (DestinationMode::Physical, phys),
+            (DestinationMode::Logical, logical),
+        ] {
+            fx.clear();
+            send(&chip, &msg(0xFF, mode, DeliveryMode::Fixed, 0x40), &mut fx);
+            assert_eq!(fx.kick.len(), want, "{format:?} {mode:?}");
+        }
+        fx.clear();
+        send(
+            &chip,
+            &msg(0xFF, DestinationMode::Physical, DeliveryMode::Fixed, 0x41),
+            &mut fx,
+        );
+        if format == MsiFormat::X2apicApi {
+            assert_eq!(fx.kick.iter().collect::<Vec<_>>(), [VcpuId::new(255)]);
+        }
+    }
+}
+
+#[test]
+fn an_ipi_from_an_x2apic_lapic_to_0xff_is_apic_id_255_not_a_broadcast() {
+    // KVM's `kvm_apic_mda`: the quirk never applies to an IPI whose source
+    // is in x2APIC mode, whatever the VM's setting.
+    let chip = chip_in(300, MsiFormat::Xapic, |v| x2(u32::from(v.get())));
+    let mut fx = Effects::new();
+    let icr = 0xFFu64 << 32 | 0x40; // fixed, physical, vector 0x40, to ID 0xFF
+    chip.write_lapic(VcpuId::new(0), LapicWrite::Icr(icr), &mut fx);
+    assert_eq!(fx.kick.iter().collect::<Vec<_>>(), [VcpuId::new(255)]);
 }
 
 #[test]

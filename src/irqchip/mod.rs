@@ -292,8 +292,9 @@ enum Targets {
     One(usize),
     /// Pin `p`'s destination: the vCPUs whose route has bit `p`.
     Pin(usize),
-    /// The vCPUs whose LAPIC matches.
-    Dest(Destination),
+    /// The vCPUs whose LAPIC matches, with KVM's x2APIC broadcast quirk
+    /// on or off.
+    Dest(Destination, bool),
     /// Every vCPU but `except`.
     All { except: Option<usize> },
 }
@@ -739,7 +740,7 @@ impl<S: AsRef<[VcpuSlot]>, const PINS: usize> Irqchip<S, PINS> {
             Source::Plain
         };
         let sh = self.shared.lock();
-        let targets = self.resolve(&sh, msg.destination);
+        let targets = self.resolve(&sh, msg.destination, self.broadcast_quirk());
         self.deliver(&sh, &msg, None, source, targets, fx);
     }
 
@@ -813,10 +814,10 @@ impl<S: AsRef<[VcpuSlot]>, const PINS: usize> Irqchip<S, PINS> {
                 let Vcpu { apic, map, .. } = &mut *v;
                 map.adopt_in_flight(apic);
             }
-            ipi
+            ipi.map(|i| (i, x2apic))
         };
         match (write, ipi) {
-            (_, Some(ipi)) => self.send_ipi(&sh, vcpu, ipi, fx),
+            (_, Some((ipi, x2apic))) => self.send_ipi(&sh, vcpu, x2apic, ipi, fx),
             (
                 LapicWrite::Icr(_)
                 | LapicWrite::Register {
@@ -835,15 +836,20 @@ impl<S: AsRef<[VcpuSlot]>, const PINS: usize> Irqchip<S, PINS> {
     /// Delivers an IPI `from` sends, to its shorthand's vCPUs or to those
     /// its destination matches, as [`Irqchip::send_msi`] delivers a message
     /// (lowest priority arbitrated among them).
+    ///
+    /// KVM's x2APIC broadcast quirk never applies to an IPI from an
+    /// x2APIC-mode LAPIC (`kvm_apic_mda`): its 0xFF is APIC ID 255.
     fn send_ipi<L: DeliveryLog>(
         &self,
         sh: &Shared<PINS>,
         from: VcpuId,
+        from_x2apic: bool,
         ipi: Ipi,
         fx: &mut Effects<L>,
     ) {
+        let quirk = self.broadcast_quirk() && !from_x2apic;
         let targets = match ipi.shorthand {
-            Shorthand::None => self.resolve(sh, ipi.message.destination),
+            Shorthand::None => self.resolve(sh, ipi.message.destination, quirk),
             Shorthand::SelfOnly => Targets::One(from.index()),
             Shorthand::AllIncludingSelf => Targets::All { except: None },
             Shorthand::AllExcludingSelf => Targets::All {
@@ -1280,6 +1286,7 @@ impl<S: AsRef<[VcpuSlot]>, const PINS: usize> Irqchip<S, PINS> {
         sh.dest_one = [PHYS_NONE; PINS];
         let entries = *sh.ioapic.entries();
         let format = self.config.ioapic.msi_format;
+        let quirk = self.broadcast_quirk();
         for i in 0..PINS {
             Self::note_entry(sh, i);
         }
@@ -1301,14 +1308,14 @@ impl<S: AsRef<[VcpuSlot]>, const PINS: usize> Irqchip<S, PINS> {
                     id,
                     mode: DestinationMode::Physical,
                 };
-                if id < 256 && apic.matches(d) {
+                if id < 256 && apic.matches_with(d, quirk) {
                     let e = &mut sh.phys[id as usize];
                     *e = if *e == PHYS_NONE { i as u16 } else { PHYS_MANY };
                 }
             }
             let mut pins = 0;
             for (pin, e) in entries.iter().enumerate() {
-                if apic.matches(e.destination(format)) {
+                if apic.matches_with(e.destination(format), quirk) {
                     pins |= 1 << pin;
                     let one = &mut sh.dest_one[pin];
                     *one = if *one == PHYS_NONE {
@@ -1409,18 +1416,28 @@ impl<S: AsRef<[VcpuSlot]>, const PINS: usize> Irqchip<S, PINS> {
     /// logical IDs, conflicts), as KVM's slow path walks them. Every
     /// candidate is checked with [`LocalApic::matches`], so the caches only
     /// ever narrow the search.
-    fn for_each_match(&self, sh: &Shared<PINS>, dest: Destination, mut f: impl FnMut(usize)) {
+    fn for_each_match(
+        &self,
+        sh: &Shared<PINS>,
+        dest: Destination,
+        quirk: bool,
+        mut f: impl FnMut(usize),
+    ) {
         let mut check = |i: usize| {
-            if self.slot(i).lock().apic.matches(dest) {
+            if self.slot(i).lock().apic.matches_with(dest, quirk) {
                 f(i);
             }
         };
+        // The physical-ID table holds 0xFF as the chip's quirk reads it.
+        let table = dest.id != 0xFF || quirk == self.broadcast_quirk();
         match dest.mode {
-            DestinationMode::Physical if dest.id < 256 => match sh.phys[dest.id as usize] {
-                PHYS_NONE => {}
-                PHYS_MANY => (0..self.vcpus()).for_each(check),
-                i => f(usize::from(i)),
-            },
+            DestinationMode::Physical if dest.id < 256 && table => {
+                match sh.phys[dest.id as usize] {
+                    PHYS_NONE => {}
+                    PHYS_MANY => (0..self.vcpus()).for_each(check),
+                    i => f(usize::from(i)),
+                }
+            }
             DestinationMode::Physical if dest.id != X2APIC_BROADCAST => {
                 self.by_x2apic_id(sh, dest.id, check);
             }
@@ -1439,16 +1456,30 @@ impl<S: AsRef<[VcpuSlot]>, const PINS: usize> Irqchip<S, PINS> {
         }
     }
 
+    /// Whether KVM's x2APIC broadcast quirk applies to the chip's I/O APIC
+    /// and MSI messages: off under [`MsiFormat::X2apicApi`], which models
+    /// `KVM_CAP_X2APIC_API` as VMMs enable it (QEMU's `kvm_enable_x2apic`
+    /// sets `USE_32BIT_IDS | DISABLE_BROADCAST_QUIRK` together), so a
+    /// physical or logical 0xFF is then APIC ID 255 / cluster 0 for an
+    /// x2APIC-mode LAPIC; on otherwise (KVM's default).
+    #[inline]
+    fn broadcast_quirk(&self) -> bool {
+        self.config.ioapic.msi_format != MsiFormat::X2apicApi
+    }
+
     /// The vCPUs `dest` names, for a message sent now.
-    fn resolve(&self, sh: &Shared<PINS>, dest: Destination) -> Targets {
-        if dest.mode == DestinationMode::Physical && dest.id < 256 {
+    fn resolve(&self, sh: &Shared<PINS>, dest: Destination, quirk: bool) -> Targets {
+        if dest.mode == DestinationMode::Physical
+            && dest.id < 256
+            && (dest.id != 0xFF || quirk == self.broadcast_quirk())
+        {
             match sh.phys[dest.id as usize] {
                 PHYS_NONE => return Targets::None,
                 PHYS_MANY => {}
                 i => return Targets::One(usize::from(i)),
             }
         }
-        Targets::Dest(dest)
+        Targets::Dest(dest, quirk)
     }
 
     /// Calls `f` with each of `t`'s vCPUs, in index order where the cache
@@ -1465,7 +1496,7 @@ impl<S: AsRef<[VcpuSlot]>, const PINS: usize> Irqchip<S, PINS> {
                     }
                 }
             }
-            Targets::Dest(d) => self.for_each_match(sh, d, f),
+            Targets::Dest(d, quirk) => self.for_each_match(sh, d, quirk, f),
             Targets::All { except } => (0..self.vcpus()).filter(|&i| Some(i) != except).for_each(f),
         }
     }
@@ -1622,7 +1653,7 @@ impl<S: AsRef<[VcpuSlot]>, const PINS: usize> Irqchip<S, PINS> {
     ) -> bool {
         let mut first = None;
         let mut several = false;
-        self.for_each_match(sh, dest, |i| match first {
+        self.for_each_match(sh, dest, self.broadcast_quirk(), |i| match first {
             None => first = Some(i),
             Some(_) => several = true,
         });
@@ -1725,7 +1756,7 @@ impl<S: AsRef<[VcpuSlot]>, const PINS: usize> Irqchip<S, PINS> {
         }
         let mut first = None;
         let mut many: Option<VcpuSet> = None;
-        self.for_each_match(sh, dest, |i| {
+        self.for_each_match(sh, dest, self.broadcast_quirk(), |i| {
             self.slot(i).lock().route.pins |= bit;
             match first {
                 None => first = Some(i),
