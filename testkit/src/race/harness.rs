@@ -284,6 +284,8 @@ impl<const VCPUS: usize, const PINS: usize> Harness<VCPUS, PINS> {
         let mut info = StepInfo::default();
         let mut fx: OpEffects = Effects::with_log(Vec::new());
         let guest = Self::guest_vcpu(&op);
+        // vCPUs whose LAPIC an INIT taken at an exit reset in this op.
+        let mut reset = [false; VCPUS];
         // LineAware: the owed exit of a guest op's vCPU lands first, unless
         // the op is an EOI and the vCPU is in guest mode (the window).
         let mut window = None;
@@ -298,7 +300,7 @@ impl<const VCPUS: usize, const PINS: usize> Harness<VCPUS, PINS> {
                 if matches!(op, Op::Eoi { .. }) && !self.checker.kicked[c] {
                     window = Some(c);
                 } else {
-                    self.exit(c, &mut fx);
+                    self.exit(c, &mut fx, &mut reset);
                 }
             }
         }
@@ -466,7 +468,7 @@ impl<const VCPUS: usize, const PINS: usize> Harness<VCPUS, PINS> {
             self.owe_exits(&fx);
             if let Some(c) = window {
                 let mut after = Effects::with_log(Vec::new());
-                self.exit(c, &mut after);
+                self.exit(c, &mut after, &mut reset);
                 self.owe_exits(&after);
                 merge(&mut fx, after);
             }
@@ -477,7 +479,7 @@ impl<const VCPUS: usize, const PINS: usize> Harness<VCPUS, PINS> {
                     (0..VCPUS).find(|&c| self.checker.owed_exit[c] && self.kicked_after(&fx, c))
                 {
                     let mut after = Effects::with_log(Vec::new());
-                    self.exit(c, &mut after);
+                    self.exit(c, &mut after, &mut reset);
                     self.owe_exits(&after);
                     merge(&mut fx, after);
                 }
@@ -497,7 +499,7 @@ impl<const VCPUS: usize, const PINS: usize> Harness<VCPUS, PINS> {
         let io = self.chip.ioapic();
         self.absorb(&fx, io.entries(), &pre_entries, forwarded)?;
         if !restored {
-            self.check_tmr(&pre_tmr, &fx)?;
+            self.check_tmr(&pre_tmr, &fx, &reset)?;
         }
         let clearing = match forwarded {
             Some(_) if forwarded_edge && !self.config.edge_eoi_clears_remote_irr => None,
@@ -521,11 +523,22 @@ impl<const VCPUS: usize, const PINS: usize> Harness<VCPUS, PINS> {
     /// re-checks its lazy instances; effects to `fx`), on the reference
     /// too (so both take non-vectored events at the same point); `c` is
     /// then out of guest mode and loads its VMCS before it runs again.
-    fn exit(&mut self, c: usize, fx: &mut OpEffects) {
+    ///
+    /// A pending INIT is taken there too (the LAPIC reset wipes IRR, ISR and
+    /// TMR): the instances `c` held will never be EOI'd, so their cycles are
+    /// orphaned (remote IRR stays, as on hardware), and `reset[c]` tells the
+    /// TMR check that no acceptance is needed for its change.
+    fn exit(&mut self, c: usize, fx: &mut OpEffects, reset: &mut [bool; VCPUS]) {
         let id = VcpuId::new(c as u16);
-        let _ = self.chip.take_events(id, false, false, fx);
+        let taken = self.chip.take_events(id, false, false, fx);
         if let Some(r) = &self.reference {
             let _ = r.take_events(id, false, false, &mut Effects::new());
+        }
+        if taken.init {
+            reset[c] = true;
+            for i in core::mem::take(&mut self.checker.instances[c]) {
+                self.checker.orphan.insert(Pin::new(i.pin));
+            }
         }
         self.checker.owed_exit[c] = false;
         self.checker.kicked[c] = true;
@@ -1056,8 +1069,13 @@ impl<const VCPUS: usize, const PINS: usize> Harness<VCPUS, PINS> {
         Ok(())
     }
 
-    fn check_tmr(&self, pre: &[VectorSet; VCPUS], fx: &OpEffects) -> Result<(), Violation> {
-        for (c, before) in pre.iter().enumerate() {
+    fn check_tmr(
+        &self,
+        pre: &[VectorSet; VCPUS],
+        fx: &OpEffects,
+        reset: &[bool; VCPUS],
+    ) -> Result<(), Violation> {
+        for (c, before) in pre.iter().enumerate().filter(|&(c, _)| !reset[c]) {
             let now = *self.post[c].apic.tmr();
             let mut changed = now.difference(before).union(&before.difference(&now));
             for d in fx.log.iter() {
