@@ -200,6 +200,15 @@ impl FromIterator<VcpuId> for VcpuSet {
     }
 }
 
+/// Adds the members (a tool merging two `Effects`, say).
+impl Extend<VcpuId> for VcpuSet {
+    fn extend<I: IntoIterator<Item = VcpuId>>(&mut self, iter: I) {
+        for v in iter {
+            self.insert(v);
+        }
+    }
+}
+
 impl<'a> IntoIterator for &'a VcpuSet {
     type Item = VcpuId;
     type IntoIter = VcpuSetIter<'a>;

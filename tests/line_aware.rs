@@ -276,6 +276,135 @@ fn eoi_in_the_race_window_is_resolved_at_the_vcpus_next_exit() {
     assert_eq!(c.ack(C0), Some(V));
 }
 
+/// An EOI is a broadcast of its vector (SDM 10.8.5; 82093AA: the EOI
+/// message clears Remote IRR of the entries with that vector), so the EOI of
+/// a lazy instance still in service ends whatever remote-IRR cycle is
+/// current when it happens, including one that began after it was
+/// delivered: here another vCPU's EOI ended the lazy instance's cycle and a
+/// lowest-priority re-delivery began the next on that other vCPU. The lazy
+/// instance keeps its pin (the new cycle's instance is eager) and, the line
+/// being asserted, its bit is raised with an exit; its EOI then exits and
+/// ends the new cycle, as under `Exact` (found by the `routing_reconfig`
+/// fuzz target).
+#[test]
+fn eoi_of_a_lazy_instance_from_an_earlier_cycle_ends_the_current_cycle() {
+    fn run(policy: Policy) -> (Vec<Option<Vector>>, bool, bool) {
+        let config = IrqchipConfig {
+            policy,
+            arbitration: eoi_exit::irqchip::Arbitration::SdmPriority,
+            ..Default::default()
+        };
+        let c: Chip<2> = Irqchip::new(config, ApicMode::XApic, [const { VcpuSlot::new() }; 2]);
+        let mut fx = Effects::new();
+        // Broadcast (fixed, physical 0xFF): an instance on each vCPU.
+        let broadcast = level(V, 0xff);
+        c.write_entry(P, broadcast, &mut fx);
+        c.set_line(P, true, &mut fx);
+        let mut acks = vec![c.ack(C1), c.ack(C0)];
+        // Now lowest priority (the SDM's arbitration): one vCPU per cycle.
+        c.write_entry(P, broadcast | 1 << 8, &mut fx);
+        // vCPU 0's EOI ends the cycle; the line is up: re-delivered to the
+        // idle vCPU 0 (vCPU 1 has V in service), alone (lazy under LineAware).
+        assert!(c.guest_eoi(C0, &mut fx).intercepted);
+        acks.push(c.ack(C0));
+        // The handler's status read lowers the line; vCPU 0 re-enters.
+        c.set_line(P, false, &mut fx);
+        let _ = c.vmcs_update(C0);
+        // vCPU 1's EOI of its broadcast instance ends vCPU 0's cycle.
+        assert!(c.guest_eoi(C1, &mut fx).reached_ioapic);
+        assert!(!remote_irr(&c, P));
+        // The device asserts again: the next cycle goes to vCPU 1.
+        let mut fx = Effects::new();
+        c.set_line(P, true, &mut fx);
+        assert!(fx.kick.contains(C1) && remote_irr(&c, P));
+        let raised = fx.exit.contains(C0);
+        for id in fx.exit.iter() {
+            let _ = c.take_events(id, false, false, &mut Effects::new());
+            let _ = c.vmcs_update(id);
+        }
+        // vCPU 0's EOI ends vCPU 1's cycle; the line is up: delivered again.
+        let mut fx = Effects::new();
+        let eoi = c.guest_eoi(C0, &mut fx);
+        acks.push(c.ack(C0));
+        acks.push(c.ack(C1));
+        (acks, raised, eoi.intercepted)
+    }
+    let (reference, _, _) = run(Policy::Exact);
+    let (lazy, raised, intercepted) = run(Policy::LineAware);
+    assert_eq!(lazy, reference, "acks per step (vCPU 1, 0, 0, 0, 1)");
+    assert_eq!(reference[3], Some(V), "the reference delivers again");
+    assert!(raised && intercepted, "the lazy instance's bit was raised");
+}
+
+/// SDM 10.8.5 (directed EOI): with SVR bit 12 set the LAPIC does not
+/// broadcast a level EOI; the guest writes the I/O APIC's EOI register
+/// instead. A lazy instance in flight when the guest sets the bit: its EOI,
+/// which does not exit, must not clear remote IRR lazily either (the chip
+/// drops the pin's owner when the bit turns on; found by the directed-EOI
+/// race property once it ran `LineAware`).
+#[test]
+fn lazy_eoi_after_svr_bit_12_is_set_leaves_remote_irr_to_the_ioapic_eoi_register() {
+    use eoi_exit::ioapic::IOEOI;
+    use eoi_exit::irqchip::LapicWrite;
+    let config = IrqchipConfig {
+        policy: Policy::LineAware,
+        ioapic: eoi_exit::IoapicConfig {
+            version: eoi_exit::IoapicVersion::V20,
+            ..eoi_exit::IoapicConfig::default()
+        },
+        ..Default::default()
+    };
+    let c: Chip<1> = Irqchip::new(config, ApicMode::XApic, [VcpuSlot::new()]);
+    let mut fx = Effects::new();
+    c.write_lapic(C0, LapicWrite::DirectedEoi(true), &mut fx);
+    c.write_entry(P, level(V, 0), &mut fx);
+    c.set_line(P, true, &mut fx);
+    assert_eq!(c.ack(C0), Some(V));
+    c.set_line(P, false, &mut fx);
+    let _ = c.vmcs_update(C0);
+    // The guest turns directed EOI on, then EOIs: no exit, no broadcast.
+    let svr = LapicWrite::Register {
+        offset: 0xF0,
+        value: 0x1FF | 1 << 12,
+    };
+    c.write_lapic(C0, svr, &mut fx);
+    let _ = c.vmcs_update(C0);
+    let eoi = c.guest_eoi(C0, &mut fx);
+    assert!(!eoi.intercepted && !eoi.reached_ioapic);
+    let rirr = RedirectionEntry::REMOTE_IRR as u32;
+    assert_ne!(iowin_low(&c, P) & rirr, 0, "no LAPIC broadcast cleared it");
+    // The handler's write of the I/O APIC EOI register ends the cycle.
+    c.mmio_write(IOEOI, 4, u64::from(V.get()), &mut fx);
+    assert_eq!(iowin_low(&c, P) & rirr, 0);
+}
+
+/// Two entries sharing a vector: an EOI of it clears both entries' remote
+/// IRR, so a lazy instance of it turns eager when another entry takes its
+/// vector, and its vCPU, which may run with the bit clear, must load the
+/// bit before it runs guest code (`Effects::reload`) even though the write
+/// does not target it (found by the race model check once it ran
+/// `LineAware`).
+#[test]
+fn vector_taken_by_another_entry_reloads_the_lazy_instances_vcpu() {
+    let c: Chip<2> = chip();
+    let q = Pin::new(11);
+    c.write_entry(P, level(V, 0), &mut Effects::new());
+    c.write_entry(q, level(Vector::new(0x60), 1), &mut Effects::new());
+    let mut fx = Effects::new();
+    c.set_line(P, true, &mut fx);
+    assert_eq!(c.ack(C0), Some(V));
+    c.set_line(P, false, &mut fx);
+    let _ = c.vmcs_update(C0);
+    assert!(!intercepts(&c, C0, V));
+    // The other entry (to vCPU 1) takes vector V.
+    let mut fx = Effects::new();
+    c.write_entry(q, level(V, 1), &mut fx);
+    assert!(fx.reload.contains(C0), "vCPU 0 runs with the bit clear");
+    let _ = c.vmcs_update(C0);
+    assert!(intercepts(&c, C0, V));
+    assert!(c.guest_eoi(C0, &mut fx).reached_ioapic);
+}
+
 #[test]
 fn ack_notifier_pin_eoi_always_exits() {
     let mut pins = PinSet::EMPTY;

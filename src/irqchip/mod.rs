@@ -333,9 +333,13 @@ pub(crate) struct Shared<const PINS: usize> {
     pin_of: [u8; 256],
     /// `LineAware`: per pin, the vCPU whose LAPIC holds the pin's *lazy*
     /// level instance (its EOI does not exit; remote IRR is cleared when the
-    /// chip finds it retired), [`OWNER_RETIRED`], or [`OWNER_NONE`]. Meaningful
-    /// only while the entry's remote IRR is set. Two bytes per pin; a `Cell`
-    /// because deliveries hold the shared lock by shared reference.
+    /// chip finds it retired), [`OWNER_RETIRED`], or [`OWNER_NONE`]. The
+    /// instance may be of an earlier remote-IRR cycle than the current one
+    /// (whose instances are then eager): its EOI, a broadcast of the vector,
+    /// ends whichever cycle is current when it happens. While an owner is
+    /// set, no other entry holds the pin's vector and the owner holds no
+    /// other instance of it. Two bytes per pin; a `Cell` because deliveries
+    /// hold the shared lock by shared reference.
     owner: [Cell<u16>; PINS],
 }
 
@@ -553,6 +557,11 @@ impl<S: AsRef<[VcpuSlot]>, const PINS: usize> Irqchip<S, PINS> {
         }
         let selected = selected_pin::<PINS>(&sh).map(|i| (i, sh.ioapic.entries()[i]));
         let a = sh.ioapic.mmio_write(offset, size, value);
+        if let Some((i, old)) = selected
+            && self.line_aware()
+        {
+            self.lazy_rewrite(&mut sh, i, old, fx);
+        }
         // Most writes (IOREGSEL, a read-only register) change nothing.
         if !a.is_empty() {
             self.apply(&mut sh, a, selected, fx);
@@ -560,7 +569,7 @@ impl<S: AsRef<[VcpuSlot]>, const PINS: usize> Irqchip<S, PINS> {
         if let Some((i, old)) = selected
             && self.line_aware()
         {
-            self.lazy_rewritten(&mut sh, i, old, fx);
+            self.lazy_shared(&mut sh, i, old, fx);
         }
     }
 
@@ -615,11 +624,16 @@ impl<S: AsRef<[VcpuSlot]>, const PINS: usize> Irqchip<S, PINS> {
         }
         let old = sh.ioapic.entry(pin).map(|e| (pin.index(), e));
         let a = sh.ioapic.write_entry(pin, value);
+        if let Some((i, old)) = old
+            && self.line_aware()
+        {
+            self.lazy_rewrite(&mut sh, i, old, fx);
+        }
         self.apply(&mut sh, a, old, fx);
         if let Some((i, old)) = old
             && self.line_aware()
         {
-            self.lazy_rewritten(&mut sh, i, old, fx);
+            self.lazy_shared(&mut sh, i, old, fx);
         }
     }
 
@@ -762,7 +776,7 @@ impl<S: AsRef<[VcpuSlot]>, const PINS: usize> Irqchip<S, PINS> {
         fx: &mut Effects<L>,
     ) {
         let mut sh = self.shared.lock();
-        let ipi = {
+        let (ipi, now_directed) = {
             let mut v = self.slot(vcpu.index()).lock();
             let was_directed = v.apic.suppresses_eoi_broadcast();
             let apic = &mut v.apic;
@@ -814,8 +828,14 @@ impl<S: AsRef<[VcpuSlot]>, const PINS: usize> Irqchip<S, PINS> {
                 let Vcpu { apic, map, .. } = &mut *v;
                 map.adopt_in_flight(apic);
             }
-            ipi.map(|i| (i, x2apic))
+            (
+                ipi.map(|i| (i, x2apic)),
+                !was_directed && v.apic.suppresses_eoi_broadcast(),
+            )
         };
+        if now_directed && self.line_aware() && self.config.eoi_forwarding.honours_suppression() {
+            self.lazy_suppressed(&mut sh, vcpu, fx);
+        }
         match (write, ipi) {
             (_, Some((ipi, x2apic))) => self.send_ipi(&sh, vcpu, x2apic, ipi, fx),
             (
@@ -990,6 +1010,9 @@ impl<S: AsRef<[VcpuSlot]>, const PINS: usize> Irqchip<S, PINS> {
                     }
                 }
             }
+        }
+        if self.line_aware() {
+            self.lazy_eoi(&mut sh, vcpu, eoi.vector, forward, fx);
         }
         if forward {
             let a = match sh.pin_of[usize::from(eoi.vector.get())] {
@@ -1699,8 +1722,7 @@ impl<S: AsRef<[VcpuSlot]>, const PINS: usize> Irqchip<S, PINS> {
             Source::Plain
         };
         if self.line_aware() {
-            // A new remote-IRR cycle: its acceptance decides who owns it.
-            sh.owner[p.index()].set(OWNER_NONE);
+            self.lazy_new_cycle(sh, p.index(), fx);
         }
         self.deliver(
             sh,
@@ -2056,9 +2078,18 @@ impl<S: AsRef<[VcpuSlot]>, const PINS: usize> Irqchip<S, PINS> {
         self.config.policy == Policy::LineAware
     }
 
+    /// Whether vCPU `o` (an owner, not a marker) holds `v` in IRR or ISR.
+    fn holds(&self, o: u16, v: Vector) -> bool {
+        self.vcpus.as_ref().get(usize::from(o)).is_some_and(|slot| {
+            let g = slot.0.lock();
+            g.apic.irr().contains(v) || g.apic.isr().contains(v)
+        })
+    }
+
     /// Whether pin `i` holds a lazy level instance that its vCPU has retired
-    /// (an EOI that did not exit): remote IRR set, and the vector neither in
-    /// IRR nor in ISR of the owner (or the owner was seen retiring it).
+    /// (an EOI that did not exit) while the pin waits for an EOI: remote IRR
+    /// set, and the vector neither in IRR nor in ISR of the owner (or the
+    /// owner was seen retiring it).
     fn lazy_retired(&self, sh: &Shared<PINS>, i: usize) -> bool {
         let e = sh.ioapic.entries()[i];
         if !e.remote_irr() || !e.is_level() {
@@ -2067,10 +2098,7 @@ impl<S: AsRef<[VcpuSlot]>, const PINS: usize> Irqchip<S, PINS> {
         match sh.owner[i].get() {
             OWNER_NONE => false,
             OWNER_RETIRED => true,
-            c => self.vcpus.as_ref().get(usize::from(c)).is_some_and(|slot| {
-                let g = slot.0.lock();
-                !(g.apic.irr().contains(e.vector()) || g.apic.isr().contains(e.vector()))
-            }),
+            o => !self.holds(o, e.vector()),
         }
     }
 
@@ -2104,41 +2132,76 @@ impl<S: AsRef<[VcpuSlot]>, const PINS: usize> Irqchip<S, PINS> {
         }
     }
 
+    /// The line of owner `o`'s lazy instance of `v` is asserted while `o` may
+    /// run with the bit clear: raise the bit and make `o` exit;
+    /// [`Irqchip::take_events`] re-checks at that exit.
+    fn raise<L>(&self, o: u16, v: Vector, fx: &mut Effects<L>) {
+        if let Some(slot) = self.vcpus.as_ref().get(usize::from(o)) {
+            let mut g = slot.0.lock();
+            g.map.set_line(v, Line::Raised);
+            if !g.map.intercepts(v) {
+                fx.exit.insert(VcpuId::new(o));
+            }
+        }
+    }
+
+    /// Every EOI of `o`'s instances of `v` exits from now on (the VMCS holds
+    /// the bit before `o` next runs guest code).
+    fn make_eager<L>(&self, o: u16, v: Vector, fx: &mut Effects<L>) {
+        if let Some(slot) = self.vcpus.as_ref().get(usize::from(o)) {
+            slot.0.lock().map.make_eager(v);
+            fx.reload.insert(VcpuId::new(o));
+        }
+    }
+
+    /// Pin `i` is about to deliver (a new remote-IRR cycle, or an edge
+    /// message). A lazy instance of an earlier cycle that its vCPU retired
+    /// had its EOI before this cycle began: forgotten. One still in flight
+    /// keeps the pin: its EOI, a broadcast of the vector, will end this
+    /// cycle as the reference's EOI would (so this cycle's instances are
+    /// eager, the pin having one lazy owner), and since the line is asserted
+    /// that EOI must exit: the bit is raised, with the exit kick.
+    fn lazy_new_cycle<L>(&self, sh: &Shared<PINS>, i: usize, fx: &mut Effects<L>) {
+        let o = sh.owner[i].get();
+        if o == OWNER_NONE {
+            return;
+        }
+        let e = sh.ioapic.entries()[i];
+        if o == OWNER_RETIRED || !self.holds(o, e.vector()) {
+            sh.owner[i].set(OWNER_NONE);
+        } else if e.is_level() {
+            self.raise(o, e.vector(), fx);
+        }
+    }
+
     /// A line change the I/O APIC did not deliver, on a pin that may hold a
     /// lazy instance: event (a) when it asserts, and the race.
     fn lazy_line<L: DeliveryLog>(&self, sh: &mut Shared<PINS>, i: usize, fx: &mut Effects<L>) {
-        let e = sh.ioapic.entries()[i];
         let owner = sh.owner[i].get();
-        if !e.remote_irr() || owner == OWNER_NONE {
+        if owner == OWNER_NONE {
             return;
         }
+        let e = sh.ioapic.entries()[i];
         let asserted = sh.ioapic.asserted(Pin::new(i as u8));
         if asserted && self.lazy_retired(sh, i) {
             self.settle(sh, i, fx);
             return;
         }
-        let Some(slot) = self.vcpus.as_ref().get(usize::from(owner)) else {
-            return;
-        };
-        let mut g = slot.0.lock();
-        if asserted {
-            // In flight while the vCPU may run with the bit clear: raise it
-            // and make the vCPU exit; `take_events` re-checks at that exit.
-            g.map.set_line(e.vector(), Line::Raised);
-            if !g.map.intercepts(e.vector()) {
-                fx.exit.insert(VcpuId::new(owner));
-            }
-        } else {
-            g.map.set_line(e.vector(), Line::Low);
+        if asserted && e.remote_irr() {
+            self.raise(owner, e.vector(), fx);
+        } else if !asserted && let Some(slot) = self.vcpus.as_ref().get(usize::from(owner)) {
+            // Also between cycles (remote IRR clear): the EOI has nothing
+            // to end until the next one, whose delivery raises the bit.
+            slot.0.lock().map.set_line(e.vector(), Line::Low);
         }
     }
 
-    /// After a write to pin `i` (which was `old`): a lazy instance still in
-    /// flight whose entry changed vector becomes eager, so its EOI is
-    /// forwarded as the reference forwards it (matching whatever entries
-    /// hold the vector then), and so does one whose vector the written entry
-    /// now shares.
-    fn lazy_rewritten<L: DeliveryLog>(
+    /// A write to pin `i` (which was `old`), before its effects (rescans,
+    /// deliveries) apply: a lazy instance still in flight whose entry
+    /// changed vector becomes eager, so its EOI is forwarded as the
+    /// reference forwards it (matching whatever entries hold the vector
+    /// then); a polarity flip is a line change.
+    fn lazy_rewrite<L: DeliveryLog>(
         &self,
         sh: &mut Shared<PINS>,
         i: usize,
@@ -2147,19 +2210,34 @@ impl<S: AsRef<[VcpuSlot]>, const PINS: usize> Irqchip<S, PINS> {
     ) {
         let owner = sh.owner[i].get();
         let new = sh.ioapic.entries()[i];
-        if owner != OWNER_NONE && new.vector() == old.vector() && new.polarity() != old.polarity() {
+        if owner == OWNER_NONE {
+            return;
+        }
+        if new.vector() != old.vector() {
+            // The write settled a retired instance first (event (c)). One
+            // in flight, of this cycle or an earlier one: its EOI reaches
+            // whatever entries hold the old vector when it happens.
+            sh.owner[i].set(OWNER_NONE);
+            if owner != OWNER_RETIRED && self.holds(owner, old.vector()) {
+                self.make_eager(owner, old.vector(), fx);
+            }
+        } else if new.polarity() != old.polarity() {
             // A polarity flip asserts or deasserts the pin without a line
             // change: the same as `set_line` for the lazy instance.
             self.lazy_line(sh, i, fx);
         }
-        if owner != OWNER_NONE && old.remote_irr() && new.vector() != old.vector() {
-            sh.owner[i].set(OWNER_NONE);
-            if new.remote_irr()
-                && let Some(slot) = self.vcpus.as_ref().get(usize::from(owner))
-            {
-                slot.0.lock().map.make_eager(old.vector());
-            }
-        }
+    }
+
+    /// After a write to pin `i` (which was `old`) applied: a lazy instance
+    /// whose vector the written entry now shares becomes eager.
+    fn lazy_shared<L: DeliveryLog>(
+        &self,
+        sh: &mut Shared<PINS>,
+        i: usize,
+        old: RedirectionEntry,
+        fx: &mut Effects<L>,
+    ) {
+        let new = sh.ioapic.entries()[i];
         if new.vector() == old.vector() || sh.pin_of[usize::from(new.vector().get())] != PIN_MANY {
             return;
         }
@@ -2180,8 +2258,8 @@ impl<S: AsRef<[VcpuSlot]>, const PINS: usize> Irqchip<S, PINS> {
                     continue;
                 }
                 sh.owner[q].set(OWNER_NONE);
-                if let Some(slot) = self.vcpus.as_ref().get(usize::from(o)) {
-                    slot.0.lock().map.make_eager(e.vector());
+                if o != OWNER_RETIRED && self.holds(o, e.vector()) {
+                    self.make_eager(o, e.vector(), fx);
                 }
             }
         }
@@ -2206,16 +2284,18 @@ impl<S: AsRef<[VcpuSlot]>, const PINS: usize> Irqchip<S, PINS> {
         map: &mut EoiExitMap,
     ) -> bool {
         let v = to_map.vector;
-        if let Some(q) = Self::owned_pin(sh, id, v)
-            && pin.is_none_or(|p| p.index() != q)
-        {
+        if let Some(q) = Self::owned_pin(sh, id, v) {
             if had {
                 // From now on its EOI is the reference's EOI: it exits and
-                // reaches the I/O APIC (or not) exactly as there.
+                // reaches the I/O APIC (or not) exactly as there. (Also a
+                // new cycle of its own pin: that one is eager anyway.)
                 map.make_eager(v);
                 sh.owner[q].set(OWNER_NONE);
-            } else {
+            } else if sh.ioapic.entries()[q].remote_irr() {
                 sh.owner[q].set(OWNER_RETIRED);
+            } else {
+                // Retired between cycles: nothing left for its EOI to end.
+                sh.owner[q].set(OWNER_NONE);
             }
         }
         let Some(p) = pin else {
@@ -2239,27 +2319,70 @@ impl<S: AsRef<[VcpuSlot]>, const PINS: usize> Irqchip<S, PINS> {
     }
 
     /// The pin whose lazy instance of `v` vCPU `id` holds, if any: its owner
-    /// is `id`, its entry has vector `v` now and remote IRR set. (Not the
-    /// vector index: the entry's vector may have become shared since.)
+    /// is `id` and its entry has vector `v` now (remote IRR set, or clear
+    /// between cycles). (Not the vector index: the entry's vector may have
+    /// become shared since.)
     fn owned_pin(sh: &Shared<PINS>, id: VcpuId, v: Vector) -> Option<usize> {
-        (0..PINS).find(|&q| {
-            sh.owner[q].get() == id.get() && {
-                let e = sh.ioapic.entries()[q];
-                e.vector() == v && e.remote_irr()
+        (0..PINS).find(|&q| sh.owner[q].get() == id.get() && sh.ioapic.entries()[q].vector() == v)
+    }
+
+    /// An EOI of `v` on `id` that exited, before it is forwarded (`forward`)
+    /// or not. If it retires `id`'s own lazy instance, that instance is done:
+    /// the EOI does what the reference's does. Otherwise, if it reaches a
+    /// pin whose lazy instance another vCPU retired, that EOI came first:
+    /// it is settled before this one is applied. (A pin with an owner is the
+    /// only entry holding its vector: sharing makes lazy instances eager.)
+    fn lazy_eoi<L: DeliveryLog>(
+        &self,
+        sh: &mut Shared<PINS>,
+        id: VcpuId,
+        v: Vector,
+        forward: bool,
+        fx: &mut Effects<L>,
+    ) {
+        let q = usize::from(sh.pin_of[usize::from(v.get())]);
+        if q >= PINS {
+            return;
+        }
+        let o = sh.owner[q].get();
+        if o == id.get() {
+            sh.owner[q].set(OWNER_NONE);
+        } else if forward && o != OWNER_NONE {
+            self.settle(sh, q, fx);
+        }
+    }
+
+    /// `id` stopped broadcasting level EOIs (SVR bit 12): a lazy instance
+    /// it retired had its EOI broadcast first (settled); one still in
+    /// flight will not reach the I/O APIC (the guest writes its EOI
+    /// register instead), so nothing is left to clear lazily.
+    fn lazy_suppressed<L: DeliveryLog>(
+        &self,
+        sh: &mut Shared<PINS>,
+        id: VcpuId,
+        fx: &mut Effects<L>,
+    ) {
+        for q in 0..PINS {
+            if sh.owner[q].get() == id.get() {
+                self.settle(sh, q, fx);
+                sh.owner[q].set(OWNER_NONE);
             }
-        })
+        }
     }
 
     /// The re-check at a vCPU's exit ([`Irqchip::take_events`]): each lazy
     /// instance whose line is asserted and that the guest retired since (in
-    /// the race window) is resolved as its EOI would have been.
+    /// the race window) is resolved as its EOI would have been; one whose
+    /// pin no longer waits for an EOI (remote IRR clear) needs no exit.
     fn recheck<L: DeliveryLog>(&self, vcpu: VcpuId, fx: &mut Effects<L>) {
         let mut sh = self.shared.lock();
         let slot = self.slot(vcpu.index());
         let held = slot.lock().map.line_held();
         for v in held.iter() {
             let owned = Self::owned_pin(&sh, vcpu, v);
-            if owned.is_some_and(|q| !self.lazy_retired(&sh, q)) {
+            if owned
+                .is_some_and(|q| sh.ioapic.entries()[q].remote_irr() && !self.lazy_retired(&sh, q))
+            {
                 continue;
             }
             slot.lock().map.set_line(v, Line::Low);

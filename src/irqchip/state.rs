@@ -258,3 +258,26 @@ fn adopt_line_aware(v: &mut Vcpu) {
         v.map.adopt_in_flight(&v.apic);
     }
 }
+
+/// Hashes what decides the chip's behaviour from here on: the I/O APIC,
+/// every vCPU's LAPIC (all of its state) and EOI-exit map, and under
+/// [`Policy::LineAware`](crate::Policy::LineAware) which vCPU holds each
+/// pin's lazy instance, which neither a snapshot nor any accessor shows.
+/// Not the configuration, the counters or the routing caches (which follow
+/// from the rest). Two chips of one configuration that hash alike (bar
+/// collisions) answer every input alike, which is what a model checker that
+/// fingerprints states needs.
+impl<S: AsRef<[VcpuSlot]>, const PINS: usize> core::hash::Hash for Irqchip<S, PINS> {
+    fn hash<H: core::hash::Hasher>(&self, h: &mut H) {
+        let sh = self.shared.lock();
+        sh.ioapic.hash(h);
+        for o in &sh.owner {
+            o.get().hash(h);
+        }
+        for slot in self.vcpus.as_ref() {
+            let v = slot.0.lock();
+            v.apic.state().hash(h);
+            v.map.hash(h);
+        }
+    }
+}

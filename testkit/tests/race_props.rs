@@ -110,6 +110,17 @@ proptest! {
         run_policy(Policy::TmrDriven, &init, &ops)?;
     }
 
+    /// `LineAware` with the exit protocol, against the reference semantics
+    /// (`Exact`) op by op: deferred level EOIs, no other lost EOI, and the
+    /// guest's LAPICs and IOWIN reads as the reference's (`Harness::step`).
+    #[test]
+    fn line_aware_holds_every_invariant_and_matches_the_reference(
+        init in entries(SHAPE),
+        ops in ops(SHAPE, 40),
+    ) {
+        run_policy(Policy::LineAware, &init, &ops)?;
+    }
+
     #[test]
     fn no_intercept_holds_every_invariant_but_lost_eois(
         init in entries(SHAPE),
@@ -134,6 +145,15 @@ proptest! {
         ops in ops(RTC_SHAPE_NO_RESTORE, 40),
     ) {
         rtc_case(Policy::Exact, &init, &ops)?;
+    }
+
+    /// `LineAware` intercepts ack-notifier and RTC EOIs as `Exact` does.
+    #[test]
+    fn line_aware_holds_with_ack_notifiers_and_rtc(
+        init in entries(RTC_SHAPE_NO_RESTORE),
+        ops in ops(RTC_SHAPE_NO_RESTORE, 40),
+    ) {
+        rtc_case(Policy::LineAware, &init, &ops)?;
     }
 
     /// `Exact ⊆ KvmHighestStale ⊆ KvmLegacy` after the same history, up to
@@ -170,7 +190,7 @@ proptest! {
         init in entries(DIRECTED_SHAPE),
         ops in ops(DIRECTED_SHAPE, 40),
     ) {
-        for policy in Policy::ALL {
+        for policy in Policy::ALL.into_iter().chain([Policy::LineAware]) {
             let cfg = HarnessConfig::new(policy)
                 .tolerating_known_losses()
                 .with_directed_eoi();

@@ -99,6 +99,28 @@ pub enum Violation {
         /// The vector.
         vector: u8,
     },
+    /// `LineAware`: after the same ops a vCPU's LAPIC holds other pending,
+    /// in-service or trigger-mode bits than under the reference semantics
+    /// (`Exact`, every necessary EOI exiting at once): a delivery missing,
+    /// extra or out of order.
+    GuestDivergence {
+        /// The vCPU.
+        vcpu: u16,
+        /// The lowest vector whose IRR, ISR or TMR bit differs.
+        vector: u8,
+    },
+    /// `LineAware`: a guest read of a redirection entry through IOWIN now
+    /// would return another value than under the reference semantics: with
+    /// remote IRR set where the reference has it clear, an EOI whose effect
+    /// never reached the guest.
+    IowinDivergence {
+        /// The pin.
+        pin: u8,
+        /// The low dword the reference reads.
+        reference: u32,
+        /// The low dword `LineAware` reads.
+        found: u32,
+    },
 }
 
 impl fmt::Display for Violation {
@@ -159,6 +181,18 @@ impl fmt::Display for Violation {
                 f,
                 "vCPU{vcpu}: EOI of {vector:#04x} reached the I/O APIC though SVR bit 12 suppresses it"
             ),
+            Violation::GuestDivergence { vcpu, vector } => write!(
+                f,
+                "vCPU{vcpu}: IRR/ISR/TMR bit {vector:#04x} differs from the reference (Exact)"
+            ),
+            Violation::IowinDivergence {
+                pin,
+                reference,
+                found,
+            } => write!(
+                f,
+                "pin{pin} reads {found:#010x} through IOWIN where the reference (Exact) reads {reference:#010x}"
+            ),
         }
     }
 }
@@ -215,6 +249,15 @@ pub struct Checker<const VCPUS: usize> {
     /// EOI register: their instance's LAPIC EOI was suppressed (directed
     /// EOI), so the cycle is not stuck.
     pub awaiting_ioapic_eoi: PinSet,
+    /// `LineAware`: vCPUs named in `Effects::exit` whose exit has not landed
+    /// yet (they run guest code until their next guest op, and one EOI may
+    /// complete in hardware before the exit: the race window).
+    pub owed_exit: [bool; VCPUS],
+    /// `LineAware`: pins whose remote IRR a broadcast EOI that did not exit
+    /// has ended in the reference semantics; the chip clears it when it
+    /// notices (so it may be set with no instance in flight, and clear
+    /// without an EOI in that op).
+    pub deferred: PinSet,
 }
 
 impl<const VCPUS: usize> Default for Checker<VCPUS> {
@@ -228,6 +271,8 @@ impl<const VCPUS: usize> Default for Checker<VCPUS> {
             kicked: [true; VCPUS],
             tolerated_loss: false,
             awaiting_ioapic_eoi: PinSet::EMPTY,
+            owed_exit: [false; VCPUS],
+            deferred: PinSet::EMPTY,
         }
     }
 }
@@ -241,6 +286,8 @@ pub struct Saved<const VCPUS: usize, const PINS: usize> {
     pub apics: [LocalApic; VCPUS],
     /// The checker's bookkeeping.
     pub checker: Checker<VCPUS>,
+    /// `LineAware`: the reference chip's I/O APIC and local APICs.
+    pub reference: Option<(Ioapic<PINS>, [LocalApic; VCPUS])>,
 }
 
 /// What one op did (for reporting).

@@ -1,10 +1,10 @@
 //! Guest-visible equivalence of `Policy::LineAware` with the reference
 //! semantics, over the race op language (issue 15).
 //!
-//! The race [`Checker`](super::Checker) counts every unintercepted necessary
-//! EOI as lost, which is what `LineAware` does by design, so it cannot judge
-//! it. [`line_aware_divergence`] judges what the issue asks instead: what
-//! the guest sees. The same steps run on two chips, one under `Exact` (every
+//! [`line_aware_divergence`] judges what the issue asks: what the guest
+//! sees, step by step, with guest IOWIN reads as steps of their own (the
+//! race [`Harness`](super::Harness) judges `LineAware` against the same
+//! reference op by op, with the race checker's other invariants). The same steps run on two chips, one under `Exact` (every
 //! necessary EOI exits: the reference) and one under `LineAware` with the
 //! exit protocol: a vCPU named in `Effects::exit` exits before its next guest
 //! op, or right after it when that op is an EOI (the race window), and at the

@@ -77,6 +77,9 @@ pub struct Harness<const VCPUS: usize, const PINS: usize = 24> {
     /// [`Harness::vcpus`] read these instead of copying each vCPU out of its
     /// lock once per check.
     post: [Vcpu; VCPUS],
+    /// `LineAware`: the same chip under `Exact` (the reference semantics),
+    /// fed the same ops, every vCPU's VMCS loaded after each op.
+    reference: Option<Chip<VCPUS, PINS>>,
 }
 
 impl<const VCPUS: usize, const PINS: usize> fmt::Debug for Harness<VCPUS, PINS> {
@@ -110,32 +113,60 @@ impl<const VCPUS: usize, const PINS: usize> Harness<VCPUS, PINS> {
     /// # Panics
     ///
     /// If `chip`'s configuration is not `config.chip`.
+    ///
+    /// Under [`Policy::LineAware`](eoi_exit::Policy::LineAware) the harness
+    /// also runs the reference semantics (the same chip under `Exact`) and
+    /// checks what the guest sees against it (see [`Harness::step`]); the
+    /// comparison needs the SDM's forwarding rule.
+    ///
+    /// # Panics
+    ///
+    /// If `chip`'s configuration is not `config.chip`, or under `LineAware`
+    /// with another forwarding rule than [`EoiForwarding::TmrLevel`].
     pub fn with_fresh_chip(config: HarnessConfig, chip: Chip<VCPUS, PINS>) -> Self {
         assert_eq!(
             *chip.config(),
             config.chip,
             "a chip of another configuration"
         );
+        let reference = (config.chip.policy == eoi_exit::Policy::LineAware).then(|| {
+            assert_eq!(
+                config.chip.eoi_forwarding,
+                EoiForwarding::TmrLevel,
+                "LineAware is compared with the reference under the SDM's forwarding rule \
+                 (under KVM's the reference depends on the bitmap)"
+            );
+            let cfg = eoi_exit::IrqchipConfig {
+                policy: eoi_exit::Policy::Exact,
+                ..config.chip
+            };
+            Irqchip::new(cfg, ApicMode::XApic, [const { VcpuSlot::new() }; VCPUS])
+        });
         if config.directed_eoi {
             // The VMM advertises directed EOI; each guest sets SVR bit 12.
             let mut fx = Effects::new();
-            for i in 0..VCPUS {
-                let id = VcpuId::new(i as u16);
-                chip.write_lapic(id, LapicWrite::DirectedEoi(true), &mut fx);
-                let svr = LapicWrite::Register {
-                    offset: 0xF0,
-                    value: 0x1FF | SVR_SUPPRESS_EOI_BROADCAST,
-                };
-                chip.write_lapic(id, svr, &mut fx);
+            for c in core::iter::once(&chip).chain(reference.as_ref()) {
+                for i in 0..VCPUS {
+                    let id = VcpuId::new(i as u16);
+                    c.write_lapic(id, LapicWrite::DirectedEoi(true), &mut fx);
+                    let svr = LapicWrite::Register {
+                        offset: 0xF0,
+                        value: 0x1FF | SVR_SUPPRESS_EOI_BROADCAST,
+                    };
+                    c.write_lapic(id, svr, &mut fx);
+                }
             }
         }
-        Harness {
+        let mut h = Harness {
             post: vcpus_of(&chip),
             config,
             chip,
             checker: Checker::default(),
             saved: None,
-        }
+            reference,
+        };
+        h.load_reference();
+        h
     }
 
     /// A fresh Irqchip whose pins are then programmed with `entries` (host
@@ -199,6 +230,7 @@ impl<const VCPUS: usize, const PINS: usize> Harness<VCPUS, PINS> {
             chip: self.chip.clone(),
             checker: self.checker.clone(),
             saved: self.saved.clone(),
+            reference: self.reference.clone(),
         }
     }
 
@@ -228,18 +260,56 @@ impl<const VCPUS: usize, const PINS: usize> Harness<VCPUS, PINS> {
     }
 
     /// Applies one op and checks every invariant.
+    ///
+    /// # `LineAware`
+    ///
+    /// The exit protocol: a vCPU named in `Effects::exit` owes an exit
+    /// ([`Checker::owed_exit`]). It lands (`take_events`, then the VM entry
+    /// loads the VMCS) before that vCPU's next guest op, at its
+    /// [`Op::Enter`], or, when that op is an EOI on a vCPU still in guest
+    /// mode, right after the EOI, which completes in hardware under the
+    /// bitmap loaded so far (the race window). A vCPU out of guest mode
+    /// (kicked) that owes one takes it at its entry. Level EOIs that do not
+    /// exit are deferred, not lost ([`Checker::deferred`]). After every op
+    /// each vCPU's IRR, ISR and TMR must equal the reference's (the same ops
+    /// under `Exact`, every VMCS loaded after each op:
+    /// [`Violation::GuestDivergence`]), and so must what a guest read of
+    /// each entry through IOWIN would return now (on copies of both chips:
+    /// [`Violation::IowinDivergence`]).
     pub fn step(&mut self, op: Op) -> Result<StepInfo, Violation> {
-        // A guest op on a kicked vCPU implies its VM entry first.
-        if let Some(c) = Self::guest_vcpu(&op)
-            && self.checker.kicked[c]
-        {
-            self.enter(c)?;
-        }
+        let la = self.reference.is_some();
         #[cfg_attr(not(feature = "kvm"), allow(unused_mut))]
         let mut pre_entries = *self.chip.ioapic().entries();
         let pre_tmr: [VectorSet; VCPUS] = core::array::from_fn(|i| *self.vstate(i).apic.tmr());
         let mut info = StepInfo::default();
         let mut fx: OpEffects = Effects::with_log(Vec::new());
+        let guest = Self::guest_vcpu(&op);
+        // vCPUs whose LAPIC an INIT taken at an exit reset in this op.
+        let mut reset = [false; VCPUS];
+        // LineAware: the owed exit of a guest op's vCPU lands first, unless
+        // the op is an EOI and the vCPU is in guest mode (the window).
+        let mut window = None;
+        if la {
+            let entering = match op {
+                Op::Enter { vcpu } => Some(vcpu as usize % VCPUS),
+                _ => guest,
+            };
+            if let Some(c) = entering
+                && self.checker.owed_exit[c]
+            {
+                if matches!(op, Op::Eoi { .. }) && !self.checker.kicked[c] {
+                    window = Some(c);
+                } else {
+                    self.exit(c, &mut fx, &mut reset);
+                }
+            }
+        }
+        // A guest op on a kicked vCPU implies its VM entry first.
+        if let Some(c) = guest
+            && self.checker.kicked[c]
+        {
+            self.enter(c)?;
+        }
         // The vector of an EOI forwarded to the I/O APIC by this op.
         let mut forwarded: Option<Vector> = None;
         let mut forwarded_edge = false;
@@ -301,6 +371,7 @@ impl<const VCPUS: usize, const PINS: usize> Harness<VCPUS, PINS> {
                 let apic = self.vstate(c).apic;
                 let isr = apic.isr().highest();
                 let directed = self.config.directed_eoi && suppresses_broadcast(&apic);
+                let at_eoi = *self.chip.ioapic().entries();
                 let ge = self.chip.guest_eoi(VcpuId::new(c as u16), &mut fx);
                 if let Some(v) = ge.vector {
                     debug_assert_eq!(Some(v), isr);
@@ -324,9 +395,20 @@ impl<const VCPUS: usize, const PINS: usize> Harness<VCPUS, PINS> {
                             vector: v.get(),
                         });
                     }
-                    if ge.intercepted && !suppressed {
+                    // (LineAware runs under the SDM's rule, where an
+                    // intercepted edge EOI does not reach the I/O APIC.)
+                    if ge.intercepted && !suppressed && (!la || ge.reached_ioapic) {
                         forwarded = Some(v);
                         forwarded_edge = !ge.level;
+                    }
+                    if la && !ge.intercepted && ge.level && !directed {
+                        // The LAPIC broadcast it in the reference: every
+                        // level entry of the vector that waited is done.
+                        for (p, e) in at_eoi.iter().enumerate() {
+                            if e.is_level() && e.remote_irr() && e.vector() == v {
+                                self.checker.deferred.insert(Pin::new(p as u8));
+                            }
+                        }
                     }
                     info.suppressed =
                         self.retire(c, v, ge.intercepted, ge.level, suppressed, &pre_entries)?;
@@ -381,6 +463,28 @@ impl<const VCPUS: usize, const PINS: usize> Harness<VCPUS, PINS> {
                 }
             }
         }
+        if la {
+            self.reference_step(op);
+            self.owe_exits(&fx);
+            if let Some(c) = window {
+                let mut after = Effects::with_log(Vec::new());
+                self.exit(c, &mut after, &mut reset);
+                self.owe_exits(&after);
+                merge(&mut fx, after);
+            }
+            if self.config.eager_enter {
+                // Those that leave guest mode now and owe an exit take it
+                // before they enter at the end of this op.
+                while let Some(c) =
+                    (0..VCPUS).find(|&c| self.checker.owed_exit[c] && self.kicked_after(&fx, c))
+                {
+                    let mut after = Effects::with_log(Vec::new());
+                    self.exit(c, &mut after, &mut reset);
+                    self.owe_exits(&after);
+                    merge(&mut fx, after);
+                }
+            }
+        }
         info.accepted = fx.log.len() as u32;
         if self.config.mutant == Some(Mutant::ScanIgnoresPending) {
             self.rescan_ignoring_pending(&fx);
@@ -395,7 +499,7 @@ impl<const VCPUS: usize, const PINS: usize> Harness<VCPUS, PINS> {
         let io = self.chip.ioapic();
         self.absorb(&fx, io.entries(), &pre_entries, forwarded)?;
         if !restored {
-            self.check_tmr(&pre_tmr, &fx)?;
+            self.check_tmr(&pre_tmr, &fx, &reset)?;
         }
         let clearing = match forwarded {
             Some(_) if forwarded_edge && !self.config.edge_eoi_clears_remote_irr => None,
@@ -411,7 +515,164 @@ impl<const VCPUS: usize, const PINS: usize> Harness<VCPUS, PINS> {
             }
         }
         self.check_vmcs_current()?;
+        self.check_reference(&io)?;
         Ok(info)
+    }
+
+    /// `LineAware`: the exit owed by `c` lands: `take_events` (which
+    /// re-checks its lazy instances; effects to `fx`), on the reference
+    /// too (so both take non-vectored events at the same point); `c` is
+    /// then out of guest mode and loads its VMCS before it runs again.
+    ///
+    /// A pending INIT is taken there too (the LAPIC reset wipes IRR, ISR and
+    /// TMR): the instances `c` held will never be EOI'd, so their cycles are
+    /// orphaned (remote IRR stays, as on hardware), and `reset[c]` tells the
+    /// TMR check that no acceptance is needed for its change.
+    fn exit(&mut self, c: usize, fx: &mut OpEffects, reset: &mut [bool; VCPUS]) {
+        let id = VcpuId::new(c as u16);
+        let taken = self.chip.take_events(id, false, false, fx);
+        if let Some(r) = &self.reference {
+            let _ = r.take_events(id, false, false, &mut Effects::new());
+        }
+        if taken.init {
+            reset[c] = true;
+            for i in core::mem::take(&mut self.checker.instances[c]) {
+                self.checker.orphan.insert(Pin::new(i.pin));
+            }
+        }
+        self.checker.owed_exit[c] = false;
+        self.checker.kicked[c] = true;
+    }
+
+    fn owe_exits(&mut self, fx: &OpEffects) {
+        for id in fx.exit.iter() {
+            if id.index() < VCPUS {
+                self.checker.owed_exit[id.index()] = true;
+            }
+        }
+    }
+
+    /// Whether `c` is out of guest mode once `fx` is absorbed.
+    fn kicked_after(&self, fx: &OpEffects, c: usize) -> bool {
+        let id = VcpuId::new(c as u16);
+        self.checker.kicked[c]
+            || fx.reload.contains(id)
+            || (self.config.kick == Kick::ReloadAndDeliveries
+                && fx.log.iter().any(|d| d.vcpu == id))
+    }
+
+    /// `LineAware`: `op` on the reference chip, then every VMCS loaded.
+    fn reference_step(&mut self, op: Op) {
+        let Some(r) = &self.reference else { return };
+        let mut fx = Effects::new();
+        let pin = |p: u8| Pin::new((p as usize % PINS) as u8);
+        let vcpu = |c: u8| VcpuId::new((c as usize % VCPUS) as u16);
+        match op {
+            Op::Write { pin: p, field } => {
+                let e = r.ioapic().entry(pin(p)).map_or(0, |e| e.0);
+                r.write_entry(pin(p), field.apply(e), &mut fx);
+            }
+            Op::WriteEntry { pin: p, value } => r.write_entry(pin(p), value, &mut fx),
+            Op::Mmio {
+                offset,
+                size,
+                value,
+            } => r.mmio_write(offset as u64 % MMIO_LEN, size as u32, value as u64, &mut fx),
+            Op::SetLine { pin: p, high } => r.set_line(pin(p), high, &mut fx),
+            Op::Msi {
+                dest,
+                vector,
+                level,
+            } => r.send_msi(&fixed_msi(dest as u32, vector, level), &mut fx),
+            Op::Accept { vcpu: c, vector } => {
+                let id = r.vcpu(vcpu(c)).expect("in range").apic.id();
+                r.send_msi(&fixed_msi(id.get(), vector, false), &mut fx);
+            }
+            Op::Ack { vcpu: c } => {
+                let _ = r.ack(vcpu(c));
+            }
+            Op::Eoi { vcpu: c } => {
+                let _ = r.guest_eoi(vcpu(c), &mut fx);
+            }
+            Op::Rescan { vcpu: c } => r.rescan(vcpu(c), &mut fx),
+            Op::DeliverLater { pin: p } => r.deliver_later_elapsed(pin(p), &mut fx),
+            Op::Ldr { .. } | Op::Ipi { .. } | Op::DirectedEoi { .. } | Op::Tpr { .. } => {
+                if let Some((c, writes)) = op.lapic_writes() {
+                    for w in writes.into_iter().flatten() {
+                        r.write_lapic(vcpu(c), w, &mut fx);
+                    }
+                }
+            }
+            // Snapshots and restores rebuild the reference with the chip;
+            // entries are the reference's after every op.
+            Op::Enter { .. } | Op::Snapshot | Op::Restore | Op::Migrate => {}
+            #[cfg(feature = "kvm")]
+            Op::RestoreKvm | Op::MigrateKvm => {}
+        }
+        self.load_reference();
+    }
+
+    /// Every reference vCPU loads its VMCS: under the reference semantics
+    /// a necessary EOI exits the moment its bit is needed.
+    fn load_reference(&mut self) {
+        if let Some(r) = &self.reference {
+            for c in 0..VCPUS {
+                let _ = r.vmcs_update(VcpuId::new(c as u16));
+            }
+        }
+    }
+
+    /// `LineAware`: what the guest sees equals the reference's: every
+    /// vCPU's IRR, ISR and TMR, and a read of every entry through IOWIN
+    /// (the low dword; the high one holds the destination, written alike).
+    /// A read may clear a lazily retired remote IRR, where nothing would be
+    /// delivered (the entry masked or its line deasserted): there it reads a
+    /// copy of the chip; elsewhere a read returns the entry as it is, and so
+    /// does any read of the reference.
+    fn check_reference(&self, io: &Ioapic<PINS>) -> Result<(), Violation> {
+        let Some(r) = &self.reference else {
+            return Ok(());
+        };
+        for (c, v) in self.post.iter().enumerate() {
+            let a = r.vcpu(VcpuId::new(c as u16)).expect("in range").apic;
+            let b = &v.apic;
+            let mut d = VectorSet::EMPTY;
+            for (x, y) in [(a.irr(), b.irr()), (a.isr(), b.isr()), (a.tmr(), b.tmr())] {
+                d = d.union(&x.difference(y)).union(&y.difference(x));
+            }
+            if let Some(v) = d.iter().next() {
+                return Err(Violation::GuestDivergence {
+                    vcpu: c as u16,
+                    vector: v.get(),
+                });
+            }
+        }
+        let ra = r.ioapic();
+        let lines = io.state();
+        let mut copy = None;
+        for p in 0..PINS {
+            let (x, y) = (ra.entries()[p], io.entries()[p]);
+            let pin = Pin::new(p as u8);
+            let may_settle =
+                y.remote_irr() && (y.masked() || !crate::probe::asserted_in(&lines, pin));
+            if x == y && !may_settle {
+                continue;
+            }
+            let reference = x.0 as u32;
+            let found = if may_settle {
+                iowin_low(copy.get_or_insert_with(|| self.chip.clone()), p)
+            } else {
+                y.0 as u32
+            };
+            if reference != found {
+                return Err(Violation::IowinDivergence {
+                    pin: p as u8,
+                    reference,
+                    found,
+                });
+            }
+        }
+        Ok(())
     }
 
     /// A fresh chip holding the saved LAPICs and the saved I/O APIC
@@ -469,10 +730,19 @@ impl<const VCPUS: usize, const PINS: usize> Harness<VCPUS, PINS> {
 
     /// The architectural state and the checker's bookkeeping.
     fn save(&self) -> Saved<VCPUS, PINS> {
+        if self.reference.is_some() {
+            // Event (d): the snapshot resolves what retired quietly.
+            let _ = self.chip.state::<Vec<VcpuState>>();
+        }
         Saved {
             ioapic: self.chip.ioapic(),
             apics: core::array::from_fn(|i| self.vstate(i).apic),
             checker: self.checker.clone(),
+            reference: self.reference.as_ref().map(|r| {
+                let apics =
+                    core::array::from_fn(|i| r.vcpu(VcpuId::new(i as u16)).expect("in range").apic);
+                (r.ioapic(), apics)
+            }),
         }
     }
 
@@ -485,7 +755,43 @@ impl<const VCPUS: usize, const PINS: usize> Harness<VCPUS, PINS> {
             chip.rescan(VcpuId::new(i as u16), &mut restore_fx);
         }
         self.chip = chip;
+        self.restore_reference(saved, false);
         self.restored_from(saved);
+    }
+
+    /// `LineAware`: the reference restored from its part of `saved`, the
+    /// way the chip was (through KVM's formats if `kvm`).
+    #[cfg_attr(not(feature = "kvm"), allow(unused_variables))]
+    fn restore_reference(&mut self, saved: &Saved<VCPUS, PINS>, kvm: bool) {
+        let (Some(_), Some((ioapic, apics))) = (&self.reference, &saved.reference) else {
+            return;
+        };
+        let config = HarnessConfig {
+            chip: eoi_exit::IrqchipConfig {
+                policy: eoi_exit::Policy::Exact,
+                ..self.config.chip
+            },
+            ..self.config
+        };
+        let s = Saved {
+            ioapic: ioapic.clone(),
+            apics: *apics,
+            checker: saved.checker.clone(),
+            reference: None,
+        };
+        #[cfg(feature = "kvm")]
+        if kvm {
+            let mut fx = Effects::with_log(Vec::new());
+            self.reference = Self::chip_through_kvm(config, &s, &mut fx);
+            self.load_reference();
+            return;
+        }
+        let chip = Self::chip_from_saved(config, &s);
+        for i in 0..VCPUS {
+            chip.rescan(VcpuId::new(i as u16), &mut Effects::new());
+        }
+        self.reference = Some(chip);
+        self.load_reference();
     }
 
     /// Restores `saved` through KVM's formats; the import's re-injections go
@@ -503,6 +809,7 @@ impl<const VCPUS: usize, const PINS: usize> Harness<VCPUS, PINS> {
         };
         *pre_entries = *saved.ioapic.entries();
         self.chip = chip;
+        self.restore_reference(saved, true);
         self.restored_from(saved);
         true
     }
@@ -513,6 +820,8 @@ impl<const VCPUS: usize, const PINS: usize> Harness<VCPUS, PINS> {
         self.checker = saved.checker.clone();
         self.checker.hw = [[0; 4]; VCPUS];
         self.checker.kicked = [true; VCPUS];
+        // A restored VM's vCPUs owe no exit: they load their whole VMCS.
+        self.checker.owed_exit = [false; VCPUS];
     }
 
     fn rescan_ignoring_pending(&self, fx: &OpEffects) {
@@ -622,7 +931,17 @@ impl<const VCPUS: usize, const PINS: usize> Harness<VCPUS, PINS> {
                     }
                     Need::Level => level_waits,
                 };
-                if needed && !exit {
+                if self.reference.is_some() && !tmr_level && level_waits {
+                    // LineAware, under the SDM's rule: an EOI that TMR says
+                    // is edge is broadcast by no LAPIC, so the cycle waits
+                    // in the reference as well.
+                    self.checker.orphan.insert(Pin::new(i.pin));
+                }
+                if needed && i.need == Need::Level && self.reference.is_some() {
+                    // LineAware: one that did not exit is deferred (the
+                    // caller marks the pins its broadcast reaches), judged
+                    // by what the guest sees.
+                } else if needed && !exit {
                     lost_pins.insert(Pin::new(i.pin));
                     let mut causes = Tolerated::NONE;
                     if i.moved {
@@ -696,6 +1015,7 @@ impl<const VCPUS: usize, const PINS: usize> Harness<VCPUS, PINS> {
         });
         for p in new_cycle.iter() {
             self.checker.awaiting_ioapic_eoi.remove(p);
+            self.checker.deferred.remove(p);
             // A cycle no LAPIC accepted (no destination matched, or a
             // non-vectored delivery mode) is orphaned: its remote IRR stays.
             if accepted.contains(p) {
@@ -749,8 +1069,13 @@ impl<const VCPUS: usize, const PINS: usize> Harness<VCPUS, PINS> {
         Ok(())
     }
 
-    fn check_tmr(&self, pre: &[VectorSet; VCPUS], fx: &OpEffects) -> Result<(), Violation> {
-        for (c, before) in pre.iter().enumerate() {
+    fn check_tmr(
+        &self,
+        pre: &[VectorSet; VCPUS],
+        fx: &OpEffects,
+        reset: &[bool; VCPUS],
+    ) -> Result<(), Violation> {
+        for (c, before) in pre.iter().enumerate().filter(|&(c, _)| !reset[c]) {
             let now = *self.post[c].apic.tmr();
             let mut changed = now.difference(before).union(&before.difference(&now));
             for d in fx.log.iter() {
@@ -803,7 +1128,12 @@ impl<const VCPUS: usize, const PINS: usize> Harness<VCPUS, PINS> {
             if b.remote_irr() && !a.remote_irr() && (b.masked() || !crate::probe::asserted(io, p)) {
                 return Err(Violation::RemoteIrrSetWithoutDelivery { pin });
             }
-            if a.remote_irr() && !b.remote_irr() && b.is_level() && forwarded != Some(a.vector()) {
+            if a.remote_irr()
+                && !b.remote_irr()
+                && b.is_level()
+                && forwarded != Some(a.vector())
+                && !self.checker.deferred.contains(p)
+            {
                 return Err(Violation::RemoteIrrClearedWithoutEoi { pin });
             }
             if a.vector() != b.vector() {
@@ -816,6 +1146,7 @@ impl<const VCPUS: usize, const PINS: usize> Harness<VCPUS, PINS> {
             if !b.remote_irr() {
                 self.checker.orphan.remove(p);
                 self.checker.awaiting_ioapic_eoi.remove(p);
+                self.checker.deferred.remove(p);
                 continue;
             }
             if a.remote_irr() && a.vector() != b.vector() {
@@ -824,7 +1155,10 @@ impl<const VCPUS: usize, const PINS: usize> Harness<VCPUS, PINS> {
                 // hardware too).
                 self.checker.orphan.insert(p);
             }
-            if self.checker.orphan.contains(p) || self.checker.awaiting_ioapic_eoi.contains(p) {
+            if self.checker.orphan.contains(p)
+                || self.checker.awaiting_ioapic_eoi.contains(p)
+                || self.checker.deferred.contains(p)
+            {
                 continue;
             }
             let live = self
@@ -847,7 +1181,17 @@ impl<const VCPUS: usize, const PINS: usize> Harness<VCPUS, PINS> {
             }
             let hw = VectorSet::from_u64_words(self.checker.hw[c]);
             let b = self.post[c].map.bitmap();
-            let d = b.difference(&hw).union(&hw.difference(&b));
+            let d = if self.reference.is_some() {
+                // LineAware: a bit raised while the vCPU runs waits for its
+                // owed exit, and a dropped one stays loaded until its next
+                // entry (the EOI exits once more than needed).
+                if self.checker.owed_exit[c] {
+                    continue;
+                }
+                b.difference(&hw)
+            } else {
+                b.difference(&hw).union(&hw.difference(&b))
+            };
             if let Some(v) = (!d.is_empty()).then(|| d.iter().next()).flatten() {
                 return Err(Violation::StaleVmcs {
                     vcpu: c as u16,
@@ -862,11 +1206,23 @@ impl<const VCPUS: usize, const PINS: usize> Harness<VCPUS, PINS> {
 impl<const VCPUS: usize, const PINS: usize> Hash for Harness<VCPUS, PINS> {
     /// Hashes the state that decides future behaviour (not the counters).
     fn hash<H: Hasher>(&self, h: &mut H) {
-        self.chip.ioapic().hash(h);
-        for c in 0..VCPUS {
-            let s = self.vstate(c);
-            hash_apic(&s.apic, h);
-            s.map.hash(h);
+        if let Some(r) = &self.reference {
+            // LineAware's pin owners too (in the chip's own hash), and the
+            // reference's I/O APIC (its remote IRR is not the lazy chip's)
+            // and maps. Not its LAPICs: the same LAPIC writes reach both,
+            // and `check_reference` holds their IRR, ISR and TMR equal.
+            self.chip.hash(h);
+            r.ioapic().hash(h);
+            for c in 0..VCPUS {
+                r.vcpu(VcpuId::new(c as u16)).expect("in range").map.hash(h);
+            }
+        } else {
+            self.chip.ioapic().hash(h);
+            for c in 0..VCPUS {
+                let s = self.vstate(c);
+                hash_apic(&s.apic, h);
+                s.map.hash(h);
+            }
         }
         self.checker.hash(h);
         match &self.saved {
@@ -878,9 +1234,38 @@ impl<const VCPUS: usize, const PINS: usize> Hash for Harness<VCPUS, PINS> {
                     hash_apic(a, h);
                 }
                 s.checker.hash(h);
+                if let Some((io, apics)) = &s.reference {
+                    io.hash(h);
+                    for a in apics {
+                        hash_apic(a, h);
+                    }
+                }
             }
         }
     }
+}
+
+/// Appends what `later` did to `fx` (its deliveries after `fx`'s).
+fn merge(fx: &mut OpEffects, later: OpEffects) {
+    fx.kick.extend(later.kick.iter());
+    fx.reload.extend(later.reload.iter());
+    fx.exit.extend(later.exit.iter());
+    for p in later.deliver_later.iter() {
+        fx.deliver_later.insert(p);
+    }
+    for p in later.route_changed.iter() {
+        fx.route_changed.insert(p);
+    }
+    fx.rtc_coalesced |= later.rtc_coalesced;
+    fx.log.extend(later.log);
+}
+
+/// The low dword of entry `p` as a guest reads it (IOREGSEL, then IOWIN).
+fn iowin_low<const VCPUS: usize, const PINS: usize>(c: &Chip<VCPUS, PINS>, p: usize) -> u32 {
+    use eoi_exit::ioapic::{IOREGSEL, IOWIN, REG_REDTBL_BASE};
+    let sel = u64::from(REG_REDTBL_BASE) + 2 * p as u64;
+    c.mmio_write(IOREGSEL, 4, sel, &mut Effects::new());
+    c.mmio_read(IOWIN, 4) as u32
 }
 
 /// SVR bit 12: suppress EOI broadcast.

@@ -30,6 +30,10 @@
 //!   one the crate computed.
 //! * **Bitmap inclusion** `Exact ⊆ KvmHighestStale ⊆ KvmLegacy`, checked by
 //!   [`Lockstep`] over three Irqchips fed the same ops.
+//! * **`LineAware` is the reference to the guest**: under that policy the
+//!   harness follows the exit protocol, defers the level EOIs that do not exit
+//!   instead of counting them lost, and checks every LAPIC and every IOWIN
+//!   read against an `Exact` chip fed the same ops ([`Harness::step`]).
 //!
 //! Op sequences are slices and the checker's state is fixed-size; only the
 //! log of one op's deliveries (a `Vec`) allocates. The proptest `Strategy`
