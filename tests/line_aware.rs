@@ -276,6 +276,37 @@ fn eoi_in_the_race_window_is_resolved_at_the_vcpus_next_exit() {
     assert_eq!(c.ack(C0), Some(V));
 }
 
+/// The race window with the line dropping before the vCPU's exit lands:
+/// the guest's EOI (which did not exit) came while the line was asserted, so
+/// the reference's EOI re-delivered then. The chip settles at the drop, while
+/// the line is still high, and delivers as the reference did; waiting for the
+/// exit would find the line low and deliver nothing.
+#[test]
+fn line_dropping_in_the_race_window_redelivers_as_the_eoi_did() {
+    for policy in [Policy::Exact, Policy::LineAware] {
+        let c = chip_with::<1>(policy, PinSet::EMPTY);
+        c.write_entry(P, level(V, 0), &mut Effects::new());
+        let mut fx = Effects::new();
+        c.set_line(P, true, &mut fx);
+        assert_eq!(c.ack(C0), Some(V));
+        c.set_line(P, false, &mut fx);
+        let _ = c.vmcs_update(C0);
+        // The line asserts again while the instance is in service.
+        c.set_line(P, true, &mut fx);
+        // The guest EOIs before the kick lands (LineAware: no exit), then
+        // the device lowers its line.
+        let _ = c.guest_eoi(C0, &mut fx);
+        let mut fx = Effects::new();
+        c.set_line(P, false, &mut fx);
+        let _ = c.take_events(C0, false, false, &mut fx);
+        let _ = c.vmcs_update(C0);
+        // Both: the EOI's re-delivery is in IRR, and remote IRR waits for
+        // its EOI.
+        assert!(remote_irr(&c, P), "{policy:?}");
+        assert_eq!(c.ack(C0), Some(V), "{policy:?}");
+    }
+}
+
 /// An EOI is a broadcast of its vector (SDM 10.8.5; 82093AA: the EOI
 /// message clears Remote IRR of the entries with that vector), so the EOI of
 /// a lazy instance still in service ends whatever remote-IRR cycle is

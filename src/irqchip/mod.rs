@@ -695,6 +695,11 @@ impl<S: AsRef<[VcpuSlot]>, const PINS: usize> Irqchip<S, PINS> {
     /// ```
     pub fn set_line<L: DeliveryLog>(&self, pin: Pin, level: bool, fx: &mut Effects<L>) {
         let mut sh = self.shared.lock();
+        if !level && self.line_aware() && pin.index() < PINS {
+            // The line drops: settle a lazy instance retired while it was
+            // asserted (the race window) before it does.
+            self.lazy_drop(&mut sh, pin.index(), fx);
+        }
         if sh.ioapic.drive_line(pin, level) {
             self.deliver_pin(&sh, pin, fx);
         } else if self.line_aware() && pin.index() < PINS {
@@ -2193,6 +2198,22 @@ impl<S: AsRef<[VcpuSlot]>, const PINS: usize> Irqchip<S, PINS> {
             // Also between cycles (remote IRR clear): the EOI has nothing
             // to end until the next one, whose delivery raises the bit.
             slot.0.lock().map.set_line(e.vector(), Line::Low);
+        }
+    }
+
+    /// Pin `i`'s line is about to drop. A lazy instance that has retired by
+    /// now retired while the line was asserted: any retirement before the
+    /// line last asserted was settled then ([`Irqchip::lazy_line`]), so this
+    /// is the race window, where the vCPU was told to exit and has not yet.
+    /// The reference's EOI re-delivered then, with the line high; settling
+    /// now, before the drop, does the same. Waiting for the vCPU's exit would
+    /// find the line low and deliver nothing.
+    fn lazy_drop<L: DeliveryLog>(&self, sh: &mut Shared<PINS>, i: usize, fx: &mut Effects<L>) {
+        if sh.owner[i].get() != OWNER_NONE
+            && sh.ioapic.asserted(Pin::new(i as u8))
+            && self.lazy_retired(sh, i)
+        {
+            self.settle(sh, i, fx);
         }
     }
 
