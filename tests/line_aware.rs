@@ -52,7 +52,12 @@ fn level(vector: Vector, dest: u32) -> u64 {
 /// vCPU 0 and in service, the handler's status read has lowered the line,
 /// and the vCPU has entered with its bitmap loaded (the bit dropped).
 fn quieted_in_service() -> Chip<1> {
-    let c = chip::<1>();
+    quieted_in_service_under(Policy::LineAware)
+}
+
+/// [`quieted_in_service`] under `policy`.
+fn quieted_in_service_under(policy: Policy) -> Chip<1> {
+    let c = chip_with::<1>(policy, PinSet::EMPTY);
     c.write_entry(P, level(V, 0), &mut Effects::new());
     let mut fx = Effects::new();
     c.set_line(P, true, &mut fx);
@@ -284,13 +289,8 @@ fn eoi_in_the_race_window_is_resolved_at_the_vcpus_next_exit() {
 #[test]
 fn line_dropping_in_the_race_window_redelivers_as_the_eoi_did() {
     for policy in [Policy::Exact, Policy::LineAware] {
-        let c = chip_with::<1>(policy, PinSet::EMPTY);
-        c.write_entry(P, level(V, 0), &mut Effects::new());
+        let c = quieted_in_service_under(policy);
         let mut fx = Effects::new();
-        c.set_line(P, true, &mut fx);
-        assert_eq!(c.ack(C0), Some(V));
-        c.set_line(P, false, &mut fx);
-        let _ = c.vmcs_update(C0);
         // The line asserts again while the instance is in service.
         c.set_line(P, true, &mut fx);
         // The guest EOIs before the kick lands (LineAware: no exit), then
