@@ -367,6 +367,51 @@ fn eoi_of_a_lazy_instance_from_an_earlier_cycle_ends_the_current_cycle() {
     assert!(raised && intercepted, "the lazy instance's bit was raised");
 }
 
+/// 82093AA: the polarity bit (13) inverts the pin's input, so flipping it
+/// on a level entry whose line is low asserts the pin, and with remote IRR
+/// clear the write itself delivers a new cycle: once, to one vCPU under
+/// lowest priority. A lazy instance of an earlier cycle that its vCPU has
+/// retired meanwhile must not be taken for this cycle's (it would be settled
+/// at once and the pin delivered twice; found by the `routing_reconfig` fuzz
+/// target).
+#[test]
+fn polarity_flip_that_asserts_an_idle_level_pin_delivers_one_cycle() {
+    fn run(policy: Policy) -> [bool; 2] {
+        let config = IrqchipConfig {
+            policy,
+            arbitration: eoi_exit::irqchip::Arbitration::SdmPriority,
+            ..Default::default()
+        };
+        let c: Chip<2> = Irqchip::new(config, ApicMode::XApic, [const { VcpuSlot::new() }; 2]);
+        let mut fx = Effects::new();
+        // A broadcast cycle (an eager instance on each vCPU), then lowest
+        // priority: vCPU 0's EOI re-delivers to vCPU 0 alone (lazy).
+        let broadcast = level(V, 0xff);
+        c.write_entry(P, broadcast, &mut fx);
+        c.set_line(P, true, &mut fx);
+        assert_eq!((c.ack(C1), c.ack(C0)), (Some(V), Some(V)));
+        let lowest = broadcast | 1 << 8;
+        c.write_entry(P, lowest, &mut fx);
+        let _ = c.guest_eoi(C0, &mut fx);
+        assert_eq!(c.ack(C0), Some(V));
+        c.set_line(P, false, &mut fx);
+        let _ = c.vmcs_update(C0);
+        // vCPU 1's EOI ends vCPU 0's cycle; vCPU 0 then retires its
+        // instance with the line low (no exit under LineAware).
+        let _ = c.guest_eoi(C1, &mut fx);
+        assert!(!remote_irr(&c, P));
+        let _ = c.guest_eoi(C0, &mut fx);
+        // Active low, the line low: asserted. One cycle, one vCPU.
+        let mut fx = Effects::new();
+        c.write_entry(P, lowest | RedirectionEntry::POLARITY_LOW, &mut fx);
+        assert!(remote_irr(&c, P));
+        [C0, C1].map(|id| c.vcpu(id).unwrap().apic.irr().contains(V))
+    }
+    let reference = run(Policy::Exact);
+    assert_eq!(reference.iter().filter(|&&x| x).count(), 1, "{reference:?}");
+    assert_eq!(run(Policy::LineAware), reference);
+}
+
 /// SDM 10.8.5 (directed EOI): with SVR bit 12 set the LAPIC does not
 /// broadcast a level EOI; the guest writes the I/O APIC's EOI register
 /// instead. A lazy instance in flight when the guest sets the bit: its EOI,

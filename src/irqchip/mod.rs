@@ -2242,9 +2242,15 @@ impl<S: AsRef<[VcpuSlot]>, const PINS: usize> Irqchip<S, PINS> {
             if owner != OWNER_RETIRED && self.holds(owner, old.vector()) {
                 self.make_eager(owner, old.vector(), fx);
             }
-        } else if new.polarity() != old.polarity() {
+        } else if new.polarity() != old.polarity() && (old.remote_irr() || !new.remote_irr()) {
             // A polarity flip asserts or deasserts the pin without a line
-            // change: the same as `set_line` for the lazy instance.
+            // change: the same as `set_line` for the lazy instance. Unless
+            // the flip itself began a new cycle (remote IRR was clear and the
+            // write delivered), as `set_line` does when the I/O APIC
+            // delivers: that delivery settles the owner
+            // (`lazy_new_cycle`). Taking the new cycle's remote IRR for
+            // the old instance's would settle it at once and deliver twice
+            // (found by the routing_reconfig fuzz target).
             self.lazy_line(sh, i, fx);
         }
     }
