@@ -73,11 +73,9 @@ impl Inst {
         Inst { n, old, new }
     }
 
-    fn needs(self) -> bool {
-        (self.n >= 1 && self.old) || (self.n == 2 && self.new)
-    }
-
-    /// A newer instance arrives.
+    /// A newer instance arrives (the live path uses [`PUSH`], which the
+    /// tests check against this).
+    #[cfg(test)]
     fn push(&mut self, need: bool) {
         match self.n {
             0 => {
@@ -226,6 +224,20 @@ pub(super) fn plane_put(planes: &mut [Legal; 3], v: Vector, code: u8) {
     }
 }
 
+/// Per state code ([`Inst::code`]): the instances outstanding.
+const COUNT: [u8; 8] = [0, 1, 1, 2, 2, 2, 2, 0];
+/// Per state code: the code once the oldest instance retires.
+const POP: [u8; 8] = [0, 0, 0, 1, 1, 2, 2, 0];
+/// Per need (not needed, needed) and state code: the code once a newer
+/// instance arrives (a third one cannot exist: it merges into the newest).
+const PUSH: [[u8; 8]; 2] = [[1, 3, 4, 3, 4, 5, 6, 1], [2, 5, 6, 5, 6, 5, 6, 2]];
+/// Per need and state code: the code once an acceptance coalesces into the
+/// newest instance's IRR bit (with none outstanding, it is pushed).
+const MERGE: [[u8; 8]; 2] = [[1, 1, 2, 3, 4, 5, 6, 1], [2, 2, 2, 5, 6, 5, 6, 2]];
+/// Bit `c` set: an outstanding instance of state code `c` needs its EOI
+/// (codes 2, 4, 5 and 6).
+const NEEDS: u8 = 0b0111_0100;
+
 /// `Exact`'s live bookkeeping: the routes to this vCPU and the instance
 /// states, three bits per vector in three planes (`a`, `b`, `c` are bits 2,
 /// 1, 0 of [`Inst::code`]), legal vectors only (120 bytes).
@@ -260,10 +272,18 @@ impl Packed {
         plane_put(&mut self.planes, v, i.code());
     }
 
-    /// Whether an outstanding instance of `v` needs its EOI.
-    #[inline]
-    pub(super) fn needs(&self, v: Vector) -> bool {
-        self.get(v).needs()
+    /// Whether EOIs of `v` exit (the RTC aside): routed here, or an
+    /// outstanding instance needs its EOI. One slot computation.
+    #[inline(always)]
+    pub(super) fn exits(&self, v: Vector) -> bool {
+        let Some((k, b)) = Legal::slot(v) else {
+            return false;
+        };
+        let [pa, pb, pc] = &self.planes;
+        let code = u8::from(pa.0[k] & b != 0) << 2
+            | u8::from(pb.0[k] & b != 0) << 1
+            | u8::from(pc.0[k] & b != 0);
+        self.routed.0[k] & b != 0 || (NEEDS >> code) & 1 != 0
     }
 
     /// Vectors with an outstanding instance whose EOI is needed: codes 2, 4,
@@ -286,26 +306,54 @@ impl Packed {
         self.put(v, i);
     }
 
-    /// Records an acceptance; returns whether its EOI is needed.
+    /// Records an acceptance; returns whether EOIs of its vector exited
+    /// before it and whether they do after it (the RTC aside).
+    ///
+    /// Before the acceptance, the queue is brought in line with the LAPIC:
+    /// the instances before this one are the IRR+ISR count, minus this one
+    /// unless it merged into an existing IRR bit. Then the instance is
+    /// pushed, or merged into the newest one when it coalesced. One slot
+    /// computation; the common transitions are table lookups.
     #[inline(always)]
-    pub(super) fn on_accept(&mut self, apic: &LocalApic, a: Accepted) -> bool {
-        if Legal::slot(a.vector).is_none() {
+    pub(super) fn on_accept(&mut self, apic: &LocalApic, a: Accepted) -> (bool, bool) {
+        let v = a.vector;
+        let Some((k, b)) = Legal::slot(v) else {
             // An illegal vector is never accepted by a LAPIC; nothing to track.
-            return false;
-        }
-        // Instances before this one: IRR+ISR count, minus this one unless it
-        // merged into an existing IRR bit.
-        self.sync_instances(apic, a.vector, if a.coalesced { 0 } else { 1 });
-        let need = a.source != Source::Plain;
-        let mut i = self.get(a.vector);
-        match (a.coalesced, i.n) {
-            // Merge into the newest instance.
-            (true, 2) => i.new |= need,
-            (true, 1) => i.old |= need,
-            _ => i.push(need),
-        }
-        self.put(a.vector, i);
-        need
+            return (false, false);
+        };
+        let lapic = u8::from(apic.irr().contains(v)) + u8::from(apic.isr().contains(v));
+        let before = lapic.saturating_sub(u8::from(!a.coalesced));
+        let [pa, pb, pc] = &mut self.planes;
+        let code = u8::from(pa.0[k] & b != 0) << 2
+            | u8::from(pb.0[k] & b != 0) << 1
+            | u8::from(pc.0[k] & b != 0);
+        let routed = self.routed.0[k] & b != 0;
+        let was = routed || (NEEDS >> code) & 1 != 0;
+        let synced = if COUNT[usize::from(code)] == before {
+            code
+        } else {
+            let mut i = Inst::from_code(code);
+            while i.n > before {
+                i.pop();
+            }
+            while i.n < before {
+                i.push_front_unknown();
+            }
+            i.code()
+        };
+        let need = usize::from(a.source != Source::Plain);
+        let new = if a.coalesced {
+            MERGE[need][usize::from(synced)]
+        } else {
+            PUSH[need][usize::from(synced)]
+        };
+        let put = |p: &mut Legal, on: u8| {
+            p.0[k] = (p.0[k] & !b) | (b & 0u16.wrapping_sub(u16::from(on)));
+        };
+        put(pa, (new >> 2) & 1);
+        put(pb, (new >> 1) & 1);
+        put(pc, new & 1);
+        (was, routed || (NEEDS >> new) & 1 != 0)
     }
 
     /// Brings the instance queue of `v` in line with the LAPIC, where `extra`
@@ -334,6 +382,53 @@ impl Packed {
             i.push_front_unknown();
         }
         self.put(v, i);
+    }
+
+    /// An intercepted EOI of `v`, which the LAPIC (`apic`, after the EOI)
+    /// has already retired: brings `v`'s queue in line with the LAPIC, as
+    /// [`Packed::sync_instances`] does, and returns whether EOIs of `v` are
+    /// still needed (routed here or needed in flight).
+    ///
+    /// The hot path of every intercepted EOI, so it computes `v`'s slot once
+    /// and works on the three state bits with tables: the common case (the
+    /// map knew one more instance than the LAPIC now holds) is one pop.
+    #[inline(always)]
+    pub(super) fn after_eoi(&mut self, apic: &LocalApic, v: Vector) -> bool {
+        let Some((k, b)) = Legal::slot(v) else {
+            return false;
+        };
+        let lapic = u8::from(apic.irr().contains(v)) + u8::from(apic.isr().contains(v));
+        let [pa, pb, pc] = &mut self.planes;
+        let code = u8::from(pa.0[k] & b != 0) << 2
+            | u8::from(pb.0[k] & b != 0) << 1
+            | u8::from(pc.0[k] & b != 0);
+        let n = COUNT[usize::from(code)];
+        let code = if n == lapic {
+            code
+        } else {
+            let new = if n == lapic + 1 {
+                POP[usize::from(code)]
+            } else {
+                // A mismatch the EOI alone does not explain: the general
+                // rule (pops or conservative pushes).
+                let mut i = Inst::from_code(code);
+                while i.n > lapic {
+                    i.pop();
+                }
+                while i.n < lapic {
+                    i.push_front_unknown();
+                }
+                i.code()
+            };
+            let put = |p: &mut Legal, on: u8| {
+                p.0[k] = (p.0[k] & !b) | (b & 0u16.wrapping_sub(u16::from(on)))
+            };
+            put(pa, (new >> 2) & 1);
+            put(pb, (new >> 1) & 1);
+            put(pc, new & 1);
+            new
+        };
+        self.routed.0[k] & b != 0 || (NEEDS >> code) & 1 != 0
     }
 
     /// The saved form.
@@ -368,5 +463,46 @@ impl Packed {
             p.put(v, i);
         }
         p
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The EOI fast path's tables say what `Inst` says, for every state code.
+    #[test]
+    fn state_code_tables_agree_with_the_instance_queue() {
+        for c in 0..8u8 {
+            let i = Inst::from_code(c);
+            assert_eq!(COUNT[usize::from(c)], i.n, "count of code {c}");
+            let needs = (i.n >= 1 && i.old) || (i.n == 2 && i.new);
+            assert_eq!((NEEDS >> c) & 1 != 0, needs, "needs of code {c}");
+            if i.n >= 1 {
+                let mut p = i;
+                p.pop();
+                assert_eq!(POP[usize::from(c)], p.code(), "pop of code {c}");
+            }
+            for need in [false, true] {
+                let mut p = i;
+                p.push(need);
+                assert_eq!(
+                    PUSH[usize::from(need)][usize::from(c)],
+                    p.code(),
+                    "push {need} onto {c}"
+                );
+                let mut m = i;
+                match m.n {
+                    2 => m.new |= need,
+                    1 => m.old |= need,
+                    _ => m.push(need),
+                }
+                assert_eq!(
+                    MERGE[usize::from(need)][usize::from(c)],
+                    m.code(),
+                    "merge {need} into {c}"
+                );
+            }
+        }
     }
 }

@@ -588,9 +588,7 @@ impl EoiExitMap {
     pub fn intercepts(&self, vector: Vector) -> bool {
         match &self.book {
             Book::Kvm { bitmap, .. } | Book::TmrDriven { bitmap, .. } => bitmap.contains(vector),
-            Book::Exact { hdr, x } => {
-                x.routed.contains(vector) || x.needs(vector) || hdr.rtc_owed == Some(vector)
-            }
+            Book::Exact { hdr, x } => x.exits(vector) || hdr.rtc_owed == Some(vector),
             Book::NoIntercept { .. } => false,
             Book::LineAware { hdr, x } => x.exits(vector) || hdr.rtc_owed == Some(vector),
         }
@@ -822,17 +820,17 @@ impl EoiExitMap {
     /// without walking the table.
     #[inline]
     pub(crate) fn reroute(&mut self, apic: &LocalApic, v: Vector, routed: bool) -> bool {
-        if !(matches!(self.book, Book::Exact { .. })
-            && apic.irr().is_empty()
-            && apic.isr().is_empty())
-        {
+        let Book::Exact { hdr, x } = &mut self.book else {
+            return false;
+        };
+        if !(apic.irr().is_empty() && apic.isr().is_empty()) {
             return false;
         }
-        let was = self.intercepts(v);
-        if let Book::Exact { x, .. } = &mut self.book {
-            x.routed.set(v, routed);
+        let was = x.exits(v);
+        x.routed.set(v, routed);
+        if hdr.rtc_owed != Some(v) && x.exits(v) != was {
+            hdr.dirty |= 1 << (v.get() >> 6);
         }
-        self.mark_vector(v, was);
         true
     }
 
@@ -932,7 +930,28 @@ impl EoiExitMap {
     /// `LocalApic::accept`, with the LAPIC in its new state).
     #[inline]
     pub fn on_accept(&mut self, apic: &LocalApic, a: Accepted) {
+        let _ = self.accept(apic, a);
+    }
+
+    /// [`EoiExitMap::on_accept`], returning whether the bitmap or the owed
+    /// RTC vector changed (only the accepted vector's bit can change, and
+    /// the previous RTC vector's when the owed RTC EOI moves).
+    #[inline]
+    pub(crate) fn accept(&mut self, apic: &LocalApic, a: Accepted) -> bool {
         let v = a.vector;
+        if let Book::Exact { hdr, x } = &mut self.book
+            && a.source != Source::Rtc
+        {
+            // `Exact` (the default), no RTC change: one slot computation for
+            // the bit before, the queue update and the bit after.
+            let rtc = hdr.rtc_owed == Some(v);
+            let (was, now) = x.on_accept(apic, a);
+            let changed = !rtc && was != now;
+            if changed {
+                hdr.dirty |= 1 << (v.get() >> 6);
+            }
+            return changed;
+        }
         let was = self.intercepts(v);
         let old_rtc = self.rtc_owed();
         match &mut self.book {
@@ -943,10 +962,10 @@ impl EoiExitMap {
                 bitmap.set(v, a.trigger.is_level() || a.source != Source::Plain);
             }
             Book::Exact { x, .. } => {
-                x.on_accept(apic, a);
+                let _ = x.on_accept(apic, a);
             }
             Book::LineAware { x, .. } => x.on_accept(apic, a),
-            Book::NoIntercept { .. } => return,
+            Book::NoIntercept { .. } => return false,
             Book::Kvm { .. } => {}
         }
         if a.source == Source::Rtc {
@@ -962,6 +981,7 @@ impl EoiExitMap {
             // The previous owed vector may have lost its last reason.
             self.mark_vector(r, true);
         }
+        self.intercepts(v) != was || self.rtc_owed() != old_rtc
     }
 
     /// Directed EOI stopped on this vCPU (SVR bit 12 cleared, or no longer
@@ -1047,6 +1067,28 @@ impl EoiExitMap {
     /// ```
     #[inline(always)]
     pub fn send_eoi(&mut self, apic: &LocalApic, vector: Vector, level: bool) -> EoiExit {
+        // `Exact` (the default) on its own: one slot computation for the
+        // interception test, the queue update and the bit's new value.
+        if let Book::Exact { hdr, x } = &mut self.book {
+            if !(x.exits(vector) || hdr.rtc_owed == Some(vector)) {
+                return EoiExit {
+                    intercepted: false,
+                    rescan: false,
+                    missed_level: false,
+                };
+            }
+            if hdr.rtc_owed == Some(vector) {
+                hdr.rtc_owed = None;
+            }
+            if !x.after_eoi(apic, vector) {
+                hdr.dirty |= 1 << (vector.get() >> 6);
+            }
+            return EoiExit {
+                intercepted: true,
+                rescan: false,
+                missed_level: false,
+            };
+        }
         if !self.intercepts(vector) {
             return EoiExit {
                 intercepted: false,

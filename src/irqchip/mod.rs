@@ -2042,16 +2042,21 @@ impl<S: AsRef<[VcpuSlot]>, const PINS: usize> Irqchip<S, PINS> {
         {
             to_map.source = Source::Plain;
         }
-        // Only this vector's bit can change, and the previous RTC vector's
-        // when the owed RTC EOI moves to this one.
-        let before = (map.intercepts(vector), map.rtc_owed());
-        let lazy = self.line_aware() && self.lazy_accept(sh, id, had, pin, alone, &mut to_map, map);
-        map.on_accept(apic, to_map);
-        if lazy {
-            // Delivered because its line is asserted: asserted at entry.
-            map.set_line(vector, Line::Asserted);
-        }
-        if (map.intercepts(vector), map.rtc_owed()) != before {
+        let changed = if self.line_aware() {
+            // Only this vector's bit can change, and the previous RTC
+            // vector's when the owed RTC EOI moves to this one.
+            let before = (map.intercepts(vector), map.rtc_owed());
+            let lazy = self.lazy_accept(sh, id, had, pin, alone, &mut to_map, map);
+            map.on_accept(apic, to_map);
+            if lazy {
+                // Delivered because its line is asserted: asserted at entry.
+                map.set_line(vector, Line::Asserted);
+            }
+            (map.intercepts(vector), map.rtc_owed()) != before
+        } else {
+            map.accept(apic, to_map)
+        };
+        if changed {
             // The VMCS must hold the new bit before the guest can take this
             // interrupt (TmrDriven sets it here; Exact for RTC and untracked
             // level sources).
