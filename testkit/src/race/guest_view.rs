@@ -193,14 +193,21 @@ impl<const V: usize, const P: usize> Side<V, P> {
             eoi_forwarding: EoiForwarding::TmrLevel,
             ..config
         };
-        let side = Side::<V, P> {
+        let mut side = Side::<V, P> {
             chip: Irqchip::new(config, ApicMode::XApic, [const { VcpuSlot::new() }; V]),
             saved: None,
             owed: [false; V],
         };
+        // The initial writes' duties count as any op's: an entry that
+        // delivers at once (an active-low line is asserted while low) kicks
+        // its vCPU, which exits and takes what it was sent (an INIT left
+        // pending here would be taken at whichever exit came first, earlier
+        // on the side whose policy asks for more exits; found by the
+        // `routing_reconfig` fuzz target).
         for (p, &e) in init.iter().enumerate().take(P) {
-            side.chip
-                .write_entry(Pin::new(p as u8), e, &mut Effects::new());
+            let mut fx = Effects::new();
+            side.chip.write_entry(Pin::new(p as u8), e, &mut fx);
+            side.after(&fx);
         }
         for i in 0..V {
             let _ = side.chip.vmcs_update(VcpuId::new(i as u16));
