@@ -548,14 +548,20 @@ impl<S: AsRef<[VcpuSlot]>, const PINS: usize> Irqchip<S, PINS> {
         fx: &mut Effects<L>,
     ) {
         let mut sh = self.shared.lock();
+        // Only an IOWIN write can change an entry; IOREGSEL (half of every
+        // guest access) and the EOI register need no entry bookkeeping.
+        let pin = if offset % crate::ioapic::MMIO_LEN == crate::ioapic::IOWIN {
+            selected_pin::<PINS>(&sh)
+        } else {
+            None
+        };
         if self.line_aware()
-            && offset % crate::ioapic::MMIO_LEN == crate::ioapic::IOWIN
-            && let Some(i) = selected_pin::<PINS>(&sh)
+            && let Some(i) = pin
         {
             // Event (c): a write of the entry. (Selecting one is not.)
             self.settle(&mut sh, i, fx);
         }
-        let selected = selected_pin::<PINS>(&sh).map(|i| (i, sh.ioapic.entries()[i]));
+        let selected = pin.map(|i| (i, sh.ioapic.entries()[i]));
         let a = sh.ioapic.mmio_write(offset, size, value);
         if let Some((i, old)) = selected
             && self.line_aware()
