@@ -2,6 +2,9 @@
 //! contradictory or out-of-range snapshot gives a clear `SnapshotError`, and
 //! the live object is untouched.
 
+#[cfg(feature = "serde")]
+use eoi_exit::VectorSet;
+#[cfg(feature = "serde")]
 use eoi_exit::exit_bitmap::EoiExitMapState;
 use eoi_exit::irqchip::VcpuState;
 #[cfg(feature = "serde")]
@@ -9,7 +12,7 @@ use eoi_exit::snapshot::{IoapicState, LocalApicState};
 use eoi_exit::snapshot::{IrqchipState, SNAPSHOT_VERSION, SnapshotError};
 use eoi_exit::{
     ApicId, ApicMode, Effects, EoiExitMap, Ioapic, IoapicConfig, Irqchip, IrqchipConfig, LocalApic,
-    MaskedEdge, Pin, PinSet, Policy, RedirectionEntry, VcpuId, VcpuSlot, Vector, VectorSet,
+    MaskedEdge, Pin, PinSet, Policy, RedirectionEntry, VcpuId, VcpuSlot, Vector,
 };
 
 fn v(x: u8) -> Vector {
