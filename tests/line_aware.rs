@@ -307,6 +307,70 @@ fn line_dropping_in_the_race_window_redelivers_as_the_eoi_did() {
     }
 }
 
+/// A lazy instance retired in the race window (the line re-asserted while
+/// it was in service, the kick not yet landed, the guest's EOI completed in
+/// hardware) has had its EOI: when another instance of its vector arrives
+/// before the exit, the chip settles the retired one first, as the
+/// reference's EOI cleared remote IRR and re-delivered the asserted line.
+/// Found by the race model checker once the owed exit became an op of its
+/// own (`race::Op::Exit`: the kick is an IPI, and the guest runs on until it
+/// lands); the shortest trace, 7 ops (pin 0 level 0x31 to vCPU 0, 2 vCPUs):
+///
+/// ```text
+///   1. line pin0 high            delivered to vCPU0: lazy, pin 0's owner
+///   2. line pin0 low             bit dropped; vCPU0 re-enters, bit clear
+///   3. write pin0 dest=1         retarget; the instance stays on vCPU0
+///   4. line pin0 high            in service: bit raised, vCPU0 in Effects::exit
+///   5. vCPU0 ack                 the kick has not landed: guest mode
+///   6. vCPU0 EOI                 completes in hardware (bit not loaded)
+///   7. vCPU0 accepts edge 0x31   an MSI of the vector; then vCPU0's exit lands
+/// ```
+///
+/// Before the fix the acceptance at 7 reset the vector's line state on
+/// vCPU 0, the exit's re-check (which walks the vCPU's raised bits) missed
+/// the retired instance, and pin 0's asserted line stayed undelivered with
+/// remote IRR set until its next edge.
+#[test]
+fn lazy_instance_retired_in_the_window_is_redelivered_after_its_vector_is_accepted_again() {
+    fn run(policy: Policy) -> (bool, bool) {
+        let c = chip_with::<2>(policy, PinSet::EMPTY);
+        let mut fx = Effects::new();
+        c.write_entry(P, level(V, 0), &mut fx);
+        let enter = |id| {
+            let _ = c.take_events(id, false, false, &mut Effects::new());
+            let _ = c.vmcs_update(id);
+        };
+        enter(C0);
+        enter(C1);
+        c.set_line(P, true, &mut fx);
+        enter(C0);
+        c.set_line(P, false, &mut fx);
+        enter(C0);
+        c.write_entry(P, level(V, 1), &mut fx);
+        enter(C0);
+        enter(C1);
+        let mut fx = Effects::new();
+        c.set_line(P, true, &mut fx);
+        assert_eq!(
+            fx.exit.contains(C0),
+            policy == Policy::LineAware,
+            "{policy:?}"
+        );
+        // The kick has not reached vCPU 0: it runs on under its VMCS.
+        assert_eq!(c.ack(C0), Some(V), "{policy:?}");
+        let eoi = c.guest_eoi(C0, &mut fx);
+        assert_eq!(eoi.intercepted, policy == Policy::Exact, "{policy:?}");
+        c.send_msi(&msi(V, 0), &mut fx);
+        // The kick lands.
+        enter(C0);
+        let v1 = c.vcpu(C1).unwrap().apic;
+        (v1.irr().contains(V), remote_irr(&c, P))
+    }
+    // The EOI cleared remote IRR and the asserted line went to vCPU 1.
+    assert_eq!(run(Policy::Exact), (true, true));
+    assert_eq!(run(Policy::LineAware), (true, true));
+}
+
 /// An EOI is a broadcast of its vector (SDM 10.8.5; 82093AA: the EOI
 /// message clears Remote IRR of the entries with that vector), so the EOI of
 /// a lazy instance still in service ends whatever remote-IRR cycle is

@@ -764,7 +764,10 @@ impl<S: AsRef<[VcpuSlot]>, const PINS: usize> Irqchip<S, PINS> {
         } else {
             Source::Plain
         };
-        let sh = self.shared.lock();
+        let mut sh = self.shared.lock();
+        if self.line_aware() && msg.delivery_mode.uses_vector() {
+            self.lazy_message(&mut sh, msg.vector, fx);
+        }
         let targets = self.resolve(&sh, msg.destination, self.broadcast_quirk());
         self.deliver(&sh, &msg, None, source, targets, fx);
     }
@@ -848,7 +851,12 @@ impl<S: AsRef<[VcpuSlot]>, const PINS: usize> Irqchip<S, PINS> {
             self.lazy_suppressed(&mut sh, vcpu, fx);
         }
         match (write, ipi) {
-            (_, Some((ipi, x2apic))) => self.send_ipi(&sh, vcpu, x2apic, ipi, fx),
+            (_, Some((ipi, x2apic))) => {
+                if self.line_aware() && ipi.message.delivery_mode.uses_vector() {
+                    self.lazy_message(&mut sh, ipi.message.vector, fx);
+                }
+                self.send_ipi(&sh, vcpu, x2apic, ipi, fx)
+            }
             (
                 LapicWrite::Icr(_)
                 | LapicWrite::Register {
@@ -2300,6 +2308,26 @@ impl<S: AsRef<[VcpuSlot]>, const PINS: usize> Irqchip<S, PINS> {
                     self.make_eager(o, e.vector(), fx);
                 }
             }
+        }
+    }
+
+    /// A message of vector `v` (an MSI or an IPI) is about to be delivered.
+    /// A lazy instance of `v` that its vCPU retired while its line was
+    /// asserted (the race window, its exit not yet taken) had its EOI before
+    /// this message: it is settled first, as the reference's EOI cleared
+    /// remote IRR and re-delivered the line then. Left for the exit's
+    /// re-check, the new instance's acceptance on that vCPU would reset the
+    /// vector's line state there and hide the retirement from the re-check,
+    /// and the asserted line would wait for its next edge (found by the race
+    /// model checker once the owed exit became an op of its own).
+    fn lazy_message<L: DeliveryLog>(&self, sh: &mut Shared<PINS>, v: Vector, fx: &mut Effects<L>) {
+        let pin = (0..PINS)
+            .find(|&q| sh.owner[q].get() != OWNER_NONE && sh.ioapic.entries()[q].vector() == v);
+        if let Some(q) = pin
+            && sh.ioapic.asserted(Pin::new(q as u8))
+            && self.lazy_retired(sh, q)
+        {
+            self.settle(sh, q, fx);
         }
     }
 
