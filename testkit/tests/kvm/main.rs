@@ -1,5 +1,5 @@
 //! The real-KVM integration tests, as one test binary so the KVM harness (`support`,
-//! about 1,250 lines) is compiled once instead of once per test crate:
+//! about 1,600 lines) is compiled once instead of once per test crate:
 //!
 //! * `support`: the harness, a tiny real-mode guest driven through Linux KVM with the split
 //!   or the in-kernel irqchip, and `skip_without_kvm`, the one skip check;
@@ -14,6 +14,9 @@
 //!   `KVM_GET_VCPU_EVENTS`, `KVM_GET_MP_STATE`, `KVM_GET_SREGS` and `KVM_GET_LAPIC`;
 //! * `resample`: a resampling irqfd (in-kernel irqchip) against `IrqchipConfig::resample_pins`;
 //! * `directed_eoi`: SVR bit 12 under each `KVM_CAP_X2APIC_API` setting, KVM against the model;
+//! * `intx_trace`: the legacy INTx pattern (status read, EOI; still pending, shared line,
+//!   the line re-asserting in service) recorded on KVM's split irqchip and replayed on the
+//!   model under `Exact` and `LineAware`: the guest sees the same, `Exact` exits where KVM did;
 //! * `x2apic_ids`: 1,024 vCPUs with x2APIC IDs up to 4095, MSIs and GSI routes above APIC ID
 //!   255 with and without `KVM_CAP_X2APIC_API`, KVM against the model;
 //! * `common`: the split-irqchip model `common::split`, shared with `kvm_oracle_model`.
@@ -28,6 +31,7 @@ mod common;
 
 mod differential;
 mod directed_eoi;
+mod intx_trace;
 mod ipi;
 mod nonvectored;
 mod oracle_scenarios;

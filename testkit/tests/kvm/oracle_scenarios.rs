@@ -41,8 +41,16 @@ fn guest_stubs_match_the_assembled_bytes() {
         guest_stub(0x21),
         [0x66, 0x60, 0xb3, 0x21, 0xe9, 0x67, 0xff, 0x90]
     );
+    // The same stub jumping to the INTx handler at 0x7c0 (`TestVm::use_intx_handler`).
+    assert_eq!(
+        intx_stub(0x20),
+        [0x66, 0x60, 0xb3, 0x20, 0xe9, 0xb9, 0x06, 0x90]
+    );
     let img = guest_image();
-    assert_eq!(img.len(), STUBS_OFFSET + STUB_SIZE * 0xD0);
+    assert_eq!(img.len(), STUBS_OFFSET + STUB_SIZE * 0xD0 + GUEST_EXT.len());
+    assert_eq!(EXT_OFFSET, 0x780);
+    // `more`'s last jump (at 0xab) reaches GUEST_EXT: e9 rel16 from 0xae.
+    assert_eq!(&img[0xab..0xae], [0xe9, 0xd2, 0x06]);
 }
 
 /// Control: GSI5 -> 0x40 level -> vCPU0. Every EOI of 0x40 exits, edge MSIs of 0x40

@@ -69,6 +69,15 @@ pub mod port {
     pub const WRMSR_ARG: u16 = 0x19;
     /// out: the `wrmsr` of a [`super::Cmd::Wrmsr`] was executed.
     pub const WRMSR_DONE: u16 = 0x1a;
+    /// in: a device status read from the idle loop ([`super::Cmd::Status`]).
+    pub const STATUS: u16 = 0x1b;
+    /// out (32 bit): the value a [`super::Cmd::MmioRead`] read.
+    pub const MMIO_READ_VALUE: u16 = 0x1c;
+    /// out: the store of a [`super::Cmd::MmioWrite`] was executed.
+    pub const MMIO_WRITE_DONE: u16 = 0x1d;
+    /// in: the INTx handler's device status read, at `INTX_STATUS | vector`
+    /// ([`super::TestVm::use_intx_handler`]).
+    pub const INTX_STATUS: u16 = 0x1000;
 }
 
 // ---- the guest --------------------------------------------------------------------------
@@ -145,7 +154,7 @@ pub const GUEST_CODE: &[u8] = &[
     0x74, 0xcb,                         // a5 je   72 (ping)
     0x3c, 0x03,                         // a7 cmp  al, 3
     0x74, 0x03,                         // a9 je   ae (wrmsr)
-    0xe9, 0xad, 0xff,                   // ab jmp  5b (halt)
+    0xe9, 0xd2, 0x06,                   // ab jmp  780 (ext: commands 4-6, else halt)
     // wrmsr: operands from port 0x19
     0x66, 0xe5, 0x19,                   // ae in   eax, 0x19           ; the MSR
     0x66, 0x89, 0xc1,                   // b1 mov  ecx, eax
@@ -163,24 +172,89 @@ pub const STUBS_OFFSET: usize = 0x100;
 pub const STUB_SIZE: usize = 8;
 /// Offset of the common handler from [`LOAD`].
 const HANDLER_OFFSET: usize = 0x76;
+/// Offset of [`GUEST_EXT`] from [`LOAD`]: right after the last stub.
+pub const EXT_OFFSET: usize = STUBS_OFFSET + STUB_SIZE * (LAST_VECTOR - FIRST_VECTOR + 1) as usize;
+/// Offset of the INTx handler (in [`GUEST_EXT`]) from [`LOAD`].
+const INTX_HANDLER_OFFSET: usize = EXT_OFFSET + 0x40;
+/// Guest-physical address of the I/O APIC window a [`Cmd::MmioWrite`] / [`Cmd::MmioRead`]
+/// reaches: `fs = 0xffff`, `fs:[0x10 + offset]`, the first address above the guest's RAM,
+/// so every access is a `KVM_EXIT_MMIO` (a real-mode guest cannot reach 0xFEC00000; the
+/// 82093AA's registers are the same at any base).
+pub const MMIO_WINDOW: u64 = MEM_SIZE as u64;
+
+/// The idle loop's commands 4-6 and the INTx handler, at [`EXT_OFFSET`] (after the stubs,
+/// where there is room; `more` jumps here for any command above 3). Assembled like
+/// [`GUEST_CODE`] (gcc `.code16`, linked at 0x780, objdump).
+#[rustfmt::skip]
+pub const GUEST_EXT: &[u8] = &[
+    // ext: al = the command
+    0x3c, 0x04,                         // 780 cmp  al, 4
+    0x74, 0x0b,                         // 782 je   78f (status)
+    0x3c, 0x05,                         // 784 cmp  al, 5
+    0x74, 0x0c,                         // 786 je   794 (mmio_write)
+    0x3c, 0x06,                         // 788 cmp  al, 6
+    0x74, 0x1f,                         // 78a je   7ab (mmio_read)
+    0xe9, 0xcc, 0xf8,                   // 78c jmp  5b (halt)
+    // status: a handler's device status read, from the idle loop
+    0xe4, 0x1b,                         // 78f in   al, 0x1b
+    0xe9, 0xbd, 0xf8,                   // 791 jmp  51 (idle)
+    // mmio_write: offset, then value, from port 0x19
+    0x66, 0xe5, 0x19,                   // 794 in   eax, 0x19          ; offset
+    0x89, 0xc3,                         // 797 mov  bx, ax
+    0x66, 0xe5, 0x19,                   // 799 in   eax, 0x19          ; value
+    0xb9, 0xff, 0xff,                   // 79c mov  cx, 0xffff
+    0x8e, 0xe1,                         // 79f mov  fs, cx             ; base 0xffff0
+    0x64, 0x66, 0x89, 0x47, 0x10,       // 7a1 mov  fs:[bx+0x10], eax  ; GPA 0x100000 + offset
+    0xe6, 0x1d,                         // 7a6 out  0x1d, al           ; done
+    0xe9, 0xa6, 0xf8,                   // 7a8 jmp  51 (idle)
+    // mmio_read: offset from port 0x19
+    0x66, 0xe5, 0x19,                   // 7ab in   eax, 0x19          ; offset
+    0x89, 0xc3,                         // 7ae mov  bx, ax
+    0xb9, 0xff, 0xff,                   // 7b0 mov  cx, 0xffff
+    0x8e, 0xe1,                         // 7b3 mov  fs, cx
+    0x64, 0x66, 0x8b, 0x47, 0x10,       // 7b5 mov  eax, fs:[bx+0x10]
+    0x66, 0xe7, 0x1c,                   // 7ba out  0x1c, eax          ; what the guest read
+    0xe9, 0x91, 0xf8,                   // 7bd jmp  51 (idle)
+    // intx: the INTx handler, bl = vector, registers pushed by the stub
+    0x88, 0xda,                         // 7c0 mov  dl, bl
+    0xb6, 0x10,                         // 7c2 mov  dh, 0x10
+    0xec,                               // 7c4 in   al, dx             ; device status: port 0x1000 | vector
+    0xe9, 0xc6, 0xf8,                   // 7c5 jmp  8e                 ; the common handler's EOI, out 0x12, iret
+];
 
 /// One handler stub (8 bytes at `STUBS_OFFSET + (vector - FIRST_VECTOR) * 8`):
 /// `pushad (66 60); mov bl, vector (b3 vv); jmp near handler (e9 rel16); nop (90)`.
 pub fn guest_stub(vector: u8) -> [u8; STUB_SIZE] {
+    stub_to(vector, HANDLER_OFFSET)
+}
+
+/// The stub of `vector` when it runs the INTx handler ([`TestVm::use_intx_handler`]): as
+/// [`guest_stub`], jumping to the INTx handler in [`GUEST_EXT`].
+pub fn intx_stub(vector: u8) -> [u8; STUB_SIZE] {
+    stub_to(vector, INTX_HANDLER_OFFSET)
+}
+
+fn stub_at(vector: u8) -> usize {
     assert!((FIRST_VECTOR..=LAST_VECTOR).contains(&vector));
-    let at = STUBS_OFFSET + usize::from(vector - FIRST_VECTOR) * STUB_SIZE;
-    let rel = (HANDLER_OFFSET as i32 - (at as i32 + 7)) as i16 as u16;
+    STUBS_OFFSET + usize::from(vector - FIRST_VECTOR) * STUB_SIZE
+}
+
+fn stub_to(vector: u8, handler: usize) -> [u8; STUB_SIZE] {
+    let at = stub_at(vector);
+    let rel = (handler as i32 - (at as i32 + 7)) as i16 as u16;
     let [lo, hi] = rel.to_le_bytes();
     [0x66, 0x60, 0xb3, vector, 0xe9, lo, hi, 0x90]
 }
 
-/// The whole guest image as loaded at [`LOAD`]: code, `hlt` padding, stubs.
+/// The whole guest image as loaded at [`LOAD`]: code, `hlt` padding, stubs, [`GUEST_EXT`].
 pub fn guest_image() -> Vec<u8> {
     let mut img = GUEST_CODE.to_vec();
     img.resize(STUBS_OFFSET, 0xf4);
     for v in FIRST_VECTOR..=LAST_VECTOR {
         img.extend_from_slice(&guest_stub(v));
     }
+    assert_eq!(img.len(), EXT_OFFSET);
+    img.extend_from_slice(GUEST_EXT);
     img
 }
 
@@ -196,6 +270,14 @@ pub enum Cmd {
     /// `wrmsr` (IF=0) with ECX, EDX, EAX read from port 0x19 ([`Vcpu::wrmsr`] queues
     /// them), then `out 0x1a`.
     Wrmsr = 3,
+    /// `in al, 0x1b` (IF=0): a handler's device status read, stepped from the idle loop.
+    Status = 4,
+    /// A 32-bit store to [`MMIO_WINDOW`] + offset, offset and value read from port 0x19
+    /// ([`Vcpu::mmio_write_cmd`] queues them), then `out 0x1d`.
+    MmioWrite = 5,
+    /// A 32-bit load from [`MMIO_WINDOW`] + offset (offset from port 0x19), then `out 0x1c`
+    /// of the value read ([`Vcpu::mmio_read_cmd`]).
+    MmioRead = 6,
 }
 
 // ---- availability -----------------------------------------------------------------------
@@ -342,6 +424,31 @@ pub enum Event {
     Idle {
         vcpu: usize,
     },
+    /// A device status read: the INTx handler's for `vector`, or the idle loop's (`None`).
+    DeviceStatus {
+        vcpu: usize,
+        vector: Option<u8>,
+    },
+    /// A guest store to [`MMIO_WINDOW`] + `offset` (`KVM_EXIT_MMIO`).
+    MmioWrite {
+        vcpu: usize,
+        offset: u64,
+        value: u32,
+    },
+    /// The store is done (`out 0x1d`).
+    MmioWriteDone {
+        vcpu: usize,
+    },
+    /// A guest load from [`MMIO_WINDOW`] + `offset` (`KVM_EXIT_MMIO`).
+    MmioRead {
+        vcpu: usize,
+        offset: u64,
+    },
+    /// What that load returned to the guest, as the guest reported it (`out 0x1c`).
+    GuestRead {
+        vcpu: usize,
+        value: u32,
+    },
 }
 
 impl fmt::Display for Event {
@@ -370,6 +477,18 @@ impl fmt::Display for Event {
             Event::Wrmsr { vcpu } => write!(f, "v{vcpu}:wrmsr"),
             Event::EoiExit { vcpu, vector } => write!(f, "v{vcpu}:EOI-EXIT({vector:x})"),
             Event::Idle { vcpu } => write!(f, "v{vcpu}:idle"),
+            Event::DeviceStatus { vcpu, vector } => match vector {
+                Some(v) => write!(f, "v{vcpu}:status({v:x})"),
+                None => write!(f, "v{vcpu}:status"),
+            },
+            Event::MmioWrite {
+                vcpu,
+                offset,
+                value,
+            } => write!(f, "v{vcpu}:mmio[{offset:x}]={value:x}"),
+            Event::MmioWriteDone { vcpu } => write!(f, "v{vcpu}:mmio-done"),
+            Event::MmioRead { vcpu, offset } => write!(f, "v{vcpu}:mmio[{offset:x}]?"),
+            Event::GuestRead { vcpu, value } => write!(f, "v{vcpu}:read={value:x}"),
         }
     }
 }
@@ -588,6 +707,24 @@ pub enum Stop {
     /// A `KVM_EXIT_IOAPIC_EOI` for this vector (only with [`Vcpu::stop_on_eoi_exit`]; it is
     /// counted and traced either way). A VMM feeds it to its I/O APIC before running on.
     EoiExit(u8),
+    /// A device status read (the device model acts here): the INTx handler's for the
+    /// vector ([`TestVm::use_intx_handler`]), or the idle loop's [`Cmd::Status`] (`None`).
+    /// The guest reads 0.
+    DeviceStatus(Option<u8>),
+    /// The guest stores `value` at [`MMIO_WINDOW`] + `offset`.
+    MmioWrite {
+        offset: u64,
+        value: u32,
+    },
+    /// The guest loads from [`MMIO_WINDOW`] + `offset`; it reads 0 unless
+    /// [`Vcpu::reply_mmio_read`] answers before the next run.
+    MmioRead {
+        offset: u64,
+    },
+    /// The store of a [`Cmd::MmioWrite`] is done (`out 0x1d`).
+    MmioWriteDone,
+    /// The load of a [`Cmd::MmioRead`] is done; the value the guest got (`out 0x1c`).
+    GuestRead(u32),
 }
 
 /// Per-call run limits.
@@ -631,6 +768,8 @@ pub struct Vcpu {
     /// The last stop was [`Stop::Idle`]: the guest sits in `hlt` and only asks for its next
     /// command after an interrupt, or after [`Vcpu::wake`].
     idle: bool,
+    /// The last exit was an MMIO load that [`Vcpu::reply_mmio_read`] may still answer.
+    mmio_read_pending: bool,
     trace: Trace,
 }
 
@@ -655,6 +794,7 @@ impl Vcpu {
         let id = w.arm(slot);
         let cmd = &mut self.cmd;
         let args = &mut self.wrmsr_args;
+        self.mmio_read_pending = false;
         let res = match self.fd.run() {
             // EINTR (watchdog signal) or EAGAIN: interrupted, nothing happened.
             Err(e) if e.errno() == 4 || e.errno() == 11 => Ok(Exit::Interrupted),
@@ -673,11 +813,18 @@ impl Vcpu {
                 }
                 None => Err("the guest read a wrmsr operand nobody queued".into()),
             },
-            Ok(VcpuExit::IoOut(port::GUEST_ISR, data)) => {
-                let mut b = [0u8; 4];
-                let n = data.len().min(4);
-                b[..n].copy_from_slice(&data[..n]);
-                Ok(Exit::GuestIsr(u32::from_le_bytes(b)))
+            Ok(VcpuExit::IoIn(p, data)) if p == port::STATUS || p & !0xff == port::INTX_STATUS => {
+                data.fill(0);
+                Ok(Exit::Status((p != port::STATUS).then_some(p as u8)))
+            }
+            Ok(VcpuExit::IoOut(port::GUEST_ISR, data)) => Ok(Exit::GuestIsr(le32(data))),
+            Ok(VcpuExit::IoOut(port::MMIO_READ_VALUE, data)) => Ok(Exit::GuestRead(le32(data))),
+            Ok(VcpuExit::MmioWrite(addr, data)) if addr >= MMIO_WINDOW => {
+                Ok(Exit::MmioWrite(addr - MMIO_WINDOW, le32(data)))
+            }
+            Ok(VcpuExit::MmioRead(addr, data)) if addr >= MMIO_WINDOW => {
+                data.fill(0);
+                Ok(Exit::MmioRead(addr - MMIO_WINDOW))
             }
             Ok(VcpuExit::IoOut(p, data)) => Ok(Exit::Out(p, data.first().copied().unwrap_or(0))),
             Ok(other) => Err(format!("unexpected exit {other:?}")),
@@ -699,6 +846,27 @@ impl Vcpu {
                 } else {
                     Ok(Step::Continue)
                 }
+            }
+            Ok(Exit::Status(vector)) => {
+                self.trace.push(Event::DeviceStatus { vcpu, vector });
+                Ok(Step::Stop(Stop::DeviceStatus(vector)))
+            }
+            Ok(Exit::MmioWrite(offset, value)) => {
+                self.trace.push(Event::MmioWrite {
+                    vcpu,
+                    offset,
+                    value,
+                });
+                Ok(Step::Stop(Stop::MmioWrite { offset, value }))
+            }
+            Ok(Exit::MmioRead(offset)) => {
+                self.mmio_read_pending = true;
+                self.trace.push(Event::MmioRead { vcpu, offset });
+                Ok(Step::Stop(Stop::MmioRead { offset }))
+            }
+            Ok(Exit::GuestRead(value)) => {
+                self.trace.push(Event::GuestRead { vcpu, value });
+                Ok(Step::Stop(Stop::GuestRead(value)))
             }
             Ok(Exit::GuestIsr(word)) => {
                 if let Some(v) = self.current_handler {
@@ -727,6 +895,7 @@ impl Vcpu {
                     port::IDLE_EOI => (Stop::IdleEoi, Event::IdleEoi { vcpu }),
                     port::PING => (Stop::Ping, Event::Ping { vcpu }),
                     port::WRMSR_DONE => (Stop::Wrmsr, Event::Wrmsr { vcpu }),
+                    port::MMIO_WRITE_DONE => (Stop::MmioWriteDone, Event::MmioWriteDone { vcpu }),
                     _ => return self.fail(format_args!("unexpected out {p:#x}")),
                 };
                 self.trace.push(ev);
@@ -849,6 +1018,65 @@ impl Vcpu {
         self.expect(Stop::IdleEoi)
     }
 
+    /// Have the idle loop read a device's status ([`Cmd::Status`]); the run stops at
+    /// [`Stop::DeviceStatus`]`(None)`.
+    pub fn status_cmd(&mut self) -> Result<()> {
+        self.command(Cmd::Status)
+    }
+
+    /// Have the idle loop store `value` at [`MMIO_WINDOW`] + `offset` ([`Cmd::MmioWrite`]);
+    /// the run stops at [`Stop::MmioWrite`], then [`Stop::MmioWriteDone`].
+    pub fn mmio_write_cmd(&mut self, offset: u32, value: u32) -> Result<()> {
+        self.wrmsr_args.clear();
+        self.wrmsr_args.extend([offset, value]);
+        self.command(Cmd::MmioWrite)
+    }
+
+    /// Have the idle loop load from [`MMIO_WINDOW`] + `offset` ([`Cmd::MmioRead`]); the run
+    /// stops at [`Stop::MmioRead`] (answer with [`Vcpu::reply_mmio_read`]), then
+    /// [`Stop::GuestRead`] with what the guest got.
+    pub fn mmio_read_cmd(&mut self, offset: u32) -> Result<()> {
+        self.wrmsr_args.clear();
+        self.wrmsr_args.push_back(offset);
+        self.command(Cmd::MmioRead)
+    }
+
+    /// The value the guest's pending MMIO load ([`Stop::MmioRead`]) reads; KVM completes
+    /// the load from `kvm_run.mmio.data` at the next `KVM_RUN`.
+    pub fn reply_mmio_read(&mut self, value: u32) -> Result<()> {
+        if !self.mmio_read_pending {
+            return self.fail("reply_mmio_read without a pending MMIO load");
+        }
+        let run = self.fd.get_kvm_run();
+        // SAFETY: the last exit was KVM_EXIT_MMIO (`mmio_read_pending`), so `mmio` is the
+        // member of the exit union in use; it is plain data.
+        let mmio = unsafe { &mut run.__bindgen_anon_1.mmio };
+        let n = (mmio.len as usize).min(4);
+        mmio.data[..n].copy_from_slice(&value.to_le_bytes()[..n]);
+        Ok(())
+    }
+
+    /// The guest on this vCPU takes an interrupt the way its LAPIC would deliver one, done
+    /// by the host while the guest sits at IF=0 (quirk 1: a delivered interrupt cannot be
+    /// held in service here): the highest IRR vector, if its priority class is above the
+    /// processor priority (TPR, highest ISR), moves from IRR to ISR (TMR as KVM set it at
+    /// acceptance) with `KVM_SET_LAPIC`. Returns it, or `None` when nothing is deliverable.
+    pub fn inta(&self) -> Result<Option<u8>> {
+        let l = self.get_lapic()?;
+        let regs = LapicRegs::from_state(&l);
+        let highest = |w: &[u32; 8]| (0..=255u8).rev().find(|&v| bit(w, v));
+        let Some(v) = highest(&regs.irr) else {
+            return Ok(None);
+        };
+        let tpr = l.regs[0x80] as u8;
+        let ppr_class = highest(&regs.isr).map_or(0, |s| s >> 4).max(tpr >> 4);
+        if v >> 4 <= ppr_class {
+            return Ok(None);
+        }
+        self.set_lapic_bits(&[(ApicReg::Irr, v, false), (ApicReg::Isr, v, true)])?;
+        Ok(Some(v))
+    }
+
     /// The guest must go idle with no further guest event (EOI exits still counted).
     pub fn settle(&mut self) -> Result<()> {
         self.expect(Stop::Idle)
@@ -913,7 +1141,19 @@ enum Exit {
     Quiet,
     Eoi(u8),
     GuestIsr(u32),
+    Status(Option<u8>),
+    MmioWrite(u64, u32),
+    MmioRead(u64),
+    GuestRead(u32),
     Out(u16, u8),
+}
+
+/// Up to four bytes of an exit's data, little-endian.
+fn le32(data: &[u8]) -> u32 {
+    let mut b = [0u8; 4];
+    let n = data.len().min(4);
+    b[..n].copy_from_slice(&data[..n]);
+    u32::from_le_bytes(b)
 }
 
 enum Step {
@@ -1265,6 +1505,7 @@ impl TestVm {
                 stop_on_eoi_exit: false,
                 current_handler: None,
                 idle: false,
+                mmio_read_pending: false,
                 trace: trace.clone(),
             });
         }
@@ -1287,6 +1528,19 @@ impl TestVm {
 
     pub fn trace(&self) -> &Trace {
         &self.vm.trace
+    }
+
+    /// From now on `vector` runs the INTx handler: its stub jumps to the device status read
+    /// (`in al, dx` at port [`port::INTX_STATUS`]` | vector`: [`Stop::DeviceStatus`]`(Some)`),
+    /// then the common handler's EOI write, `out 0x12` and `iret`. No `out 0x11`: the
+    /// status read is the handler's first exit, so on this host (quirk 1) the EOI exit of
+    /// the delivery comes after it. Write it while every vCPU is stopped.
+    pub fn use_intx_handler(&mut self, vector: u8) {
+        let at = LOAD as usize + stub_at(vector);
+        let stub = intx_stub(vector);
+        // SAFETY: inside the 1 MiB allocation; no vCPU runs (they are driven from this
+        // thread, or joined, while `&mut self` is held).
+        unsafe { std::ptr::copy_nonoverlapping(stub.as_ptr(), self._mem.ptr.add(at), STUB_SIZE) };
     }
 
     pub fn vcpu(&mut self, i: usize) -> &mut Vcpu {
