@@ -418,6 +418,49 @@ fn kvm_export_in_the_race_window_holds_the_eois_redelivery_as_the_reference() {
     assert_eq!(seen[1], seen[0], "LineAware's copy against Exact's");
 }
 
+/// KVM's EOI-storm throttle (`kvm_ioapic_update_eoi_one`: the 10,000th
+/// re-delivery in a row waits for a timer, `deliver_later`). When the EOI in
+/// the race window is the one the throttle stops, the reference's VMM holds
+/// the timer and a snapshot's copy has none: the copy delivers at once, the
+/// delay taken as over at the save (as `KVM_SET_IRQCHIP` re-injects the pin).
+/// Once the reference's re-armed timer fires, both guests see the same.
+#[test]
+fn eoi_storm_throttle_in_a_window_snapshot_is_taken_as_elapsed() {
+    let mut seen = Vec::new();
+    for policy in [Policy::Exact, Policy::LineAware] {
+        let c = chip_with::<1>(policy, PinSet::EMPTY);
+        c.write_entry(P, level(V, 0), &mut Effects::new());
+        let mut fx = Effects::new();
+        c.set_line(P, true, &mut fx);
+        // 9,999 EOIs with the line asserted, each exiting and re-delivering.
+        for _ in 0..9_999 {
+            let _ = c.vmcs_update(C0);
+            assert_eq!(c.ack(C0), Some(V));
+            assert!(c.guest_eoi(C0, &mut fx).intercepted);
+        }
+        let _ = c.vmcs_update(C0);
+        assert_eq!(c.ack(C0), Some(V));
+        // The race: quieted, re-entered, asserted again, EOI'd in the window.
+        c.set_line(P, false, &mut fx);
+        let _ = c.vmcs_update(C0);
+        let mut fx = Effects::new();
+        c.set_line(P, true, &mut fx);
+        let _ = c.guest_eoi(C0, &mut fx);
+        assert_eq!(fx.deliver_later.contains(P), policy == Policy::Exact);
+        let s: IrqchipState<Vec<VcpuState>> = c.state();
+        let copy: Chip<1> = Irqchip::from_state(&s, [VcpuSlot::new()]).unwrap();
+        let pending = copy.vcpu(C0).unwrap().apic.irr().contains(V);
+        assert_eq!(pending, policy == Policy::LineAware, "{policy:?}");
+        if policy == Policy::Exact {
+            // The reference's VMM re-arms its timer, which fires.
+            copy.deliver_later_elapsed(P, &mut Effects::new());
+        }
+        seen.push(guest_continuation(&copy));
+    }
+    assert_eq!(seen[0].0, [Some(V.get()), Some(V.get())]);
+    assert_eq!(seen[1], seen[0], "LineAware's copy against Exact's");
+}
+
 /// SDM 10.6.2.4 / KVM's vector hashing: lowest-priority arbitration happens
 /// when the message is delivered. In the race window the reference's EOI
 /// re-delivered at once; the live chip re-delivers at the vCPU's re-check

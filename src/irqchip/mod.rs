@@ -2446,6 +2446,8 @@ impl<S: AsRef<[VcpuSlot]>, const PINS: usize> Irqchip<S, PINS> {
     /// they are now, where the live chip arbitrates at the re-check: both
     /// deliver the EOI's re-delivery later than the reference, each
     /// arbitrating when it delivers, as an I/O APIC message sent then would.
+    /// A re-delivery that an EOI storm throttles is delivered in the copy
+    /// (its delay taken as over), since no VMM holds a timer for it.
     pub(crate) fn window(&self, sh: &Shared<PINS>) -> Option<Window<PINS>> {
         if !self.line_aware() {
             return None;
@@ -2466,6 +2468,17 @@ impl<S: AsRef<[VcpuSlot]>, const PINS: usize> Irqchip<S, PINS> {
             let delivery = w
                 .ioapic
                 .eoi_pin(q, vector)
+                .map(|a| {
+                    if a.deliver_later.is_empty() {
+                        a
+                    } else {
+                        // An EOI storm throttles the re-delivery (KVM's
+                        // 10,000th in a row). The copy's VMM has no timer
+                        // for it: the copy takes the delay as over at the
+                        // save, as `KVM_SET_IRQCHIP` re-injects the pin.
+                        w.ioapic.deliver_later_elapsed(Pin::new(q as u8))
+                    }
+                })
                 .and_then(|a| a.deliver.iter().next())
                 .and_then(|p| self.redelivery(sh, &w.ioapic, p));
             w.settled[q] = Some(Settled {
