@@ -371,6 +371,230 @@ fn lazy_instance_retired_in_the_window_is_redelivered_after_its_vector_is_accept
     assert_eq!(run(Policy::LineAware), (true, true));
 }
 
+// ---- snapshots in the race window -----------------------------------------
+
+/// The race window under `policy`: pin `P`'s instance in service on vCPU 0
+/// with the bit loaded clear, the line asserts again (`LineAware` names
+/// vCPU 0 in `Effects::exit`), and the guest EOIs before the kick lands:
+/// under `LineAware` that EOI completes in hardware and the exit, with its
+/// re-check, has not happened yet; under `Exact` it exits, clears remote
+/// IRR and re-delivers the asserted line.
+fn eoi_in_the_race_window_under(policy: Policy) -> Chip<1> {
+    let c = quieted_in_service_under(policy);
+    let mut fx = Effects::new();
+    c.set_line(P, true, &mut fx);
+    assert_eq!(fx.exit.contains(C0), policy == Policy::LineAware);
+    let eoi = c.guest_eoi(C0, &mut fx);
+    assert_eq!(eoi.intercepted, policy == Policy::Exact);
+    c
+}
+
+/// What the guest of a chip just restored sees from here, with no
+/// `take_events` but the VM entry's `vmcs_update`: an IOWIN read, the
+/// pending interrupt taken, the handler quieting the device and EOIing, a
+/// read, the device asserting again, the interrupt taken, a read.
+fn guest_continuation<const N: usize>(c: &Chip<N>) -> (Vec<Option<u8>>, Vec<u32>) {
+    let mut fx = Effects::new();
+    let (mut acks, mut reads) = (Vec::new(), Vec::new());
+    let _ = c.vmcs_update(C0);
+    reads.push(iowin_low(c, P));
+    acks.push(c.ack(C0).map(Vector::get));
+    c.set_line(P, false, &mut fx);
+    let _ = c.vmcs_update(C0);
+    let _ = c.guest_eoi(C0, &mut fx);
+    reads.push(iowin_low(c, P));
+    c.set_line(P, true, &mut fx);
+    let _ = c.vmcs_update(C0);
+    acks.push(c.ack(C0).map(Vector::get));
+    reads.push(iowin_low(c, P));
+    (acks, reads)
+}
+
+/// 82093AA: an EOI clears remote IRR and a level line still asserted is
+/// delivered again. A snapshot taken in the race window, before the owed
+/// exit and its `take_events`, holds that EOI's effect as the reference's
+/// snapshot at the same point does (remote IRR set again, the re-delivery
+/// pending in IRR), so the restored chip carries on as the reference
+/// restored there, with no duty left to the VMM. The live chip is left to
+/// its own re-check.
+#[test]
+fn snapshot_in_the_race_window_holds_the_eois_redelivery_as_the_reference() {
+    let mut seen = Vec::new();
+    for policy in [Policy::Exact, Policy::LineAware] {
+        let c = eoi_in_the_race_window_under(policy);
+        let s: IrqchipState<Vec<VcpuState>> = c.state();
+        assert!(s.ioapic.entries[P.index()].remote_irr(), "{policy:?}");
+        assert!(s.vcpus[0].apic.irr.contains(V), "{policy:?}");
+        assert!(s.vcpus[0].apic.tmr.contains(V), "{policy:?}");
+        let copy: Chip<1> = Irqchip::from_state(&s, [VcpuSlot::new()]).unwrap();
+        seen.push(guest_continuation(&copy));
+        if policy == Policy::LineAware {
+            // The live chip still waits for the exit: nothing delivered yet.
+            assert!(!c.vcpu(C0).unwrap().apic.irr().contains(V));
+            let mut fx = Effects::new();
+            let _ = c.take_events(C0, false, false, &mut fx);
+            assert!(fx.kick.contains(C0));
+            assert_eq!(
+                c.state::<Vec<VcpuState>>(),
+                s,
+                "the re-check reaches the saved state"
+            );
+        }
+    }
+    assert_eq!(seen[0].0, [Some(V.get()), Some(V.get())]);
+    assert_eq!(seen[1], seen[0], "LineAware's copy against Exact's");
+}
+
+/// The same through KVM's formats (`KVM_GET_IRQCHIP` / `KVM_GET_LAPIC`
+/// taken in the window, then `import_kvm`): KVM's pages and I/O APIC state
+/// cannot say which pin a lazy instance came from, so the export carries the
+/// EOI's re-delivery as the reference's export does.
+#[cfg(all(feature = "kvm", target_os = "linux", target_arch = "x86_64"))]
+#[test]
+fn kvm_export_in_the_race_window_holds_the_eois_redelivery_as_the_reference() {
+    use eoi_exit::snapshot::kvm::kvm_bindings::kvm_lapic_state;
+    use eoi_exit::snapshot::kvm::{IOAPIC_DEFAULT_BASE_ADDRESS, KvmLapicIdentity};
+    let mut seen = Vec::new();
+    for policy in [Policy::Exact, Policy::LineAware] {
+        let c = eoi_in_the_race_window_under(policy);
+        let (ioapic, pages): (_, Vec<kvm_lapic_state>) =
+            c.export_kvm(IOAPIC_DEFAULT_BASE_ADDRESS, false);
+        let who = [KvmLapicIdentity {
+            initial_id: eoi_exit::ApicId::new(0),
+            mode: ApicMode::XApic,
+            x2apic_format: false,
+        }];
+        let mut fx = Effects::new();
+        let copy = Irqchip::import_kvm(
+            *c.config(),
+            &ioapic,
+            &pages,
+            &who,
+            [VcpuSlot::new()],
+            &mut fx,
+        )
+        .unwrap()
+        .chip;
+        assert!(copy.vcpu(C0).unwrap().apic.irr().contains(V), "{policy:?}");
+        seen.push(guest_continuation(&copy));
+    }
+    assert_eq!(seen[0].0, [Some(V.get()), Some(V.get())]);
+    assert_eq!(seen[1], seen[0], "LineAware's copy against Exact's");
+}
+
+/// KVM's EOI-storm throttle (`kvm_ioapic_update_eoi_one`: the 10,000th
+/// re-delivery in a row waits for a timer, `deliver_later`). When the EOI in
+/// the race window is the one the throttle stops, the reference's VMM holds
+/// the timer and a snapshot's copy has none: the copy delivers at once, the
+/// delay taken as over at the save (as `KVM_SET_IRQCHIP` re-injects the pin).
+/// Once the reference's re-armed timer fires, both guests see the same.
+#[test]
+fn eoi_storm_throttle_in_a_window_snapshot_is_taken_as_elapsed() {
+    let mut seen = Vec::new();
+    for policy in [Policy::Exact, Policy::LineAware] {
+        let c = chip_with::<1>(policy, PinSet::EMPTY);
+        c.write_entry(P, level(V, 0), &mut Effects::new());
+        let mut fx = Effects::new();
+        c.set_line(P, true, &mut fx);
+        // 9,999 EOIs with the line asserted, each exiting and re-delivering.
+        for _ in 0..9_999 {
+            let _ = c.vmcs_update(C0);
+            assert_eq!(c.ack(C0), Some(V));
+            assert!(c.guest_eoi(C0, &mut fx).intercepted);
+        }
+        let _ = c.vmcs_update(C0);
+        assert_eq!(c.ack(C0), Some(V));
+        // The race: quieted, re-entered, asserted again, EOI'd in the window.
+        c.set_line(P, false, &mut fx);
+        let _ = c.vmcs_update(C0);
+        let mut fx = Effects::new();
+        c.set_line(P, true, &mut fx);
+        let _ = c.guest_eoi(C0, &mut fx);
+        assert_eq!(fx.deliver_later.contains(P), policy == Policy::Exact);
+        let s: IrqchipState<Vec<VcpuState>> = c.state();
+        let copy: Chip<1> = Irqchip::from_state(&s, [VcpuSlot::new()]).unwrap();
+        let pending = copy.vcpu(C0).unwrap().apic.irr().contains(V);
+        assert_eq!(pending, policy == Policy::LineAware, "{policy:?}");
+        if policy == Policy::Exact {
+            // The reference's VMM re-arms its timer, which fires.
+            copy.deliver_later_elapsed(P, &mut Effects::new());
+        }
+        seen.push(guest_continuation(&copy));
+    }
+    assert_eq!(seen[0].0, [Some(V.get()), Some(V.get())]);
+    assert_eq!(seen[1], seen[0], "LineAware's copy against Exact's");
+}
+
+/// SDM 10.6.2.4 / KVM's vector hashing: lowest-priority arbitration happens
+/// when the message is delivered. In the race window the reference's EOI
+/// re-delivered at once; the live chip re-delivers at the vCPU's re-check
+/// and a snapshot's copy when it is taken, each arbitrating then, as an I/O
+/// APIC message sent at that moment would be. With nothing changed in
+/// between, all three pick the same vCPU; after the guest raised vCPU 0's
+/// TPR in the window (SDM arbitration), the copy and the re-check both pick
+/// vCPU 1.
+#[test]
+fn lowest_priority_redelivery_in_a_window_snapshot_is_arbitrated_when_saved() {
+    use eoi_exit::irqchip::{Arbitration, LapicWrite};
+    for arbitration in [Arbitration::SdmPriority, Arbitration::KvmVectorHashing] {
+        for raise_tpr in [false, true] {
+            let mut targets = Vec::new();
+            for policy in [Policy::Exact, Policy::LineAware] {
+                let config = IrqchipConfig {
+                    policy,
+                    arbitration,
+                    ..Default::default()
+                };
+                let c: Chip<2> =
+                    Irqchip::new(config, ApicMode::XApic, [const { VcpuSlot::new() }; 2]);
+                let mut fx = Effects::new();
+                // Lowest priority to both vCPUs (physical broadcast).
+                let e = RedirectionEntry::fixed(V, TriggerMode::Level, 0xff).0
+                    | (DeliveryMode::LowestPriority as u64) << 8;
+                c.write_entry(P, e, &mut fx);
+                c.set_line(P, true, &mut fx);
+                let first = fx.kick.iter().next().unwrap();
+                assert_eq!(c.ack(first), Some(V));
+                c.set_line(P, false, &mut fx);
+                let _ = c.vmcs_update(first);
+                let mut fx = Effects::new();
+                c.set_line(P, true, &mut fx);
+                let _ = c.guest_eoi(first, &mut fx);
+                if raise_tpr {
+                    let tpr = LapicWrite::Register {
+                        offset: 0x80,
+                        value: 0xf0,
+                    };
+                    c.write_lapic(first, tpr, &mut fx);
+                }
+                let s: IrqchipState<Vec<VcpuState>> = c.state();
+                let pending = |s: &IrqchipState<Vec<VcpuState>>| {
+                    s.vcpus.iter().position(|v| v.apic.irr.contains(V))
+                };
+                let saved = pending(&s);
+                if policy == Policy::LineAware {
+                    let _ = c.take_events(first, false, false, &mut Effects::new());
+                    assert_eq!(
+                        pending(&c.state()),
+                        saved,
+                        "the re-check picks as the copy did"
+                    );
+                }
+                targets.push((first.index(), saved));
+            }
+            let [(first, reference), (_, copy)] = targets[..] else {
+                unreachable!()
+            };
+            if raise_tpr && arbitration == Arbitration::SdmPriority {
+                assert_eq!(reference, Some(first), "arbitrated at the EOI");
+                assert_eq!(copy, Some(1 - first), "arbitrated when saved");
+            } else {
+                assert_eq!(copy, reference, "{arbitration:?}, TPR raised: {raise_tpr}");
+            }
+        }
+    }
+}
+
 /// An EOI is a broadcast of its vector (SDM 10.8.5; 82093AA: the EOI
 /// message clears Remote IRR of the entries with that vector), so the EOI of
 /// a lazy instance still in service ends whatever remote-IRR cycle is
@@ -668,6 +892,10 @@ enum Op {
     Retarget(u8, u8),
     /// An edge MSI to a vCPU with the vector of a pin.
     Msi(u8, u8),
+    /// The VM is saved and restored into a fresh chip (through KVM's
+    /// formats if true and the `kvm` feature is on) at once, owed exits
+    /// pending or not: the restored VM owes none.
+    Migrate(bool),
 }
 
 fn op() -> impl Strategy<Value = Op> {
@@ -679,7 +907,43 @@ fn op() -> impl Strategy<Value = Op> {
         1 => (0..3u8).prop_map(Op::Read),
         1 => (0..3u8, 0..2u8).prop_map(|(p, c)| Op::Retarget(p, c)),
         1 => (0..3u8, 0..2u8).prop_map(|(p, c)| Op::Msi(p, c)),
+        1 => any::<bool>().prop_map(Op::Migrate),
     ]
+}
+
+/// [`Op::Migrate`]: `c` saved (by `state`, or by `export_kvm` when `kvm`),
+/// restored into a fresh chip whose vCPUs then enter (the whole VMCS
+/// loaded; no `take_events`).
+fn migrate(c: &Chip<2>, kvm: bool) -> Chip<2> {
+    #[cfg(all(feature = "kvm", target_os = "linux", target_arch = "x86_64"))]
+    if kvm {
+        use eoi_exit::snapshot::kvm::kvm_bindings::kvm_lapic_state;
+        use eoi_exit::snapshot::kvm::{IOAPIC_DEFAULT_BASE_ADDRESS, KvmLapicIdentity};
+        let (ioapic, pages): (_, Vec<kvm_lapic_state>) =
+            c.export_kvm(IOAPIC_DEFAULT_BASE_ADDRESS, false);
+        let who = [0, 1].map(|i| KvmLapicIdentity {
+            initial_id: eoi_exit::ApicId::new(i),
+            mode: ApicMode::XApic,
+            x2apic_format: false,
+        });
+        let storage = [const { VcpuSlot::new() }; 2];
+        let mut fx = Effects::new();
+        let copy = Irqchip::import_kvm(*c.config(), &ioapic, &pages, &who, storage, &mut fx)
+            .expect("an export imports")
+            .chip;
+        for id in [C0, C1] {
+            let _ = copy.vmcs_update(id);
+        }
+        return copy;
+    }
+    let _ = kvm;
+    let s: IrqchipState<Vec<VcpuState>> = c.state();
+    let copy =
+        Irqchip::from_state(&s, [const { VcpuSlot::new() }; 2]).expect("a snapshot restores");
+    for id in [C0, C1] {
+        let _ = copy.vmcs_update(id);
+    }
+    copy
 }
 
 /// What the guest can see: per vCPU the acknowledged vectors in order, and
@@ -697,7 +961,7 @@ fn vector_of(p: u8) -> Vector {
 }
 
 fn run_ops(policy: Policy, ops: &[Op]) -> Trace {
-    let c: Chip<2> = chip_with(policy, PinSet::EMPTY);
+    let mut c: Chip<2> = chip_with(policy, PinSet::EMPTY);
     let mut t = Trace::default();
     for p in 0..3u8 {
         c.write_entry(
@@ -710,8 +974,10 @@ fn run_ops(policy: Policy, ops: &[Op]) -> Trace {
         let _ = c.vmcs_update(id);
     }
     // vCPUs that must exit (Effects::exit): the kick lands after at most one
-    // guest EOI on that vCPU (the race window), before anything else.
+    // guest EOI on that vCPU (the race window), before anything else but a
+    // migration, which may save the VM inside the window.
     let mut must_exit = [false; 2];
+    let mut eoi_in_window = [false; 2];
     let exit = |c: &Chip<2>, id: VcpuId, must_exit: &mut [bool; 2]| {
         let mut fx = Effects::new();
         let _ = c.take_events(id, false, false, &mut fx);
@@ -722,11 +988,12 @@ fn run_ops(policy: Policy, ops: &[Op]) -> Trace {
     for &o in ops {
         let mut fx = Effects::new();
         // The exit of any vCPU still owing one happens before this op unless
-        // the op is that vCPU's EOI (the window).
+        // the op is that vCPU's first EOI since (the window) or a migration.
         for i in 0..2 {
-            let window = matches!(o, Op::Eoi(c) if usize::from(c) == i);
-            if must_exit[i] && !window {
+            let window = matches!(o, Op::Eoi(c) if usize::from(c) == i) && !eoi_in_window[i];
+            if must_exit[i] && !window && !matches!(o, Op::Migrate(_)) {
                 let f = exit(&c, VcpuId::new(i as u16), &mut must_exit);
+                eoi_in_window[i] = false;
                 for id in f.exit.iter() {
                     must_exit[id.index()] = true;
                 }
@@ -750,17 +1017,21 @@ fn run_ops(policy: Policy, ops: &[Op]) -> Trace {
                 c.write_entry(Pin::new(p), level(vector_of(p), u32::from(i)), &mut fx)
             }
             Op::Msi(p, i) => c.send_msi(&msi(vector_of(p), u32::from(i)), &mut fx),
+            Op::Migrate(kvm) => {
+                c = migrate(&c, kvm);
+                must_exit = [false; 2];
+                eoi_in_window = [false; 2];
+            }
         }
         for id in fx.exit.iter() {
             must_exit[id.index()] = true;
         }
+        // An EOI in the window: its exit lands before the next op (unless
+        // that op is a migration).
         if let Op::Eoi(i) = o
             && must_exit[usize::from(i)]
         {
-            let f = exit(&c, VcpuId::new(u16::from(i)), &mut must_exit);
-            for id in f.exit.iter() {
-                must_exit[id.index()] = true;
-            }
+            eoi_in_window[usize::from(i)] = true;
         }
         // Reloads and kicks land before the next guest instruction, as the
         // crate's contract requires for both policies.
@@ -780,6 +1051,45 @@ fn run_ops(policy: Policy, ops: &[Op]) -> Trace {
         t.reads.push(iowin_low(&c, Pin::new(p)));
     }
     t
+}
+
+/// The INTx race twice on vCPU 0 (the line re-asserting while the handler
+/// runs, the EOI landing in the window), with a migration inserted at every
+/// point, then at every pair of points, through the crate's snapshot and
+/// through KVM's formats: the guest of the migrated `LineAware` chip sees
+/// what the guest of the reference migrated at the same points sees. (The
+/// random sequences below rarely reach a window.)
+#[test]
+fn migration_at_every_point_of_the_intx_race_is_guest_indistinguishable_from_the_reference() {
+    let race = [
+        Op::Line(0, true),
+        Op::Ack(0),
+        Op::StatusRead(0, 0),
+        Op::Line(0, true),
+        Op::Eoi(0),
+        Op::Ack(0),
+        Op::StatusRead(0, 0),
+        Op::Line(0, true),
+        Op::Eoi(0),
+        Op::Read(0),
+        Op::Ack(0),
+        Op::Eoi(0),
+        Op::Read(0),
+    ];
+    let n = race.len();
+    for kvm in [false, true] {
+        for at in 0..=n {
+            for again in at..=n + 1 {
+                let mut ops = race.to_vec();
+                ops.insert(at, Op::Migrate(kvm));
+                if again <= n {
+                    ops.insert(again + 1, Op::Migrate(kvm));
+                }
+                let reference = run_ops(Policy::Exact, &ops);
+                assert_eq!(run_ops(Policy::LineAware, &ops), reference, "{ops:?}");
+            }
+        }
+    }
 }
 
 proptest! {

@@ -16,7 +16,11 @@ use crate::vector::{Vector, VectorSet};
 /// A VMM that persists snapshots in its own format, without the `serde`
 /// feature, cannot write `policy` field by field. It does not need to: it
 /// saves each vCPU's [`LocalApicState`] and the [`IoapicState`](crate::ioapic::IoapicState)
-/// (whose fields are public), and on restore gives every vCPU a fresh map,
+/// (whose fields are public), both taken from one
+/// [`Irqchip::state`](crate::Irqchip::state) (under `LineAware` it settles in
+/// its copy what the live chip settles at a vCPU's next exit; the copies
+/// `Irqchip::ioapic` and `Irqchip::vcpu` return are the live chip), and on
+/// restore gives every vCPU a fresh map,
 /// `EoiExitMap::new(config.policy).state()`, in the
 /// [`IrqchipState`](crate::irqchip::IrqchipState) it passes to
 /// [`Irqchip::from_state`](crate::Irqchip::from_state) (or

@@ -2468,6 +2468,202 @@ impl<S: AsRef<[VcpuSlot]>, const PINS: usize> Irqchip<S, PINS> {
             }
         }
     }
+
+    /// What a snapshot taken now records beyond the live chip: the lazy
+    /// instances the guest retired in the race window (after
+    /// [`Irqchip::settle_all`], those whose line is asserted on an unmasked
+    /// entry), settled in the copy as the owner's re-check will settle them
+    /// in the live chip. `None` (the common case) when there are none.
+    ///
+    /// The live chip is left alone: it settles at the owner's
+    /// [`Irqchip::take_events`] or at a line drop, with the effects (kicks)
+    /// that a snapshot cannot hand out. A copy has no exit to come, so it
+    /// records the EOI done: remote IRR cleared and the line re-delivered
+    /// (remote IRR set again, the message accepted by the LAPICs it
+    /// reaches). That is the reference's state once its EOI exited. A
+    /// lowest-priority re-delivery is arbitrated now, over the LAPICs as
+    /// they are now, where the live chip arbitrates at the re-check: both
+    /// deliver the EOI's re-delivery later than the reference, each
+    /// arbitrating when it delivers, as an I/O APIC message sent then would.
+    /// A re-delivery that an EOI storm throttles is delivered in the copy
+    /// (its delay taken as over), since no VMM holds a timer for it.
+    pub(crate) fn window(&self, sh: &Shared<PINS>) -> Option<Window<PINS>> {
+        if !self.line_aware() {
+            return None;
+        }
+        let mut window: Option<Window<PINS>> = None;
+        for q in 0..PINS {
+            let owner = sh.owner[q].get();
+            if owner == OWNER_NONE || !self.lazy_retired(sh, q) {
+                continue;
+            }
+            let w = window.get_or_insert_with(|| Window {
+                ioapic: sh.ioapic.clone(),
+                settled: [None; PINS],
+            });
+            // As `settle`: the EOI of the retired instance, then what it
+            // causes (an EOI re-services its own pin, or throttles it).
+            let vector = w.ioapic.entries()[q].vector();
+            let delivery = w
+                .ioapic
+                .eoi_pin(q, vector)
+                .map(|a| {
+                    if a.deliver_later.is_empty() {
+                        a
+                    } else {
+                        // An EOI storm throttles the re-delivery (KVM's
+                        // 10,000th in a row). The copy's VMM has no timer
+                        // for it: the copy takes the delay as over at the
+                        // save, as `KVM_SET_IRQCHIP` re-injects the pin.
+                        w.ioapic.deliver_later_elapsed(Pin::new(q as u8))
+                    }
+                })
+                .and_then(|a| a.deliver.iter().next())
+                .and_then(|p| self.redelivery(sh, &w.ioapic, p));
+            w.settled[q] = Some(Settled {
+                owner,
+                vector,
+                delivery,
+            });
+        }
+        window
+    }
+
+    /// Pin `p`'s delivery from `io` as [`Irqchip::deliver_pin`] and
+    /// [`Irqchip::deliver`] would make it now, with the lowest-priority
+    /// winner chosen; `None` when nothing would be accepted.
+    fn redelivery(&self, sh: &Shared<PINS>, io: &Ioapic<PINS>, p: Pin) -> Option<Redelivery> {
+        let msg = io.message(p)?;
+        let rtc_pin = self.config.rtc_tracking && p.get() as u32 == RTC_GSI.get();
+        if rtc_pin && self.rtc_eoi_owed() {
+            return None;
+        }
+        let source = if msg.trigger.is_level() || self.config.notified_pins().contains(p) {
+            Source::NeedsEoi
+        } else if rtc_pin {
+            Source::Rtc
+        } else {
+            Source::Plain
+        };
+        // A lazy instance came from a vectored entry, and a write of the
+        // entry settles it first (event (c)): the entry is unchanged.
+        if !msg.delivery_mode.uses_vector() {
+            return None;
+        }
+        let mut targets = Self::pin_targets(sh, p.index());
+        if msg.delivery_mode == DeliveryMode::LowestPriority {
+            // As `deliver` arbitrates.
+            let mut eligible = VcpuSet::EMPTY;
+            let mut count = 0;
+            let mut best: Option<(u8, usize)> = None;
+            self.each_target(sh, targets, |i| {
+                let apic = self.slot(i).lock().apic;
+                if !apic.accepts_vectored() {
+                    return;
+                }
+                eligible.insert(VcpuId::new(i as u16));
+                count += 1;
+                let prio = apic.apr();
+                if best.is_none_or(|(b, j)| prio < b || (prio == b && i < j)) {
+                    best = Some((prio, i));
+                }
+            });
+            let winner = match self.config.arbitration {
+                Arbitration::KvmVectorHashing => match count {
+                    0 => None,
+                    n => eligible
+                        .iter()
+                        .nth(usize::from(msg.vector.get()) % n)
+                        .map(VcpuId::index),
+                },
+                Arbitration::SdmPriority => best.map(|(_, i)| i),
+            };
+            targets = winner.map_or(Targets::None, Targets::One);
+        }
+        Some(Redelivery {
+            msg,
+            pin: p,
+            source,
+            targets,
+        })
+    }
+
+    /// vCPU `i` (`v`, a copy of its slot) as the snapshot records it after
+    /// `w`: a retired instance it owned is re-checked (its line state
+    /// dropped, as [`Irqchip::recheck`] does), and it accepts each
+    /// re-delivery that reaches it, in pin order, as
+    /// [`Irqchip::accept_on`] would. The map hears of it as an instance
+    /// needing its EOI: a restored chip adopts every instance in flight as
+    /// eager anyway, and the saved form is the same.
+    pub(crate) fn settle_copy(&self, w: &Window<PINS>, i: usize, v: &mut Vcpu) {
+        for s in w.settled.iter().flatten() {
+            if usize::from(s.owner) == i {
+                v.map.set_line(s.vector, Line::Low);
+            }
+            let Some(r) = s.delivery else { continue };
+            let reached = match r.targets {
+                Targets::None => false,
+                Targets::One(j) => j == i,
+                Targets::Pin(p) => v.route.pins >> p & 1 != 0,
+                Targets::Dest(d, quirk) => v.apic.matches_with(d, quirk),
+                Targets::All { except } => except != Some(i),
+            };
+            if !reached {
+                continue;
+            }
+            let (vector, trigger, coalesced) = match v.apic.accept(&r.msg) {
+                Acceptance::Accepted { vector, trigger } => (vector, trigger, false),
+                Acceptance::Coalesced { vector, trigger } => (vector, trigger, true),
+                Acceptance::Ignored(_) => continue,
+            };
+            let mut source = r.source;
+            if source == Source::NeedsEoi
+                && self.config.eoi_forwarding.honours_suppression()
+                && v.apic.suppresses_eoi_broadcast()
+                && !self.config.notified_pins().contains(r.pin)
+            {
+                source = Source::Plain;
+            }
+            v.map.on_accept(
+                &v.apic,
+                Accepted {
+                    vector,
+                    trigger,
+                    coalesced,
+                    source,
+                },
+            );
+        }
+    }
+}
+
+/// `LineAware`: a snapshot's copy of the chip where it differs from the
+/// live one ([`Irqchip::window`]).
+pub(crate) struct Window<const PINS: usize> {
+    /// The I/O APIC after the EOIs of the instances retired in the window
+    /// and their re-deliveries.
+    pub(crate) ioapic: Ioapic<PINS>,
+    /// Per pin: the instance retired in the window, if any.
+    settled: [Option<Settled>; PINS],
+}
+
+/// A lazy instance retired in the race window, settled in a copy.
+#[derive(Clone, Copy)]
+struct Settled {
+    /// The vCPU it was delivered to, or [`OWNER_RETIRED`].
+    owner: u16,
+    vector: Vector,
+    /// What its EOI re-delivered, if anything.
+    delivery: Option<Redelivery>,
+}
+
+/// A pin's delivery, its lowest-priority winner chosen.
+#[derive(Clone, Copy)]
+struct Redelivery {
+    msg: InterruptMessage,
+    pin: Pin,
+    source: Source,
+    targets: Targets,
 }
 
 /// A vector set being built in four locals.

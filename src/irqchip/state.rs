@@ -123,26 +123,66 @@ impl<S: AsRef<[VcpuSlot]>, const PINS: usize> Irqchip<S, PINS> {
     /// `Box<[VcpuState]>`, a `heapless::Vec`...): the shared lock is held
     /// while every vCPU is copied, so no input is half-seen.
     ///
-    /// Under [`Policy::LineAware`](crate::Policy::LineAware), first call
-    /// [`Irqchip::take_events`] for every vCPU named in an
-    /// [`Effects::exit`](super::Effects::exit) since its last entry: the
-    /// snapshot does not save which vCPU owes a lazy instance's re-check, so
-    /// an instance the guest retired in that window, on a line still
-    /// asserted, would leave the copy's remote IRR set with nothing left to
-    /// clear it (a wedged line). Pausing the vCPUs for a save is exactly that
-    /// exit; run the VM-entry calls before saving, not after.
+    /// It may be taken at any moment. Under
+    /// [`Policy::LineAware`](crate::Policy::LineAware) it is a state the
+    /// reference semantics can be in: a lazy instance retired without an
+    /// exit is settled first where its EOI would have delivered nothing
+    /// (event (d)), and one the guest retired in the race window (the line
+    /// asserted again, the vCPU named in [`Effects::exit`](super::Effects::exit)
+    /// and not yet through [`Irqchip::take_events`]) is settled in the copy
+    /// only: its EOI cleared remote IRR and re-delivered the line, as the
+    /// live chip will do at that vCPU's re-check. The live chip keeps its
+    /// pending re-check; the copy needs none.
+    ///
+    /// ```
+    /// use eoi_exit::irqchip::{Effects, IrqchipState, VcpuState};
+    /// use eoi_exit::{
+    ///     ApicMode, Irqchip, IrqchipConfig, Pin, Policy, RedirectionEntry, TriggerMode, VcpuId,
+    ///     VcpuSlot, Vector,
+    /// };
+    ///
+    /// let config = IrqchipConfig { policy: Policy::LineAware, ..IrqchipConfig::default() };
+    /// let chip: Irqchip<_> = Irqchip::new(config, ApicMode::XApic, [VcpuSlot::new()]);
+    /// let (pin, v, vcpu) = (Pin::new(10), Vector::new(0x50), VcpuId::new(0));
+    /// let mut fx = Effects::new();
+    /// chip.write_entry(pin, RedirectionEntry::fixed(v, TriggerMode::Level, 0).0, &mut fx);
+    /// chip.set_line(pin, true, &mut fx);
+    /// assert_eq!(chip.ack(vcpu), Some(v));
+    /// chip.set_line(pin, false, &mut fx); // the handler quiets the device
+    /// let _ = chip.vmcs_update(vcpu); // the VM entry loads the bit clear
+    /// chip.set_line(pin, true, &mut fx); // asserted again while in service
+    /// assert!(fx.exit.contains(vcpu));
+    /// assert!(!chip.guest_eoi(vcpu, &mut fx).intercepted); // before the kick lands
+    ///
+    /// // Saved in the window: the copy holds the EOI's re-delivery.
+    /// let snap: IrqchipState<Vec<VcpuState>> = chip.state();
+    /// let copy: Irqchip<_> = Irqchip::from_state(&snap, [VcpuSlot::new()]).unwrap();
+    /// assert!(copy.ioapic().entry(pin).unwrap().remote_irr());
+    /// assert_eq!(copy.ack(vcpu), Some(v));
+    /// assert!(copy.guest_eoi(vcpu, &mut fx).reached_ioapic);
+    /// ```
     pub fn state<V: FromIterator<VcpuState>>(&self) -> IrqchipState<V, PINS> {
         let mut sh = self.shared.lock();
         self.settle_all(&mut sh);
+        let window = self.window(&sh);
+        let ioapic = window.as_ref().map_or(&sh.ioapic, |w| &w.ioapic).state();
         IrqchipState {
             version: SNAPSHOT_VERSION,
             config: self.config,
-            ioapic: sh.ioapic.state(),
+            ioapic,
             vcpus: self
                 .vcpus
                 .as_ref()
                 .iter()
-                .map(|s| s.0.lock().state())
+                .enumerate()
+                .map(|(i, s)| match &window {
+                    None => s.0.lock().state(),
+                    Some(w) => {
+                        let mut v = *s.0.lock();
+                        self.settle_copy(w, i, &mut v);
+                        v.state()
+                    }
+                })
                 .collect(),
         }
     }

@@ -546,14 +546,24 @@ impl<S: AsRef<[VcpuSlot]>> Irqchip<S, KVM_IOAPIC_NUM_PINS> {
         x2apic_format: bool,
     ) -> (kvm_ioapic_state, V) {
         let mut sh = self.shared.lock();
-        // `LineAware`: resolve the lazy remote IRRs first, as `state` does.
+        // `LineAware`: resolve the lazy remote IRRs first, and settle what
+        // the guest retired in the race window in the copy, as `state` does.
         self.settle_all(&mut sh);
-        let k = ioapic_to_kvm(&sh.ioapic.state(), base_address);
+        let window = self.window(&sh);
+        let io = window.as_ref().map_or(&sh.ioapic, |w| &w.ioapic);
+        let k = ioapic_to_kvm(&io.state(), base_address);
         let pages = self
             .vcpus
             .as_ref()
             .iter()
-            .map(|s| lapic_to_kvm(&s.0.lock().apic.state(), x2apic_format))
+            .enumerate()
+            .map(|(i, s)| {
+                let mut v = *s.0.lock();
+                if let Some(w) = &window {
+                    self.settle_copy(w, i, &mut v);
+                }
+                lapic_to_kvm(&v.apic.state(), x2apic_format)
+            })
             .collect();
         (k, pages)
     }

@@ -7,8 +7,12 @@
 //! reference op by op, with the race checker's other invariants). The same steps run on two chips, one under `Exact` (every
 //! necessary EOI exits: the reference) and one under `LineAware` with the
 //! exit protocol: a vCPU named in `Effects::exit` exits before its next guest
-//! op, or right after it when that op is an EOI (the race window), and at the
-//! exit calls `take_events` then `vmcs_update`. A kicked vCPU (an interrupt
+//! op, or when that op is an EOI (the race window) before the step after it,
+//! and at the exit calls `take_events` then `vmcs_update`. A step that saves
+//! or restores the VM ([`Op::Snapshot`], [`Op::Restore`], [`Op::Migrate`],
+//! and through KVM's formats `RestoreKvm` and `MigrateKvm` with the `kvm`
+//! feature and 24 pins) lands no exit first: a snapshot may fall inside the
+//! window, and a restored VM owes no exit. A kicked vCPU (an interrupt
 //! or event to notice) exits at once on both sides. Every ack and every
 //! guest IOWIN read must return the same value; so must a final read of every
 //! entry. Both chips use the SDM's forwarding rule
@@ -27,8 +31,9 @@ use super::{Op, fixed_msi};
 /// One step of a [`line_aware_divergence`] run.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum GuestStep {
-    /// A race op. `RestoreKvm`, `Migrate`, `MigrateKvm` and `DirectedEoi`
-    /// do nothing here.
+    /// A race op. `DirectedEoi` does nothing here, nor do `RestoreKvm` and
+    /// `MigrateKvm` without the `kvm` feature or with another pin count
+    /// than KVM's 24.
     Race(Op),
     /// The guest reads the low half of an entry through IOREGSEL/IOWIN.
     Read(u8),
@@ -47,6 +52,9 @@ struct Side<const V: usize, const P: usize> {
     chip: Irqchip<[VcpuSlot; V], P>,
     saved: Option<IrqchipState<Vec<VcpuState>, P>>,
     owed: [bool; V],
+    /// The vCPU's EOI came in the race window: its exit lands before the
+    /// next step, unless that step saves or restores the VM.
+    eoi_in_window: [bool; V],
 }
 
 impl<const V: usize, const P: usize> Side<V, P> {
@@ -55,8 +63,65 @@ impl<const V: usize, const P: usize> Side<V, P> {
         let id = VcpuId::new(c as u16);
         let _ = self.chip.take_events(id, false, false, &mut fx);
         self.owed[c] = false;
+        self.eoi_in_window[c] = false;
         self.after(&fx);
         let _ = self.chip.vmcs_update(id);
+    }
+
+    /// The chip is replaced by `chip`, restored from a snapshot: its vCPUs
+    /// owe no exit and load their whole VMCS.
+    fn restored(&mut self, chip: Irqchip<[VcpuSlot; V], P>) {
+        self.chip = chip;
+        self.owed = [false; V];
+        self.eoi_in_window = [false; V];
+        for i in 0..V {
+            let _ = self.chip.vmcs_update(VcpuId::new(i as u16));
+        }
+    }
+
+    /// `s` restored into a fresh chip by the crate's restore.
+    fn from_snapshot(s: &IrqchipState<Vec<VcpuState>, P>) -> Irqchip<[VcpuSlot; V], P> {
+        Irqchip::from_state(s, [const { VcpuSlot::new() }; V]).expect("own snapshot")
+    }
+
+    /// Restores `s` through KVM's formats (`export_kvm` of it, then
+    /// `import_kvm`, whose re-injections the restored vCPUs then notice);
+    /// nothing unless `P` is KVM's 24.
+    #[cfg(feature = "kvm")]
+    fn restore_through_kvm(&mut self, s: &IrqchipState<Vec<VcpuState>, P>) {
+        use core::any::Any;
+        use eoi_exit::snapshot::kvm::kvm_bindings::kvm_lapic_state;
+        use eoi_exit::snapshot::kvm::{IOAPIC_DEFAULT_BASE_ADDRESS, KvmLapicIdentity};
+        let source = Self::from_snapshot(s);
+        let source: &dyn Any = &source;
+        let Some(source) = source.downcast_ref::<Irqchip<[VcpuSlot; V], 24>>() else {
+            return;
+        };
+        let (ioapic, pages): (_, Vec<kvm_lapic_state>) =
+            source.export_kvm(IOAPIC_DEFAULT_BASE_ADDRESS, true);
+        let who: Vec<KvmLapicIdentity> = s
+            .vcpus
+            .iter()
+            .map(|v| KvmLapicIdentity {
+                initial_id: eoi_exit::ApicId::new(v.apic.initial_id),
+                mode: v.apic.mode,
+                x2apic_format: true,
+            })
+            .collect();
+        let mut fx = Effects::new();
+        let chip = Irqchip::import_kvm(
+            s.config,
+            &ioapic,
+            &pages,
+            &who,
+            [const { VcpuSlot::new() }; V],
+            &mut fx,
+        )
+        .expect("KVM's formats of a valid state import")
+        .chip;
+        let chip: Box<dyn Any> = Box::new(chip);
+        self.restored(*chip.downcast().expect("P is 24"));
+        self.after(&fx);
     }
 
     /// Duties: owed exits recorded; reloads land before the next guest
@@ -89,9 +154,17 @@ impl<const V: usize, const P: usize> Side<V, P> {
             _ => None,
         };
         let window = matches!(s, GuestStep::Race(Op::Eoi { .. }));
-        // Owed exits land now, except the EOI's own vCPU (the window).
+        let saves = match s {
+            GuestStep::Race(Op::Snapshot | Op::Restore | Op::Migrate) => true,
+            #[cfg(feature = "kvm")]
+            GuestStep::Race(Op::RestoreKvm | Op::MigrateKvm) => true,
+            _ => false,
+        };
+        // Owed exits land now, except the EOI's own vCPU, if it has not
+        // EOI'd in the window yet, and except before a save or restore.
         for c in 0..V {
-            if self.owed[c] && !(window && guest_vcpu == Some(c)) {
+            let in_window = window && guest_vcpu == Some(c) && !self.eoi_in_window[c];
+            if self.owed[c] && !in_window && !saves {
                 self.exit(c);
             }
         }
@@ -162,16 +235,25 @@ impl<const V: usize, const P: usize> Side<V, P> {
                 Op::Snapshot => self.saved = Some(c.state()),
                 Op::Restore => {
                     if let Some(s) = &self.saved {
-                        self.chip.restore(s).expect("own snapshot");
-                        // A restored VM's vCPUs load their whole VMCS.
-                        self.owed = [false; V];
-                        for i in 0..V {
-                            let _ = self.chip.vmcs_update(VcpuId::new(i as u16));
-                        }
+                        self.restored(Self::from_snapshot(s));
                     }
                 }
-                // Not generated by Shape::SMALL without the `kvm` feature, or
-                // not part of this comparison.
+                Op::Migrate => {
+                    let s = c.state();
+                    self.restored(Self::from_snapshot(&s));
+                }
+                #[cfg(feature = "kvm")]
+                Op::RestoreKvm => {
+                    if let Some(s) = self.saved.clone() {
+                        self.restore_through_kvm(&s);
+                    }
+                }
+                #[cfg(feature = "kvm")]
+                Op::MigrateKvm => {
+                    let s = c.state();
+                    self.restore_through_kvm(&s);
+                }
+                // Not part of this comparison.
                 _ => {}
             },
         }
@@ -180,7 +262,7 @@ impl<const V: usize, const P: usize> Side<V, P> {
             && let Some(c) = guest_vcpu
             && self.owed[c]
         {
-            self.exit(c);
+            self.eoi_in_window[c] = true;
         }
         seen
     }
@@ -197,6 +279,7 @@ impl<const V: usize, const P: usize> Side<V, P> {
             chip: Irqchip::new(config, ApicMode::XApic, [const { VcpuSlot::new() }; V]),
             saved: None,
             owed: [false; V],
+            eoi_in_window: [false; V],
         };
         // The initial writes' duties count as any op's: an entry that
         // delivers at once (an active-low line is asserted while low) kicks

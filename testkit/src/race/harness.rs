@@ -467,6 +467,7 @@ impl<const VCPUS: usize, const PINS: usize> Harness<VCPUS, PINS> {
             self.reference_step(op);
             self.owe_exits(&fx);
             if let Some(c) = window {
+                self.check_snapshot_in_window()?;
                 let mut after = Effects::with_log(Vec::new());
                 self.exit(c, &mut after, &mut reset);
                 self.owe_exits(&after);
@@ -697,20 +698,30 @@ impl<const VCPUS: usize, const PINS: usize> Harness<VCPUS, PINS> {
         s: &Saved<VCPUS, PINS>,
         fx: &mut OpEffects,
     ) -> Option<Chip<VCPUS, PINS>> {
+        Self::kvm_round_trip(config, &Self::chip_from_saved(config, s), fx)
+    }
+
+    /// `source` exported in KVM's formats and imported into a fresh chip
+    /// under `config`; the import's re-injections go to `fx`. `None` unless
+    /// `PINS` is KVM's 24.
+    #[cfg(feature = "kvm")]
+    fn kvm_round_trip(
+        config: HarnessConfig,
+        source: &Chip<VCPUS, PINS>,
+        fx: &mut OpEffects,
+    ) -> Option<Chip<VCPUS, PINS>> {
         use core::any::Any;
         use eoi_exit::snapshot::kvm::kvm_bindings::kvm_lapic_state;
         use eoi_exit::snapshot::kvm::{IOAPIC_DEFAULT_BASE_ADDRESS, KvmLapicIdentity};
-        let source = Self::chip_from_saved(config, s);
-        let source: &dyn Any = &source;
+        let source: &dyn Any = source;
         let source = source.downcast_ref::<Chip<VCPUS, 24>>()?;
         let (ioapic, pages): (_, Vec<kvm_lapic_state>) =
             source.export_kvm(IOAPIC_DEFAULT_BASE_ADDRESS, true);
-        let who: Vec<KvmLapicIdentity> = s
-            .apics
+        let who: Vec<KvmLapicIdentity> = vcpus_of(source)
             .iter()
-            .map(|a| KvmLapicIdentity {
-                initial_id: eoi_exit::ApicId::new(a.state().initial_id),
-                mode: a.mode(),
+            .map(|v| KvmLapicIdentity {
+                initial_id: eoi_exit::ApicId::new(v.apic.state().initial_id),
+                mode: v.apic.mode(),
                 x2apic_format: true,
             })
             .collect();
@@ -730,19 +741,86 @@ impl<const VCPUS: usize, const PINS: usize> Harness<VCPUS, PINS> {
 
     /// The architectural state and the checker's bookkeeping.
     fn save(&self) -> Saved<VCPUS, PINS> {
-        if self.reference.is_some() {
-            // Event (d): the snapshot resolves what retired quietly.
-            let _ = self.chip.state::<Vec<VcpuState>>();
-        }
+        let (ioapic, apics) = if self.reference.is_some() {
+            Self::snapshot_of(&self.chip)
+        } else {
+            (
+                self.chip.ioapic(),
+                core::array::from_fn(|i| self.vstate(i).apic),
+            )
+        };
         Saved {
-            ioapic: self.chip.ioapic(),
-            apics: core::array::from_fn(|i| self.vstate(i).apic),
+            ioapic,
+            apics,
             checker: self.checker.clone(),
             reference: self.reference.as_ref().map(|r| {
                 let apics =
                     core::array::from_fn(|i| r.vcpu(VcpuId::new(i as u16)).expect("in range").apic);
                 (r.ioapic(), apics)
             }),
+        }
+    }
+
+    /// `LineAware`: the architectural state a VMM saves of `chip` with the
+    /// crate's snapshot (`Irqchip::state`, event (d), which also settles in
+    /// its copy what the guest retired in the race window), as the chip a
+    /// restore of it holds. Taken whenever the VMM likes: no exit owed is
+    /// landed first.
+    fn snapshot_of(chip: &Chip<VCPUS, PINS>) -> (Ioapic<PINS>, [LocalApic; VCPUS]) {
+        let s: IrqchipState<Vec<VcpuState>, PINS> = chip.state();
+        let live = |i: usize| chip.vcpu(VcpuId::new(i as u16)).expect("in range");
+        let io = chip.ioapic();
+        if io.state() == s.ioapic
+            && (0..VCPUS).all(|i| {
+                let v = live(i);
+                v.apic.state() == s.vcpus[i].apic
+            })
+        {
+            return (io, core::array::from_fn(|i| live(i).apic));
+        }
+        let copy: Chip<VCPUS, PINS> =
+            Irqchip::from_state(&s, [const { VcpuSlot::new() }; VCPUS]).expect("own snapshot");
+        let apics = core::array::from_fn(|i| copy.vcpu(VcpuId::new(i as u16)).expect("in range"));
+        (copy.ioapic(), apics.map(|v: Vcpu| v.apic))
+    }
+
+    /// `LineAware`, at an EOI in the race window, before the owed exit lands
+    /// (a snapshot op never falls between the two: the exit lands within
+    /// the EOI's op): a snapshot the VMM takes now, restored (by the crate,
+    /// and through KVM's formats with `kvm` and 24 pins), must show the
+    /// guest what the reference's snapshot at the same point shows: every
+    /// vCPU's IRR, ISR and TMR and every entry's low dword
+    /// ([`Violation::SnapshotInWindowDivergence`]). Taken on copies.
+    fn check_snapshot_in_window(&self) -> Result<(), Violation> {
+        let Some(r) = &self.reference else {
+            return Ok(());
+        };
+        let (io, apics) = Self::snapshot_of(&self.chip.clone());
+        let vcpus = (0..VCPUS).map(|i| r.vcpu(VcpuId::new(i as u16)).expect("in range").apic);
+        same_guest_view(&r.ioapic(), vcpus, &io, apics.iter().copied(), false)?;
+        #[cfg(feature = "kvm")]
+        {
+            let mut fx = Effects::with_log(Vec::new());
+            let config = self.reference_config();
+            let la = Self::kvm_round_trip(self.config, &self.chip.clone(), &mut fx);
+            let reference = Self::kvm_round_trip(config, r, &mut fx);
+            if let (Some(a), Some(b)) = (la, reference) {
+                let view = |c: &Chip<VCPUS, PINS>| vcpus_of(c).map(|v| v.apic);
+                same_guest_view(&b.ioapic(), view(&b), &a.ioapic(), view(&a), true)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// The configuration of the reference (`Exact`) beside a `LineAware`
+    /// chip.
+    fn reference_config(&self) -> HarnessConfig {
+        HarnessConfig {
+            chip: eoi_exit::IrqchipConfig {
+                policy: eoi_exit::Policy::Exact,
+                ..self.config.chip
+            },
+            ..self.config
         }
     }
 
@@ -766,13 +844,7 @@ impl<const VCPUS: usize, const PINS: usize> Harness<VCPUS, PINS> {
         let (Some(_), Some((ioapic, apics))) = (&self.reference, &saved.reference) else {
             return;
         };
-        let config = HarnessConfig {
-            chip: eoi_exit::IrqchipConfig {
-                policy: eoi_exit::Policy::Exact,
-                ..self.config.chip
-            },
-            ..self.config
-        };
+        let config = self.reference_config();
         let s = Saved {
             ioapic: ioapic.clone(),
             apics: *apics,
@@ -1258,6 +1330,44 @@ fn merge(fx: &mut OpEffects, later: OpEffects) {
     }
     fx.rtc_coalesced |= later.rtc_coalesced;
     fx.log.extend(later.log);
+}
+
+/// `LineAware`: whether the guest of a chip holding `io` and `apics` sees
+/// what the guest of the reference holding `ref_io` and `ref_apics` sees:
+/// each vCPU's IRR, ISR and TMR, and each entry's low dword (what IOWIN
+/// returns). `kvm`: both came through KVM's formats.
+fn same_guest_view<const PINS: usize>(
+    ref_io: &Ioapic<PINS>,
+    ref_apics: impl IntoIterator<Item = LocalApic>,
+    io: &Ioapic<PINS>,
+    apics: impl IntoIterator<Item = LocalApic>,
+    kvm: bool,
+) -> Result<(), Violation> {
+    for (c, (a, b)) in ref_apics.into_iter().zip(apics).enumerate() {
+        let mut d = VectorSet::EMPTY;
+        for (x, y) in [(a.irr(), b.irr()), (a.isr(), b.isr()), (a.tmr(), b.tmr())] {
+            d = d.union(&x.difference(y)).union(&y.difference(x));
+        }
+        if let Some(v) = d.iter().next() {
+            return Err(Violation::SnapshotInWindowDivergence {
+                through_kvm: kvm,
+                vcpu: Some(c as u16),
+                vector: Some(v.get()),
+                pin: None,
+            });
+        }
+    }
+    for (p, (x, y)) in ref_io.entries().iter().zip(io.entries()).enumerate() {
+        if x.0 as u32 != y.0 as u32 {
+            return Err(Violation::SnapshotInWindowDivergence {
+                through_kvm: kvm,
+                vcpu: None,
+                vector: None,
+                pin: Some(p as u8),
+            });
+        }
+    }
+    Ok(())
 }
 
 /// The low dword of entry `p` as a guest reads it (IOREGSEL, then IOWIN).

@@ -51,7 +51,13 @@
 //! `Op::RestoreKvm` (feature `kvm`) restores the same snapshot through KVM's
 //! formats: exported with `Irqchip::export_kvm`, imported with
 //! `Irqchip::import_kvm`, whose re-injections the checker absorbs like any
-//! other op's deliveries.
+//! other op's deliveries. Under `LineAware` the architectural state saved is
+//! what `Irqchip::state` saves, with no owed exit landed first; and since
+//! the harness lands the exit of an EOI in the race window within that EOI's
+//! op, where no snapshot op can fall, it also checks at each such EOI that a
+//! snapshot taken before the exit lands, restored by the crate and through
+//! KVM's formats, shows the guest the reference's state
+//! ([`Violation::SnapshotInWindowDivergence`]).
 //!
 //! # Deferred rescans
 //!
