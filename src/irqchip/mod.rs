@@ -1728,17 +1728,9 @@ impl<S: AsRef<[VcpuSlot]>, const PINS: usize> Irqchip<S, PINS> {
         let Some(msg) = sh.ioapic.message(p) else {
             return;
         };
-        let rtc_pin = self.config.rtc_tracking && p.get() as u32 == RTC_GSI.get();
-        if rtc_pin && self.rtc_eoi_owed() {
+        let Some(source) = self.pin_source(p, &msg) else {
             fx.rtc_coalesced = true;
             return;
-        }
-        let source = if msg.trigger.is_level() || self.config.notified_pins().contains(p) {
-            Source::NeedsEoi
-        } else if rtc_pin {
-            Source::Rtc
-        } else {
-            Source::Plain
         };
         if self.line_aware() {
             self.lazy_new_cycle(sh, p.index(), fx);
@@ -1927,33 +1919,7 @@ impl<S: AsRef<[VcpuSlot]>, const PINS: usize> Irqchip<S, PINS> {
             return;
         }
         if msg.delivery_mode == DeliveryMode::LowestPriority {
-            // Eligible: matching (the targets), hardware- and software-enabled.
-            let mut eligible = VcpuSet::EMPTY;
-            let mut count = 0;
-            let mut best: Option<(u8, usize)> = None;
-            self.each_target(sh, targets, |i| {
-                let apic = self.slot(i).lock().apic;
-                if !apic.accepts_vectored() {
-                    return;
-                }
-                eligible.insert(id(i));
-                count += 1;
-                let prio = apic.apr();
-                // Lowest arbitration priority, lowest index among equals.
-                if best.is_none_or(|(p, b)| prio < p || (prio == p && i < b)) {
-                    best = Some((prio, i));
-                }
-            });
-            let winner = match self.config.arbitration {
-                // KVM's vector hashing: the (vector % n)-th eligible vCPU.
-                Arbitration::KvmVectorHashing => match count {
-                    0 => None,
-                    n => eligible.iter().nth(usize::from(msg.vector.get()) % n),
-                },
-                // SDM: lowest arbitration priority, lowest index among equals.
-                Arbitration::SdmPriority => best.map(|(_, i)| id(i)),
-            };
-            if let Some(w) = winner {
+            if let Some(w) = self.arbitrate(sh, targets, msg.vector) {
                 self.accept_on(sh, w, msg, pin, source, true, fx);
             }
             return;
@@ -1984,6 +1950,57 @@ impl<S: AsRef<[VcpuSlot]>, const PINS: usize> Irqchip<S, PINS> {
         if let Some(f) = first {
             self.accept_on(sh, id(f), msg, pin, source, !several, fx);
         }
+    }
+
+    /// The lowest-priority winner among `targets` for a message of
+    /// `vector`. Eligible: matching (the targets), hardware- and
+    /// software-enabled. KVM's vector hashing takes the (vector % n)-th
+    /// eligible vCPU; the SDM's rule the lowest arbitration priority, the
+    /// lowest index among equals.
+    fn arbitrate(&self, sh: &Shared<PINS>, targets: Targets, vector: Vector) -> Option<VcpuId> {
+        let mut eligible = VcpuSet::EMPTY;
+        let mut count = 0;
+        let mut best: Option<(u8, usize)> = None;
+        self.each_target(sh, targets, |i| {
+            let apic = self.slot(i).lock().apic;
+            if !apic.accepts_vectored() {
+                return;
+            }
+            eligible.insert(VcpuId::new(i as u16));
+            count += 1;
+            let prio = apic.apr();
+            if best.is_none_or(|(p, b)| prio < p || (prio == p && i < b)) {
+                best = Some((prio, i));
+            }
+        });
+        match self.config.arbitration {
+            Arbitration::KvmVectorHashing => match count {
+                0 => None,
+                n => eligible.iter().nth(usize::from(vector.get()) % n),
+            },
+            Arbitration::SdmPriority => best.map(|(_, i)| VcpuId::new(i as u16)),
+        }
+    }
+
+    /// What pin `p`'s message `msg` is to the maps: a level or ack-notifier
+    /// pin's needs its EOI, a tracked RTC pin's is the RTC's, any other is
+    /// plain. `None` while the RTC's EOI is owed: the RTC interrupt is
+    /// coalesced (KVM's `rtc_irq_check_coalesced`).
+    #[inline]
+    fn pin_source(&self, p: Pin, msg: &InterruptMessage) -> Option<Source> {
+        let rtc_pin = self.config.rtc_tracking && p.get() as u32 == RTC_GSI.get();
+        if rtc_pin && self.rtc_eoi_owed() {
+            return None;
+        }
+        Some(
+            if msg.trigger.is_level() || self.config.notified_pins().contains(p) {
+                Source::NeedsEoi
+            } else if rtc_pin {
+                Source::Rtc
+            } else {
+                Source::Plain
+            },
+        )
     }
 
     /// Latches a non-vectored message on one vCPU, as KVM's
@@ -2534,17 +2551,7 @@ impl<S: AsRef<[VcpuSlot]>, const PINS: usize> Irqchip<S, PINS> {
     /// winner chosen; `None` when nothing would be accepted.
     fn redelivery(&self, sh: &Shared<PINS>, io: &Ioapic<PINS>, p: Pin) -> Option<Redelivery> {
         let msg = io.message(p)?;
-        let rtc_pin = self.config.rtc_tracking && p.get() as u32 == RTC_GSI.get();
-        if rtc_pin && self.rtc_eoi_owed() {
-            return None;
-        }
-        let source = if msg.trigger.is_level() || self.config.notified_pins().contains(p) {
-            Source::NeedsEoi
-        } else if rtc_pin {
-            Source::Rtc
-        } else {
-            Source::Plain
-        };
+        let source = self.pin_source(p, &msg)?;
         // A lazy instance came from a vectored entry, and a write of the
         // entry settles it first (event (c)): the entry is unchanged.
         if !msg.delivery_mode.uses_vector() {
@@ -2553,32 +2560,9 @@ impl<S: AsRef<[VcpuSlot]>, const PINS: usize> Irqchip<S, PINS> {
         let mut targets = Self::pin_targets(sh, p.index());
         if msg.delivery_mode == DeliveryMode::LowestPriority {
             // As `deliver` arbitrates.
-            let mut eligible = VcpuSet::EMPTY;
-            let mut count = 0;
-            let mut best: Option<(u8, usize)> = None;
-            self.each_target(sh, targets, |i| {
-                let apic = self.slot(i).lock().apic;
-                if !apic.accepts_vectored() {
-                    return;
-                }
-                eligible.insert(VcpuId::new(i as u16));
-                count += 1;
-                let prio = apic.apr();
-                if best.is_none_or(|(b, j)| prio < b || (prio == b && i < j)) {
-                    best = Some((prio, i));
-                }
-            });
-            let winner = match self.config.arbitration {
-                Arbitration::KvmVectorHashing => match count {
-                    0 => None,
-                    n => eligible
-                        .iter()
-                        .nth(usize::from(msg.vector.get()) % n)
-                        .map(VcpuId::index),
-                },
-                Arbitration::SdmPriority => best.map(|(_, i)| i),
-            };
-            targets = winner.map_or(Targets::None, Targets::One);
+            targets = self
+                .arbitrate(sh, targets, msg.vector)
+                .map_or(Targets::None, |w| Targets::One(w.index()));
         }
         Some(Redelivery {
             msg,
