@@ -162,8 +162,17 @@ fn alphabet(families: &str) -> Vec<Op> {
                 ops.push(Op::Accept { vcpu, vector: v });
             }
         }
+        if families.contains('x') {
+            ops.push(Op::Exit { vcpu });
+        }
     }
     ops
+}
+
+/// `LineAware`'s alphabet: `families` plus `x`, the exits owed (the kick
+/// reaching the vCPU at any later point: `Op::Exit`).
+fn with_exits(families: &str) -> String {
+    format!("{families}x")
 }
 
 /// pin0: level V0 -> vCPU0, pin1: level V1 -> vCPU1, both unmasked, lines low.
@@ -245,6 +254,9 @@ fn mix(mut z: u64) -> u64 {
 
 struct Outcome {
     states: usize,
+    /// `LineAware`: states not expanded because their path went through
+    /// the tolerated open bug (`LossCause::RetiredInWindowThenReaccepted`).
+    cut: usize,
     depth_reached: usize,
     counterexample: Option<(Vec<Op>, Violation)>,
     /// Bytes of the search's own tables at their largest.
@@ -345,6 +357,15 @@ fn peak_rss_kib() -> Option<u64> {
     line.split_whitespace().nth(1)?.parse().ok()
 }
 
+/// CPU time this thread has run so far (`/proc/thread-self/schedstat`,
+/// nanoseconds): on a shared machine a search's own cost, where its wall
+/// time also counts the other processes.
+fn thread_cpu() -> Option<std::time::Duration> {
+    let s = std::fs::read_to_string("/proc/thread-self/schedstat").ok()?;
+    let ns = s.split_whitespace().next()?.parse().ok()?;
+    Some(std::time::Duration::from_nanos(ns))
+}
+
 /// Resets `VmHWM` to the current RSS (Linux `clear_refs` value 5), so the
 /// peak read after a search is that search's own.
 fn reset_peak_rss() {
@@ -371,6 +392,7 @@ fn explore<const P: usize>(cfg: HarnessConfig, max_depth: usize, families: &str)
     let (mut lo, mut hi) = (0u32, 1u32);
     let mut depth_reached = 0;
     let mut table_bytes = 0;
+    let mut cut = 0;
     let started = Instant::now();
     let mut last_line = Instant::now();
     for d in 1..=max_depth {
@@ -383,10 +405,22 @@ fn explore<const P: usize>(cfg: HarnessConfig, max_depth: usize, families: &str)
                     ops.push(op);
                     return Outcome {
                         states: seen.len(),
+                        cut,
                         depth_reached: d,
                         counterexample: Some((ops, v)),
                         table_bytes: table_bytes.max(set_bytes(&seen) + tree.bytes()),
                     };
+                }
+                if g.checker().line_aware_gap {
+                    // Past a tolerated open bug the chip and the reference
+                    // have parted: nothing below is checked against it.
+                    cut += 1;
+                    if cut == 1 && std::env::var_os("RACE_SHOW_CUT").is_some() {
+                        let mut ops = tree.path(n, &alphabet);
+                        ops.push(op);
+                        println!("first cut:\n{}", Trace(&ops));
+                    }
+                    continue;
                 }
                 if seen.insert(Fp128::of(&g)) {
                     tree.parent.push(n);
@@ -413,6 +447,7 @@ fn explore<const P: usize>(cfg: HarnessConfig, max_depth: usize, families: &str)
     }
     Outcome {
         states: seen.len(),
+        cut,
         depth_reached,
         counterexample: None,
         table_bytes,
@@ -441,10 +476,20 @@ fn search_in<const P: usize>(
     println!("{name}: searching to depth {depth}");
     reset_peak_rss();
     let t = Instant::now();
+    let cpu = thread_cpu();
     let o = explore::<P>(cfg, depth, families);
+    let cpu = match (cpu, thread_cpu()) {
+        (Some(a), Some(b)) => format!(", cpu {:.1?}", b - a),
+        _ => String::new(),
+    };
     let peak = peak_rss_kib().map_or("unknown".into(), |k| format!("{} MiB", k / 1024));
+    let cut = if o.cut > 0 {
+        format!(" ({} steps cut at the open LineAware bug)", o.cut)
+    } else {
+        String::new()
+    };
     println!(
-        "{name}: states explored: {} (depth {}), peak RSS {peak}, tables {} MiB, {:.1?}",
+        "{name}: states explored: {}{cut} (depth {}), peak RSS {peak}, tables {} MiB, {:.1?}{cpu}",
         o.states,
         o.depth_reached,
         o.table_bytes >> 20,
@@ -462,6 +507,12 @@ fn search_in<const P: usize>(
 
 fn must_hold(cfg: HarnessConfig, name: &str) {
     for (families, d) in [(MAIN, depth()), (BROAD, broad_depth())] {
+        let families = if cfg.chip.policy == Policy::LineAware {
+            with_exits(families)
+        } else {
+            families.to_string()
+        };
+        let families = families.as_str();
         let name = format!("{name} [{families}]");
         let o = search(&name, cfg, d, families);
         if let Some((ops, v)) = &o.counterexample {
@@ -506,7 +557,70 @@ fn exact_loses_no_eoi() {
 /// of each entry through IOWIN at each state.
 #[test]
 fn line_aware_loses_no_eoi_and_the_guest_cannot_tell_it_from_the_reference() {
-    must_hold(HarnessConfig::new(Policy::LineAware), "LineAware");
+    must_hold(
+        HarnessConfig::new(Policy::LineAware).tolerating_known_losses(),
+        "LineAware",
+    );
+}
+
+/// The open `LineAware` bug the asynchronous exit window found (issue 15;
+/// `LossCause::RetiredInWindowThenReaccepted`, the ignored test
+/// `lazy_instance_retired_in_the_window_is_redelivered_after_its_vector_is_accepted_again`
+/// in `tests/line_aware.rs`): without tolerating it, the broad search's
+/// shortest counterexample is its 7 ops. The other `LineAware` searches
+/// tolerate it and do not expand the states past it. When the crate is
+/// fixed this fails: drop the tolerance (`tolerating_known_losses`) and
+/// this test.
+#[test]
+fn line_aware_open_bug_a_vector_accepted_again_in_the_race_window() {
+    let cfg = HarnessConfig::new(Policy::LineAware);
+    let families = with_exits(BROAD);
+    let name = format!("LineAware, open bug [{families}]");
+    let o = search(&name, cfg, broad_depth().max(7), &families);
+    let (ops, v) = o
+        .counterexample
+        .unwrap_or_else(|| panic!("{name}: the open bug is gone (see the doc comment)"));
+    assert!(
+        matches!(
+            v,
+            Violation::GuestDivergence {
+                vcpu: 1,
+                vector: 0x31
+            }
+        ),
+        "{name}: {v}\n{}",
+        Trace(&ops)
+    );
+    let accepted_again = Op::Accept {
+        vcpu: 0,
+        vector: V[0],
+    };
+    assert_eq!(ops.len(), 7, "{}", Trace(&ops));
+    assert_eq!(ops[5], Op::Eoi { vcpu: 0 }, "{}", Trace(&ops));
+    assert_eq!(ops[6], accepted_again, "{}", Trace(&ops));
+}
+
+/// The deadline of the asynchronous window bites: a VMM that does not call
+/// `take_events` when a `LineAware` vCPU's owed exit lands never has the
+/// chip re-check what the guest retired in the window, and the reference's
+/// re-delivery, due by that exit, is missing.
+#[test]
+fn planted_exit_without_take_events_diverges() {
+    let cfg = HarnessConfig::new(Policy::LineAware)
+        .tolerating_known_losses()
+        .with_mutant(Mutant::ExitWithoutTakeEvents);
+    let families = with_exits(MAIN);
+    let name = format!("LineAware + ExitWithoutTakeEvents [{families}]");
+    let o = search(&name, cfg, depth().max(7), &families);
+    let (ops, v) = o
+        .counterexample
+        .unwrap_or_else(|| panic!("{name}: expected a divergence"));
+    assert!(
+        matches!(v, Violation::GuestDivergence { .. }),
+        "{name}: {v}\n{}",
+        Trace(&ops)
+    );
+    assert!(ops.len() <= 7, "{name}: not minimal\n{}", Trace(&ops));
 }
 
 /// KVM's policies lose exactly one kind of EOI: an entry's vector rewritten
@@ -694,7 +808,9 @@ fn line_aware_loses_nothing_across_a_migration_or_a_rollback() {
         (ROLLBACK, "RACE_ROLLBACK_DEPTH", rollback),
     ] {
         let d = env_depth(var, d);
-        let cfg = HarnessConfig::new(Policy::LineAware);
+        let cfg = HarnessConfig::new(Policy::LineAware).tolerating_known_losses();
+        let families = with_exits(families);
+        let families = families.as_str();
         let name = format!("LineAware [{families}]");
         let o = search_in::<24>(&name, cfg, d, families);
         if let Some((ops, v)) = &o.counterexample {

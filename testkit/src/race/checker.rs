@@ -258,6 +258,15 @@ pub struct Checker<const VCPUS: usize> {
     /// notices (so it may be set with no instance in flight, and clear
     /// without an EOI in that op).
     pub deferred: PinSet,
+    /// `LineAware`: per vCPU, the pins (level, remote IRR set) whose vector
+    /// it retired by an EOI that completed in hardware while it owed an
+    /// exit (in guest mode), until the pin delivers again, its remote IRR
+    /// clears, or that exit lands.
+    pub window_retired: [PinSet; VCPUS],
+    /// `LineAware`: the path went through the open bug
+    /// [`LossCause::RetiredInWindowThenReaccepted`] while it is tolerated:
+    /// the harness no longer compares with the reference.
+    pub line_aware_gap: bool,
 }
 
 impl<const VCPUS: usize> Default for Checker<VCPUS> {
@@ -273,6 +282,8 @@ impl<const VCPUS: usize> Default for Checker<VCPUS> {
             awaiting_ioapic_eoi: PinSet::EMPTY,
             owed_exit: [false; VCPUS],
             deferred: PinSet::EMPTY,
+            window_retired: [PinSet::EMPTY; VCPUS],
+            line_aware_gap: false,
         }
     }
 }
@@ -286,8 +297,10 @@ pub struct Saved<const VCPUS: usize, const PINS: usize> {
     pub apics: [LocalApic; VCPUS],
     /// The checker's bookkeeping.
     pub checker: Checker<VCPUS>,
-    /// `LineAware`: the reference chip's I/O APIC and local APICs.
-    pub reference: Option<(Ioapic<PINS>, [LocalApic; VCPUS])>,
+    /// `LineAware`: the reference chip's I/O APIC and local APICs, one pair
+    /// per candidate reference (see [`Harness::step`](super::Harness::step));
+    /// empty for the other policies.
+    pub reference: std::vec::Vec<(Ioapic<PINS>, [LocalApic; VCPUS])>,
 }
 
 /// What one op did (for reporting).

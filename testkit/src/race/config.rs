@@ -67,6 +67,12 @@ pub enum Mutant {
     /// rerouted away while its interrupt is in flight loses that EOI (with the
     /// KVM policies; `Exact` keeps in-flight instances by its own tracking).
     ScanIgnoresPending,
+    /// `LineAware`: the VMM skips `take_events` when a vCPU's owed exit
+    /// lands (it only loads the VMCS), so the chip never re-checks the lazy
+    /// instances the guest retired in the race window: their pins keep
+    /// remote IRR set with the line asserted, where the reference's EOI
+    /// re-delivered.
+    ExitWithoutTakeEvents,
 }
 
 impl HarnessConfig {
@@ -151,8 +157,10 @@ impl HarnessConfig {
                 .tolerating(LossCause::SharedWithEdge)
                 .tolerating(LossCause::VectorRewrittenInFlight),
             // `LineAware`'s level EOIs that do not exit are deferred, and
-            // judged against the reference (see `Harness::step`).
-            Policy::Exact | Policy::LineAware => self,
+            // judged against the reference (see `Harness::step`), but for
+            // its open bug.
+            Policy::LineAware => self.tolerating(LossCause::RetiredInWindowThenReaccepted),
+            Policy::Exact => self,
         }
     }
 
@@ -195,6 +203,22 @@ pub enum LossCause {
     /// that EOI either, and `TmrDriven` (set on level, clear on edge
     /// acceptance) has cleared the bit.
     SharedWithEdge,
+    /// `LineAware`, an open bug of the crate (issue 15; the ignored test
+    /// `tests/line_aware.rs`
+    /// `lazy_instance_retired_in_the_window_is_redelivered_after_its_vector_is_accepted_again`):
+    /// a vCPU that owes an exit retired a lazy instance in the race window
+    /// (its EOI completed in hardware with the line asserted) and accepted
+    /// another instance of the vector before the exit landed. The chip
+    /// marks the pin's owner retired, but the acceptance resets the
+    /// vector's line state in the vCPU's map, so the re-check at the exit
+    /// does not look at the pin: remote IRR stays set with the line
+    /// asserted and nothing is re-delivered where the reference's EOI
+    /// re-delivered (a lost level interrupt, until the line asserts again
+    /// or the entry is written). Not a lost EOI but a
+    /// [`Violation::GuestDivergence`](super::Violation::GuestDivergence):
+    /// when tolerated, the harness stops comparing with the reference
+    /// from that acceptance on ([`Checker::line_aware_gap`]).
+    RetiredInWindowThenReaccepted,
 }
 
 impl LossCause {
@@ -203,6 +227,7 @@ impl LossCause {
             LossCause::Plain => 1,
             LossCause::VectorRewrittenInFlight => 2,
             LossCause::SharedWithEdge => 4,
+            LossCause::RetiredInWindowThenReaccepted => 8,
         }
     }
 }

@@ -150,6 +150,14 @@ impl<const V: usize, const P: usize> Side<V, P> {
                     }
                     let _ = self.chip.vmcs_update(VcpuId::new(i as u16));
                 }
+                // Owed exits land before every step here (the window is
+                // the EOI's alone), so this one finds none.
+                Op::Exit { vcpu } => {
+                    let i = usize::from(vcpu) % V;
+                    if self.owed[i] {
+                        self.exit(i);
+                    }
+                }
                 Op::DeliverLater { pin: p } => c.deliver_later_elapsed(pin(p), &mut fx),
                 Op::Ldr { .. } | Op::Tpr { .. } | Op::Ipi { .. } => {
                     if let Some((vcpu, writes)) = op.lapic_writes() {

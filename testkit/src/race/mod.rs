@@ -31,9 +31,12 @@
 //! * **Bitmap inclusion** `Exact ⊆ KvmHighestStale ⊆ KvmLegacy`, checked by
 //!   [`Lockstep`] over three Irqchips fed the same ops.
 //! * **`LineAware` is the reference to the guest**: under that policy the
-//!   harness follows the exit protocol, defers the level EOIs that do not exit
-//!   instead of counting them lost, and checks every LAPIC and every IOWIN
-//!   read against an `Exact` chip fed the same ops ([`Harness::step`]).
+//!   harness follows the exit protocol, asynchronously (an owed exit lands at
+//!   [`Op::Exit`], the guest running on until then), defers the level EOIs
+//!   that do not exit instead of counting them lost, and checks every LAPIC
+//!   and every IOWIN read against an `Exact` chip fed the same ops, whose EOI
+//!   broadcasts from a race window may reach its I/O APIC late
+//!   ([`Harness::step`]).
 //!
 //! Op sequences are slices and the checker's state is fixed-size; only the
 //! log of one op's deliveries (a `Vec`) allocates. The proptest `Strategy`
@@ -114,6 +117,7 @@ mod lockstep;
 mod ops;
 #[cfg(feature = "proptest")]
 pub mod proptest_support;
+mod reference;
 mod rng;
 
 pub use checker::{Checker, Instance, MAX_INSTANCES, Need, Saved, StepInfo, Violation};
