@@ -26,13 +26,13 @@
 //! line per depth (every depth with `RACE_VERBOSE` set).
 
 use std::collections::HashSet;
-use std::hash::{BuildHasherDefault, Hash, Hasher};
+use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::Mutex;
 use std::time::Instant;
 
 use eoi_exit::Policy;
 use eoi_exit_testkit::race::{
-    Field, Harness, HarnessConfig, Kick, LossCause, Mutant, Op, Trace, Violation,
+    Field, Fingerprint, Harness, HarnessConfig, Kick, LossCause, Mutant, Op, Trace, Violation,
 };
 
 /// The harness searched: 2 vCPUs and `P` pins (2, or KVM's 24 for the
@@ -184,74 +184,6 @@ fn initial<const P: usize>(cfg: HarnessConfig) -> H<P> {
     )
 }
 
-/// A 128-bit fingerprint hasher (two multiply-rotate lanes, one pass). Not
-/// cryptographic; a collision would merge two states, at odds of about
-/// `states^2 / 2^129`.
-struct Fp128 {
-    a: u64,
-    b: u64,
-}
-
-impl Hasher for Fp128 {
-    fn write(&mut self, bytes: &[u8]) {
-        let mut chunks = bytes.chunks_exact(8);
-        for c in &mut chunks {
-            self.word(u64::from_le_bytes(c.try_into().unwrap()));
-        }
-        let rest = chunks.remainder();
-        if !rest.is_empty() {
-            let mut w = [0u8; 8];
-            w[..rest.len()].copy_from_slice(rest);
-            self.word(u64::from_le_bytes(w) ^ (rest.len() as u64) << 59);
-        }
-    }
-    fn write_u8(&mut self, i: u8) {
-        self.word(i as u64 | 1 << 62);
-    }
-    fn write_u16(&mut self, i: u16) {
-        self.word(i as u64 | 2 << 62);
-    }
-    fn write_u32(&mut self, i: u32) {
-        self.word(i as u64 | 3 << 62);
-    }
-    fn write_u64(&mut self, i: u64) {
-        self.word(i);
-    }
-    fn write_usize(&mut self, i: usize) {
-        self.word(i as u64 ^ 0x5bd1_e995);
-    }
-    fn finish(&self) -> u64 {
-        self.a ^ self.b
-    }
-}
-
-impl Fp128 {
-    #[inline]
-    fn word(&mut self, w: u64) {
-        self.a = (self.a ^ w)
-            .wrapping_mul(0x9E37_79B9_7F4A_7C15)
-            .rotate_left(29);
-        self.b = (self.b.wrapping_add(w) ^ 0xD6E8_FEB8_6659_FD93)
-            .wrapping_mul(0xBF58_476D_1CE4_E5B9)
-            .rotate_left(31);
-    }
-    fn of<T: Hash>(h: &T) -> u128 {
-        let mut f = Fp128 {
-            a: 0x243F_6A88_85A3_08D3,
-            b: 0x1319_8A2E_0370_7344,
-        };
-        h.hash(&mut f);
-        let (a, b) = (mix(f.a), mix(f.b ^ f.a.rotate_left(17)));
-        (a as u128) << 64 | b as u128
-    }
-}
-
-fn mix(mut z: u64) -> u64 {
-    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    z ^ (z >> 31)
-}
-
 struct Outcome {
     states: usize,
     /// `LineAware`: states not expanded because their path went through
@@ -342,7 +274,7 @@ fn replay<'a, const P: usize>(
         g.step(alphabet[tree.op[c as usize] as usize])
             .expect("a replayed path broke no invariant the first time");
         assert!(
-            seen.contains(&Fp128::of(&g)),
+            seen.contains(&Fingerprint::of(&g)),
             "replaying a path reached a state the search never saw: a step is not deterministic"
         );
         stack.push((c, g));
@@ -382,7 +314,7 @@ fn explore<const P: usize>(cfg: HarnessConfig, max_depth: usize, families: &str)
     assert!(alphabet.len() <= u8::MAX as usize);
     let root = initial::<P>(cfg);
     let mut seen = FpSet::default();
-    seen.insert(Fp128::of(&root));
+    seen.insert(Fingerprint::of(&root));
     let mut tree = Tree {
         parent: vec![0],
         op: vec![u8::MAX],
@@ -399,6 +331,10 @@ fn explore<const P: usize>(cfg: HarnessConfig, max_depth: usize, families: &str)
         for n in lo..hi {
             let h = replay(&mut stack, &mut chain, &tree, n, &alphabet, &seen);
             for (k, &op) in alphabet.iter().enumerate() {
+                if h.changes_nothing(op) {
+                    // It would reach `h` again, which is seen.
+                    continue;
+                }
                 let mut g = h.fork();
                 if let Err(v) = g.step(op) {
                     let mut ops = tree.path(n, &alphabet);
@@ -422,7 +358,7 @@ fn explore<const P: usize>(cfg: HarnessConfig, max_depth: usize, families: &str)
                     }
                     continue;
                 }
-                if seen.insert(Fp128::of(&g)) {
+                if seen.insert(Fingerprint::of(&g)) {
                     tree.parent.push(n);
                     tree.op.push(k as u8);
                 }

@@ -8,7 +8,8 @@
 use eoi_exit::{Pin, PinSet, Policy};
 use eoi_exit_testkit::race::proptest_support::{Shape, entries, ops};
 use eoi_exit_testkit::race::{
-    Field, Harness, HarnessConfig, InclusionGap, Lockstep, LossCause, Op, Trace, Violation,
+    Field, Fingerprint, Harness, HarnessConfig, InclusionGap, Lockstep, LossCause, Op, Trace,
+    Violation,
 };
 use proptest::prelude::*;
 
@@ -202,6 +203,54 @@ proptest! {
                     i + 1,
                     Trace(&ops[..=i])
                 )));
+            }
+        }
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig {
+        cases: config().cases.div_ceil(10),
+        ..config()
+    })]
+
+    /// `Harness::changes_nothing`, which the model check trusts to skip
+    /// steps, is right whenever it says so: the step leaves the state's
+    /// fingerprint as it was, in every state a random run reaches, under
+    /// every policy and `LineAware`, with and without eager entries.
+    #[test]
+    fn a_step_the_harness_calls_a_no_op_changes_nothing(
+        init in entries(SHAPE),
+        ops in ops(SHAPE, 30),
+        eager in any::<bool>(),
+    ) {
+        let probes = [0u8, 1].into_iter().flat_map(|vcpu| {
+            [Op::Ack { vcpu }, Op::Eoi { vcpu }, Op::Exit { vcpu }]
+        });
+        let probes: Vec<Op> = probes.collect();
+        for policy in Policy::ALL.into_iter().chain([Policy::LineAware]) {
+            let mut cfg = HarnessConfig::new(policy).tolerating_known_losses();
+            cfg.eager_enter = eager;
+            let mut h = Harness::<2, 4>::with_entries(cfg, &init);
+            for &op in &ops {
+                for &p in &probes {
+                    if h.changes_nothing(p) {
+                        let mut g = h.fork();
+                        let r = g.step(p);
+                        prop_assert!(r.is_ok(), "{}: {p}: {r:?}", policy.name());
+                        prop_assert_eq!(
+                            Fingerprint::of(&g),
+                            Fingerprint::of(&h),
+                            "{}: {} changed the state after\n{}",
+                            policy.name(),
+                            p,
+                            Trace(&ops)
+                        );
+                    }
+                }
+                if h.step(op).is_err() {
+                    break;
+                }
             }
         }
     }

@@ -3,6 +3,7 @@
 use core::fmt;
 use core::hash::{Hash, Hasher};
 
+use std::sync::{Arc, OnceLock};
 use std::vec::Vec;
 
 use eoi_exit::exit_bitmap::{ScanEntry, Source};
@@ -72,7 +73,9 @@ pub struct Harness<const VCPUS: usize, const PINS: usize = 24> {
     pub(super) config: HarnessConfig,
     pub(super) chip: Chip<VCPUS, PINS>,
     checker: Checker<VCPUS>,
-    saved: Option<Saved<VCPUS, PINS>>,
+    /// The last snapshot, shared by every fork taken since (it never
+    /// changes), with its fingerprint ([`Kept`]).
+    saved: Option<Arc<Kept<VCPUS, PINS>>>,
     /// Copies of every vCPU taken after the last step changed them (the op,
     /// a planted rescan, a VM entry): the post-op checks and
     /// [`Harness::vcpus`] read these instead of copying each vCPU out of its
@@ -82,7 +85,9 @@ pub struct Harness<const VCPUS: usize, const PINS: usize = 24> {
     /// fed the same ops, every vCPU's VMCS loaded after each op; one
     /// candidate per timing of the EOI broadcasts still in flight
     /// (`race::reference`).
-    reference: Option<References<VCPUS, PINS>>,
+    /// (Boxed: the other policies' harnesses, forked once per step of a
+    /// model check, do not carry its room.)
+    reference: Option<Box<References<VCPUS, PINS>>>,
 }
 
 impl<const VCPUS: usize, const PINS: usize> fmt::Debug for Harness<VCPUS, PINS> {
@@ -139,12 +144,12 @@ impl<const VCPUS: usize, const PINS: usize> Harness<VCPUS, PINS> {
                 "LineAware is compared with the reference under the SDM's forwarding rule \
                  (under KVM's the reference depends on the bitmap)"
             );
-            References::new(&config.chip)
+            Box::new(References::new(&config.chip))
         });
         if config.directed_eoi {
             // The VMM advertises directed EOI; each guest sets SVR bit 12.
             let mut fx = Effects::new();
-            for c in core::iter::once(&chip).chain(reference.as_ref().map(References::chip)) {
+            for c in core::iter::once(&chip).chain(reference.as_deref().map(References::chip)) {
                 for i in 0..VCPUS {
                     let id = VcpuId::new(i as u16);
                     c.write_lapic(id, LapicWrite::DirectedEoi(true), &mut fx);
@@ -198,7 +203,8 @@ impl<const VCPUS: usize, const PINS: usize> Harness<VCPUS, PINS> {
         &self.config
     }
 
-    /// The Irqchip under test.
+    /// The Irqchip under test. Read it; drive it only through
+    /// [`Harness::step`], which keeps copies of its vCPUs between steps.
     pub fn chip(&self) -> &Chip<VCPUS, PINS> {
         &self.chip
     }
@@ -248,6 +254,33 @@ impl<const VCPUS: usize, const PINS: usize> Harness<VCPUS, PINS> {
         Ok(())
     }
 
+    /// Whether [`Harness::step`] would leave this state as it is (everything
+    /// its [`Hash`] covers) and pass, as this state did, when that is plain
+    /// without running it: an ack with nothing pending, an EOI with nothing
+    /// in service, each on a vCPU in guest mode, and an [`Op::Exit`] owed
+    /// by no one. `false` when unsure. A model checker skips these steps
+    /// (the state they reach is the one it has).
+    ///
+    /// Under `LineAware` with an EOI broadcast in flight in the reference,
+    /// `false` (any op may be where it arrives).
+    pub fn changes_nothing(&self, op: Op) -> bool {
+        if self.reference.as_ref().is_some_and(|r| r.in_flight()) {
+            return false;
+        }
+        match op {
+            Op::Ack { vcpu } => {
+                let c = vcpu as usize % VCPUS;
+                !self.checker.kicked[c] && self.post[c].apic.irr().is_empty()
+            }
+            Op::Eoi { vcpu } => {
+                let c = vcpu as usize % VCPUS;
+                !self.checker.kicked[c] && self.post[c].apic.isr().is_empty()
+            }
+            Op::Exit { vcpu } => !self.checker.owed_exit[vcpu as usize % VCPUS],
+            _ => false,
+        }
+    }
+
     /// Whether `op` is a guest op on a vCPU (it runs guest code).
     fn guest_vcpu(op: &Op) -> Option<usize> {
         match *op {
@@ -292,7 +325,8 @@ impl<const VCPUS: usize, const PINS: usize> Harness<VCPUS, PINS> {
         let la = self.reference.is_some();
         #[cfg_attr(not(feature = "kvm"), allow(unused_mut))]
         let mut pre_entries = *self.chip.ioapic().entries();
-        let pre_tmr: [VectorSet; VCPUS] = core::array::from_fn(|i| *self.vstate(i).apic.tmr());
+        // `post` is every vCPU as the last step left it.
+        let pre_tmr: [VectorSet; VCPUS] = core::array::from_fn(|i| *self.post[i].apic.tmr());
         let mut info = StepInfo::default();
         let mut fx: OpEffects = Effects::with_log(Vec::new());
         let guest = Self::guest_vcpu(&op);
@@ -471,31 +505,47 @@ impl<const VCPUS: usize, const PINS: usize> Harness<VCPUS, PINS> {
             // Its exit landed above.
             Op::Exit { .. } => {}
             Op::Snapshot => {
-                self.saved = Some(self.save());
+                self.saved = Some(Arc::new(Kept::new(self.save())));
             }
             Op::Restore => {
-                if let Some(saved) = self.saved.take() {
-                    self.restore_from(&saved);
-                    self.saved = Some(saved);
+                if let Some(kept) = self.saved.clone() {
+                    // Built once per snapshot, cloned at every restore of it.
+                    let r = kept.restore.get_or_init(|| self.rebuild(&kept.saved));
+                    self.install(r.clone(), &kept.saved);
                     restored = true;
                 }
             }
             #[cfg(feature = "kvm")]
             Op::RestoreKvm => {
-                if let Some(saved) = self.saved.take() {
-                    restored = self.restore_through_kvm(&saved, &mut pre_entries, &mut fx);
-                    self.saved = Some(saved);
+                if let Some(kept) = self.saved.clone() {
+                    let r = kept
+                        .restore_kvm
+                        .get_or_init(|| self.rebuild_through_kvm(&kept.saved));
+                    if let Some((r, import_fx)) = r.clone() {
+                        // The import's re-injections start cycles relative
+                        // to the saved I/O APIC.
+                        pre_entries = *kept.saved.ioapic.entries();
+                        merge(&mut fx, import_fx);
+                        self.install(r, &kept.saved);
+                        restored = true;
+                    }
                 }
             }
             Op::Migrate => {
                 let saved = self.save();
-                self.restore_from(&saved);
+                let r = self.rebuild(&saved);
+                self.install(r, &saved);
                 restored = true;
             }
             #[cfg(feature = "kvm")]
             Op::MigrateKvm => {
                 let saved = self.save();
-                restored = self.restore_through_kvm(&saved, &mut pre_entries, &mut fx);
+                if let Some((r, import_fx)) = self.rebuild_through_kvm(&saved) {
+                    pre_entries = *saved.ioapic.entries();
+                    merge(&mut fx, import_fx);
+                    self.install(r, &saved);
+                    restored = true;
+                }
             }
             Op::DeliverLater { pin } => {
                 self.chip
@@ -681,7 +731,9 @@ impl<const VCPUS: usize, const PINS: usize> Harness<VCPUS, PINS> {
             // have parted.
             return Ok(());
         }
-        let Some(mut refs) = self.reference.take() else {
+        // Disjoint fields: the candidates are filtered against the chip.
+        let (post, chip) = (&self.post, &self.chip);
+        let Some(refs) = &mut self.reference else {
             return Ok(());
         };
         let lines = io.state();
@@ -689,8 +741,8 @@ impl<const VCPUS: usize, const PINS: usize> Harness<VCPUS, PINS> {
         // once, on one copy, for every candidate).
         let mut found = [None; PINS];
         let mut copy = None;
-        let r = refs.retain(|r| {
-            for (c, v) in self.post.iter().enumerate() {
+        refs.retain(|r| {
+            for (c, v) in post.iter().enumerate() {
                 let a = r.vcpu(VcpuId::new(c as u16)).expect("in range").apic;
                 let b = &v.apic;
                 let mut d = VectorSet::EMPTY;
@@ -716,7 +768,7 @@ impl<const VCPUS: usize, const PINS: usize> Harness<VCPUS, PINS> {
                 let reference = x.0 as u32;
                 let found = if may_settle {
                     *found[p].get_or_insert_with(|| {
-                        iowin_low(copy.get_or_insert_with(|| self.chip.clone()), p)
+                        iowin_low(copy.get_or_insert_with(|| chip.clone()), p)
                     })
                 } else {
                     y.0 as u32
@@ -730,9 +782,7 @@ impl<const VCPUS: usize, const PINS: usize> Harness<VCPUS, PINS> {
                 }
             }
             Ok(())
-        });
-        self.reference = Some(refs);
-        r
+        })
     }
 
     /// A fresh chip holding the saved LAPICs and the saved I/O APIC
@@ -798,33 +848,44 @@ impl<const VCPUS: usize, const PINS: usize> Harness<VCPUS, PINS> {
             ioapic: self.chip.ioapic(),
             apics: core::array::from_fn(|i| self.vstate(i).apic),
             checker: self.checker.clone(),
-            reference: self
-                .reference
-                .as_ref()
-                .map_or_else(Vec::new, References::saved),
+            reference: self.reference.as_ref().map_or_else(Vec::new, |r| r.saved()),
         }
     }
 
-    /// Restores `saved` into a fresh chip whose maps a rescan of every vCPU
-    /// rebuilds (the restore's own duty: every vCPU is kicked).
-    fn restore_from(&mut self, saved: &Saved<VCPUS, PINS>) {
+    /// What a restore of `saved` builds: a fresh chip whose maps a rescan of
+    /// every vCPU rebuilds (the restore's own duty: every vCPU is kicked),
+    /// and under `LineAware` the reference restored the same way.
+    fn rebuild(&self, saved: &Saved<VCPUS, PINS>) -> Restored<VCPUS, PINS> {
         let chip = Self::chip_from_saved(self.config, saved);
         let mut restore_fx = Effects::new();
         for i in 0..VCPUS {
             chip.rescan(VcpuId::new(i as u16), &mut restore_fx);
         }
-        self.chip = chip;
-        self.restore_reference(saved, false);
-        self.restored_from(saved);
+        (chip, self.reference_from(saved, false))
+    }
+
+    /// [`Harness::rebuild`] through KVM's formats, with the import's
+    /// re-injections. `None` unless `PINS` is 24.
+    #[cfg(feature = "kvm")]
+    fn rebuild_through_kvm(
+        &self,
+        saved: &Saved<VCPUS, PINS>,
+    ) -> Option<(Restored<VCPUS, PINS>, OpEffects)> {
+        let mut fx = Effects::with_log(Vec::new());
+        let chip = Self::chip_through_kvm(self.config, saved, &mut fx)?;
+        Some(((chip, self.reference_from(saved, true)), fx))
     }
 
     /// `LineAware`: the reference restored from its part of `saved`, the
-    /// way the chip was (through KVM's formats if `kvm`).
+    /// way the chip was (through KVM's formats if `kvm`); `None` for the
+    /// other policies.
     #[cfg_attr(not(feature = "kvm"), allow(unused_variables))]
-    fn restore_reference(&mut self, saved: &Saved<VCPUS, PINS>, kvm: bool) {
-        if self.reference.is_none() || saved.reference.is_empty() {
-            return;
-        }
+    fn reference_from(
+        &self,
+        saved: &Saved<VCPUS, PINS>,
+        kvm: bool,
+    ) -> Option<Box<References<VCPUS, PINS>>> {
+        let r = self.reference.as_ref()?;
         let config = HarnessConfig {
             chip: super::reference::reference_config(&self.config.chip),
             ..self.config
@@ -849,29 +910,21 @@ impl<const VCPUS: usize, const PINS: usize> Harness<VCPUS, PINS> {
             chip
         });
         let chips: Vec<_> = chips.collect();
-        if let Some(r) = &mut self.reference {
-            r.replace(chips);
+        if chips.is_empty() {
+            return Some(r.clone());
         }
+        let mut r = r.clone();
+        r.replace(chips);
+        Some(r)
     }
 
-    /// Restores `saved` through KVM's formats; the import's re-injections go
-    /// to `fx` and start cycles relative to the saved I/O APIC, which
-    /// replaces `pre_entries`. Whether it restored (`PINS` is 24).
-    #[cfg(feature = "kvm")]
-    fn restore_through_kvm(
-        &mut self,
-        saved: &Saved<VCPUS, PINS>,
-        pre_entries: &mut [RedirectionEntry; PINS],
-        fx: &mut OpEffects,
-    ) -> bool {
-        let Some(chip) = Self::chip_through_kvm(self.config, saved, fx) else {
-            return false;
-        };
-        *pre_entries = *saved.ioapic.entries();
+    /// Puts what a restore of `saved` built in place.
+    fn install(&mut self, (chip, reference): Restored<VCPUS, PINS>, saved: &Saved<VCPUS, PINS>) {
         self.chip = chip;
-        self.restore_reference(saved, true);
+        if reference.is_some() {
+            self.reference = reference;
+        }
         self.restored_from(saved);
-        true
     }
 
     /// The checker after a restore from `saved`: its bookkeeping as saved,
@@ -882,6 +935,7 @@ impl<const VCPUS: usize, const PINS: usize> Harness<VCPUS, PINS> {
         self.checker.kicked = [true; VCPUS];
         // A restored VM's vCPUs owe no exit: they load their whole VMCS.
         self.checker.owed_exit = [false; VCPUS];
+        self.checker.window_retired = [PinSet::EMPTY; VCPUS];
     }
 
     fn rescan_ignoring_pending(&self, fx: &OpEffects) {
@@ -1283,30 +1337,66 @@ impl<const VCPUS: usize, const PINS: usize> Hash for Harness<VCPUS, PINS> {
             self.chip.hash(h);
             r.hash_into(h);
         } else {
-            self.chip.ioapic().hash(h);
-            for c in 0..VCPUS {
-                let s = self.vstate(c);
-                hash_apic(&s.apic, h);
-                s.map.hash(h);
-            }
+            // The I/O APIC, every LAPIC and map (under their locks, with no
+            // copy), and the pin owners, which only `LineAware` sets.
+            self.chip.hash(h);
         }
         self.checker.hash(h);
         match &self.saved {
             None => 0u8.hash(h),
-            Some(s) => {
+            Some(k) => {
                 1u8.hash(h);
-                s.ioapic.hash(h);
-                for a in &s.apics {
-                    hash_apic(a, h);
-                }
-                s.checker.hash(h);
-                for (io, apics) in &s.reference {
-                    io.hash(h);
-                    for a in apics {
-                        hash_apic(a, h);
-                    }
-                }
+                k.fingerprint.hash(h);
             }
+        }
+    }
+}
+
+/// What a restore builds: the chip and (`LineAware`) the reference.
+type Restored<const VCPUS: usize, const PINS: usize> =
+    (Chip<VCPUS, PINS>, Option<Box<References<VCPUS, PINS>>>);
+
+/// A snapshot kept by [`Op::Snapshot`], its fingerprint and what restoring
+/// it builds, each computed once: a model check reaches the same snapshot
+/// from many states, hashes it in each, and restores it from many.
+struct Kept<const VCPUS: usize, const PINS: usize> {
+    saved: Saved<VCPUS, PINS>,
+    fingerprint: u128,
+    restore: OnceLock<Restored<VCPUS, PINS>>,
+    #[cfg(feature = "kvm")]
+    restore_kvm: OnceLock<Option<(Restored<VCPUS, PINS>, OpEffects)>>,
+}
+
+impl<const VCPUS: usize, const PINS: usize> Kept<VCPUS, PINS> {
+    fn new(saved: Saved<VCPUS, PINS>) -> Self {
+        struct S<'a, const VCPUS: usize, const PINS: usize>(&'a Saved<VCPUS, PINS>);
+        impl<const VCPUS: usize, const PINS: usize> Hash for S<'_, VCPUS, PINS> {
+            fn hash<H: Hasher>(&self, h: &mut H) {
+                hash_saved(self.0, h);
+            }
+        }
+        let fingerprint = super::Fingerprint::of(&S(&saved));
+        Kept {
+            saved,
+            fingerprint,
+            restore: OnceLock::new(),
+            #[cfg(feature = "kvm")]
+            restore_kvm: OnceLock::new(),
+        }
+    }
+}
+
+/// Hashes a snapshot: everything a restore reads.
+fn hash_saved<const VCPUS: usize, const PINS: usize, H: Hasher>(s: &Saved<VCPUS, PINS>, h: &mut H) {
+    s.ioapic.hash(h);
+    for a in &s.apics {
+        hash_apic(a, h);
+    }
+    s.checker.hash(h);
+    for (io, apics) in &s.reference {
+        io.hash(h);
+        for a in apics {
+            hash_apic(a, h);
         }
     }
 }

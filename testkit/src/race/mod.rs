@@ -109,6 +109,7 @@ use eoi_exit::{Ioapic, Irqchip};
 
 mod checker;
 mod config;
+mod fingerprint;
 mod guest_view;
 mod harness;
 mod ioapic_check;
@@ -122,6 +123,7 @@ mod rng;
 
 pub use checker::{Checker, Instance, MAX_INSTANCES, Need, Saved, StepInfo, Violation};
 pub use config::{HarnessConfig, Kick, LossCause, Mutant, Tolerated};
+pub use fingerprint::Fingerprint;
 pub use guest_view::{GuestStep, line_aware_divergence, line_aware_exhaustive};
 pub use harness::{Chip, Harness, fixed_msi, fixed_physical};
 pub use ioapic_check::{

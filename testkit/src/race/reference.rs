@@ -306,6 +306,11 @@ impl<const VCPUS: usize, const PINS: usize> References<VCPUS, PINS> {
         self.more.is_empty() && self.first.in_flight.is_empty()
     }
 
+    /// Whether some candidate has an EOI broadcast in flight.
+    pub(super) fn in_flight(&self) -> bool {
+        self.iter().any(|r| !r.in_flight.is_empty())
+    }
+
     /// Every candidate, taken out of `self` (to step into new ones).
     fn take_all(&mut self) -> impl Iterator<Item = Reference<VCPUS, PINS>> + use<VCPUS, PINS> {
         let more = core::mem::take(&mut self.more);
