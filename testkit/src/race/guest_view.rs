@@ -201,15 +201,19 @@ impl<const V: usize, const P: usize> Side<V, P> {
             eoi_forwarding: EoiForwarding::TmrLevel,
             ..config
         };
-        let side = Side::<V, P> {
+        let mut side = Side::<V, P> {
             chip: Irqchip::new(config, ApicMode::XApic, [const { VcpuSlot::new() }; V]),
             saved: None,
             owed: [false; V],
         };
+        // The writes' duties are followed as any step's: a vCPU an initial
+        // entry delivered a non-vectored event to (an INIT) takes it now, on
+        // both sides alike, not at whichever later exit one side owes.
+        let mut fx = Effects::new();
         for (p, &e) in init.iter().enumerate().take(P) {
-            side.chip
-                .write_entry(Pin::new(p as u8), e, &mut Effects::new());
+            side.chip.write_entry(Pin::new(p as u8), e, &mut fx);
         }
+        side.after(&fx);
         for i in 0..V {
             let _ = side.chip.vmcs_update(VcpuId::new(i as u16));
         }
