@@ -1326,7 +1326,11 @@ impl<const VCPUS: usize, const PINS: usize> Harness<VCPUS, PINS> {
 }
 
 impl<const VCPUS: usize, const PINS: usize> Hash for Harness<VCPUS, PINS> {
-    /// Hashes the state that decides future behaviour (not the counters).
+    /// Hashes the state that decides future behaviour (not the counters),
+    /// as far as `Irqchip`'s `Hash` sees it: not the vCPUs' pending
+    /// non-vectored events (INIT, SIPI, NMI, SMI, ExtINT), which neither it
+    /// nor `LocalApicState` covers and which the model check's alphabets
+    /// never deliver.
     fn hash<H: Hasher>(&self, h: &mut H) {
         if let Some(r) = &self.reference {
             // LineAware's pin owners too (in the chip's own hash), and the

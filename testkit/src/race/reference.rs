@@ -219,15 +219,21 @@ impl<const VCPUS: usize, const PINS: usize> Reference<VCPUS, PINS> {
         None
     }
 
-    /// A key that tells candidates apart: 64 bits of their [`Hash`] and
-    /// of their LAPICs (candidates not yet checked against the chip may
-    /// differ there: a restore rebuilds them from their saved LAPICs).
+    /// A key that tells candidates apart: 64 bits of their [`Hash`] and of
+    /// every vCPU's whole state, the LAPIC (candidates not yet checked
+    /// against the chip may differ there: a restore rebuilds them from
+    /// their saved LAPICs) and its pending non-vectored events, which
+    /// neither `LocalApicState` nor `Irqchip`'s `Hash` covers (a broadcast
+    /// arriving before or after an entry's delivery mode changes latches an
+    /// ExtINT or an INIT). The reference is `Exact`: its `state()` settles
+    /// nothing.
     fn key(&self) -> u64 {
         let mut h = DefaultHasher::new();
         self.hash(&mut h);
-        for c in 0..VCPUS {
-            let v = self.chip.vcpu(VcpuId::new(c as u16)).expect("in range");
-            v.apic.state().hash(&mut h);
+        let st = self.chip.state::<Vec<VcpuState>>();
+        for v in &st.vcpus {
+            v.apic.hash(&mut h);
+            v.events.hash(&mut h);
         }
         h.finish()
     }
