@@ -8,7 +8,8 @@
 use eoi_exit::{Pin, PinSet, Policy};
 use eoi_exit_testkit::race::proptest_support::{Shape, entries, ops};
 use eoi_exit_testkit::race::{
-    Field, Harness, HarnessConfig, InclusionGap, Lockstep, LossCause, Op, Trace, Violation,
+    Field, Fingerprint, Harness, HarnessConfig, InclusionGap, Lockstep, LossCause, Op, Trace,
+    Violation,
 };
 use proptest::prelude::*;
 
@@ -207,6 +208,54 @@ proptest! {
     }
 }
 
+proptest! {
+    #![proptest_config(ProptestConfig {
+        cases: config().cases.div_ceil(10),
+        ..config()
+    })]
+
+    /// `Harness::changes_nothing`, which the model check trusts to skip
+    /// steps, is right whenever it says so: the step leaves the state's
+    /// fingerprint as it was, in every state a random run reaches, under
+    /// every policy and `LineAware`, with and without eager entries.
+    #[test]
+    fn a_step_the_harness_calls_a_no_op_changes_nothing(
+        init in entries(SHAPE),
+        ops in ops(SHAPE, 30),
+        eager in any::<bool>(),
+    ) {
+        let probes = [0u8, 1].into_iter().flat_map(|vcpu| {
+            [Op::Ack { vcpu }, Op::Eoi { vcpu }, Op::Exit { vcpu }]
+        });
+        let probes: Vec<Op> = probes.collect();
+        for policy in Policy::ALL.into_iter().chain([Policy::LineAware]) {
+            let mut cfg = HarnessConfig::new(policy).tolerating_known_losses();
+            cfg.eager_enter = eager;
+            let mut h = Harness::<2, 4>::with_entries(cfg, &init);
+            for &op in &ops {
+                for &p in &probes {
+                    if h.changes_nothing(p) {
+                        let mut g = h.fork();
+                        let r = g.step(p);
+                        prop_assert!(r.is_ok(), "{}: {p}: {r:?}", policy.name());
+                        prop_assert_eq!(
+                            Fingerprint::of(&g),
+                            Fingerprint::of(&h),
+                            "{}: {} changed the state after\n{}",
+                            policy.name(),
+                            p,
+                            Trace(&ops)
+                        );
+                    }
+                }
+                if h.step(op).is_err() {
+                    break;
+                }
+            }
+        }
+    }
+}
+
 /// SDM directed EOI: the LAPIC EOI of a level interrupt is suppressed (no
 /// exit under `Exact`), the checker counts it as suppressed rather than
 /// lost, and the guest's write of the vector to the I/O APIC's EOI register
@@ -322,6 +371,67 @@ fn checker_reports_a_suppressed_eoi_that_reaches_the_ioapic() {
         ),
         "{r:?}"
     );
+}
+
+/// `LineAware`'s race window is asynchronous: a vCPU named in
+/// `Effects::exit` runs on under the VMCS it loaded until `Op::Exit`. Its
+/// EOI there completes in hardware, and the reference's EOI broadcast is in
+/// flight: the re-delivery of the still-asserted line is not in IRR while
+/// the guest acks and EOIs on (a checker that forwarded the reference's EOI
+/// at once would report a divergence at the EOI), and it is there once the
+/// exit lands (`take_events` re-checks), as the reference's by then.
+#[test]
+fn line_aware_eoi_in_the_asynchronous_window_is_redelivered_at_the_exit() {
+    // Posted interrupts: a delivery does not kick a running vCPU.
+    let cfg = HarnessConfig::new(Policy::LineAware)
+        .tolerating_known_losses()
+        .with_kick(eoi_exit_testkit::race::Kick::Reload);
+    // Pin 0: level 0x31 to vCPU 0.
+    let mut h = Harness::<2, 4>::with_entries(cfg, &[0x31 | 1 << 15]);
+    let v = |x| eoi_exit::Vector::new(x);
+    let irr = |h: &Harness<2, 4>| *h.vcpus()[0].apic.irr();
+    let ops = [
+        Op::SetLine { pin: 0, high: true },
+        Op::Enter { vcpu: 0 },
+        Op::Ack { vcpu: 0 },
+        // The handler's status read lowers the line; the vCPU re-enters.
+        Op::SetLine {
+            pin: 0,
+            high: false,
+        },
+        Op::Enter { vcpu: 0 },
+        // A second device asserts the shared line: the exit is owed.
+        Op::SetLine { pin: 0, high: true },
+    ];
+    h.run(&ops)
+        .unwrap_or_else(|(i, e)| panic!("{e} at op {}\n{}", i + 1, Trace(&ops[..=i])));
+    assert!(h.checker().owed_exit[0]);
+    // In the window: the EOI completes in hardware, an edge MSI of 0x41
+    // arrives, the guest takes it and EOIs it too, all before the kick
+    // lands.
+    for op in [
+        Op::Eoi { vcpu: 0 },
+        Op::Msi {
+            dest: 0,
+            vector: 0x41,
+            level: false,
+        },
+        Op::Ack { vcpu: 0 },
+    ] {
+        h.step(op).unwrap_or_else(|e| panic!("{op}: {e}"));
+        assert!(
+            !irr(&h).contains(v(0x31)),
+            "{op}: re-delivered before the exit"
+        );
+    }
+    let eoi = h.step(Op::Eoi { vcpu: 0 }).expect("the second EOI");
+    assert_eq!(eoi.eoi.map(|(x, _)| x), Some(v(0x41)));
+    assert!(h.checker().owed_exit[0] && !irr(&h).contains(v(0x31)));
+    // The kick lands: the chip re-checks and re-delivers.
+    h.step(Op::Exit { vcpu: 0 }).expect("the exit");
+    assert!(!h.checker().owed_exit[0]);
+    assert!(irr(&h).contains(v(0x31)), "re-delivered at the exit");
+    assert!(h.chip().ioapic().entry(Pin::new(0)).unwrap().remote_irr());
 }
 
 /// The harness's invariant checker itself: a plain lost EOI is reported.

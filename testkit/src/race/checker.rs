@@ -121,21 +121,6 @@ pub enum Violation {
         /// The low dword `LineAware` reads.
         found: u32,
     },
-    /// `LineAware`: a snapshot taken in the race window (a guest EOI that
-    /// completed in hardware, its vCPU's exit not yet landed), restored,
-    /// shows the guest another state than the reference's snapshot taken at
-    /// the same point: a vCPU's IRR, ISR or TMR bit, or an entry's low
-    /// dword.
-    SnapshotInWindowDivergence {
-        /// Restored through KVM's formats (else by the crate's restore).
-        through_kvm: bool,
-        /// The vCPU whose IRR, ISR or TMR differs.
-        vcpu: Option<u16>,
-        /// The lowest vector that differs there.
-        vector: Option<u8>,
-        /// The pin whose entry differs.
-        pin: Option<u8>,
-    },
 }
 
 impl fmt::Display for Violation {
@@ -208,29 +193,6 @@ impl fmt::Display for Violation {
                 f,
                 "pin{pin} reads {found:#010x} through IOWIN where the reference (Exact) reads {reference:#010x}"
             ),
-            Violation::SnapshotInWindowDivergence {
-                through_kvm,
-                vcpu,
-                vector,
-                pin,
-            } => {
-                let how = if through_kvm {
-                    "through KVM's formats"
-                } else {
-                    "by the crate"
-                };
-                write!(
-                    f,
-                    "a snapshot taken in the race window, restored {how}, differs from the reference's"
-                )?;
-                if let (Some(c), Some(v)) = (vcpu, vector) {
-                    write!(f, ": vCPU{c}'s IRR/ISR/TMR bit {v:#04x}")?;
-                }
-                if let Some(p) = pin {
-                    write!(f, ": pin{p}'s entry")?;
-                }
-                Ok(())
-            }
         }
     }
 }
@@ -324,8 +286,10 @@ pub struct Saved<const VCPUS: usize, const PINS: usize> {
     pub apics: [LocalApic; VCPUS],
     /// The checker's bookkeeping.
     pub checker: Checker<VCPUS>,
-    /// `LineAware`: the reference chip's I/O APIC and local APICs.
-    pub reference: Option<(Ioapic<PINS>, [LocalApic; VCPUS])>,
+    /// `LineAware`: the reference chip's I/O APIC and local APICs, one pair
+    /// per candidate reference (see [`Harness::step`](super::Harness::step));
+    /// empty for the other policies.
+    pub reference: std::vec::Vec<(Ioapic<PINS>, [LocalApic; VCPUS])>,
 }
 
 /// What one op did (for reporting).

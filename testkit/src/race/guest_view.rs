@@ -223,6 +223,14 @@ impl<const V: usize, const P: usize> Side<V, P> {
                     }
                     let _ = self.chip.vmcs_update(VcpuId::new(i as u16));
                 }
+                // Owed exits land before every step here (the window is
+                // the EOI's alone), so this one finds none.
+                Op::Exit { vcpu } => {
+                    let i = usize::from(vcpu) % V;
+                    if self.owed[i] {
+                        self.exit(i);
+                    }
+                }
                 Op::DeliverLater { pin: p } => c.deliver_later_elapsed(pin(p), &mut fx),
                 Op::Ldr { .. } | Op::Tpr { .. } | Op::Ipi { .. } => {
                     if let Some((vcpu, writes)) = op.lapic_writes() {
@@ -281,17 +289,14 @@ impl<const V: usize, const P: usize> Side<V, P> {
             owed: [false; V],
             eoi_in_window: [false; V],
         };
-        // The initial writes' duties count as any op's: an entry that
-        // delivers at once (an active-low line is asserted while low) kicks
-        // its vCPU, which exits and takes what it was sent (an INIT left
-        // pending here would be taken at whichever exit came first, earlier
-        // on the side whose policy asks for more exits; found by the
-        // `routing_reconfig` fuzz target).
+        // The writes' duties are followed as any step's: a vCPU an initial
+        // entry delivered a non-vectored event to (an INIT) takes it now, on
+        // both sides alike, not at whichever later exit one side owes.
+        let mut fx = Effects::new();
         for (p, &e) in init.iter().enumerate().take(P) {
-            let mut fx = Effects::new();
             side.chip.write_entry(Pin::new(p as u8), e, &mut fx);
-            side.after(&fx);
         }
+        side.after(&fx);
         for i in 0..V {
             let _ = side.chip.vmcs_update(VcpuId::new(i as u16));
         }

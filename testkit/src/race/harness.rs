@@ -3,6 +3,7 @@
 use core::fmt;
 use core::hash::{Hash, Hasher};
 
+use std::sync::{Arc, OnceLock};
 use std::vec::Vec;
 
 use eoi_exit::exit_bitmap::{ScanEntry, Source};
@@ -18,6 +19,7 @@ use eoi_exit::{Ioapic, Irqchip, VcpuSlot};
 use eoi_exit::{Vector, VectorSet};
 
 use super::lean::{changed_entries, each_pin, pins as lean_pins, remote_irr_pins};
+use super::reference::References;
 use super::{
     Checker, HarnessConfig, Instance, Kick, LossCause, Mutant, Need, Op, RTC_PIN, Saved, StepInfo,
     Tolerated, Violation,
@@ -71,15 +73,21 @@ pub struct Harness<const VCPUS: usize, const PINS: usize = 24> {
     pub(super) config: HarnessConfig,
     pub(super) chip: Chip<VCPUS, PINS>,
     checker: Checker<VCPUS>,
-    saved: Option<Saved<VCPUS, PINS>>,
+    /// The last snapshot, shared by every fork taken since (it never
+    /// changes), with its fingerprint ([`Kept`]).
+    saved: Option<Arc<Kept<VCPUS, PINS>>>,
     /// Copies of every vCPU taken after the last step changed them (the op,
     /// a planted rescan, a VM entry): the post-op checks and
     /// [`Harness::vcpus`] read these instead of copying each vCPU out of its
     /// lock once per check.
     post: [Vcpu; VCPUS],
     /// `LineAware`: the same chip under `Exact` (the reference semantics),
-    /// fed the same ops, every vCPU's VMCS loaded after each op.
-    reference: Option<Chip<VCPUS, PINS>>,
+    /// fed the same ops, every vCPU's VMCS loaded after each op; one
+    /// candidate per timing of the EOI broadcasts still in flight
+    /// (`race::reference`).
+    /// (Boxed: the other policies' harnesses, forked once per step of a
+    /// model check, do not carry its room.)
+    reference: Option<Box<References<VCPUS, PINS>>>,
 }
 
 impl<const VCPUS: usize, const PINS: usize> fmt::Debug for Harness<VCPUS, PINS> {
@@ -136,16 +144,12 @@ impl<const VCPUS: usize, const PINS: usize> Harness<VCPUS, PINS> {
                 "LineAware is compared with the reference under the SDM's forwarding rule \
                  (under KVM's the reference depends on the bitmap)"
             );
-            let cfg = eoi_exit::IrqchipConfig {
-                policy: eoi_exit::Policy::Exact,
-                ..config.chip
-            };
-            Irqchip::new(cfg, ApicMode::XApic, [const { VcpuSlot::new() }; VCPUS])
+            Box::new(References::new(&config.chip))
         });
         if config.directed_eoi {
             // The VMM advertises directed EOI; each guest sets SVR bit 12.
             let mut fx = Effects::new();
-            for c in core::iter::once(&chip).chain(reference.as_ref()) {
+            for c in core::iter::once(&chip).chain(reference.as_deref().map(References::chip)) {
                 for i in 0..VCPUS {
                     let id = VcpuId::new(i as u16);
                     c.write_lapic(id, LapicWrite::DirectedEoi(true), &mut fx);
@@ -157,16 +161,18 @@ impl<const VCPUS: usize, const PINS: usize> Harness<VCPUS, PINS> {
                 }
             }
         }
-        let mut h = Harness {
+        if let Some(r) = &reference {
+            // Load what the SVR writes changed.
+            r.load();
+        }
+        Harness {
             post: vcpus_of(&chip),
             config,
             chip,
             checker: Checker::default(),
             saved: None,
             reference,
-        };
-        h.load_reference();
-        h
+        }
     }
 
     /// A fresh Irqchip whose pins are then programmed with `entries` (host
@@ -197,7 +203,8 @@ impl<const VCPUS: usize, const PINS: usize> Harness<VCPUS, PINS> {
         &self.config
     }
 
-    /// The Irqchip under test.
+    /// The Irqchip under test. Read it; drive it only through
+    /// [`Harness::step`], which keeps copies of its vCPUs between steps.
     pub fn chip(&self) -> &Chip<VCPUS, PINS> {
         &self.chip
     }
@@ -247,6 +254,33 @@ impl<const VCPUS: usize, const PINS: usize> Harness<VCPUS, PINS> {
         Ok(())
     }
 
+    /// Whether [`Harness::step`] would leave this state as it is (everything
+    /// its [`Hash`] covers) and pass, as this state did, when that is plain
+    /// without running it: an ack with nothing pending, an EOI with nothing
+    /// in service, each on a vCPU in guest mode, and an [`Op::Exit`] owed
+    /// by no one. `false` when unsure. A model checker skips these steps
+    /// (the state they reach is the one it has).
+    ///
+    /// Under `LineAware` with an EOI broadcast in flight in the reference,
+    /// `false` (any op may be where it arrives).
+    pub fn changes_nothing(&self, op: Op) -> bool {
+        if self.reference.as_ref().is_some_and(|r| r.in_flight()) {
+            return false;
+        }
+        match op {
+            Op::Ack { vcpu } => {
+                let c = vcpu as usize % VCPUS;
+                !self.checker.kicked[c] && self.post[c].apic.irr().is_empty()
+            }
+            Op::Eoi { vcpu } => {
+                let c = vcpu as usize % VCPUS;
+                !self.checker.kicked[c] && self.post[c].apic.isr().is_empty()
+            }
+            Op::Exit { vcpu } => !self.checker.owed_exit[vcpu as usize % VCPUS],
+            _ => false,
+        }
+    }
+
     /// Whether `op` is a guest op on a vCPU (it runs guest code).
     fn guest_vcpu(op: &Op) -> Option<usize> {
         match *op {
@@ -263,45 +297,82 @@ impl<const VCPUS: usize, const PINS: usize> Harness<VCPUS, PINS> {
     ///
     /// # `LineAware`
     ///
-    /// The exit protocol: a vCPU named in `Effects::exit` owes an exit
-    /// ([`Checker::owed_exit`]). It lands (`take_events`, then the VM entry
-    /// loads the VMCS) before that vCPU's next guest op, at its
-    /// [`Op::Enter`], or, when that op is an EOI on a vCPU still in guest
-    /// mode, right after the EOI, which completes in hardware under the
-    /// bitmap loaded so far (the race window). A vCPU out of guest mode
-    /// (kicked) that owes one takes it at its entry. Level EOIs that do not
-    /// exit are deferred, not lost ([`Checker::deferred`]). After every op
-    /// each vCPU's IRR, ISR and TMR must equal the reference's (the same ops
-    /// under `Exact`, every VMCS loaded after each op:
-    /// [`Violation::GuestDivergence`]), and so must what a guest read of
-    /// each entry through IOWIN would return now (on copies of both chips:
-    /// [`Violation::IowinDivergence`]).
+    /// The exit protocol, asynchronous as on hardware: a vCPU named in
+    /// `Effects::exit` owes an exit ([`Checker::owed_exit`]); the VMM kicks
+    /// it with an IPI, which reaches it whenever [`Op::Exit`] says. Until
+    /// then the vCPU stays in guest mode under the VMCS it last loaded: its
+    /// acks (virtual interrupt delivery), TPR writes and EOIs that do not
+    /// exit run without landing the exit, any number of them, while
+    /// everything else happens too (lines, entry writes, MSIs, other vCPUs'
+    /// ops). The exit also lands (`take_events`, then the VM entry loads the
+    /// VMCS) at its [`Op::Enter`], whenever the vCPU leaves guest mode
+    /// anyway (kicked for a reload or a delivery, an EOI that exits: at its
+    /// next entry), after a LAPIC write that traps (an IPI's ICR write, an
+    /// SVR write), and for every vCPU before a snapshot or migration (the
+    /// VMM pauses the vCPUs, and the chip's contract wants the exit before
+    /// the save). Level EOIs that do not exit are deferred, not lost
+    /// ([`Checker::deferred`]). After every op each vCPU's IRR, ISR and TMR
+    /// must equal the reference's (the same ops under `Exact`, every VMCS
+    /// loaded after each op: [`Violation::GuestDivergence`]), and so must
+    /// what a guest read of each entry through IOWIN would return now (on
+    /// copies of both chips: [`Violation::IowinDivergence`]). An EOI that
+    /// completes in hardware in a race window leaves the reference's EOI
+    /// broadcast in flight until that vCPU's exit: the reference may
+    /// deliver it to its I/O APIC at any point up to then, as hardware's
+    /// EOI message may arrive late, and the check passes if some such
+    /// timing gives what the guest saw (see `race::reference`).
     pub fn step(&mut self, op: Op) -> Result<StepInfo, Violation> {
         let la = self.reference.is_some();
         #[cfg_attr(not(feature = "kvm"), allow(unused_mut))]
         let mut pre_entries = *self.chip.ioapic().entries();
-        let pre_tmr: [VectorSet; VCPUS] = core::array::from_fn(|i| *self.vstate(i).apic.tmr());
+        // `post` is every vCPU as the last step left it.
+        let pre_tmr: [VectorSet; VCPUS] = core::array::from_fn(|i| *self.post[i].apic.tmr());
         let mut info = StepInfo::default();
         let mut fx: OpEffects = Effects::with_log(Vec::new());
         let guest = Self::guest_vcpu(&op);
         // vCPUs whose LAPIC an INIT taken at an exit reset in this op.
         let mut reset = [false; VCPUS];
-        // LineAware: the owed exit of a guest op's vCPU lands first, unless
-        // the op is an EOI and the vCPU is in guest mode (the window).
+        // LineAware: the exits that land after the op, and whether it is
+        // an EOI that completed in hardware in a race window, for the
+        // reference.
+        let mut exits_after = [false; VCPUS];
+        let mut window_eoi = false;
+        // A vCPU in guest mode owing an exit whose op traps (an APIC-write
+        // exit after the write): the exit lands after the op.
+        let mut trap = None;
+        // A vCPU in guest mode owing an exit that EOIs (the race window).
         let mut window = None;
         if la {
-            let entering = match op {
-                Op::Enter { vcpu } => Some(vcpu as usize % VCPUS),
-                _ => guest,
-            };
-            if let Some(c) = entering
-                && self.checker.owed_exit[c]
-            {
-                if matches!(op, Op::Eoi { .. }) && !self.checker.kicked[c] {
-                    window = Some(c);
-                } else {
-                    self.exit(c, &mut fx, &mut reset);
+            let owed = self.checker.owed_exit;
+            let owes = |c: usize| owed[c];
+            let mut now = [false; VCPUS];
+            match op {
+                Op::Enter { vcpu } | Op::Exit { vcpu } => now[vcpu as usize % VCPUS] = true,
+                Op::Snapshot | Op::Migrate => now = [true; VCPUS],
+                #[cfg(feature = "kvm")]
+                Op::MigrateKvm => now = [true; VCPUS],
+                _ => {
+                    if let Some(c) = guest.filter(|&c| owes(c)) {
+                        if self.checker.kicked[c] {
+                            // Out of guest mode: its entry comes first.
+                            now[c] = true;
+                        } else {
+                            match op {
+                                Op::Ipi { .. } | Op::DirectedEoi { .. } => trap = Some(c),
+                                Op::Eoi { .. } => window = Some(c),
+                                _ => {}
+                            }
+                        }
+                    }
                 }
+            }
+            let mut exits = [false; VCPUS];
+            for c in (0..VCPUS).filter(|&c| now[c] && owes(c)) {
+                self.exit(c, &mut fx, &mut reset);
+                exits[c] = true;
+            }
+            if let Some(r) = &mut self.reference {
+                r.before(&exits);
             }
         }
         // A guest op on a kicked vCPU implies its VM entry first.
@@ -412,6 +483,7 @@ impl<const VCPUS: usize, const PINS: usize> Harness<VCPUS, PINS> {
                     }
                     info.suppressed =
                         self.retire(c, v, ge.intercepted, ge.level, suppressed, &pre_entries)?;
+                    window_eoi = window == Some(c) && !ge.intercepted;
                 }
             }
             Op::Rescan { vcpu } => {
@@ -421,32 +493,50 @@ impl<const VCPUS: usize, const PINS: usize> Harness<VCPUS, PINS> {
             Op::Enter { vcpu } => {
                 self.enter(vcpu as usize % VCPUS)?;
             }
+            // Its exit landed above.
+            Op::Exit { .. } => {}
             Op::Snapshot => {
-                self.saved = Some(self.save());
+                self.saved = Some(Arc::new(Kept::new(self.save())));
             }
             Op::Restore => {
-                if let Some(saved) = self.saved.take() {
-                    self.restore_from(&saved);
-                    self.saved = Some(saved);
+                if let Some(kept) = self.saved.clone() {
+                    // Built once per snapshot, cloned at every restore of it.
+                    let r = kept.restore.get_or_init(|| self.rebuild(&kept.saved));
+                    self.install(r.clone(), &kept.saved);
                     restored = true;
                 }
             }
             #[cfg(feature = "kvm")]
             Op::RestoreKvm => {
-                if let Some(saved) = self.saved.take() {
-                    restored = self.restore_through_kvm(&saved, &mut pre_entries, &mut fx);
-                    self.saved = Some(saved);
+                if let Some(kept) = self.saved.clone() {
+                    let r = kept
+                        .restore_kvm
+                        .get_or_init(|| self.rebuild_through_kvm(&kept.saved));
+                    if let Some((r, import_fx)) = r.clone() {
+                        // The import's re-injections start cycles relative
+                        // to the saved I/O APIC.
+                        pre_entries = *kept.saved.ioapic.entries();
+                        merge(&mut fx, import_fx);
+                        self.install(r, &kept.saved);
+                        restored = true;
+                    }
                 }
             }
             Op::Migrate => {
                 let saved = self.save();
-                self.restore_from(&saved);
+                let r = self.rebuild(&saved);
+                self.install(r, &saved);
                 restored = true;
             }
             #[cfg(feature = "kvm")]
             Op::MigrateKvm => {
                 let saved = self.save();
-                restored = self.restore_through_kvm(&saved, &mut pre_entries, &mut fx);
+                if let Some((r, import_fx)) = self.rebuild_through_kvm(&saved) {
+                    pre_entries = *saved.ioapic.entries();
+                    merge(&mut fx, import_fx);
+                    self.install(r, &saved);
+                    restored = true;
+                }
             }
             Op::DeliverLater { pin } => {
                 self.chip
@@ -464,12 +554,13 @@ impl<const VCPUS: usize, const PINS: usize> Harness<VCPUS, PINS> {
             }
         }
         if la {
-            self.reference_step(op);
             self.owe_exits(&fx);
-            if let Some(c) = window {
-                self.check_snapshot_in_window()?;
+            if let Some(c) = trap
+                && self.checker.owed_exit[c]
+            {
                 let mut after = Effects::with_log(Vec::new());
                 self.exit(c, &mut after, &mut reset);
+                exits_after[c] = true;
                 self.owe_exits(&after);
                 merge(&mut fx, after);
             }
@@ -481,9 +572,14 @@ impl<const VCPUS: usize, const PINS: usize> Harness<VCPUS, PINS> {
                 {
                     let mut after = Effects::with_log(Vec::new());
                     self.exit(c, &mut after, &mut reset);
+                    exits_after[c] = true;
                     self.owe_exits(&after);
                     merge(&mut fx, after);
                 }
+            }
+            let eoi_register = self.config.chip.ioapic.version == IoapicVersion::V20;
+            if let Some(r) = &mut self.reference {
+                r.after(op, window_eoi, &exits_after, eoi_register)?;
             }
         }
         info.accepted = fx.log.len() as u32;
@@ -521,9 +617,10 @@ impl<const VCPUS: usize, const PINS: usize> Harness<VCPUS, PINS> {
     }
 
     /// `LineAware`: the exit owed by `c` lands: `take_events` (which
-    /// re-checks its lazy instances; effects to `fx`), on the reference
-    /// too (so both take non-vectored events at the same point); `c` is
-    /// then out of guest mode and loads its VMCS before it runs again.
+    /// re-checks its lazy instances; effects to `fx`; the caller has the
+    /// reference take its events at the same point, `References::before`
+    /// and `after`); `c` is then out of guest mode and loads its VMCS
+    /// before it runs again.
     ///
     /// A pending INIT is taken there too (the LAPIC reset wipes IRR, ISR and
     /// TMR): the instances `c` held will never be EOI'd, so their cycles are
@@ -531,11 +628,9 @@ impl<const VCPUS: usize, const PINS: usize> Harness<VCPUS, PINS> {
     /// TMR check that no acceptance is needed for its change.
     fn exit(&mut self, c: usize, fx: &mut OpEffects, reset: &mut [bool; VCPUS]) {
         let id = VcpuId::new(c as u16);
-        let taken = self.chip.take_events(id, false, false, fx);
-        if let Some(r) = &self.reference {
-            let _ = r.take_events(id, false, false, &mut Effects::new());
-        }
-        if taken.init {
+        let init = self.config.mutant != Some(Mutant::ExitWithoutTakeEvents)
+            && self.chip.take_events(id, false, false, fx).init;
+        if init {
             reset[c] = true;
             for i in core::mem::take(&mut self.checker.instances[c]) {
                 self.checker.orphan.insert(Pin::new(i.pin));
@@ -562,67 +657,6 @@ impl<const VCPUS: usize, const PINS: usize> Harness<VCPUS, PINS> {
                 && fx.log.iter().any(|d| d.vcpu == id))
     }
 
-    /// `LineAware`: `op` on the reference chip, then every VMCS loaded.
-    fn reference_step(&mut self, op: Op) {
-        let Some(r) = &self.reference else { return };
-        let mut fx = Effects::new();
-        let pin = |p: u8| Pin::new((p as usize % PINS) as u8);
-        let vcpu = |c: u8| VcpuId::new((c as usize % VCPUS) as u16);
-        match op {
-            Op::Write { pin: p, field } => {
-                let e = r.ioapic().entry(pin(p)).map_or(0, |e| e.0);
-                r.write_entry(pin(p), field.apply(e), &mut fx);
-            }
-            Op::WriteEntry { pin: p, value } => r.write_entry(pin(p), value, &mut fx),
-            Op::Mmio {
-                offset,
-                size,
-                value,
-            } => r.mmio_write(offset as u64 % MMIO_LEN, size as u32, value as u64, &mut fx),
-            Op::SetLine { pin: p, high } => r.set_line(pin(p), high, &mut fx),
-            Op::Msi {
-                dest,
-                vector,
-                level,
-            } => r.send_msi(&fixed_msi(dest as u32, vector, level), &mut fx),
-            Op::Accept { vcpu: c, vector } => {
-                let id = r.vcpu(vcpu(c)).expect("in range").apic.id();
-                r.send_msi(&fixed_msi(id.get(), vector, false), &mut fx);
-            }
-            Op::Ack { vcpu: c } => {
-                let _ = r.ack(vcpu(c));
-            }
-            Op::Eoi { vcpu: c } => {
-                let _ = r.guest_eoi(vcpu(c), &mut fx);
-            }
-            Op::Rescan { vcpu: c } => r.rescan(vcpu(c), &mut fx),
-            Op::DeliverLater { pin: p } => r.deliver_later_elapsed(pin(p), &mut fx),
-            Op::Ldr { .. } | Op::Ipi { .. } | Op::DirectedEoi { .. } | Op::Tpr { .. } => {
-                if let Some((c, writes)) = op.lapic_writes() {
-                    for w in writes.into_iter().flatten() {
-                        r.write_lapic(vcpu(c), w, &mut fx);
-                    }
-                }
-            }
-            // Snapshots and restores rebuild the reference with the chip;
-            // entries are the reference's after every op.
-            Op::Enter { .. } | Op::Snapshot | Op::Restore | Op::Migrate => {}
-            #[cfg(feature = "kvm")]
-            Op::RestoreKvm | Op::MigrateKvm => {}
-        }
-        self.load_reference();
-    }
-
-    /// Every reference vCPU loads its VMCS: under the reference semantics
-    /// a necessary EOI exits the moment its bit is needed.
-    fn load_reference(&mut self) {
-        if let Some(r) = &self.reference {
-            for c in 0..VCPUS {
-                let _ = r.vmcs_update(VcpuId::new(c as u16));
-            }
-        }
-    }
-
     /// `LineAware`: what the guest sees equals the reference's: every
     /// vCPU's IRR, ISR and TMR, and a read of every entry through IOWIN
     /// (the low dword; the high one holds the destination, written alike).
@@ -630,50 +664,63 @@ impl<const VCPUS: usize, const PINS: usize> Harness<VCPUS, PINS> {
     /// delivered (the entry masked or its line deasserted): there it reads a
     /// copy of the chip; elsewhere a read returns the entry as it is, and so
     /// does any read of the reference.
-    fn check_reference(&self, io: &Ioapic<PINS>) -> Result<(), Violation> {
-        let Some(r) = &self.reference else {
+    ///
+    /// Under the reference's candidates (see `race::reference`), the ones
+    /// that disagree are dropped; none agreeing is the first candidate's
+    /// difference.
+    fn check_reference(&mut self, io: &Ioapic<PINS>) -> Result<(), Violation> {
+        // Disjoint fields: the candidates are filtered against the chip.
+        let (post, chip) = (&self.post, &self.chip);
+        let Some(refs) = &mut self.reference else {
             return Ok(());
         };
-        for (c, v) in self.post.iter().enumerate() {
-            let a = r.vcpu(VcpuId::new(c as u16)).expect("in range").apic;
-            let b = &v.apic;
-            let mut d = VectorSet::EMPTY;
-            for (x, y) in [(a.irr(), b.irr()), (a.isr(), b.isr()), (a.tmr(), b.tmr())] {
-                d = d.union(&x.difference(y)).union(&y.difference(x));
-            }
-            if let Some(v) = d.iter().next() {
-                return Err(Violation::GuestDivergence {
-                    vcpu: c as u16,
-                    vector: v.get(),
-                });
-            }
-        }
-        let ra = r.ioapic();
         let lines = io.state();
+        // What the chip reads, per pin, where a read may settle (computed
+        // once, on one copy, for every candidate).
+        let mut found = [None; PINS];
         let mut copy = None;
-        for p in 0..PINS {
-            let (x, y) = (ra.entries()[p], io.entries()[p]);
-            let pin = Pin::new(p as u8);
-            let may_settle =
-                y.remote_irr() && (y.masked() || !crate::probe::asserted_in(&lines, pin));
-            if x == y && !may_settle {
-                continue;
+        refs.retain(|r| {
+            for (c, v) in post.iter().enumerate() {
+                let a = r.vcpu(VcpuId::new(c as u16)).expect("in range").apic;
+                let b = &v.apic;
+                let mut d = VectorSet::EMPTY;
+                for (x, y) in [(a.irr(), b.irr()), (a.isr(), b.isr()), (a.tmr(), b.tmr())] {
+                    d = d.union(&x.difference(y)).union(&y.difference(x));
+                }
+                if let Some(v) = d.iter().next() {
+                    return Err(Violation::GuestDivergence {
+                        vcpu: c as u16,
+                        vector: v.get(),
+                    });
+                }
             }
-            let reference = x.0 as u32;
-            let found = if may_settle {
-                iowin_low(copy.get_or_insert_with(|| self.chip.clone()), p)
-            } else {
-                y.0 as u32
-            };
-            if reference != found {
-                return Err(Violation::IowinDivergence {
-                    pin: p as u8,
-                    reference,
-                    found,
-                });
+            let ra = r.ioapic();
+            for p in 0..PINS {
+                let (x, y) = (ra.entries()[p], io.entries()[p]);
+                let pin = Pin::new(p as u8);
+                let may_settle =
+                    y.remote_irr() && (y.masked() || !crate::probe::asserted_in(&lines, pin));
+                if x == y && !may_settle {
+                    continue;
+                }
+                let reference = x.0 as u32;
+                let found = if may_settle {
+                    *found[p].get_or_insert_with(|| {
+                        iowin_low(copy.get_or_insert_with(|| chip.clone()), p)
+                    })
+                } else {
+                    y.0 as u32
+                };
+                if reference != found {
+                    return Err(Violation::IowinDivergence {
+                        pin: p as u8,
+                        reference,
+                        found,
+                    });
+                }
             }
-        }
-        Ok(())
+            Ok(())
+        })
     }
 
     /// A fresh chip holding the saved LAPICs and the saved I/O APIC
@@ -753,11 +800,7 @@ impl<const VCPUS: usize, const PINS: usize> Harness<VCPUS, PINS> {
             ioapic,
             apics,
             checker: self.checker.clone(),
-            reference: self.reference.as_ref().map(|r| {
-                let apics =
-                    core::array::from_fn(|i| r.vcpu(VcpuId::new(i as u16)).expect("in range").apic);
-                (r.ioapic(), apics)
-            }),
+            reference: self.reference.as_ref().map_or_else(Vec::new, |r| r.saved()),
         }
     }
 
@@ -784,106 +827,79 @@ impl<const VCPUS: usize, const PINS: usize> Harness<VCPUS, PINS> {
         (copy.ioapic(), apics.map(|v: Vcpu| v.apic))
     }
 
-    /// `LineAware`, at an EOI in the race window, before the owed exit lands
-    /// (a snapshot op never falls between the two: the exit lands within
-    /// the EOI's op): a snapshot the VMM takes now, restored (by the crate,
-    /// and through KVM's formats with `kvm` and 24 pins), must show the
-    /// guest what the reference's snapshot at the same point shows: every
-    /// vCPU's IRR, ISR and TMR and every entry's low dword
-    /// ([`Violation::SnapshotInWindowDivergence`]). Taken on copies.
-    fn check_snapshot_in_window(&self) -> Result<(), Violation> {
-        let Some(r) = &self.reference else {
-            return Ok(());
-        };
-        let (io, apics) = Self::snapshot_of(&self.chip.clone());
-        let vcpus = (0..VCPUS).map(|i| r.vcpu(VcpuId::new(i as u16)).expect("in range").apic);
-        same_guest_view(&r.ioapic(), vcpus, &io, apics.iter().copied(), false)?;
-        #[cfg(feature = "kvm")]
-        {
-            let mut fx = Effects::with_log(Vec::new());
-            let config = self.reference_config();
-            let la = Self::kvm_round_trip(self.config, &self.chip.clone(), &mut fx);
-            let reference = Self::kvm_round_trip(config, r, &mut fx);
-            if let (Some(a), Some(b)) = (la, reference) {
-                let view = |c: &Chip<VCPUS, PINS>| vcpus_of(c).map(|v| v.apic);
-                same_guest_view(&b.ioapic(), view(&b), &a.ioapic(), view(&a), true)?;
-            }
-        }
-        Ok(())
-    }
-
-    /// The configuration of the reference (`Exact`) beside a `LineAware`
-    /// chip.
-    fn reference_config(&self) -> HarnessConfig {
-        HarnessConfig {
-            chip: eoi_exit::IrqchipConfig {
-                policy: eoi_exit::Policy::Exact,
-                ..self.config.chip
-            },
-            ..self.config
-        }
-    }
-
-    /// Restores `saved` into a fresh chip whose maps a rescan of every vCPU
-    /// rebuilds (the restore's own duty: every vCPU is kicked).
-    fn restore_from(&mut self, saved: &Saved<VCPUS, PINS>) {
+    /// What a restore of `saved` builds: a fresh chip whose maps a rescan of
+    /// every vCPU rebuilds (the restore's own duty: every vCPU is kicked),
+    /// and under `LineAware` the reference restored the same way.
+    fn rebuild(&self, saved: &Saved<VCPUS, PINS>) -> Restored<VCPUS, PINS> {
         let chip = Self::chip_from_saved(self.config, saved);
         let mut restore_fx = Effects::new();
         for i in 0..VCPUS {
             chip.rescan(VcpuId::new(i as u16), &mut restore_fx);
         }
-        self.chip = chip;
-        self.restore_reference(saved, false);
-        self.restored_from(saved);
+        (chip, self.reference_from(saved, false))
+    }
+
+    /// [`Harness::rebuild`] through KVM's formats, with the import's
+    /// re-injections. `None` unless `PINS` is 24.
+    #[cfg(feature = "kvm")]
+    fn rebuild_through_kvm(
+        &self,
+        saved: &Saved<VCPUS, PINS>,
+    ) -> Option<(Restored<VCPUS, PINS>, OpEffects)> {
+        let mut fx = Effects::with_log(Vec::new());
+        let chip = Self::chip_through_kvm(self.config, saved, &mut fx)?;
+        Some(((chip, self.reference_from(saved, true)), fx))
     }
 
     /// `LineAware`: the reference restored from its part of `saved`, the
-    /// way the chip was (through KVM's formats if `kvm`).
+    /// way the chip was (through KVM's formats if `kvm`); `None` for the
+    /// other policies.
     #[cfg_attr(not(feature = "kvm"), allow(unused_variables))]
-    fn restore_reference(&mut self, saved: &Saved<VCPUS, PINS>, kvm: bool) {
-        let (Some(_), Some((ioapic, apics))) = (&self.reference, &saved.reference) else {
-            return;
+    fn reference_from(
+        &self,
+        saved: &Saved<VCPUS, PINS>,
+        kvm: bool,
+    ) -> Option<Box<References<VCPUS, PINS>>> {
+        let r = self.reference.as_ref()?;
+        let config = HarnessConfig {
+            chip: super::reference::reference_config(&self.config.chip),
+            ..self.config
         };
-        let config = self.reference_config();
-        let s = Saved {
-            ioapic: ioapic.clone(),
-            apics: *apics,
-            checker: saved.checker.clone(),
-            reference: None,
-        };
-        #[cfg(feature = "kvm")]
-        if kvm {
-            let mut fx = Effects::with_log(Vec::new());
-            self.reference = Self::chip_through_kvm(config, &s, &mut fx);
-            self.load_reference();
-            return;
+        let chips = saved.reference.iter().map(|(ioapic, apics)| {
+            let s = Saved {
+                ioapic: ioapic.clone(),
+                apics: *apics,
+                checker: saved.checker.clone(),
+                reference: Vec::new(),
+            };
+            #[cfg(feature = "kvm")]
+            if kvm {
+                let mut fx = Effects::with_log(Vec::new());
+                return Self::chip_through_kvm(config, &s, &mut fx)
+                    .expect("restored through KVM's formats like the chip");
+            }
+            let chip = Self::chip_from_saved(config, &s);
+            for i in 0..VCPUS {
+                chip.rescan(VcpuId::new(i as u16), &mut Effects::new());
+            }
+            chip
+        });
+        let chips: Vec<_> = chips.collect();
+        if chips.is_empty() {
+            return Some(r.clone());
         }
-        let chip = Self::chip_from_saved(config, &s);
-        for i in 0..VCPUS {
-            chip.rescan(VcpuId::new(i as u16), &mut Effects::new());
-        }
-        self.reference = Some(chip);
-        self.load_reference();
+        let mut r = r.clone();
+        r.replace(chips);
+        Some(r)
     }
 
-    /// Restores `saved` through KVM's formats; the import's re-injections go
-    /// to `fx` and start cycles relative to the saved I/O APIC, which
-    /// replaces `pre_entries`. Whether it restored (`PINS` is 24).
-    #[cfg(feature = "kvm")]
-    fn restore_through_kvm(
-        &mut self,
-        saved: &Saved<VCPUS, PINS>,
-        pre_entries: &mut [RedirectionEntry; PINS],
-        fx: &mut OpEffects,
-    ) -> bool {
-        let Some(chip) = Self::chip_through_kvm(self.config, saved, fx) else {
-            return false;
-        };
-        *pre_entries = *saved.ioapic.entries();
+    /// Puts what a restore of `saved` built in place.
+    fn install(&mut self, (chip, reference): Restored<VCPUS, PINS>, saved: &Saved<VCPUS, PINS>) {
         self.chip = chip;
-        self.restore_reference(saved, true);
+        if reference.is_some() {
+            self.reference = reference;
+        }
         self.restored_from(saved);
-        true
     }
 
     /// The checker after a restore from `saved`: its bookkeeping as saved,
@@ -1255,12 +1271,20 @@ impl<const VCPUS: usize, const PINS: usize> Harness<VCPUS, PINS> {
             let b = self.post[c].map.bitmap();
             let d = if self.reference.is_some() {
                 // LineAware: a bit raised while the vCPU runs waits for its
-                // owed exit, and a dropped one stays loaded until its next
-                // entry (the EOI exits once more than needed).
-                if self.checker.owed_exit[c] {
-                    continue;
+                // owed exit (the map does not count it in effect yet), and
+                // a dropped one stays loaded until its next entry (the EOI
+                // exits once more than needed). Any other bit to load on a
+                // vCPU in guest mode is a reload the VMM was not told of.
+                let mut d = b.difference(&hw);
+                if self.checker.owed_exit[c] && !d.is_empty() {
+                    let map = &self.post[c].map;
+                    for v in b.difference(&hw).iter() {
+                        if !map.intercepts(v) {
+                            d.remove(v);
+                        }
+                    }
                 }
-                b.difference(&hw)
+                d
             } else {
                 b.difference(&hw).union(&hw.difference(&b))
             };
@@ -1276,43 +1300,81 @@ impl<const VCPUS: usize, const PINS: usize> Harness<VCPUS, PINS> {
 }
 
 impl<const VCPUS: usize, const PINS: usize> Hash for Harness<VCPUS, PINS> {
-    /// Hashes the state that decides future behaviour (not the counters).
+    /// Hashes the state that decides future behaviour (not the counters),
+    /// as far as `Irqchip`'s `Hash` sees it: not the vCPUs' pending
+    /// non-vectored events (INIT, SIPI, NMI, SMI, ExtINT), which neither it
+    /// nor `LocalApicState` covers and which the model check's alphabets
+    /// never deliver.
     fn hash<H: Hasher>(&self, h: &mut H) {
         if let Some(r) = &self.reference {
             // LineAware's pin owners too (in the chip's own hash), and the
             // reference's I/O APIC (its remote IRR is not the lazy chip's)
             // and maps. Not its LAPICs: the same LAPIC writes reach both,
             // and `check_reference` holds their IRR, ISR and TMR equal.
+            // Every candidate, with its EOI broadcasts in flight.
             self.chip.hash(h);
-            r.ioapic().hash(h);
-            for c in 0..VCPUS {
-                r.vcpu(VcpuId::new(c as u16)).expect("in range").map.hash(h);
-            }
+            r.hash_into(h);
         } else {
-            self.chip.ioapic().hash(h);
-            for c in 0..VCPUS {
-                let s = self.vstate(c);
-                hash_apic(&s.apic, h);
-                s.map.hash(h);
-            }
+            // The I/O APIC, every LAPIC and map (under their locks, with no
+            // copy), and the pin owners, which only `LineAware` sets.
+            self.chip.hash(h);
         }
         self.checker.hash(h);
         match &self.saved {
             None => 0u8.hash(h),
-            Some(s) => {
+            Some(k) => {
                 1u8.hash(h);
-                s.ioapic.hash(h);
-                for a in &s.apics {
-                    hash_apic(a, h);
-                }
-                s.checker.hash(h);
-                if let Some((io, apics)) = &s.reference {
-                    io.hash(h);
-                    for a in apics {
-                        hash_apic(a, h);
-                    }
-                }
+                k.fingerprint.hash(h);
             }
+        }
+    }
+}
+
+/// What a restore builds: the chip and (`LineAware`) the reference.
+type Restored<const VCPUS: usize, const PINS: usize> =
+    (Chip<VCPUS, PINS>, Option<Box<References<VCPUS, PINS>>>);
+
+/// A snapshot kept by [`Op::Snapshot`], its fingerprint and what restoring
+/// it builds, each computed once: a model check reaches the same snapshot
+/// from many states, hashes it in each, and restores it from many.
+struct Kept<const VCPUS: usize, const PINS: usize> {
+    saved: Saved<VCPUS, PINS>,
+    fingerprint: u128,
+    restore: OnceLock<Restored<VCPUS, PINS>>,
+    #[cfg(feature = "kvm")]
+    restore_kvm: OnceLock<Option<(Restored<VCPUS, PINS>, OpEffects)>>,
+}
+
+impl<const VCPUS: usize, const PINS: usize> Kept<VCPUS, PINS> {
+    fn new(saved: Saved<VCPUS, PINS>) -> Self {
+        struct S<'a, const VCPUS: usize, const PINS: usize>(&'a Saved<VCPUS, PINS>);
+        impl<const VCPUS: usize, const PINS: usize> Hash for S<'_, VCPUS, PINS> {
+            fn hash<H: Hasher>(&self, h: &mut H) {
+                hash_saved(self.0, h);
+            }
+        }
+        let fingerprint = super::Fingerprint::of(&S(&saved));
+        Kept {
+            saved,
+            fingerprint,
+            restore: OnceLock::new(),
+            #[cfg(feature = "kvm")]
+            restore_kvm: OnceLock::new(),
+        }
+    }
+}
+
+/// Hashes a snapshot: everything a restore reads.
+fn hash_saved<const VCPUS: usize, const PINS: usize, H: Hasher>(s: &Saved<VCPUS, PINS>, h: &mut H) {
+    s.ioapic.hash(h);
+    for a in &s.apics {
+        hash_apic(a, h);
+    }
+    s.checker.hash(h);
+    for (io, apics) in &s.reference {
+        io.hash(h);
+        for a in apics {
+            hash_apic(a, h);
         }
     }
 }
@@ -1330,44 +1392,6 @@ fn merge(fx: &mut OpEffects, later: OpEffects) {
     }
     fx.rtc_coalesced |= later.rtc_coalesced;
     fx.log.extend(later.log);
-}
-
-/// `LineAware`: whether the guest of a chip holding `io` and `apics` sees
-/// what the guest of the reference holding `ref_io` and `ref_apics` sees:
-/// each vCPU's IRR, ISR and TMR, and each entry's low dword (what IOWIN
-/// returns). `kvm`: both came through KVM's formats.
-fn same_guest_view<const PINS: usize>(
-    ref_io: &Ioapic<PINS>,
-    ref_apics: impl IntoIterator<Item = LocalApic>,
-    io: &Ioapic<PINS>,
-    apics: impl IntoIterator<Item = LocalApic>,
-    kvm: bool,
-) -> Result<(), Violation> {
-    for (c, (a, b)) in ref_apics.into_iter().zip(apics).enumerate() {
-        let mut d = VectorSet::EMPTY;
-        for (x, y) in [(a.irr(), b.irr()), (a.isr(), b.isr()), (a.tmr(), b.tmr())] {
-            d = d.union(&x.difference(y)).union(&y.difference(x));
-        }
-        if let Some(v) = d.iter().next() {
-            return Err(Violation::SnapshotInWindowDivergence {
-                through_kvm: kvm,
-                vcpu: Some(c as u16),
-                vector: Some(v.get()),
-                pin: None,
-            });
-        }
-    }
-    for (p, (x, y)) in ref_io.entries().iter().zip(io.entries()).enumerate() {
-        if x.0 as u32 != y.0 as u32 {
-            return Err(Violation::SnapshotInWindowDivergence {
-                through_kvm: kvm,
-                vcpu: None,
-                vector: None,
-                pin: Some(p as u8),
-            });
-        }
-    }
-    Ok(())
 }
 
 /// The low dword of entry `p` as a guest reads it (IOREGSEL, then IOWIN).

@@ -31,9 +31,12 @@
 //! * **Bitmap inclusion** `Exact ⊆ KvmHighestStale ⊆ KvmLegacy`, checked by
 //!   [`Lockstep`] over three Irqchips fed the same ops.
 //! * **`LineAware` is the reference to the guest**: under that policy the
-//!   harness follows the exit protocol, defers the level EOIs that do not exit
-//!   instead of counting them lost, and checks every LAPIC and every IOWIN
-//!   read against an `Exact` chip fed the same ops ([`Harness::step`]).
+//!   harness follows the exit protocol, asynchronously (an owed exit lands at
+//!   [`Op::Exit`], the guest running on until then), defers the level EOIs
+//!   that do not exit instead of counting them lost, and checks every LAPIC
+//!   and every IOWIN read against an `Exact` chip fed the same ops, whose EOI
+//!   broadcasts from a race window may reach its I/O APIC late
+//!   ([`Harness::step`]).
 //!
 //! Op sequences are slices and the checker's state is fixed-size; only the
 //! log of one op's deliveries (a `Vec`) allocates. The proptest `Strategy`
@@ -52,12 +55,10 @@
 //! formats: exported with `Irqchip::export_kvm`, imported with
 //! `Irqchip::import_kvm`, whose re-injections the checker absorbs like any
 //! other op's deliveries. Under `LineAware` the architectural state saved is
-//! what `Irqchip::state` saves, with no owed exit landed first; and since
-//! the harness lands the exit of an EOI in the race window within that EOI's
-//! op, where no snapshot op can fall, it also checks at each such EOI that a
-//! snapshot taken before the exit lands, restored by the crate and through
-//! KVM's formats, shows the guest the reference's state
-//! ([`Violation::SnapshotInWindowDivergence`]).
+//! what `Irqchip::state` saves, with no owed exit landed first: with the
+//! asynchronous window ([`Op::Exit`]) a snapshot op may fall between an EOI
+//! that completed in hardware and its vCPU's exit, and the restored chip is
+//! judged against the reference like any other.
 //!
 //! # Deferred rescans
 //!
@@ -112,6 +113,7 @@ use eoi_exit::{Ioapic, Irqchip};
 
 mod checker;
 mod config;
+mod fingerprint;
 mod guest_view;
 mod harness;
 mod ioapic_check;
@@ -120,10 +122,12 @@ mod lockstep;
 mod ops;
 #[cfg(feature = "proptest")]
 pub mod proptest_support;
+mod reference;
 mod rng;
 
 pub use checker::{Checker, Instance, MAX_INSTANCES, Need, Saved, StepInfo, Violation};
 pub use config::{HarnessConfig, Kick, LossCause, Mutant, Tolerated};
+pub use fingerprint::Fingerprint;
 pub use guest_view::{GuestStep, line_aware_divergence, line_aware_exhaustive};
 pub use harness::{Chip, Harness, fixed_msi, fixed_physical};
 pub use ioapic_check::{

@@ -179,6 +179,17 @@ pub enum Op {
         /// SVR bit 12.
         on: bool,
     },
+    /// `LineAware`: the exit `vcpu` owes since the chip named it in
+    /// `Effects::exit` lands (the kick, an IPI, reaches it): the VMM calls
+    /// `take_events`, and the vCPU loads its VMCS at its next entry.
+    /// Nothing when it owes none. Until then the guest keeps running under
+    /// the VMCS it last loaded (acks, EOIs that do not exit, TPR writes),
+    /// and everything else may happen (see
+    /// [`Harness::step`](super::Harness::step)).
+    Exit {
+        /// The vCPU.
+        vcpu: u8,
+    },
 }
 
 impl Op {
@@ -272,6 +283,7 @@ impl fmt::Display for Op {
                     if on { "set" } else { "clear" }
                 )
             }
+            Op::Exit { vcpu } => write!(f, "vCPU{vcpu} takes its owed exit (take_events)"),
             Op::Ipi {
                 vcpu,
                 dest,

@@ -82,6 +82,7 @@ pub fn op(s: Shape) -> BoxedStrategy<Op> {
         (6, vcpu.clone().prop_map(|vcpu| Op::Eoi { vcpu }).boxed()),
         (1, vcpu.clone().prop_map(|vcpu| Op::Rescan { vcpu }).boxed()),
         (1, vcpu.clone().prop_map(|vcpu| Op::Enter { vcpu }).boxed()),
+        (2, vcpu.clone().prop_map(|vcpu| Op::Exit { vcpu }).boxed()),
         (
             1,
             pin.clone().prop_map(|pin| Op::DeliverLater { pin }).boxed(),
