@@ -460,3 +460,23 @@ fn kvm_vcpu_events_and_mp_state_round_trip_the_pending_events() {
     ev.flags &= !KVM_VCPUEVENT_VALID_NMI_PENDING;
     assert_eq!(events_from_kvm(&ev, &mp).unwrap().nmi, 1);
 }
+
+/// `Irqchip`'s `Hash` covers what decides its behaviour, pending events
+/// included: a chip with an INIT latched answers `take_events` differently
+/// from one without, so the two must not hash alike (a model checker that
+/// fingerprints states would merge them; found by the race checker's
+/// reference candidates, which differ only in such an event).
+#[test]
+fn chips_that_differ_only_in_a_latched_init_hash_apart() {
+    use std::hash::{BuildHasher, RandomState};
+    let (a, b) = (chip(ApicMode::XApic), chip(ApicMode::XApic));
+    let s = RandomState::new();
+    assert_eq!(s.hash_one(&a), s.hash_one(&b));
+    // An INIT MSI to APIC ID 1 (no sender LAPIC changes).
+    let mut fx = Effects::new();
+    a.send_msi(&msg(DeliveryMode::Init, 1, 0, TriggerMode::Edge), &mut fx);
+    assert!(fx.kick.contains(AP));
+    let saved: IrqchipState<Vec<VcpuState>> = a.state();
+    assert!(saved.vcpus[1].events.init);
+    assert_ne!(s.hash_one(&a), s.hash_one(&b));
+}

@@ -300,7 +300,8 @@ fn adopt_line_aware(v: &mut Vcpu) {
 }
 
 /// Hashes what decides the chip's behaviour from here on: the I/O APIC,
-/// every vCPU's LAPIC (all of its state) and EOI-exit map, and under
+/// every vCPU's LAPIC (all of its state, its pending non-vectored events
+/// included) and EOI-exit map, and under
 /// [`Policy::LineAware`](crate::Policy::LineAware) which vCPU holds each
 /// pin's lazy instance, which neither a snapshot nor any accessor shows.
 /// Not the configuration, the counters or the routing caches (which follow
@@ -317,6 +318,7 @@ impl<S: AsRef<[VcpuSlot]>, const PINS: usize> core::hash::Hash for Irqchip<S, PI
         for slot in self.vcpus.as_ref() {
             let v = slot.0.lock();
             v.apic.state().hash(h);
+            v.apic.events.get().hash(h);
             v.map.hash(h);
         }
     }
