@@ -207,21 +207,46 @@ pub(super) fn plane_code(planes: &[Legal; 3], v: Vector) -> u8 {
     let Some((i, b)) = Legal::slot(v) else {
         return 0;
     };
-    let [a, bb, c] = planes;
-    u8::from(a.0[i] & b != 0) << 2 | u8::from(bb.0[i] & b != 0) << 1 | u8::from(c.0[i] & b != 0)
+    code_at(planes, i, b)
+}
+
+/// The 3-bit state code at chunk `k`, bit `b` of the three planes.
+#[inline(always)]
+fn code_at(planes: &[Legal; 3], k: usize, b: u16) -> u8 {
+    let [pa, pb, pc] = planes;
+    u8::from(pa.0[k] & b != 0) << 2 | u8::from(pb.0[k] & b != 0) << 1 | u8::from(pc.0[k] & b != 0)
 }
 
 /// Stores `code` as `v`'s state in the three planes (nothing for an illegal
 /// vector).
 #[inline]
 pub(super) fn plane_put(planes: &mut [Legal; 3], v: Vector, code: u8) {
-    let Some((k, b)) = Legal::slot(v) else {
-        return;
-    };
-    for (n, plane) in planes.iter_mut().enumerate() {
-        let on = (code >> (2 - n)) & 1 != 0;
-        plane.0[k] = (plane.0[k] & !b) | if on { b } else { 0 };
+    if let Some((k, b)) = Legal::slot(v) {
+        put_at(planes, k, b, code);
     }
+}
+
+/// Stores `code` at chunk `k`, bit `b` of the three planes.
+#[inline(always)]
+fn put_at(planes: &mut [Legal; 3], k: usize, b: u16, code: u8) {
+    for (n, plane) in planes.iter_mut().enumerate() {
+        let on = u16::from((code >> (2 - n)) & 1);
+        plane.0[k] = (plane.0[k] & !b) | (b & 0u16.wrapping_sub(on));
+    }
+}
+
+/// State `code` brought to `n` outstanding instances, as the LAPIC counts
+/// them: EOIs the map did not see retire the oldest; instances it never saw
+/// are adopted in front as needing their EOI.
+fn sync_code(code: u8, n: u8) -> u8 {
+    let mut i = Inst::from_code(code);
+    while i.n > n {
+        i.pop();
+    }
+    while i.n < n {
+        i.push_front_unknown();
+    }
+    i.code()
 }
 
 /// Per state code ([`Inst::code`]): the instances outstanding.
@@ -279,10 +304,7 @@ impl Packed {
         let Some((k, b)) = Legal::slot(v) else {
             return false;
         };
-        let [pa, pb, pc] = &self.planes;
-        let code = u8::from(pa.0[k] & b != 0) << 2
-            | u8::from(pb.0[k] & b != 0) << 1
-            | u8::from(pc.0[k] & b != 0);
+        let code = code_at(&self.planes, k, b);
         self.routed.0[k] & b != 0 || (NEEDS >> code) & 1 != 0
     }
 
@@ -323,23 +345,13 @@ impl Packed {
         };
         let lapic = u8::from(apic.irr().contains(v)) + u8::from(apic.isr().contains(v));
         let before = lapic.saturating_sub(u8::from(!a.coalesced));
-        let [pa, pb, pc] = &mut self.planes;
-        let code = u8::from(pa.0[k] & b != 0) << 2
-            | u8::from(pb.0[k] & b != 0) << 1
-            | u8::from(pc.0[k] & b != 0);
+        let code = code_at(&self.planes, k, b);
         let routed = self.routed.0[k] & b != 0;
         let was = routed || (NEEDS >> code) & 1 != 0;
         let synced = if COUNT[usize::from(code)] == before {
             code
         } else {
-            let mut i = Inst::from_code(code);
-            while i.n > before {
-                i.pop();
-            }
-            while i.n < before {
-                i.push_front_unknown();
-            }
-            i.code()
+            sync_code(code, before)
         };
         let need = usize::from(a.source != Source::Plain);
         let new = if a.coalesced {
@@ -347,12 +359,7 @@ impl Packed {
         } else {
             PUSH[need][usize::from(synced)]
         };
-        let put = |p: &mut Legal, on: u8| {
-            p.0[k] = (p.0[k] & !b) | (b & 0u16.wrapping_sub(u16::from(on)));
-        };
-        put(pa, (new >> 2) & 1);
-        put(pb, (new >> 1) & 1);
-        put(pc, new & 1);
+        put_at(&mut self.planes, k, b, new);
         (was, routed || (NEEDS >> new) & 1 != 0)
     }
 
@@ -370,18 +377,10 @@ impl Packed {
     pub(super) fn sync_instances(&mut self, apic: &LocalApic, v: Vector, extra: u8) {
         let lapic = u8::from(apic.irr().contains(v)) + u8::from(apic.isr().contains(v));
         let lapic = lapic.saturating_sub(extra);
-        let mut i = self.get(v);
-        if i.n == lapic {
-            return;
+        let code = self.code(v);
+        if COUNT[usize::from(code)] != lapic {
+            plane_put(&mut self.planes, v, sync_code(code, lapic));
         }
-        while i.n > lapic {
-            i.pop();
-        }
-        while i.n < lapic {
-            // Unknown older instances: conservative.
-            i.push_front_unknown();
-        }
-        self.put(v, i);
     }
 
     /// An intercepted EOI of `v`, which the LAPIC (`apic`, after the EOI)
@@ -398,10 +397,7 @@ impl Packed {
             return false;
         };
         let lapic = u8::from(apic.irr().contains(v)) + u8::from(apic.isr().contains(v));
-        let [pa, pb, pc] = &mut self.planes;
-        let code = u8::from(pa.0[k] & b != 0) << 2
-            | u8::from(pb.0[k] & b != 0) << 1
-            | u8::from(pc.0[k] & b != 0);
+        let code = code_at(&self.planes, k, b);
         let n = COUNT[usize::from(code)];
         let code = if n == lapic {
             code
@@ -410,22 +406,10 @@ impl Packed {
                 POP[usize::from(code)]
             } else {
                 // A mismatch the EOI alone does not explain: the general
-                // rule (pops or conservative pushes).
-                let mut i = Inst::from_code(code);
-                while i.n > lapic {
-                    i.pop();
-                }
-                while i.n < lapic {
-                    i.push_front_unknown();
-                }
-                i.code()
+                // rule.
+                sync_code(code, lapic)
             };
-            let put = |p: &mut Legal, on: u8| {
-                p.0[k] = (p.0[k] & !b) | (b & 0u16.wrapping_sub(u16::from(on)))
-            };
-            put(pa, (new >> 2) & 1);
-            put(pb, (new >> 1) & 1);
-            put(pc, new & 1);
+            put_at(&mut self.planes, k, b, new);
             new
         };
         self.routed.0[k] & b != 0 || (NEEDS >> code) & 1 != 0

@@ -107,6 +107,35 @@ impl<const VCPUS: usize, const PINS: usize> Reference<VCPUS, PINS> {
         }
     }
 
+    /// Every timing of this candidate's broadcasts in flight, pushed to
+    /// `out`: each arrives now or stays in flight, except that one whose
+    /// vCPU's exit is in `exits` must arrive now; then those exits land
+    /// (and with `load` every VMCS loads). Bit `i` of `now` set: broadcast
+    /// `i` arrives now. The most arriving first, so the first candidate is
+    /// what a reference that forwards every EOI at once has.
+    fn split(&self, exits: &[bool; VCPUS], load: bool, out: &mut Vec<Self>) {
+        let k = self.in_flight.len();
+        for now in (0..1u32 << k).rev() {
+            let mut r = Reference::of(self.chip.clone());
+            let mut ok = true;
+            for (i, m) in self.in_flight.iter().enumerate() {
+                if now & 1 << i != 0 {
+                    r.deliver(*m);
+                } else {
+                    ok &= !exits[m.vcpu as usize % VCPUS];
+                    let _ = r.in_flight.push(*m);
+                }
+            }
+            if ok {
+                r.take_events(exits);
+                if load {
+                    r.load();
+                }
+                out.push(r);
+            }
+        }
+    }
+
     /// Every vCPU loads its VMCS: under the reference semantics a necessary
     /// EOI exits the moment its bit is needed.
     fn load(&self) {
@@ -348,27 +377,7 @@ impl<const VCPUS: usize, const PINS: usize> References<VCPUS, PINS> {
         }
         let mut out = Vec::new();
         for cand in self.take_all() {
-            let k = cand.in_flight.len();
-            // Bit i set: broadcast i arrives now. The most arriving first.
-            for now in (0..1u32 << k).rev() {
-                let mut r = Reference {
-                    chip: cand.chip.clone(),
-                    in_flight: heapless::Vec::new(),
-                };
-                let mut ok = true;
-                for (i, m) in cand.in_flight.iter().enumerate() {
-                    if now & 1 << i != 0 {
-                        r.deliver(*m);
-                    } else {
-                        ok &= !exits[m.vcpu as usize % VCPUS];
-                        let _ = r.in_flight.push(*m);
-                    }
-                }
-                if ok {
-                    r.take_events(exits);
-                    out.push(r);
-                }
-            }
+            cand.split(exits, false, &mut out);
         }
         self.set(out);
     }
@@ -398,30 +407,7 @@ impl<const VCPUS: usize, const PINS: usize> References<VCPUS, PINS> {
             {
                 return Err(Violation::CheckerCapacity);
             }
-            let k = cand.in_flight.len();
-            // Bit i set: broadcast i arrives now. The most arriving first:
-            // the first candidate is what a reference that forwards every
-            // EOI at once has.
-            for now in (0..1u32 << k).rev() {
-                let mut r = Reference {
-                    chip: cand.chip.clone(),
-                    in_flight: heapless::Vec::new(),
-                };
-                let mut ok = true;
-                for (i, m) in cand.in_flight.iter().enumerate() {
-                    if now & 1 << i != 0 {
-                        r.deliver(*m);
-                    } else {
-                        ok &= !exits[m.vcpu as usize % VCPUS];
-                        let _ = r.in_flight.push(*m);
-                    }
-                }
-                if ok {
-                    r.take_events(exits);
-                    r.load();
-                    out.push(r);
-                }
-            }
+            cand.split(exits, true, &mut out);
         }
         self.set(out);
         Ok(())
