@@ -254,7 +254,12 @@ fn check(
             continue;
         }
         for (pin, e) in io.entries().iter().enumerate() {
-            let counted = e.is_level() || notifier.contains(Pin::new(pin as u8));
+            // SDM: vectors 0-15 are illegal and never accepted, so their EOI
+            // never comes; `Exact` and `LineAware` track 16-255 only (README,
+            // threat model), KVM's policies every vector.
+            let legal = e.vector().get() >= 16
+                || matches!(policy, Policy::KvmLegacy | Policy::KvmHighestStale);
+            let counted = legal && (e.is_level() || notifier.contains(Pin::new(pin as u8)));
             let masked_ok = policy != Policy::Exact || !e.masked();
             // The default format: bits 63:56 and the mode bit (11).
             let dest = Destination {
