@@ -67,6 +67,18 @@ fn quieted_in_service_under(policy: Policy) -> Chip<1> {
     c
 }
 
+/// Two vCPUs under `policy` with the SDM's lowest-priority arbitration
+/// (lowest priority, lowest index among equals), so which vCPU a
+/// lowest-priority cycle goes to is fixed.
+fn sdm_chip(policy: Policy) -> Chip<2> {
+    let config = IrqchipConfig {
+        policy,
+        arbitration: eoi_exit::irqchip::Arbitration::SdmPriority,
+        ..Default::default()
+    };
+    Irqchip::new(config, ApicMode::XApic, [const { VcpuSlot::new() }; 2])
+}
+
 fn remote_irr<const N: usize>(c: &Chip<N>, pin: Pin) -> bool {
     c.ioapic().entry(pin).unwrap().remote_irr()
 }
@@ -608,12 +620,7 @@ fn lowest_priority_redelivery_in_a_window_snapshot_is_arbitrated_when_saved() {
 #[test]
 fn eoi_of_a_lazy_instance_from_an_earlier_cycle_ends_the_current_cycle() {
     fn run(policy: Policy) -> (Vec<Option<Vector>>, bool, bool) {
-        let config = IrqchipConfig {
-            policy,
-            arbitration: eoi_exit::irqchip::Arbitration::SdmPriority,
-            ..Default::default()
-        };
-        let c: Chip<2> = Irqchip::new(config, ApicMode::XApic, [const { VcpuSlot::new() }; 2]);
+        let c = sdm_chip(policy);
         let mut fx = Effects::new();
         // Broadcast (fixed, physical 0xFF): an instance on each vCPU.
         let broadcast = level(V, 0xff);
@@ -665,12 +672,7 @@ fn eoi_of_a_lazy_instance_from_an_earlier_cycle_ends_the_current_cycle() {
 #[test]
 fn polarity_flip_that_asserts_an_idle_level_pin_delivers_one_cycle() {
     fn run(policy: Policy) -> [bool; 2] {
-        let config = IrqchipConfig {
-            policy,
-            arbitration: eoi_exit::irqchip::Arbitration::SdmPriority,
-            ..Default::default()
-        };
-        let c: Chip<2> = Irqchip::new(config, ApicMode::XApic, [const { VcpuSlot::new() }; 2]);
+        let c = sdm_chip(policy);
         let mut fx = Effects::new();
         // A broadcast cycle (an eager instance on each vCPU), then lowest
         // priority: vCPU 0's EOI re-delivers to vCPU 0 alone (lazy).
