@@ -383,21 +383,29 @@ impl Packed {
         }
     }
 
-    /// An intercepted EOI of `v`, which the LAPIC (`apic`, after the EOI)
-    /// has already retired: brings `v`'s queue in line with the LAPIC, as
-    /// [`Packed::sync_instances`] does, and returns whether EOIs of `v` are
-    /// still needed (routed here or needed in flight).
+    /// A guest EOI of `v`, which the LAPIC (`apic`, after the EOI) has
+    /// already retired. `None` when it does not exit: not routed here, no
+    /// outstanding instance needs it, and it is not the owed RTC EOI
+    /// (`rtc`). Otherwise the queue of `v` is brought in line with the
+    /// LAPIC, as [`Packed::sync_instances`] does, and the answer is whether
+    /// EOIs of `v` are still needed (routed here or needed in flight).
     ///
-    /// The hot path of every intercepted EOI, so it computes `v`'s slot once
-    /// and works on the three state bits with tables: the common case (the
-    /// map knew one more instance than the LAPIC now holds) is one pop.
+    /// The hot path of every guest EOI: one slot computation and one read
+    /// of the state code serve the interception test and the queue update,
+    /// and the common case (the map knew one more instance than the LAPIC
+    /// now holds) is one table pop.
     #[inline(always)]
-    pub(super) fn after_eoi(&mut self, apic: &LocalApic, v: Vector) -> bool {
+    pub(super) fn on_eoi(&mut self, apic: &LocalApic, v: Vector, rtc: bool) -> Option<bool> {
         let Some((k, b)) = Legal::slot(v) else {
-            return false;
+            // Vectors 0-15 are never accepted, so no instance is tracked.
+            return rtc.then_some(false);
         };
-        let lapic = u8::from(apic.irr().contains(v)) + u8::from(apic.isr().contains(v));
         let code = code_at(&self.planes, k, b);
+        let routed = self.routed.0[k] & b != 0;
+        if !(rtc || routed || (NEEDS >> code) & 1 != 0) {
+            return None;
+        }
+        let lapic = u8::from(apic.irr().contains(v)) + u8::from(apic.isr().contains(v));
         let n = COUNT[usize::from(code)];
         let code = if n == lapic {
             code
@@ -412,7 +420,7 @@ impl Packed {
             put_at(&mut self.planes, k, b, new);
             new
         };
-        self.routed.0[k] & b != 0 || (NEEDS >> code) & 1 != 0
+        Some(routed || (NEEDS >> code) & 1 != 0)
     }
 
     /// The saved form.

@@ -1070,17 +1070,18 @@ impl EoiExitMap {
         // `Exact` (the default) on its own: one slot computation for the
         // interception test, the queue update and the bit's new value.
         if let Book::Exact { hdr, x } = &mut self.book {
-            if !(x.exits(vector) || hdr.rtc_owed == Some(vector)) {
+            let rtc = hdr.rtc_owed == Some(vector);
+            let Some(still) = x.on_eoi(apic, vector, rtc) else {
                 return EoiExit {
                     intercepted: false,
                     rescan: false,
                     missed_level: false,
                 };
-            }
-            if hdr.rtc_owed == Some(vector) {
+            };
+            if rtc {
                 hdr.rtc_owed = None;
             }
-            if !x.after_eoi(apic, vector) {
+            if !still {
                 hdr.dirty |= 1 << (vector.get() >> 6);
             }
             return EoiExit {
