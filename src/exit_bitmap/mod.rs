@@ -818,7 +818,7 @@ impl EoiExitMap {
     /// instances a rescan may adopt). With nothing in flight a rescan only
     /// compares the routes, vector by vector, so this is the same result
     /// without walking the table.
-    #[inline]
+    #[inline(always)]
     pub(crate) fn reroute(&mut self, apic: &LocalApic, v: Vector, routed: bool) -> bool {
         let Book::Exact { hdr, x } = &mut self.book else {
             return false;
@@ -936,7 +936,7 @@ impl EoiExitMap {
     /// [`EoiExitMap::on_accept`], returning whether the bitmap or the owed
     /// RTC vector changed (only the accepted vector's bit can change, and
     /// the previous RTC vector's when the owed RTC EOI moves).
-    #[inline]
+    #[inline(always)]
     pub(crate) fn accept(&mut self, apic: &LocalApic, a: Accepted) -> bool {
         let v = a.vector;
         if let Book::Exact { hdr, x } = &mut self.book
@@ -952,6 +952,15 @@ impl EoiExitMap {
             }
             return changed;
         }
+        self.accept_general(apic, a)
+    }
+
+    /// [`EoiExitMap::accept`] under the other policies, or of the RTC's
+    /// interrupt: out of line, so `Exact`'s common case inlines into the
+    /// delivery path with a small frame.
+    #[inline(never)]
+    fn accept_general(&mut self, apic: &LocalApic, a: Accepted) -> bool {
+        let v = a.vector;
         let was = self.intercepts(v);
         let old_rtc = self.rtc_owed();
         match &mut self.book {

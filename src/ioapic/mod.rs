@@ -272,6 +272,13 @@ impl<const PINS: usize> Ioapic<PINS> {
         self.ioregsel
     }
 
+    /// A guest write of IOREGSEL, `data` already cut to the access size
+    /// ([`Ioapic::mmio_write`] with nothing to report).
+    #[inline]
+    pub(crate) fn select(&mut self, data: u8) {
+        self.ioregsel = data;
+    }
+
     /// The current I/O APIC ID (4 bits).
     #[inline]
     #[cfg(test)]
@@ -454,7 +461,7 @@ impl<const PINS: usize> Ioapic<PINS> {
         };
         match offset % MMIO_LEN {
             IOREGSEL => {
-                self.ioregsel = data as u8;
+                self.select(data as u8);
                 IoapicEffects::NONE
             }
             IOWIN => self.write_indirect(data),

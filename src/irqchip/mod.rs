@@ -553,10 +553,17 @@ impl<S: AsRef<[VcpuSlot]>, const PINS: usize> Irqchip<S, PINS> {
         value: u64,
         fx: &mut Effects<L>,
     ) {
+        let reg = offset % crate::ioapic::MMIO_LEN;
+        if reg == crate::ioapic::IOREGSEL && matches!(size, 1 | 2 | 4 | 8) {
+            // Half of every guest access, and nothing to report: every
+            // access size keeps the low byte (`Ioapic::mmio_write`).
+            self.shared.lock().ioapic.select(value as u8);
+            return;
+        }
         let mut sh = self.shared.lock();
-        // Only an IOWIN write can change an entry; IOREGSEL (half of every
-        // guest access) and the EOI register need no entry bookkeeping.
-        let pin = if offset % crate::ioapic::MMIO_LEN == crate::ioapic::IOWIN {
+        // Only an IOWIN write can change an entry; the EOI register needs no
+        // entry bookkeeping.
+        let pin = if reg == crate::ioapic::IOWIN {
             selected_pin::<PINS>(&sh)
         } else {
             None
@@ -1627,6 +1634,14 @@ impl<S: AsRef<[VcpuSlot]>, const PINS: usize> Irqchip<S, PINS> {
         }
         match (a.rescan, a.route_changed, written) {
             (Rescan::None, ..) => {}
+            // The entry was rewritten with the bits it had (the half of a
+            // 64-bit update that the guest writes unchanged): no route, no
+            // index and no bit can change. KVM's policies model KVM's rescan
+            // on every write, so they go on.
+            (_, Some(p), Some((i, old)))
+                if p.index() == i
+                    && sh.ioapic.entries()[i] == old
+                    && !self.config.policy.is_kvm() => {}
             (_, Some(p), Some((i, old))) if p.index() == i => {
                 let new = sh.ioapic.entries()[i];
                 if new.vector() != old.vector() {
@@ -1936,6 +1951,27 @@ impl<S: AsRef<[VcpuSlot]>, const PINS: usize> Irqchip<S, PINS> {
         targets: Targets,
         fx: &mut Effects<L>,
     ) {
+        // The common case first, inline: a fixed message to one vCPU.
+        if let (DeliveryMode::Fixed, Targets::One(i)) = (msg.delivery_mode, targets) {
+            self.accept_on(sh, VcpuId::new(i as u16), msg, pin, source, true, fx);
+            return;
+        }
+        self.deliver_general(sh, msg, pin, source, targets, fx);
+    }
+
+    /// [`Irqchip::deliver`] of a non-vectored or lowest-priority message,
+    /// or one to several vCPUs: out of line, so the common case keeps a
+    /// small frame.
+    #[inline(never)]
+    fn deliver_general<L: DeliveryLog>(
+        &self,
+        sh: &Shared<PINS>,
+        msg: &InterruptMessage,
+        pin: Option<Pin>,
+        source: Source,
+        targets: Targets,
+        fx: &mut Effects<L>,
+    ) {
         let id = |i: usize| VcpuId::new(i as u16);
         if !msg.delivery_mode.uses_vector() {
             // SMI, NMI, INIT, SIPI, ExtINT: every matching vCPU (no
@@ -2098,16 +2134,7 @@ impl<S: AsRef<[VcpuSlot]>, const PINS: usize> Irqchip<S, PINS> {
             to_map.source = Source::Plain;
         }
         let changed = if self.line_aware() {
-            // Only this vector's bit can change, and the previous RTC
-            // vector's when the owed RTC EOI moves to this one.
-            let before = (map.intercepts(vector), map.rtc_owed());
-            let lazy = self.lazy_accept(sh, id, had, pin, alone, &mut to_map, map);
-            map.on_accept(apic, to_map);
-            if lazy {
-                // Delivered because its line is asserted: asserted at entry.
-                map.set_line(vector, Line::Asserted);
-            }
-            (map.intercepts(vector), map.rtc_owed()) != before
+            self.line_aware_accept(sh, id, had, pin, alone, to_map, apic, map)
         } else {
             map.accept(apic, to_map)
         };
@@ -2123,6 +2150,35 @@ impl<S: AsRef<[VcpuSlot]>, const PINS: usize> Irqchip<S, PINS> {
             accepted,
             pin,
         });
+    }
+}
+
+impl<S: AsRef<[VcpuSlot]>, const PINS: usize> Irqchip<S, PINS> {
+    /// [`Irqchip::accept_on`]'s map update under `LineAware`; returns
+    /// whether the bitmap changed. Only this vector's bit can change, and
+    /// the previous RTC vector's when the owed RTC EOI moves to this one.
+    #[allow(clippy::too_many_arguments)]
+    #[inline(never)]
+    fn line_aware_accept(
+        &self,
+        sh: &Shared<PINS>,
+        id: VcpuId,
+        had: bool,
+        pin: Option<Pin>,
+        alone: bool,
+        mut to_map: Accepted,
+        apic: &LocalApic,
+        map: &mut EoiExitMap,
+    ) -> bool {
+        let vector = to_map.vector;
+        let before = (map.intercepts(vector), map.rtc_owed());
+        let lazy = self.lazy_accept(sh, id, had, pin, alone, &mut to_map, map);
+        map.on_accept(apic, to_map);
+        if lazy {
+            // Delivered because its line is asserted: asserted at entry.
+            map.set_line(vector, Line::Asserted);
+        }
+        (map.intercepts(vector), map.rtc_owed()) != before
     }
 }
 

@@ -889,6 +889,7 @@ impl LocalApic {
     /// `None` when nothing is deliverable or the APIC is hardware-disabled.
     /// Software disable does not block delivery of what is already pending
     /// (SDM; KVM's `kvm_apic_has_interrupt`).
+    #[inline]
     pub fn highest_deliverable(&self) -> Option<Vector> {
         if self.mode == ApicMode::Disabled {
             return None;
