@@ -823,7 +823,7 @@ impl EoiExitMap {
         let Book::Exact { hdr, x } = &mut self.book else {
             return false;
         };
-        if !(apic.irr().is_empty() && apic.isr().is_empty()) {
+        if !apic.idle() {
             return false;
         }
         let was = x.exits(v);

@@ -198,6 +198,32 @@ impl PinState {
     }
 }
 
+/// The data of a guest MMIO access of `size` bytes: 1 and 2 zero-extend,
+/// 4 and 8 keep the low 32 bits, any other size is ignored (`None`).
+#[inline(always)]
+pub(crate) fn access_data(size: u32, value: u64) -> Option<u32> {
+    match size {
+        1 => Some(u32::from(value as u8)),
+        2 => Some(u32::from(value as u16)),
+        4 | 8 => Some(value as u32),
+        _ => None,
+    }
+}
+
+/// The entry a write of `raw` leaves over `old`: delivery status and remote
+/// IRR are read-only, and an edge entry has no remote IRR.
+#[inline(always)]
+fn merged_entry(old: RedirectionEntry, raw: u64) -> RedirectionEntry {
+    let new = RedirectionEntry(
+        (raw & !RedirectionEntry::READ_ONLY) | (old.bits() & RedirectionEntry::READ_ONLY),
+    );
+    if new.is_level() {
+        new
+    } else {
+        new.with_remote_irr(false)
+    }
+}
+
 impl<const PINS: usize> Default for Ioapic<PINS> {
     fn default() -> Self {
         Self::new(IoapicConfig::DEFAULT)
@@ -453,11 +479,8 @@ impl<const PINS: usize> Ioapic<PINS> {
     /// ```
     #[inline]
     pub fn mmio_write(&mut self, offset: u64, size: u32, value: u64) -> IoapicEffects {
-        let data = match size {
-            1 => value as u8 as u32,
-            2 => value as u16 as u32,
-            4 | 8 => value as u32,
-            _ => return IoapicEffects::NONE,
+        let Some(data) = access_data(size, value) else {
+            return IoapicEffects::NONE;
         };
         match offset % MMIO_LEN {
             IOREGSEL => {
@@ -478,16 +501,8 @@ impl<const PINS: usize> Ioapic<PINS> {
                 IoapicEffects::NONE
             }
             REG_VERSION | REG_ARB => IoapicEffects::NONE,
-            sel => match Self::redir_index(sel) {
-                Some((i, high)) => {
-                    let old = self.entries[i].bits();
-                    let raw = if high {
-                        (old & 0xffff_ffff) | (data as u64) << 32
-                    } else {
-                        (old & !0xffff_ffff) | data as u64
-                    };
-                    self.store_entry(i, raw)
-                }
+            _ => match self.iowin_entry(data) {
+                Some((i, new)) => self.store_entry(i, new),
                 None => IoapicEffects::NONE,
             },
         }
@@ -503,19 +518,32 @@ impl<const PINS: usize> Ioapic<PINS> {
         if pin.index() >= PINS {
             return IoapicEffects::NONE;
         }
-        self.store_entry(pin.index(), value)
+        let i = pin.index();
+        self.store_entry(i, merged_entry(self.entries[i], value))
     }
 
+    /// What an IOWIN write of `data` (cut to the access size) leaves in the
+    /// redirection entry IOREGSEL selects, and that entry's index; `None`
+    /// when IOREGSEL selects no entry. The written half replaces its 32
+    /// bits; delivery status and remote IRR are read-only, and an edge entry
+    /// has no remote IRR.
     #[inline]
-    fn store_entry(&mut self, i: usize, raw: u64) -> IoapicEffects {
+    pub(crate) fn iowin_entry(&self, data: u32) -> Option<(usize, RedirectionEntry)> {
+        let (i, high) = Self::redir_index(self.ioregsel)?;
+        let old = self.entries[i];
+        let raw = if high {
+            (old.bits() & 0xffff_ffff) | u64::from(data) << 32
+        } else {
+            (old.bits() & !0xffff_ffff) | u64::from(data)
+        };
+        Some((i, merged_entry(old, raw)))
+    }
+
+    /// Stores `new` (already merged with the read-only bits) in entry `i`.
+    #[inline]
+    fn store_entry(&mut self, i: usize, new: RedirectionEntry) -> IoapicEffects {
         let pin = Pin::new(i as u8);
         let old = self.entries[i];
-        let mut new = RedirectionEntry(
-            (raw & !RedirectionEntry::READ_ONLY) | (old.bits() & RedirectionEntry::READ_ONLY),
-        );
-        if !new.is_level() {
-            new = new.with_remote_irr(false);
-        }
         self.entries[i] = new;
 
         let mut actions = IoapicEffects {

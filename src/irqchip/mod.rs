@@ -568,6 +568,21 @@ impl<S: AsRef<[VcpuSlot]>, const PINS: usize> Irqchip<S, PINS> {
         } else {
             None
         };
+        if let Some(i) = pin
+            && !self.line_aware()
+            && !self.config.policy.is_kvm()
+            && let Some(data) = crate::ioapic::access_data(size, value)
+            && let Some((_, new)) = sh.ioapic.iowin_entry(data)
+            && new == sh.ioapic.entries()[i]
+            && !(new.is_level() && sh.ioapic.asserted(Pin::new(i as u8)))
+        {
+            // The entry keeps its bits (the half of a 64-bit update the guest
+            // writes unchanged) and its pin is not to be serviced: the write
+            // changes nothing but is still a route write. KVM's policies
+            // model KVM's rescan on every write; `LineAware` settles on it.
+            fx.route_changed.insert(Pin::new(i as u8));
+            return;
+        }
         if self.line_aware()
             && let Some(i) = pin
         {

@@ -383,3 +383,54 @@ fn ioregsel_writes_of_every_size_and_alias_select_like_the_bare_ioapic() {
     }
     assert!(fx.kick.is_empty());
 }
+
+/// An IOWIN write that leaves an entry's bits as they are (the unchanged
+/// half of a guest's 64-bit update) is a route write that rescans and
+/// delivers nothing, except that, as KVM's `ioapic_write_indirect` does, it
+/// services a level entry whose line is asserted and whose remote IRR is
+/// clear: here a pin an EOI storm throttled (KVM's
+/// `IOAPIC_SUCCESSIVE_IRQ_MAX_COUNT`).
+#[test]
+fn an_iowin_write_of_an_entry_s_own_bits_rescans_no_one_but_services_a_throttled_pin() {
+    use crate::ioapic::{IOREGSEL, IOWIN, SUCCESSIVE_IRQ_MAX_COUNT};
+    let c = chip::<2>();
+    let (pin, vcpu, v) = (Pin::new(3), VcpuId::new(1), Vector::new(0x40));
+    let e = RedirectionEntry::fixed(v, TriggerMode::Level, 1);
+    let mut fx = Effects::new();
+    c.write_entry(pin, e.bits(), &mut fx);
+    let sel = u64::from(REG_REDTBL_BASE) + 2 * 3;
+    let rewrite = |fx: &mut Effects| {
+        c.mmio_write(IOREGSEL, 4, sel, fx);
+        c.mmio_write(IOWIN, 4, e.bits() & 0xffff_ffff, fx);
+    };
+    let remote_irr = || c.ioapic().entry(pin).unwrap().remote_irr();
+
+    let mut fx = Effects::new();
+    rewrite(&mut fx);
+    assert!(fx.route_changed.contains(pin));
+    assert!(fx.reload.is_empty() && fx.kick.is_empty() && fx.deliver_later.is_empty());
+
+    // The line stays up and every EOI re-delivers, until the storm guard
+    // defers the 10,000th re-delivery with remote IRR clear.
+    c.set_line(pin, true, &mut fx);
+    let mut eois = 0;
+    loop {
+        assert_eq!(c.ack(vcpu), Some(v));
+        let mut fx = Effects::new();
+        assert!(c.guest_eoi(vcpu, &mut fx).reached_ioapic);
+        eois += 1;
+        if fx.deliver_later.contains(pin) {
+            break;
+        }
+        assert!(fx.kick.contains(vcpu), "EOI {eois} re-delivers");
+        assert!(eois < SUCCESSIVE_IRQ_MAX_COUNT);
+    }
+    assert_eq!(eois, SUCCESSIVE_IRQ_MAX_COUNT);
+    assert!(!remote_irr());
+
+    let mut fx = Effects::new();
+    rewrite(&mut fx);
+    assert!(fx.kick.contains(vcpu), "serviced by the rewrite");
+    assert!(remote_irr());
+    assert_eq!(c.ack(vcpu), Some(v));
+}

@@ -978,6 +978,13 @@ impl LocalApic {
         self.highest_isr_cache = None;
     }
 
+    /// Nothing pending or in service (IRR and ISR empty); ISR through its
+    /// cached highest vector.
+    #[inline(always)]
+    pub(crate) fn idle(&self) -> bool {
+        self.highest_isr_cache.is_none() && self.irr.is_empty()
+    }
+
     /// Whether `vector` is pending or in service (IRR or ISR): its EOI is
     /// still to come (KVM `kvm_apic_pending_eoi`).
     #[inline]
