@@ -46,6 +46,10 @@
 //!   way here to let the vCPU re-enter with its instance in service and the line low, and
 //!   then re-assert the line before the EOI: the `LineAware` race, which a natural handler
 //!   cannot show on this host (its EOI is at its first VM entry after the status read).
+//!   A stepped EOI is recorded before the vCPU runs it: its exit usually comes at the ping
+//!   that follows, but with other vCPUs' tests running beside it (2 of 15 runs of the
+//!   whole `kvm` binary here) it came before the guest's stop after the write, and was
+//!   then taken for a natural one.
 //!
 //! # What is recorded ([`Rec`])
 //!
@@ -1115,11 +1119,13 @@ impl<'c> Recorder<'c> {
             }
             Step::Enter(i) => self.ping(i)?,
             Step::Eoi(i) => {
-                self.t.vcpus[i].command(Cmd::Eoi)?;
-                self.run(i, |s| s == Stop::IdleEoi)?;
                 let Some(v) = self.current[i] else {
                     return self.fail(format_args!("v{i}: an EOI write outside a handler"));
                 };
+                // Counted before the vCPU runs: KVM usually reports the exit at the
+                // next entry, but under load it can come before the guest's stop
+                // after the write, and must still be this EOI's. Nothing moves a
+                // line while the guest writes its EOI.
                 let line = self.line_of(v);
                 self.recs.push(Rec::Eoi {
                     vcpu: i,
@@ -1127,6 +1133,8 @@ impl<'c> Recorder<'c> {
                     line,
                 });
                 self.unexited[i] += 1;
+                self.t.vcpus[i].command(Cmd::Eoi)?;
+                self.run(i, |s| s == Stop::IdleEoi)?;
                 self.ping(i)?;
             }
         }
@@ -1351,8 +1359,8 @@ fn line_aware_exits_only_on_the_eois_whose_line_is_asserted() {
                 } = *x
                 {
                     // Its vector: the one KVM's exit for it names (every EOI here exits
-                    // on KVM; natural: the next record, stepped: at the ping after the
-                    // write).
+                    // on KVM; natural: the next record, stepped: at or before the ping
+                    // after the write).
                     let v = recs[k..].iter().find_map(|y| match *y {
                         Rec::KvmEoiExit { vcpu: c, vector } if c == vcpu => Some(vector),
                         _ => None,
