@@ -47,7 +47,7 @@
 //!   then re-assert the line before the EOI: the `LineAware` race, which a natural handler
 //!   cannot show on this host (its EOI is at its first VM entry after the status read).
 //!   A stepped EOI is recorded before the vCPU runs it: its exit usually comes at the ping
-//!   that follows, but with other vCPUs' tests running beside it (2 of 15 runs of the
+//!   that follows, but with other tests driving KVM beside it (2 of 15 runs of the
 //!   whole `kvm` binary here) it came before the guest's stop after the write, and was
 //!   then taken for a natural one.
 //!
