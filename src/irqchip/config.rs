@@ -253,4 +253,10 @@ impl IrqchipConfig {
     pub(crate) fn notified_pins(&self) -> PinSet {
         self.ack_notifier_pins.union(&self.resample_pins)
     }
+
+    /// [`IrqchipConfig::notified_pins`] below 32 as a mask: an `Irqchip` has
+    /// at most 32 pins, and its EOI and delivery paths test this one word.
+    pub(crate) fn notified_mask(&self) -> u32 {
+        self.notified_pins().as_u64_words()[0] as u32
+    }
 }

@@ -397,9 +397,9 @@ fn phys_candidates(apic: &LocalApic) -> impl Iterator<Item = u32> {
 /// ```
 pub struct Irqchip<S, const PINS: usize = 24> {
     config: IrqchipConfig,
-    /// `config.notified_pins()` as a pin mask (an `Irqchip` has at most 32
-    /// pins): the EOI and delivery paths test it without building the
-    /// 256-bit union each time.
+    /// `config.notified_mask()`, kept beside the config it derives from (set
+    /// wherever the config is): the EOI and delivery paths test it without
+    /// building the 256-bit union each time.
     notified: u32,
     pub(crate) shared: Mutex<Shared<PINS>>,
     pub(crate) vcpus: S,
@@ -479,7 +479,7 @@ where
         }
         let chip = Irqchip {
             config,
-            notified: config.notified_pins().as_u64_words()[0] as u32,
+            notified: config.notified_mask(),
             shared: Mutex::new(Shared {
                 ioapic: Ioapic::new(config.ioapic),
                 dest_one: [PHYS_NONE; PINS],

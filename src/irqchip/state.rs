@@ -248,7 +248,7 @@ where
             });
         }
         self.config = s.config;
-        self.notified = s.config.notified_pins().as_u64_words()[0] as u32;
+        self.notified = s.config.notified_mask();
         let sh = self.shared.get_mut();
         sh.ioapic
             .restore_exact(s.ioapic.config, &s.ioapic.registers());

@@ -434,3 +434,31 @@ fn an_iowin_write_of_an_entry_s_own_bits_rescans_no_one_but_services_a_throttled
     assert!(remote_irr());
     assert_eq!(c.ack(vcpu), Some(v));
 }
+
+/// The chip keeps the notified pins as a mask beside its config; a restore
+/// that brings another config must bring the mask with it, or an EOI of a
+/// notifier pin would report no `acked_pins` (the VMM's resamplefd never
+/// fires) after a migration.
+#[test]
+fn a_restore_brings_the_snapshot_s_ack_notifier_pins_to_the_eoi_path() {
+    let (pin, vcpu, v) = (Pin::new(3), VcpuId::new(1), Vector::new(0x40));
+    let mut notified = IrqchipConfig::default();
+    notified.ack_notifier_pins.insert(pin);
+    let src: Chip<2> = Irqchip::new(notified, ApicMode::XApic, [const { VcpuSlot::new() }; 2]);
+    let mut fx = Effects::new();
+    src.write_entry(
+        pin,
+        RedirectionEntry::fixed(v, TriggerMode::Level, 1).bits(),
+        &mut fx,
+    );
+    let snap = src.state::<std::vec::Vec<_>>();
+
+    let mut dst = chip::<2>(); // no notifier pins
+    dst.restore(&snap).unwrap();
+    dst.set_line(pin, true, &mut fx);
+    assert_eq!(dst.ack(vcpu), Some(v));
+    dst.set_line(pin, false, &mut fx);
+    let eoi = dst.guest_eoi(vcpu, &mut fx);
+    assert!(eoi.intercepted);
+    assert!(eoi.acked_pins.contains(pin));
+}
