@@ -264,27 +264,71 @@ const MERGE: [[u8; 8]; 2] = [[1, 1, 2, 3, 4, 5, 6, 1], [2, 2, 2, 5, 6, 5, 6, 2]]
 const NEEDS: u8 = 0b0111_0100;
 
 /// `Exact`'s live bookkeeping: the routes to this vCPU and the instance
-/// states, three bits per vector in three planes (`a`, `b`, `c` are bits 2,
-/// 1, 0 of [`Inst::code`]), legal vectors only (120 bytes).
+/// states, legal vectors only, in 15 chunks of 16 vectors (120 bytes).
+///
+/// A chunk is one `u64` holding four 16-bit planes: bits 0-15 the routes
+/// (counted, unmasked entries that target this vCPU), bits 16-31, 32-47 and
+/// 48-63 bits 2, 1 and 0 of each vector's [`Inst::code`]. One load brings a
+/// vector's route and state together, a multiply gathers them into a nibble
+/// (see [`Packed::nibble`]) that indexes the transition tables, and the
+/// planes stay whole 16-bit words for the bitmap, which is bitwise per chunk.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
 pub(super) struct Packed {
-    /// Counted, unmasked entries that target this vCPU (their vectors 16-255:
-    /// an illegal vector is never accepted, so its EOI never comes).
-    pub(super) routed: Legal,
-    planes: [Legal; 3],
+    chunks: [u64; 15],
 }
 
-impl Packed {
-    pub(super) const EMPTY: Packed = Packed {
-        routed: Legal::EMPTY,
-        planes: [Legal::EMPTY; 3],
-    };
+/// The bits of a vector's three state planes, at its offset 0.
+const PLANE_BITS: u64 = 1 << 16 | 1 << 32 | 1 << 48;
 
-    /// The state code of `v` (0 for an illegal vector): one slot
-    /// computation, three bit reads.
+/// Per state code: its three bits placed in the planes, at offset 0.
+const SPREAD: [u64; 8] = {
+    let mut t = [0u64; 8];
+    let mut c = 0;
+    while c < 8 {
+        t[c] = ((c as u64 >> 2) & 1) << 16 | ((c as u64 >> 1) & 1) << 32 | (c as u64 & 1) << 48;
+        c += 1;
+    }
+    t
+};
+
+/// Gathers bits 0, 16, 32 and 48 (route, code bits 2, 1, 0) into bits 51,
+/// 50, 49 and 48 of the product: the partial products land on distinct bits,
+/// so no carry disturbs them.
+const GATHER: u64 = 1 << 51 | 1 << 34 | 1 << 17 | 1;
+
+/// Per nibble (route << 3 | code): whether EOIs of the vector exit (routed
+/// here, or an outstanding instance needs its EOI).
+const EXITS: u16 = 0xFF00 | NEEDS as u16;
+
+impl Packed {
+    pub(super) const EMPTY: Packed = Packed { chunks: [0; 15] };
+
+    /// The chunk and offset of a legal vector (`None` for 0-15).
+    #[inline(always)]
+    fn at(v: Vector) -> Option<(usize, u32)> {
+        let v = v.get();
+        (v >= 16).then(|| (usize::from(v / 16) - 1, u32::from(v % 16)))
+    }
+
+    /// Route << 3 | state code of the vector at chunk `k`, offset `o`: one
+    /// load, a mask and a multiply.
+    #[inline(always)]
+    fn nibble(&self, k: usize, o: u32) -> u8 {
+        let x = (self.chunks[k] >> o) & (PLANE_BITS | 1);
+        (x.wrapping_mul(GATHER) >> 48) as u8 & 0xF
+    }
+
+    /// Stores state `code` at chunk `k`, offset `o` (the route is kept).
+    #[inline(always)]
+    fn put_at(&mut self, k: usize, o: u32, code: u8) {
+        let c = &mut self.chunks[k];
+        *c = (*c & !(PLANE_BITS << o)) | SPREAD[usize::from(code & 7)] << o;
+    }
+
+    /// The state code of `v` (0 for an illegal vector).
     #[inline]
     fn code(&self, v: Vector) -> u8 {
-        plane_code(&self.planes, v)
+        Self::at(v).map_or(0, |(k, o)| self.nibble(k, o) & 7)
     }
 
     #[inline]
@@ -294,28 +338,73 @@ impl Packed {
 
     #[inline]
     fn put(&mut self, v: Vector, i: Inst) {
-        plane_put(&mut self.planes, v, i.code());
+        if let Some((k, o)) = Self::at(v) {
+            self.put_at(k, o, i.code());
+        }
+    }
+
+    /// Plane `n` (0 routes, 1-3 code bits 2, 1, 0) of chunk `k`.
+    #[inline(always)]
+    fn plane(&self, k: usize, n: u32) -> u16 {
+        (self.chunks[k] >> (16 * n)) as u16
+    }
+
+    /// The routes: counted, unmasked entries that target this vCPU (their
+    /// vectors 16-255: an illegal vector is never accepted, so its EOI
+    /// never comes).
+    #[inline]
+    pub(super) fn routed(&self) -> Legal {
+        Legal(core::array::from_fn(|k| self.plane(k, 0)))
+    }
+
+    /// Replaces the routes (the instance states are kept).
+    #[inline]
+    pub(super) fn set_routes(&mut self, r: &Legal) {
+        for (c, &w) in self.chunks.iter_mut().zip(&r.0) {
+            *c = (*c & !0xFFFF) | u64::from(w);
+        }
+    }
+
+    /// Routes `v` here or not.
+    #[inline]
+    pub(super) fn route(&mut self, v: Vector, on: bool) {
+        if let Some((k, o)) = Self::at(v) {
+            let c = &mut self.chunks[k];
+            *c = (*c & !(1 << o)) | u64::from(on) << o;
+        }
+    }
+
+    /// Whether the routes are exactly the legal vectors of `s`.
+    #[inline(always)]
+    pub(super) fn routes_same_as(&self, s: &VectorSet) -> bool {
+        self.routed().same_as(s)
     }
 
     /// Whether EOIs of `v` exit (the RTC aside): routed here, or an
-    /// outstanding instance needs its EOI. One slot computation.
+    /// outstanding instance needs its EOI. One load.
     #[inline(always)]
     pub(super) fn exits(&self, v: Vector) -> bool {
-        let Some((k, b)) = Legal::slot(v) else {
-            return false;
-        };
-        let code = code_at(&self.planes, k, b);
-        self.routed.0[k] & b != 0 || (NEEDS >> code) & 1 != 0
+        Self::at(v).is_some_and(|(k, o)| (EXITS >> self.nibble(k, o)) & 1 != 0)
     }
 
     /// Vectors with an outstanding instance whose EOI is needed: codes 2, 4,
     /// 5, 6, i.e. `(a | b) & !c | a & (b ^ c)`.
     #[inline]
     pub(super) fn needed_in_flight(&self) -> VectorSet {
-        let [a, b, c] = &self.planes;
-        Legal(core::array::from_fn(|i| {
-            let (a, b, c) = (a.0[i], b.0[i], c.0[i]);
+        Legal(core::array::from_fn(|k| {
+            let (a, b, c) = (self.plane(k, 1), self.plane(k, 2), self.plane(k, 3));
             ((a | b) & !c) | (a & (b ^ c))
+        }))
+        .set_of()
+    }
+
+    /// The vectors whose EOIs exit (the RTC aside): routed here or needed
+    /// in flight, chunk by chunk.
+    #[inline]
+    pub(super) fn exit_set(&self) -> VectorSet {
+        Legal(core::array::from_fn(|k| {
+            let (a, b, c) = (self.plane(k, 1), self.plane(k, 2), self.plane(k, 3));
+            self.plane(k, 0) | ((a | b) & !c) | (a & (b ^ c))
         }))
         .set_of()
     }
@@ -334,20 +423,20 @@ impl Packed {
     /// Before the acceptance, the queue is brought in line with the LAPIC:
     /// the instances before this one are the IRR+ISR count, minus this one
     /// unless it merged into an existing IRR bit. Then the instance is
-    /// pushed, or merged into the newest one when it coalesced. One slot
-    /// computation; the common transitions are table lookups.
+    /// pushed, or merged into the newest one when it coalesced. One load
+    /// and one store of the vector's chunk; the common transitions are
+    /// table lookups.
     #[inline(always)]
     pub(super) fn on_accept(&mut self, apic: &LocalApic, a: Accepted) -> (bool, bool) {
         let v = a.vector;
-        let Some((k, b)) = Legal::slot(v) else {
+        let Some((k, o)) = Self::at(v) else {
             // An illegal vector is never accepted by a LAPIC; nothing to track.
             return (false, false);
         };
         let lapic = u8::from(apic.irr().contains(v)) + u8::from(apic.isr().contains(v));
         let before = lapic.saturating_sub(u8::from(!a.coalesced));
-        let code = code_at(&self.planes, k, b);
-        let routed = self.routed.0[k] & b != 0;
-        let was = routed || (NEEDS >> code) & 1 != 0;
+        let nib = self.nibble(k, o);
+        let code = nib & 7;
         let synced = if COUNT[usize::from(code)] == before {
             code
         } else {
@@ -359,8 +448,8 @@ impl Packed {
         } else {
             PUSH[need][usize::from(synced)]
         };
-        put_at(&mut self.planes, k, b, new);
-        (was, routed || (NEEDS >> new) & 1 != 0)
+        self.put_at(k, o, new);
+        ((EXITS >> nib) & 1 != 0, (EXITS >> (nib & 8 | new)) & 1 != 0)
     }
 
     /// Brings the instance queue of `v` in line with the LAPIC, where `extra`
@@ -375,11 +464,14 @@ impl Packed {
     /// flight). The cost is one exit per such instance, once.
     #[inline(always)]
     pub(super) fn sync_instances(&mut self, apic: &LocalApic, v: Vector, extra: u8) {
+        let Some((k, o)) = Self::at(v) else {
+            return;
+        };
         let lapic = u8::from(apic.irr().contains(v)) + u8::from(apic.isr().contains(v));
         let lapic = lapic.saturating_sub(extra);
-        let code = self.code(v);
+        let code = self.nibble(k, o) & 7;
         if COUNT[usize::from(code)] != lapic {
-            plane_put(&mut self.planes, v, sync_code(code, lapic));
+            self.put_at(k, o, sync_code(code, lapic));
         }
     }
 
@@ -390,24 +482,24 @@ impl Packed {
     /// LAPIC, as [`Packed::sync_instances`] does, and the answer is whether
     /// EOIs of `v` are still needed (routed here or needed in flight).
     ///
-    /// The hot path of every guest EOI: one slot computation and one read
-    /// of the state code serve the interception test and the queue update,
-    /// and the common case (the map knew one more instance than the LAPIC
-    /// now holds) is one table pop.
+    /// The hot path of every guest EOI: one load of the vector's chunk
+    /// serves the interception test and the queue update, and the common
+    /// case (the map knew one more instance than the LAPIC now holds) is one
+    /// table pop and one store.
     #[inline(always)]
     pub(super) fn on_eoi(&mut self, apic: &LocalApic, v: Vector, rtc: bool) -> Option<bool> {
-        let Some((k, b)) = Legal::slot(v) else {
+        let Some((k, o)) = Self::at(v) else {
             // Vectors 0-15 are never accepted, so no instance is tracked.
             return rtc.then_some(false);
         };
-        let code = code_at(&self.planes, k, b);
-        let routed = self.routed.0[k] & b != 0;
-        if !(rtc || routed || (NEEDS >> code) & 1 != 0) {
+        let nib = self.nibble(k, o);
+        if !rtc && (EXITS >> nib) & 1 == 0 {
             return None;
         }
+        let code = nib & 7;
         let lapic = u8::from(apic.irr().contains(v)) + u8::from(apic.isr().contains(v));
         let n = COUNT[usize::from(code)];
-        let code = if n == lapic {
+        let new = if n == lapic {
             code
         } else {
             let new = if n == lapic + 1 {
@@ -417,20 +509,22 @@ impl Packed {
                 // rule.
                 sync_code(code, lapic)
             };
-            put_at(&mut self.planes, k, b, new);
+            self.put_at(k, o, new);
             new
         };
-        Some(routed || (NEEDS >> code) & 1 != 0)
+        Some((EXITS >> (nib & 8 | new)) & 1 != 0)
     }
 
     /// The saved form.
     pub(super) fn tracking(&self) -> ExactTracking {
         let mut t = ExactTracking {
-            routed: self.routed.set_of(),
+            routed: self.routed().set_of(),
             ..ExactTracking::EMPTY
         };
-        let [a, b, c] = self.planes.map(|p| p.set_of());
-        for v in a.union(&b).union(&c).iter() {
+        let occupied = Legal(core::array::from_fn(|k| {
+            self.plane(k, 1) | self.plane(k, 2) | self.plane(k, 3)
+        }));
+        for v in occupied.set_of().iter() {
             let i = self.get(v);
             t.inst_one.set(v, i.n >= 1);
             t.inst_two.set(v, i.n == 2);
@@ -442,10 +536,8 @@ impl Packed {
 
     /// From the saved form (validated: `inst_two ⊆ inst_one`, needs within).
     pub(super) fn from_tracking(t: &ExactTracking) -> Packed {
-        let mut p = Packed {
-            routed: Legal::from_set(&t.routed),
-            ..Packed::EMPTY
-        };
+        let mut p = Packed::EMPTY;
+        p.set_routes(&Legal::from_set(&t.routed));
         for v in t.inst_one.iter() {
             let i = Inst {
                 n: 1 + u8::from(t.inst_two.contains(v)),

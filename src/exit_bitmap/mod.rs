@@ -561,7 +561,7 @@ impl EoiExitMap {
         match &self.book {
             Book::Kvm { bitmap, .. } | Book::TmrDriven { bitmap, .. } => *bitmap,
             Book::Exact { hdr, x } => {
-                let mut b = x.routed.set_of().union(&x.needed_in_flight());
+                let mut b = x.exit_set();
                 if let Some(v) = hdr.rtc_owed {
                     b.insert(v);
                 }
@@ -700,7 +700,7 @@ impl EoiExitMap {
     fn clear_scan(&mut self) {
         match &mut self.book {
             Book::Kvm { scan, .. } => *scan = KvmScan::default(),
-            Book::Exact { x, .. } => x.routed = exact::Legal::default(),
+            Book::Exact { x, .. } => x.set_routes(&exact::Legal::EMPTY),
             Book::LineAware { x, .. } => x.routed = exact::Legal::default(),
             Book::TmrDriven { .. } | Book::NoIntercept { .. } => {}
         }
@@ -728,7 +728,7 @@ impl EoiExitMap {
             }
             Book::Exact { x, .. } => {
                 if matched && !entry.masked {
-                    x.routed.insert(entry.vector);
+                    x.route(entry.vector, true);
                 }
             }
             Book::LineAware { x, .. } => {
@@ -764,7 +764,7 @@ impl EoiExitMap {
             // keeps a bit set. Most rescans change nothing, which a word
             // compare in registers tells (inlined into the caller, which
             // built the set in registers).
-            if !x.routed.same_as(matched_unmasked) {
+            if !x.routes_same_as(matched_unmasked) {
                 self.reroute_exact(matched_unmasked);
             }
             return;
@@ -781,8 +781,8 @@ impl EoiExitMap {
             if let Some(v) = hdr.rtc_owed {
                 keep.insert(v);
             }
-            hdr.dirty |= words_nonzero(&routed.xor(&x.routed).set_of().difference(&keep));
-            x.routed = routed;
+            hdr.dirty |= words_nonzero(&routed.xor(&x.routed()).set_of().difference(&keep));
+            x.set_routes(&routed);
         }
     }
 
@@ -803,7 +803,7 @@ impl EoiExitMap {
                 scan.routed = *matched;
                 scan.stale = unmatched.intersection(&apic.irr().union(apic.isr()));
             }
-            Book::Exact { x, .. } => x.routed = exact::Legal::from_set(matched_unmasked),
+            Book::Exact { x, .. } => x.set_routes(&exact::Legal::from_set(matched_unmasked)),
             Book::LineAware { x, .. } => x.routed = exact::Legal::from_set(matched_unmasked),
             Book::TmrDriven { .. } | Book::NoIntercept { .. } => {}
         }
@@ -827,7 +827,7 @@ impl EoiExitMap {
             return false;
         }
         let was = x.exits(v);
-        x.routed.set(v, routed);
+        x.route(v, routed);
         if hdr.rtc_owed != Some(v) && x.exits(v) != was {
             hdr.dirty |= 1 << (v.get() >> 6);
         }
@@ -838,7 +838,7 @@ impl EoiExitMap {
     #[cfg(test)]
     pub(crate) fn exact_routes(&self) -> Option<VectorSet> {
         match &self.book {
-            Book::Exact { x, .. } => Some(x.routed.set_of()),
+            Book::Exact { x, .. } => Some(x.routed().set_of()),
             _ => None,
         }
     }
