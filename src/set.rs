@@ -206,6 +206,28 @@ impl<T: SetElement> Set256<T> {
         Self::pos(e).is_some_and(|(w, b)| self.words[w] & b != 0)
     }
 
+    /// The highest member below `e`, if any: only `e`'s word and the ones
+    /// under it are read (a LAPIC EOI retires the highest in-service vector,
+    /// so the next one is below it).
+    #[inline]
+    pub(crate) fn highest_below(&self, e: T) -> Option<T> {
+        let i = e.index().min(255);
+        let mut w = i / 64;
+        let mut word = self.words[w] & ((1u64 << (i % 64)) - 1);
+        loop {
+            if word != 0 {
+                return Some(T::from_index(
+                    (w as u32 * 64 + 63 - word.leading_zeros()) as u8,
+                ));
+            }
+            if w == 0 {
+                return None;
+            }
+            w -= 1;
+            word = self.words[w];
+        }
+    }
+
     /// The highest member, if any.
     #[inline]
     pub fn highest(&self) -> Option<T> {

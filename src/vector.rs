@@ -147,6 +147,21 @@ mod tests {
     }
 
     #[test]
+    fn highest_below_is_the_highest_member_under_the_bound_at_every_bound() {
+        let members = [0u8, 1, 63, 64, 65, 127, 128, 191, 192, 200, 254, 255];
+        let s: VectorSet = members.into_iter().map(Vector).collect();
+        for bound in 0..=255u8 {
+            let want = members
+                .iter()
+                .rev()
+                .find(|&&m| m < bound)
+                .map(|&m| Vector(m));
+            assert_eq!(s.highest_below(Vector(bound)), want, "below {bound:#x}");
+        }
+        assert_eq!(VectorSet::EMPTY.highest_below(Vector(0xff)), None);
+    }
+
+    #[test]
     fn vmcs_word_n_holds_vectors_64n_to_64n_plus_63() {
         let s: VectorSet = [0u8, 63, 64, 200, 255].into_iter().map(Vector).collect();
         assert_eq!(

@@ -618,6 +618,14 @@ impl EoiExitMap {
         self.book.hdr().rtc_owed
     }
 
+    /// Whether [`EoiExitMap::take_vmcs_update`] has work: words changed
+    /// since the last update, or (`LineAware`) the load itself moves lazy
+    /// instances on.
+    #[inline]
+    pub(crate) fn needs_load(&self) -> bool {
+        matches!(self.book, Book::LineAware { .. }) || self.book.hdr().dirty != 0
+    }
+
     /// The words that changed since the last call, or `None` when none did.
     /// Call before every VM entry.
     ///

@@ -1000,7 +1000,7 @@ impl<S: AsRef<[VcpuSlot]>, const PINS: usize> Irqchip<S, PINS> {
         let i = vcpu.index();
         let slot = self.slot(i);
         let mut sh = self.shared.lock();
-        let (eoi, exit, suppressed) = {
+        let (eoi, exit, suppressed, load) = {
             let mut v = slot.lock();
             let Some(eoi) = v.apic.eoi() else {
                 return GuestEoi::default();
@@ -1012,7 +1012,7 @@ impl<S: AsRef<[VcpuSlot]>, const PINS: usize> Irqchip<S, PINS> {
             if exit.intercepted {
                 stats.eoi_exits = stats.eoi_exits.wrapping_add(1);
             }
-            (eoi, exit, apic.suppresses_eoi_broadcast())
+            (eoi, exit, apic.suppresses_eoi_broadcast(), map.needs_load())
         };
         let forward = exit.intercepted
             && match self.config.eoi_forwarding {
@@ -1059,8 +1059,12 @@ impl<S: AsRef<[VcpuSlot]>, const PINS: usize> Irqchip<S, PINS> {
         // before KVM_REQ_SCAN_IOAPIC (rescan), then the bitmap load.
         if exit.rescan {
             self.rescan_locked(&sh, i, &mut slot.lock());
+            fx.reload.insert(vcpu);
+        } else if load {
+            // Only when there is something to load: most intercepted EOIs
+            // (a routed level vector's) leave the bitmap as it was.
+            fx.reload.insert(vcpu);
         }
-        fx.reload.insert(vcpu);
         out
     }
 

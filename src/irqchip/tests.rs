@@ -462,3 +462,41 @@ fn a_restore_brings_the_snapshot_s_ack_notifier_pins_to_the_eoi_path() {
     assert!(eoi.intercepted);
     assert!(eoi.acked_pins.contains(pin));
 }
+
+/// `Effects::reload` lists the vCPUs whose bitmap changed. An intercepted
+/// level EOI of a vector still routed to the vCPU changes nothing (no
+/// VMWRITE, no kick); one that retires the last reason for the bit (the
+/// entry moved away while the instance was in service) does.
+#[test]
+fn an_intercepted_eoi_lists_the_vcpu_for_reload_only_when_its_bitmap_changed() {
+    let c = chip::<2>();
+    let (pin, v0, v1) = (Pin::new(2), VcpuId::new(0), VcpuId::new(1));
+    let level = |dest| RedirectionEntry::fixed(Vector::new(0x52), TriggerMode::Level, dest).0;
+    let mut fx = Effects::new();
+    c.write_entry(pin, level(0), &mut fx);
+    let _ = (c.vmcs_update(v0), c.vmcs_update(v1));
+
+    // Still routed here: the bit stays, nothing to load.
+    c.set_line(pin, true, &mut fx);
+    assert_eq!(c.ack(v0), Some(Vector::new(0x52)));
+    c.set_line(pin, false, &mut fx);
+    fx.clear();
+    let eoi = c.guest_eoi(v0, &mut fx);
+    assert!(eoi.intercepted && eoi.reached_ioapic);
+    assert!(fx.reload.is_empty());
+    assert!(c.vmcs_update(v0).is_none());
+
+    // Moved to vCPU 1 while in service on vCPU 0: vCPU 0 keeps the bit for
+    // that instance's EOI, which then clears it.
+    c.set_line(pin, true, &mut fx);
+    assert_eq!(c.ack(v0), Some(Vector::new(0x52)));
+    c.write_entry(pin, level(1), &mut fx);
+    let _ = (c.vmcs_update(v0), c.vmcs_update(v1));
+    c.set_line(pin, false, &mut fx);
+    fx.clear();
+    let eoi = c.guest_eoi(v0, &mut fx);
+    assert!(eoi.intercepted && eoi.reached_ioapic);
+    assert_eq!(fx.reload.iter().collect::<std::vec::Vec<_>>(), [v0]);
+    let u = c.vmcs_update(v0).expect("the bit of 0x52 cleared");
+    assert_eq!(u.changed().collect::<std::vec::Vec<_>>(), [(1, 0)]);
+}

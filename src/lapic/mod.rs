@@ -946,7 +946,9 @@ impl LocalApic {
             return None;
         }
         let vector = self.highest_isr_cache?;
-        self.isr_remove(vector);
+        // The highest in-service vector retires: the next is below it.
+        self.isr.remove(vector);
+        self.highest_isr_cache = self.isr.highest_below(vector);
         let level = self.tmr.contains(vector);
         Some(Eoi {
             vector,
@@ -1031,13 +1033,6 @@ impl LocalApic {
         match self.highest_isr_cache {
             Some(h) if h >= v => {}
             _ => self.highest_isr_cache = Some(v),
-        }
-    }
-
-    #[inline]
-    fn isr_remove(&mut self, v: Vector) {
-        if self.isr.remove(v) && self.highest_isr_cache == Some(v) {
-            self.highest_isr_cache = self.isr.highest();
         }
     }
 }
