@@ -541,7 +541,7 @@ impl<const PINS: usize> Ioapic<PINS> {
 
     /// Stores `new` (already merged with the read-only bits) in entry `i`.
     #[inline]
-    fn store_entry(&mut self, i: usize, new: RedirectionEntry) -> IoapicEffects {
+    pub(crate) fn store_entry(&mut self, i: usize, new: RedirectionEntry) -> IoapicEffects {
         let pin = Pin::new(i as u8);
         let old = self.entries[i];
         self.entries[i] = new;

@@ -573,14 +573,21 @@ impl<S: AsRef<[VcpuSlot]>, const PINS: usize> Irqchip<S, PINS> {
             && !self.config.policy.is_kvm()
             && let Some(data) = crate::ioapic::access_data(size, value)
             && let Some((_, new)) = sh.ioapic.iowin_entry(data)
-            && new == sh.ioapic.entries()[i]
-            && !(new.is_level() && sh.ioapic.asserted(Pin::new(i as u8)))
         {
-            // The entry keeps its bits (the half of a 64-bit update the guest
-            // writes unchanged) and its pin is not to be serviced: the write
-            // changes nothing but is still a route write. KVM's policies
-            // model KVM's rescan on every write; `LineAware` settles on it.
-            fx.route_changed.insert(Pin::new(i as u8));
+            let old = sh.ioapic.entries()[i];
+            if new == old && !(new.is_level() && sh.ioapic.asserted(Pin::new(i as u8))) {
+                // The entry keeps its bits (the half of a 64-bit update the
+                // guest writes unchanged) and its pin is not to be serviced:
+                // the write changes nothing but is still a route write.
+                fx.route_changed.insert(Pin::new(i as u8));
+            } else {
+                // The entry is decoded once: stored as computed, as the
+                // I/O APIC's own IOWIN write would store it.
+                let a = sh.ioapic.store_entry(i, new);
+                self.apply(&mut sh, a, Some((i, old)), fx);
+            }
+            // KVM's policies model KVM's rescan on every write and
+            // `LineAware` settles on it: both take the general path below.
             return;
         }
         if self.line_aware()
