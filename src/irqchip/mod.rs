@@ -546,6 +546,7 @@ impl<S: AsRef<[VcpuSlot]>, const PINS: usize> Irqchip<S, PINS> {
     }
 
     /// A guest write to the I/O APIC window.
+    #[inline]
     pub fn mmio_write<L: DeliveryLog>(
         &self,
         offset: u64,
@@ -556,10 +557,25 @@ impl<S: AsRef<[VcpuSlot]>, const PINS: usize> Irqchip<S, PINS> {
         let reg = offset % crate::ioapic::MMIO_LEN;
         if reg == crate::ioapic::IOREGSEL && matches!(size, 1 | 2 | 4 | 8) {
             // Half of every guest access, and nothing to report: every
-            // access size keeps the low byte (`Ioapic::mmio_write`).
+            // access size keeps the low byte (`Ioapic::mmio_write`). Inline
+            // in the caller, without the frame of the other registers' path.
             self.shared.lock().ioapic.select(value as u8);
             return;
         }
+        self.mmio_write_other(offset, reg, size, value, fx);
+    }
+
+    /// [`Irqchip::mmio_write`] of a register other than IOREGSEL (or of
+    /// IOREGSEL with a size the I/O APIC ignores).
+    #[inline(never)]
+    fn mmio_write_other<L: DeliveryLog>(
+        &self,
+        offset: u64,
+        reg: u64,
+        size: u32,
+        value: u64,
+        fx: &mut Effects<L>,
+    ) {
         let mut sh = self.shared.lock();
         // Only an IOWIN write can change an entry; the EOI register needs no
         // entry bookkeeping.
