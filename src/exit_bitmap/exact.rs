@@ -374,6 +374,20 @@ impl Packed {
         }
     }
 
+    /// Routes `v` here or not; returns whether that changed whether EOIs of
+    /// `v` exit (the RTC aside). One load and one store.
+    #[inline(always)]
+    pub(super) fn reroute(&mut self, v: Vector, on: bool) -> bool {
+        let Some((k, o)) = Self::at(v) else {
+            return false;
+        };
+        let nib = self.nibble(k, o);
+        let c = &mut self.chunks[k];
+        *c = (*c & !(1 << o)) | u64::from(on) << o;
+        let after = nib & 7 | u8::from(on) << 3;
+        (EXITS >> nib) & 1 != (EXITS >> after) & 1
+    }
+
     /// Whether the routes are exactly the legal vectors of `s`.
     #[inline(always)]
     pub(super) fn routes_same_as(&self, s: &VectorSet) -> bool {

@@ -834,9 +834,7 @@ impl EoiExitMap {
         if !apic.idle() {
             return false;
         }
-        let was = x.exits(v);
-        x.route(v, routed);
-        if hdr.rtc_owed != Some(v) && x.exits(v) != was {
+        if x.reroute(v, routed) && hdr.rtc_owed != Some(v) {
             hdr.dirty |= 1 << (v.get() >> 6);
         }
         true

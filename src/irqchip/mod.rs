@@ -1940,15 +1940,18 @@ impl<S: AsRef<[VcpuSlot]>, const PINS: usize> Irqchip<S, PINS> {
         let mut guard = slot.0.lock();
         let v = &mut *guard;
         v.route.pins = v.route.pins & !clear | set;
-        let distinct = if vectors[0] == vectors[1] { 1 } else { 2 };
-        let done = vectors[..distinct].iter().all(|&u| {
-            v.map
-                .reroute(&v.apic, u, self.routed_to(sh, v.route.pins, &v.apic, u))
-        });
+        let [a, b] = vectors;
+        let pins = v.route.pins;
+        let done = v
+            .map
+            .reroute(&v.apic, a, self.routed_to(sh, pins, &v.apic, a))
+            && (a == b
+                || v.map
+                    .reroute(&v.apic, b, self.routed_to(sh, pins, &v.apic, b)));
         if done {
             // Counted as a rescan that read one entry per vector.
             v.stats.rescans = v.stats.rescans.wrapping_add(1);
-            v.stats.entries_scanned = v.stats.entries_scanned.wrapping_add(distinct as u32);
+            v.stats.entries_scanned = v.stats.entries_scanned.wrapping_add(1 + u32::from(a != b));
         } else {
             self.rescan_locked(sh, id.index(), v);
         }
@@ -1966,6 +1969,7 @@ impl<S: AsRef<[VcpuSlot]>, const PINS: usize> Irqchip<S, PINS> {
 
     /// Whether a counted, unmasked entry with vector `u` targets `me`: what
     /// a rescan of `me` finds for `u`, from the vector index.
+    #[inline(always)]
     fn routed_to(&self, sh: &Shared<PINS>, pins: u32, apic: &LocalApic, u: Vector) -> bool {
         let level_counts = !self.directed(apic) && !self.line_aware();
         let live = |p: usize| {
