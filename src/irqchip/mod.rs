@@ -264,6 +264,26 @@ const OWNER_NONE: u16 = u16::MAX;
 /// did not exit (seen when another instance of the vector arrived there).
 const OWNER_RETIRED: u16 = u16::MAX - 1;
 
+/// The parts of a vectored message a LAPIC reads when it accepts it (its
+/// destination was matched by the sender).
+#[derive(Clone, Copy, Debug)]
+struct Vectored {
+    mode: DeliveryMode,
+    vector: Vector,
+    trigger: crate::TriggerMode,
+}
+
+impl Vectored {
+    #[inline(always)]
+    fn of(msg: &InterruptMessage) -> Vectored {
+        Vectored {
+            mode: msg.delivery_mode,
+            vector: msg.vector,
+            trigger: msg.trigger,
+        }
+    }
+}
+
 /// Physical-ID cache entry: no vCPU has that ID.
 const PHYS_NONE: u16 = u16::MAX;
 /// Physical-ID cache entry: several vCPUs match (shared ID, broadcast).
@@ -1807,6 +1827,37 @@ impl<S: AsRef<[VcpuSlot]>, const PINS: usize> Irqchip<S, PINS> {
     /// vCPUs its cached destination set names.
     #[inline]
     fn deliver_pin<L: DeliveryLog>(&self, sh: &Shared<PINS>, p: Pin, fx: &mut Effects<L>) {
+        let i = p.index();
+        if let Some(&e) = sh.ioapic.entries().get(i)
+            && e.delivery_mode_bits() == 0
+            && let one = sh.dest_one[i]
+            && one < PHYS_MANY
+            && !self.line_aware()
+            && !(self.config.rtc_tracking && u32::from(p.get()) == RTC_GSI.get())
+        {
+            // The common case, without building the message: a fixed entry
+            // whose destination the cache resolved to one vCPU, what
+            // `deliver` would do with it.
+            let source = if e.is_level() || self.is_notified(p) {
+                Source::NeedsEoi
+            } else {
+                Source::Plain
+            };
+            let msg = Vectored {
+                mode: DeliveryMode::Fixed,
+                vector: e.vector(),
+                trigger: e.trigger_mode(),
+            };
+            self.accept_on(sh, VcpuId::new(one), msg, Some(p), source, true, fx);
+            return;
+        }
+        self.deliver_pin_general(sh, p, fx);
+    }
+
+    /// [`Irqchip::deliver_pin`] of any other entry: the message is decoded
+    /// and delivered as an MSI would be.
+    #[inline(never)]
+    fn deliver_pin_general<L: DeliveryLog>(&self, sh: &Shared<PINS>, p: Pin, fx: &mut Effects<L>) {
         let Some(msg) = sh.ioapic.message(p) else {
             return;
         };
@@ -1999,7 +2050,15 @@ impl<S: AsRef<[VcpuSlot]>, const PINS: usize> Irqchip<S, PINS> {
     ) {
         // The common case first, inline: a fixed message to one vCPU.
         if let (DeliveryMode::Fixed, Targets::One(i)) = (msg.delivery_mode, targets) {
-            self.accept_on(sh, VcpuId::new(i as u16), msg, pin, source, true, fx);
+            self.accept_on(
+                sh,
+                VcpuId::new(i as u16),
+                Vectored::of(msg),
+                pin,
+                source,
+                true,
+                fx,
+            );
             return;
         }
         self.deliver_general(sh, msg, pin, source, targets, fx);
@@ -2027,12 +2086,12 @@ impl<S: AsRef<[VcpuSlot]>, const PINS: usize> Irqchip<S, PINS> {
         }
         if msg.delivery_mode == DeliveryMode::LowestPriority {
             if let Some(w) = self.arbitrate(sh, targets, msg.vector) {
-                self.accept_on(sh, w, msg, pin, source, true, fx);
+                self.accept_on(sh, w, Vectored::of(msg), pin, source, true, fx);
             }
             return;
         }
         if let Targets::One(i) = targets {
-            self.accept_on(sh, id(i), msg, pin, source, true, fx);
+            self.accept_on(sh, id(i), Vectored::of(msg), pin, source, true, fx);
             return;
         }
         // Several, or one: whether a vCPU takes the message alone is known
@@ -2048,14 +2107,14 @@ impl<S: AsRef<[VcpuSlot]>, const PINS: usize> Irqchip<S, PINS> {
                     }
                     Some(f) => {
                         several = true;
-                        self.accept_on(sh, id(f), msg, pin, source, false, fx);
+                        self.accept_on(sh, id(f), Vectored::of(msg), pin, source, false, fx);
                     }
                 }
             }
-            self.accept_on(sh, id(i), msg, pin, source, false, fx);
+            self.accept_on(sh, id(i), Vectored::of(msg), pin, source, false, fx);
         });
         if let Some(f) = first {
-            self.accept_on(sh, id(f), msg, pin, source, !several, fx);
+            self.accept_on(sh, id(f), Vectored::of(msg), pin, source, !several, fx);
         }
     }
 
@@ -2144,7 +2203,7 @@ impl<S: AsRef<[VcpuSlot]>, const PINS: usize> Irqchip<S, PINS> {
         &self,
         sh: &Shared<PINS>,
         id: VcpuId,
-        msg: &InterruptMessage,
+        msg: Vectored,
         pin: Option<Pin>,
         source: Source,
         alone: bool,
@@ -2157,11 +2216,12 @@ impl<S: AsRef<[VcpuSlot]>, const PINS: usize> Irqchip<S, PINS> {
         let Vcpu { apic, map, .. } = &mut *v;
         // Read before the acceptance, by `LineAware` only.
         let had = self.line_aware() && apic.pending_eoi(msg.vector);
-        let (vector, trigger, coalesced) = match apic.accept(msg) {
-            Acceptance::Accepted { vector, trigger } => (vector, trigger, false),
-            Acceptance::Coalesced { vector, trigger } => (vector, trigger, true),
-            Acceptance::Ignored(_) => return,
-        };
+        let (vector, trigger, coalesced) =
+            match apic.accept_parts(msg.mode, msg.vector, msg.trigger) {
+                Acceptance::Accepted { vector, trigger } => (vector, trigger, false),
+                Acceptance::Coalesced { vector, trigger } => (vector, trigger, true),
+                Acceptance::Ignored(_) => return,
+            };
         let accepted = Accepted {
             vector,
             trigger,

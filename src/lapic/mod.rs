@@ -857,25 +857,32 @@ impl LocalApic {
     /// ```
     #[inline]
     pub fn accept(&mut self, msg: &InterruptMessage) -> Acceptance {
+        self.accept_parts(msg.delivery_mode, msg.vector, msg.trigger)
+    }
+
+    /// [`LocalApic::accept`] of a message given by the parts the LAPIC
+    /// reads (its destination was matched by the sender).
+    #[inline]
+    pub(crate) fn accept_parts(
+        &mut self,
+        mode: DeliveryMode,
+        vector: Vector,
+        trigger: TriggerMode,
+    ) -> Acceptance {
         if self.mode == ApicMode::Disabled {
             return Acceptance::Ignored(IgnoreReason::Disabled);
         }
-        if !matches!(
-            msg.delivery_mode,
-            DeliveryMode::Fixed | DeliveryMode::LowestPriority
-        ) {
+        if !matches!(mode, DeliveryMode::Fixed | DeliveryMode::LowestPriority) {
             return Acceptance::Ignored(IgnoreReason::NotVectored);
         }
         if !self.software_enabled() {
             return Acceptance::Ignored(IgnoreReason::Disabled);
         }
-        let vector = msg.vector;
         if vector.is_reserved() {
             // SDM "receive illegal vector": logged, not delivered.
             self.set_esr_pending(self.esr_pending() | ESR_RECEIVE_ILLEGAL_VECTOR);
             return Acceptance::Ignored(IgnoreReason::IllegalVector);
         }
-        let trigger = msg.trigger;
         self.tmr.set(vector, trigger.is_level());
         if self.irr.insert(vector) {
             Acceptance::Accepted { vector, trigger }
