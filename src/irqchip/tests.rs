@@ -536,7 +536,7 @@ fn iowin_writes_leave_the_entries_the_bare_ioapic_leaves_and_deliver_what_it_del
         let value = if reg % 2 == 0 {
             low
         } else {
-            (r >> 40) % 4 << 24
+            ((r >> 40) % 4) << 24
         };
         c.mmio_write(IOREGSEL, 4, reg, &mut fx);
         let _ = bare.mmio_write(IOREGSEL, 4, reg);
