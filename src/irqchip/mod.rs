@@ -1833,15 +1833,13 @@ impl<S: AsRef<[VcpuSlot]>, const PINS: usize> Irqchip<S, PINS> {
             && let one = sh.dest_one[i]
             && one < PHYS_MANY
             && !self.line_aware()
-            && !(self.config.rtc_tracking && u32::from(p.get()) == RTC_GSI.get())
         {
             // The common case, without building the message: a fixed entry
             // whose destination the cache resolved to one vCPU, what
             // `deliver` would do with it.
-            let source = if e.is_level() || self.is_notified(p) {
-                Source::NeedsEoi
-            } else {
-                Source::Plain
+            let Some(source) = self.pin_source(p, e.trigger_mode()) else {
+                fx.rtc_coalesced = true;
+                return;
             };
             let msg = Vectored {
                 mode: DeliveryMode::Fixed,
@@ -1861,7 +1859,7 @@ impl<S: AsRef<[VcpuSlot]>, const PINS: usize> Irqchip<S, PINS> {
         let Some(msg) = sh.ioapic.message(p) else {
             return;
         };
-        let Some(source) = self.pin_source(p, &msg) else {
+        let Some(source) = self.pin_source(p, msg.trigger) else {
             fx.rtc_coalesced = true;
             return;
         };
@@ -2148,22 +2146,34 @@ impl<S: AsRef<[VcpuSlot]>, const PINS: usize> Irqchip<S, PINS> {
         }
     }
 
-    /// What pin `p`'s message `msg` is to the maps: a level or ack-notifier
+    /// What pin `p`'s message (of trigger mode `trigger`) is to the maps: a level or ack-notifier
     /// pin's needs its EOI, a tracked RTC pin's is the RTC's, any other is
     /// plain. `None` while the RTC's EOI is owed: the RTC interrupt is
     /// coalesced (KVM's `rtc_irq_check_coalesced`).
     #[inline]
-    fn pin_source(&self, p: Pin, msg: &InterruptMessage) -> Option<Source> {
-        let rtc_pin = self.config.rtc_tracking && p.get() as u32 == RTC_GSI.get();
-        if rtc_pin && self.rtc_eoi_owed() {
-            return None;
+    fn pin_source(&self, p: Pin, trigger: crate::TriggerMode) -> Option<Source> {
+        if self.config.rtc_tracking && p.get() as u32 == RTC_GSI.get() {
+            return self.rtc_pin_source(p, trigger);
         }
-        Some(if msg.trigger.is_level() || self.is_notified(p) {
+        Some(if trigger.is_level() || self.is_notified(p) {
             Source::NeedsEoi
-        } else if rtc_pin {
-            Source::Rtc
         } else {
             Source::Plain
+        })
+    }
+
+    /// [`Irqchip::pin_source`] of the tracked RTC pin, out of line: it
+    /// reads every vCPU's owed RTC EOI.
+    #[cold]
+    #[inline(never)]
+    fn rtc_pin_source(&self, p: Pin, trigger: crate::TriggerMode) -> Option<Source> {
+        if self.rtc_eoi_owed() {
+            return None;
+        }
+        Some(if trigger.is_level() || self.is_notified(p) {
+            Source::NeedsEoi
+        } else {
+            Source::Rtc
         })
     }
 
@@ -2737,7 +2747,7 @@ impl<S: AsRef<[VcpuSlot]>, const PINS: usize> Irqchip<S, PINS> {
     /// winner chosen; `None` when nothing would be accepted.
     fn redelivery(&self, sh: &Shared<PINS>, io: &Ioapic<PINS>, p: Pin) -> Option<Redelivery> {
         let msg = io.message(p)?;
-        let source = self.pin_source(p, &msg)?;
+        let source = self.pin_source(p, msg.trigger)?;
         // A lazy instance came from a vectored entry, and a write of the
         // entry settles it first (event (c)): the entry is unchanged.
         if !msg.delivery_mode.uses_vector() {
