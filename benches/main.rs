@@ -13,7 +13,7 @@
 //! on its bare parts, to show what the chip adds to them.
 //!
 //! After the groups have run, `main` reads the medians criterion saved for
-//! this run and prints every `irqchip/` figure as a multiple of the two
+//! this run and prints every `irqchip/` and `components/` figure as a multiple of the two
 //! floors (see [`print_ratios`]); a bench the filter left out, or whose file
 //! is older than this run, is reported as missing.
 
@@ -311,11 +311,16 @@ fn components(c: &mut Criterion) {
         }
         (acked, eoi)
     };
-    let (acked, eoi) = cycle(&mut io, &mut apic, &mut map);
-    assert_eq!(acked, Some(vector));
-    assert!(eoi.is_some_and(|e| e.vector == vector && e.level));
-    assert!(map.intercepts(vector));
-    assert!(!io.entry(pin).unwrap().remote_irr());
+    // Twice: the first cycle's EOI must leave the state the next one starts
+    // from, or the timed loop would measure a cycle that delivers nothing.
+    for _ in 0..2 {
+        let (acked, eoi) = cycle(&mut io, &mut apic, &mut map);
+        assert_eq!(acked, Some(vector));
+        assert!(eoi.is_some_and(|e| e.vector == vector && e.level));
+        assert!(map.intercepts(vector));
+        assert!(!io.entry(pin).unwrap().remote_irr());
+        assert!(apic.isr().is_empty() && apic.irr().is_empty());
+    }
     g.bench_function("cycle_level", |b| {
         b.iter(|| cycle(&mut io, &mut apic, &mut map))
     });
